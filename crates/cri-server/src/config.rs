@@ -1,0 +1,320 @@
+//! criusd configuration: one TOML file, every key optional.
+//!
+//! `Config::default()` and [`DEFAULT_CONFIG_TOML`] are the same configuration (a unit
+//! test holds them together), so `criusd config default` never drifts from the code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The complete default configuration, with comments; printed by `criusd config default`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# crius configuration. Every key is optional; the values below are the built-in defaults.
+# Unknown keys and bad values are errors that name the key.
+
+# Persistent state: the metadata store (store.redb); later the content store and snapshots.
+state_dir = "/var/lib/crius"
+
+# Volatile state: pod directories, pinned namespaces, shim sockets. Usually a tmpfs.
+run_dir = "/run/crius"
+
+# The CRI gRPC socket the kubelet and crictl connect to. Created mode 0660; its
+# directory is created mode 0711 when missing.
+socket = "/run/crius/crius.sock"
+
+# Log level (error, warn, info, debug, trace) or a tracing filter such as
+# "info,crius=debug". RUST_LOG, when set, takes precedence.
+log_level = "info"
+
+# Cgroup driver reported to the kubelet by RuntimeConfig and used for container cgroups:
+# "cgroupfs", "systemd", or "auto" (systemd when PID 1 is systemd, else cgroupfs).
+cgroup_driver = "auto"
+
+# The RuntimeClass handler used when a pod names none. Must be a key of [runtimes].
+default_runtime = "runc"
+
+# The helper that creates and pins a pod's namespaces. Empty: criusd itself
+# (`criusd pinns ...`), which is what you want unless you are testing.
+pinns_path = ""
+
+# RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
+# Giving any [runtimes.X] table replaces this whole default set.
+[runtimes.runc]
+path = "runc"
+
+[runtimes.crun]
+path = "crun"
+"#;
+
+/// How the cgroup driver is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriverSetting {
+    /// systemd when PID 1 is systemd, cgroupfs otherwise.
+    Auto,
+    /// Plain cgroupfs paths.
+    Cgroupfs,
+    /// systemd slices and scopes.
+    Systemd,
+}
+
+/// The cgroup driver actually in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// One RuntimeClass handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The OCI runtime binary: an absolute path, or a name looked up in PATH.
+    pub path: PathBuf,
+}
+
+/// criusd's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log_level: String,
+    pub cgroup_driver: CgroupDriverSetting,
+    pub default_runtime: String,
+    pub pinns_path: PathBuf,
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut runtimes = BTreeMap::new();
+        runtimes.insert(
+            "runc".to_string(),
+            RuntimeHandler {
+                path: PathBuf::from("runc"),
+            },
+        );
+        runtimes.insert(
+            "crun".to_string(),
+            RuntimeHandler {
+                path: PathBuf::from("crun"),
+            },
+        );
+        Config {
+            state_dir: PathBuf::from("/var/lib/crius"),
+            run_dir: PathBuf::from("/run/crius"),
+            socket: PathBuf::from("/run/crius/crius.sock"),
+            log_level: "info".to_string(),
+            cgroup_driver: CgroupDriverSetting::Auto,
+            default_runtime: "runc".to_string(),
+            pinns_path: PathBuf::new(),
+            runtimes,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The longest path a unix socket address can hold (sun_path less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+impl Config {
+    /// Loads the file at `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error message names the offending key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("state_dir", &self.state_dir),
+            ("run_dir", &self.run_dir),
+            ("socket", &self.socket),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {:?}", path),
+                ));
+            }
+        }
+        if self.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(invalid(
+                "socket",
+                format!(
+                    "path is {} bytes; a unix socket path holds at most {MAX_SOCKET_PATH}",
+                    self.socket.as_os_str().len()
+                ),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid("log_level", e.to_string()));
+        }
+        if self.runtimes.is_empty() {
+            return Err(invalid(
+                "runtimes",
+                "at least one runtime handler is needed",
+            ));
+        }
+        for (name, handler) in &self.runtimes {
+            if name.is_empty() {
+                return Err(invalid("runtimes", "a handler name may not be empty"));
+            }
+            if handler.path.as_os_str().is_empty() {
+                return Err(invalid(format!("runtimes.{name}.path"), "may not be empty"));
+            }
+        }
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return Err(invalid(
+                "default_runtime",
+                format!(
+                    "{:?} is not a configured handler (configured: {})",
+                    self.default_runtime,
+                    self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if !self.pinns_path.as_os_str().is_empty() && !self.pinns_path.is_absolute() {
+            return Err(invalid("pinns_path", "must be empty or an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// The cgroup driver in effect, resolving `auto`.
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        match self.cgroup_driver {
+            CgroupDriverSetting::Cgroupfs => CgroupDriver::Cgroupfs,
+            CgroupDriverSetting::Systemd => CgroupDriver::Systemd,
+            CgroupDriverSetting::Auto => {
+                if Path::new("/run/systemd/system").is_dir() {
+                    CgroupDriver::Systemd
+                } else {
+                    CgroupDriver::Cgroupfs
+                }
+            }
+        }
+    }
+
+    /// Prints the effective configuration as TOML.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_is_the_default_config() {
+        let parsed = Config::parse(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_file_is_the_default_config() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("stat_dir = \"/x\"\n").unwrap_err();
+        assert!(err.contains("stat_dir"), "{err}");
+        let err = Config::parse("[runtimes.runc]\npath = \"runc\"\nroot = 1\n").unwrap_err();
+        assert!(err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::parse("cgroup_driver = \"cgroupv3\"\n").unwrap_err();
+        assert!(err.contains("cgroup_driver"), "{err}");
+        assert!(err.contains("cgroupv3"), "{err}");
+        let err = Config::parse("state_dir = 5\n").unwrap_err();
+        assert!(err.contains("state_dir"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config {
+            run_dir: PathBuf::from("relative"),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("`run_dir`"));
+        c = Config {
+            default_runtime: "kata".into(),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`default_runtime`")
+        );
+        c = Config {
+            log_level: "info,[".into(),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("`log_level`")
+        );
+        c = Config {
+            socket: PathBuf::from(format!("/{}", "s".repeat(200))),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("`socket`"));
+    }
+
+    #[test]
+    fn runtimes_table_replaces_defaults() {
+        let c = Config::parse(
+            "default_runtime = \"kata\"\n[runtimes.kata]\npath = \"/usr/bin/kata-runtime\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.runtimes.len(), 1);
+        c.validate().unwrap();
+    }
+}

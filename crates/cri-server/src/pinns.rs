@@ -1,0 +1,250 @@
+//! Pinned pod namespaces.
+//!
+//! A pod's network, IPC and UTS namespaces are created by a helper process (`criusd
+//! pinns`, or `pinns_path` from the config): a fresh single-threaded process that
+//! calls `unshare`, sets the hostname, brings `lo` up, and bind-mounts each
+//! `/proc/self/ns/X` onto `<pod dir>/ns/X` before it exits. The bind mount keeps the
+//! namespace alive; containers join it by path. The daemon itself never unshares:
+//! it is multi-threaded, and `unshare` acts on one thread only.
+//!
+//! Undo is [`unpin`]: detach every mount under `<pod dir>/ns` and delete the files.
+//! It succeeds on a half-made directory and on one already gone.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// What the helper is asked to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinRequest {
+    /// The directory that receives one file per pinned namespace.
+    pub dir: PathBuf,
+    pub net: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    /// Set in the new UTS namespace (only with `uts`).
+    pub hostname: Option<String>,
+}
+
+impl PinRequest {
+    /// The helper's command line after the program name.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "pinns".to_string(),
+            "--dir".to_string(),
+            self.dir.to_string_lossy().into_owned(),
+        ];
+        for (on, flag) in [
+            (self.net, "--net"),
+            (self.ipc, "--ipc"),
+            (self.uts, "--uts"),
+        ] {
+            if on {
+                args.push(flag.to_string());
+            }
+        }
+        if let Some(h) = &self.hostname {
+            args.push("--hostname".to_string());
+            args.push(h.clone());
+        }
+        args
+    }
+
+    /// The path where namespace `kind` is pinned.
+    pub fn path(dir: &Path, kind: &str) -> PathBuf {
+        dir.join(kind)
+    }
+}
+
+/// Runs in the helper process: creates the namespaces and pins them.
+/// On failure nothing is left pinned.
+pub fn run_helper(req: &PinRequest) -> Result<(), String> {
+    let mut flags = CloneFlags::empty();
+    if req.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if req.ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if req.uts {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if flags.is_empty() {
+        return Ok(());
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    if req.uts {
+        if let Some(h) = &req.hostname {
+            nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+        }
+    }
+    if req.net {
+        crate::sys::set_loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    }
+    fs::create_dir_all(&req.dir).map_err(|e| format!("creating {}: {e}", req.dir.display()))?;
+    let mut pinned: Vec<PathBuf> = Vec::new();
+    for (on, kind) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+        if !on {
+            continue;
+        }
+        let target = PinRequest::path(&req.dir, kind);
+        if let Err(e) = pin_one(kind, &target) {
+            for done in &pinned {
+                let _ = unpin_path(done.as_path());
+            }
+            let _ = unpin_path(&target);
+            return Err(e);
+        }
+        pinned.push(target);
+    }
+    Ok(())
+}
+
+fn pin_one(kind: &str, target: &Path) -> Result<(), String> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(target)
+        .map_err(|e| format!("creating {}: {e}", target.display()))?;
+    let source = format!("/proc/self/ns/{kind}");
+    nix::mount::mount(
+        Some(source.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind-mounting {source} on {}: {e}", target.display()))
+}
+
+/// Detaches and deletes one pinned namespace file. Missing is fine.
+pub fn unpin_path(path: &Path) -> io::Result<()> {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(io::Error::other(format!(
+                "unmounting {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("removing {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Releases every namespace pinned under `dir` and removes `dir`.
+pub fn unpin(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", dir.display()),
+            ));
+        }
+    };
+    for entry in entries {
+        let entry = entry?;
+        unpin_path(&entry.path())?;
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("removing {}: {e}", dir.display()),
+        )),
+    }
+}
+
+/// Whether `path` is a live pinned namespace (an nsfs mount).
+pub fn is_pinned(path: &Path) -> bool {
+    matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// Starts the helper and waits for it, up to `timeout`.
+pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(helper);
+    cmd.args(req.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting namespace helper {}: {e}", helper.display()))?;
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("waiting for namespace helper: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "namespace helper {} did not finish within {timeout:?}",
+                helper.display()
+            ));
+        }
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "namespace helper {} failed ({}): {}",
+        helper.display(),
+        out.status,
+        stderr.trim()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip_shape() {
+        let req = PinRequest {
+            dir: PathBuf::from("/run/crius/pods/x/ns"),
+            net: true,
+            ipc: false,
+            uts: true,
+            hostname: Some("h".into()),
+        };
+        assert_eq!(
+            req.to_args(),
+            vec![
+                "pinns",
+                "--dir",
+                "/run/crius/pods/x/ns",
+                "--net",
+                "--uts",
+                "--hostname",
+                "h"
+            ]
+        );
+    }
+
+    #[test]
+    fn unpin_of_missing_or_plain_files_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        unpin(&ns).unwrap();
+        fs::create_dir(&ns).unwrap();
+        fs::write(ns.join("net"), b"").unwrap();
+        unpin(&ns).unwrap();
+        assert!(!ns.exists());
+    }
+}

@@ -1,0 +1,325 @@
+//! The CRI v1 gRPC services. Handlers validate, open a tracing span with the ids
+//! involved, call into the managers and convert [`CriError`] to a status at the edge.
+//! Every RPC that is not built yet answers `Unimplemented`, never a fake success.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crius_cni::NetworkBackend;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::{CgroupDriver, Config};
+use crate::sandbox::Sandboxes;
+
+/// The runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "crius";
+/// The CRI API version served.
+pub const RUNTIME_API_VERSION: &str = "v1";
+
+/// Shared daemon state behind both services.
+pub struct Cri {
+    pub config: Arc<Config>,
+    pub sandboxes: Arc<Sandboxes>,
+    pub network: Arc<dyn NetworkBackend>,
+}
+
+/// Looks a binary up the way exec does: a path with a slash as is, else in PATH.
+pub fn find_binary(name: &Path) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.as_os_str().to_string_lossy().contains('/') {
+        return is_exec(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
+}
+
+fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
+    cri::RuntimeCondition {
+        r#type: kind.to_string(),
+        status: ready,
+        reason: if ready {
+            String::new()
+        } else {
+            reason.to_string()
+        },
+        message: if ready {
+            String::new()
+        } else {
+            message.to_string()
+        },
+    }
+}
+
+macro_rules! unimplemented_rpcs {
+    ($($method:ident($req:ident) -> $resp:ident, $rpc:literal;)*) => {
+        $(
+            // Spelled as async_trait's expansion: the attribute on the impl does not
+            // reach into items that a macro produces.
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<cri::$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<cri::$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async {
+                    Err(Status::unimplemented(concat!($rpc, " is not implemented in crius yet")))
+                })
+            }
+        )*
+    };
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(
+        &self,
+        _request: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime_api_version: RUNTIME_API_VERSION.to_string(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let md = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!("RunPodSandbox", pod = %md.name, namespace = %md.namespace, uid = %md.uid, attempt = md.attempt);
+        let id = self
+            .sandboxes
+            .run(req.config, &req.runtime_handler)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let span = tracing::info_span!("StopPodSandbox", pod_id = %id);
+        self.sandboxes.stop(&id).instrument(span).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let span = tracing::info_span!("RemovePodSandbox", pod_id = %id);
+        self.sandboxes.remove(&id).instrument(span).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::debug_span!("PodSandboxStatus", pod_id = %req.pod_sandbox_id);
+        let resp = self
+            .sandboxes
+            .status(&req.pod_sandbox_id, req.verbose)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let items = self.sandboxes.list(request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let verbose = request.into_inner().verbose;
+        let default = &self.config.default_runtime;
+        let runtime_ready = self
+            .config
+            .runtimes
+            .get(default)
+            .and_then(|h| find_binary(&h.path));
+        let runtime = match (&runtime_ready, self.config.runtimes.get(default)) {
+            (Some(_), _) => condition("RuntimeReady", true, "", ""),
+            (None, handler) => condition(
+                "RuntimeReady",
+                false,
+                "OCIRuntimeMissing",
+                &format!(
+                    "the default runtime handler {default:?} needs the OCI runtime binary {:?}, which was not found",
+                    handler
+                        .map(|h| h.path.display().to_string())
+                        .unwrap_or_default()
+                ),
+            ),
+        };
+        let net_status = self.network.status();
+        let network = condition(
+            "NetworkReady",
+            net_status.ready,
+            &net_status.reason,
+            &net_status.message,
+        );
+        let no_features = Some(cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        });
+        let mut runtime_handlers = vec![cri::RuntimeHandler {
+            name: String::new(),
+            features: no_features,
+        }];
+        runtime_handlers.extend(self.config.runtimes.keys().map(|name| cri::RuntimeHandler {
+            name: name.clone(),
+            features: no_features,
+        }));
+        let mut info = HashMap::new();
+        if verbose {
+            let handlers: HashMap<&String, serde_json::Value> = self
+                .config
+                .runtimes
+                .iter()
+                .map(|(name, h)| {
+                    (
+                        name,
+                        serde_json::json!({
+                            "path": h.path,
+                            "resolved": find_binary(&h.path),
+                        }),
+                    )
+                })
+                .collect();
+            let detail = serde_json::json!({
+                "config": &*self.config,
+                "cgroupDriver": format!("{:?}", self.config.cgroup_driver()).to_lowercase(),
+                "networkBackend": self.network.name(),
+                "runtimeHandlers": handlers,
+            });
+            info.insert("config".to_string(), detail.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime, network],
+            }),
+            info,
+            runtime_handlers,
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = match self.config.cgroup_driver() {
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        // The kubelet sends the pod CIDR here; the bridge backend (issue 5) will use it.
+        // Until then there is nothing to update, which is the truth, not a fake.
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig: no network backend uses the pod CIDR yet");
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "GetContainerEvents is not implemented in crius yet",
+        ))
+    }
+
+    unimplemented_rpcs! {
+        create_container(CreateContainerRequest) -> CreateContainerResponse, "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse, "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse, "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse, "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse, "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse, "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse, "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse, "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse, "ExecSync";
+        exec(ExecRequest) -> ExecResponse, "Exec";
+        attach(AttachRequest) -> AttachResponse, "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse, "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse, "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse, "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics";
+    }
+}
+
+/// The image service: built with the images work (issue 3).
+pub struct Images;
+
+#[tonic::async_trait]
+impl ImageService for Images {
+    unimplemented_rpcs! {
+        list_images(ListImagesRequest) -> ListImagesResponse, "ListImages";
+        image_status(ImageStatusRequest) -> ImageStatusResponse, "ImageStatus";
+        pull_image(PullImageRequest) -> PullImageResponse, "PullImage";
+        remove_image(RemoveImageRequest) -> RemoveImageResponse, "RemoveImage";
+        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo";
+    }
+}

@@ -1,0 +1,292 @@
+//! The metadata store: an embedded redb database at `<state_dir>/store.redb`.
+//!
+//! Invariants:
+//! - Every change is one write transaction, so a crash leaves either the old or the
+//!   new state, never a mix (redb commits are atomic and durable).
+//! - A pod's reserved name (`name_namespace_uid_attempt`) and its record are written
+//!   and deleted in the same transaction: the name index never points at nothing.
+//! - Records are JSON, so a newer criusd can add optional fields and still read them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_cri::v1::PodSandboxConfig;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+const POD_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pod_names");
+
+const SCHEMA_VERSION: &str = "1";
+
+/// A store failure: the daemon cannot trust its state, so callers report it as
+/// an internal error with this context.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("metadata store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("metadata store: {0}")]
+    Db(String),
+    #[error("metadata store record {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Where a pod sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// RunPodSandbox is making it; a record found in this state at start-up is the
+    /// remains of a crash and is undone.
+    Creating,
+    /// Namespaces pinned and network set up.
+    Ready,
+    /// Stopped (or found broken at start-up): namespaces and network released.
+    NotReady,
+}
+
+/// Paths of a pod's pinned namespaces; `None` where the pod shares the host's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+impl PinnedNamespaces {
+    /// Every pinned path.
+    pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.net
+            .iter()
+            .chain(self.ipc.iter())
+            .chain(self.uts.iter())
+    }
+}
+
+/// A pod sandbox as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    /// The reserved name, `name_namespace_uid_attempt`.
+    pub name: String,
+    pub state: PodState,
+    /// Creation time, nanoseconds since the epoch.
+    pub created_at: i64,
+    /// The RuntimeClass handler, resolved (never empty).
+    pub runtime_handler: String,
+    /// The config the kubelet sent, as received.
+    pub config: PodSandboxConfig,
+    /// The pod's own directory (hostname, hosts, resolv.conf, pinned namespaces).
+    pub dir: PathBuf,
+    pub namespaces: PinnedNamespaces,
+    /// Pod addresses, primary first.
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+/// The metadata store. Cheap to clone; all methods block on disk I/O, so async
+/// callers run them on the blocking pool.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+/// The outcome of reserving a pod name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserve {
+    Done,
+    /// The name belongs to this existing pod.
+    Taken(String),
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and its tables.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| open_err(&e))?;
+        let txn = db.begin_write().map_err(|e| open_err(&e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| open_err(&e))?;
+            let existing = meta
+                .get("schema_version")
+                .map_err(|e| open_err(&e))?
+                .map(|v| v.value().to_string());
+            match existing {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(|e| open_err(&e))?;
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(open_err(&format!(
+                        "schema version {v} is not supported (this criusd reads {SCHEMA_VERSION})"
+                    )));
+                }
+            }
+            txn.open_table(PODS).map_err(|e| open_err(&e))?;
+            txn.open_table(POD_NAMES).map_err(|e| open_err(&e))?;
+        }
+        txn.commit().map_err(|e| open_err(&e))?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Writes a new pod and reserves its name, unless the name is taken.
+    pub fn insert_pod(&self, pod: &PodRecord) -> Result<Reserve, StoreError> {
+        let value = serde_json::to_vec(pod).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut names = txn.open_table(POD_NAMES).map_err(db_err)?;
+            if let Some(existing) = names.get(pod.name.as_str()).map_err(db_err)? {
+                return Ok(Reserve::Taken(existing.value().to_string()));
+            }
+            names
+                .insert(pod.name.as_str(), pod.id.as_str())
+                .map_err(db_err)?;
+            let mut pods = txn.open_table(PODS).map_err(db_err)?;
+            pods.insert(pod.id.as_str(), value.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Reserve::Done)
+    }
+
+    /// Replaces an existing pod's record.
+    pub fn update_pod(&self, pod: &PodRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(pod).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut pods = txn.open_table(PODS).map_err(db_err)?;
+            pods.insert(pod.id.as_str(), value.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Deletes a pod and frees its name. Deleting a missing pod is not an error.
+    pub fn delete_pod(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut pods = txn.open_table(PODS).map_err(db_err)?;
+            let old = pods.remove(id).map_err(db_err)?.map(|v| v.value().to_vec());
+            if let Some(old) = old {
+                let mut names = txn.open_table(POD_NAMES).map_err(db_err)?;
+                match serde_json::from_slice::<PodRecord>(&old) {
+                    Ok(rec) => {
+                        names.remove(rec.name.as_str()).map_err(db_err)?;
+                    }
+                    Err(_) => {
+                        // A record we cannot read: drop every name that points at it.
+                        let stale: Vec<String> = names
+                            .iter()
+                            .map_err(db_err)?
+                            .filter_map(|e| e.ok())
+                            .filter(|(_, v)| v.value() == id)
+                            .map(|(k, _)| k.value().to_string())
+                            .collect();
+                        for name in stale {
+                            names.remove(name.as_str()).map_err(db_err)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// One pod by exact id.
+    pub fn pod(&self, id: &str) -> Result<Option<PodRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let pods = txn.open_table(PODS).map_err(db_err)?;
+        match pods.get(id).map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => decode(id, v.value()).map(Some),
+        }
+    }
+
+    /// Every pod.
+    pub fn pods(&self) -> Result<Vec<PodRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let pods = txn.open_table(PODS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in pods.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The id of the pod holding a reserved name.
+    pub fn pod_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let names = txn.open_table(POD_NAMES).map_err(db_err)?;
+        Ok(names
+            .get(name)
+            .map_err(db_err)?
+            .map(|v| v.value().to_string()))
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<PodRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            name: name.into(),
+            state: PodState::Creating,
+            created_at: 1,
+            runtime_handler: "runc".into(),
+            config: PodSandboxConfig::default(),
+            dir: PathBuf::from("/x"),
+            namespaces: PinnedNamespaces::default(),
+            ips: vec![],
+        }
+    }
+
+    #[test]
+    fn names_are_reserved_once_and_freed_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(store.insert_pod(&record("a", "n")).unwrap(), Reserve::Done);
+        assert_eq!(
+            store.insert_pod(&record("b", "n")).unwrap(),
+            Reserve::Taken("a".into())
+        );
+        assert!(store.pod("b").unwrap().is_none());
+        let mut a = store.pod("a").unwrap().unwrap();
+        a.state = PodState::Ready;
+        store.update_pod(&a).unwrap();
+        assert_eq!(store.pods().unwrap()[0].state, PodState::Ready);
+        store.delete_pod("a").unwrap();
+        store.delete_pod("a").unwrap();
+        assert!(store.pod_id_by_name("n").unwrap().is_none());
+        assert_eq!(store.insert_pod(&record("b", "n")).unwrap(), Reserve::Done);
+    }
+
+    #[test]
+    fn reopens_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.insert_pod(&record("a", "n")).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pod_id_by_name("n").unwrap().as_deref(), Some("a"));
+        assert_eq!(store.pods().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,407 @@
+//! Validation of what the kubelet sends, before anything is made.
+//!
+//! Every refusal names the request field (`config.metadata.name`) and the problem.
+//! The rules refuse only what would break crius or the node (a `/` or NUL where a
+//! path component or file line is made from the value, an unparsable DNS server):
+//! everything the kubelet and crictl's example configs send passes.
+
+use std::net::IpAddr;
+
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, Protocol};
+
+use crate::config::Config;
+use crate::error::{CriError, CriResult};
+
+/// Longest accepted metadata value (Kubernetes object names are at most 253).
+const MAX_NAME: usize = 253;
+/// Linux HOST_NAME_MAX.
+const MAX_HOSTNAME: usize = 64;
+
+/// A pod sandbox request that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidPod {
+    pub config: PodSandboxConfig,
+    /// `name_namespace_uid_attempt`.
+    pub reserved_name: String,
+    /// The handler to use (the default when the request named none).
+    pub runtime_handler: String,
+    pub host_network: bool,
+    pub host_ipc: bool,
+}
+
+fn component(field: &str, value: &str, may_be_empty: bool) -> CriResult<()> {
+    if value.is_empty() {
+        if may_be_empty {
+            return Ok(());
+        }
+        return Err(CriError::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME {
+        return Err(CriError::invalid(
+            field,
+            format!(
+                "is {} bytes long; at most {MAX_NAME} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(CriError::invalid(field, "must not contain a NUL byte"));
+    }
+    if value.contains('/') {
+        return Err(CriError::invalid(
+            field,
+            format!("{value:?} must not contain '/': it becomes a path component"),
+        ));
+    }
+    if value == "." || value == ".." {
+        return Err(CriError::invalid(
+            field,
+            format!("{value:?} is not a usable path component"),
+        ));
+    }
+    Ok(())
+}
+
+fn no_line_breaks(field: &str, value: &str) -> CriResult<()> {
+    if value.contains(['\0', '\n', '\r']) {
+        return Err(CriError::invalid(
+            field,
+            format!("{value:?} must not contain NUL or line breaks"),
+        ));
+    }
+    Ok(())
+}
+
+fn namespace_mode(field: &str, value: i32) -> CriResult<NamespaceMode> {
+    NamespaceMode::try_from(value)
+        .map_err(|_| CriError::invalid(field, format!("unknown namespace mode {value}")))
+}
+
+/// Checks a RunPodSandbox request.
+pub fn pod_sandbox(
+    config: Option<PodSandboxConfig>,
+    runtime_handler: &str,
+    cfg: &Config,
+) -> CriResult<ValidPod> {
+    let config = config.ok_or_else(|| CriError::invalid("config", "is required"))?;
+    let metadata = config
+        .metadata
+        .clone()
+        .ok_or_else(|| CriError::invalid("config.metadata", "is required"))?;
+    component("config.metadata.name", &metadata.name, false)?;
+    component("config.metadata.namespace", &metadata.namespace, false)?;
+    component("config.metadata.uid", &metadata.uid, false)?;
+
+    if !config.hostname.is_empty() {
+        if config.hostname.len() > MAX_HOSTNAME {
+            return Err(CriError::invalid(
+                "config.hostname",
+                format!(
+                    "is {} bytes long; at most {MAX_HOSTNAME} are allowed",
+                    config.hostname.len()
+                ),
+            ));
+        }
+        if config
+            .hostname
+            .contains(|c: char| c == '\0' || c == '/' || c.is_whitespace())
+        {
+            return Err(CriError::invalid(
+                "config.hostname",
+                format!(
+                    "{:?} must not contain NUL, '/' or white space",
+                    config.hostname
+                ),
+            ));
+        }
+    }
+    if !config.log_directory.is_empty() {
+        no_line_breaks("config.log_directory", &config.log_directory)?;
+        if !config.log_directory.starts_with('/') {
+            return Err(CriError::invalid(
+                "config.log_directory",
+                format!("{:?} must be an absolute path", config.log_directory),
+            ));
+        }
+    }
+    if let Some(dns) = &config.dns_config {
+        for (i, server) in dns.servers.iter().enumerate() {
+            if server.parse::<IpAddr>().is_err() {
+                return Err(CriError::invalid(
+                    format!("config.dns_config.servers[{i}]"),
+                    format!("{server:?} is not an IP address"),
+                ));
+            }
+        }
+        for (i, search) in dns.searches.iter().enumerate() {
+            if search.is_empty() || search.contains(|c: char| c == '\0' || c.is_whitespace()) {
+                return Err(CriError::invalid(
+                    format!("config.dns_config.searches[{i}]"),
+                    format!("{search:?} must be a non-empty domain without white space"),
+                ));
+            }
+        }
+        for (i, option) in dns.options.iter().enumerate() {
+            no_line_breaks(&format!("config.dns_config.options[{i}]"), option)?;
+        }
+    }
+    for (i, pm) in config.port_mappings.iter().enumerate() {
+        let field = |f: &str| format!("config.port_mappings[{i}].{f}");
+        if Protocol::try_from(pm.protocol).is_err() {
+            return Err(CriError::invalid(
+                field("protocol"),
+                format!("unknown protocol {}", pm.protocol),
+            ));
+        }
+        if !(1..=65535).contains(&pm.container_port) {
+            return Err(CriError::invalid(
+                field("container_port"),
+                format!("{} is not a port number (1-65535)", pm.container_port),
+            ));
+        }
+        if !(0..=65535).contains(&pm.host_port) {
+            return Err(CriError::invalid(
+                field("host_port"),
+                format!("{} is not a port number (0-65535)", pm.host_port),
+            ));
+        }
+        if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
+            return Err(CriError::invalid(
+                field("host_ip"),
+                format!("{:?} is not an IP address", pm.host_ip),
+            ));
+        }
+    }
+    let mut host_network = false;
+    let mut host_ipc = false;
+    if let Some(linux) = &config.linux {
+        if linux.cgroup_parent.contains('\0') {
+            return Err(CriError::invalid(
+                "config.linux.cgroup_parent",
+                "must not contain a NUL byte",
+            ));
+        }
+        for key in linux.sysctls.keys() {
+            if key.is_empty()
+                || key.contains(['\0', ' '])
+                || key.split(['.', '/']).any(|p| p == "..")
+            {
+                return Err(CriError::invalid(
+                    "config.linux.sysctls",
+                    format!("{key:?} is not a sysctl name"),
+                ));
+            }
+        }
+        if let Some(ns) = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.as_ref())
+        {
+            let prefix = "config.linux.security_context.namespace_options";
+            host_network =
+                namespace_mode(&format!("{prefix}.network"), ns.network)? == NamespaceMode::Node;
+            host_ipc = namespace_mode(&format!("{prefix}.ipc"), ns.ipc)? == NamespaceMode::Node;
+            namespace_mode(&format!("{prefix}.pid"), ns.pid)?;
+        }
+    }
+
+    let runtime_handler = if runtime_handler.is_empty() {
+        cfg.default_runtime.clone()
+    } else {
+        runtime_handler.to_string()
+    };
+    if !cfg.runtimes.contains_key(&runtime_handler) {
+        return Err(CriError::invalid(
+            "runtime_handler",
+            format!(
+                "{runtime_handler:?} is not a configured runtime handler (configured: {})",
+                cfg.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+
+    let reserved_name = format!(
+        "{}_{}_{}_{}",
+        metadata.name, metadata.namespace, metadata.uid, metadata.attempt
+    );
+    Ok(ValidPod {
+        config,
+        reserved_name,
+        runtime_handler,
+        host_network,
+        host_ipc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{
+        DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
+        PodSandboxMetadata, PortMapping,
+    };
+
+    fn base() -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "nginx-sandbox".into(),
+                namespace: "default".into(),
+                uid: "hdishd83djaidwnduwk28bcsb".into(),
+                attempt: 1,
+            }),
+            log_directory: "/tmp".into(),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(r: CriResult<ValidPod>) -> String {
+        match r {
+            Err(CriError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn crictl_example_is_accepted() {
+        let v = pod_sandbox(Some(base()), "", &Config::default()).unwrap();
+        assert_eq!(
+            v.reserved_name,
+            "nginx-sandbox_default_hdishd83djaidwnduwk28bcsb_1"
+        );
+        assert_eq!(v.runtime_handler, "runc");
+        assert!(!v.host_network);
+    }
+
+    #[test]
+    fn kubelet_shaped_config_is_accepted() {
+        let mut c = base();
+        c.hostname = "web-0".into();
+        c.log_directory = "/var/log/pods/default_web-0_0b1c".into();
+        c.dns_config = Some(DnsConfig {
+            servers: vec!["10.96.0.10".into(), "fd00::a".into()],
+            searches: vec!["default.svc.cluster.local".into(), "cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        });
+        c.port_mappings = vec![PortMapping {
+            protocol: 1,
+            container_port: 53,
+            host_port: 0,
+            host_ip: String::new(),
+        }];
+        c.linux = Some(LinuxPodSandboxConfig {
+            cgroup_parent: "/kubepods/besteffort/pod0b1c".into(),
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: 2,
+                    pid: 1,
+                    ipc: 0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let v = pod_sandbox(Some(c), "crun", &Config::default()).unwrap();
+        assert!(v.host_network);
+        assert!(!v.host_ipc);
+        assert_eq!(v.runtime_handler, "crun");
+    }
+
+    #[test]
+    fn bad_metadata_names_the_field() {
+        for (mutate, want) in [
+            (
+                (|m: &mut PodSandboxMetadata| m.name.clear()) as fn(&mut PodSandboxMetadata),
+                "config.metadata.name",
+            ),
+            (|m| m.namespace.clear(), "config.metadata.namespace"),
+            (|m| m.uid.clear(), "config.metadata.uid"),
+            (|m| m.name = "a/b".into(), "config.metadata.name"),
+            (|m| m.namespace = "a\0b".into(), "config.metadata.namespace"),
+            (|m| m.uid = "..".into(), "config.metadata.uid"),
+        ] {
+            let mut c = base();
+            mutate(c.metadata.as_mut().unwrap());
+            assert_eq!(field_of(pod_sandbox(Some(c), "", &Config::default())), want);
+        }
+        let mut c = base();
+        c.metadata = None;
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.metadata"
+        );
+        assert_eq!(
+            field_of(pod_sandbox(None, "", &Config::default())),
+            "config"
+        );
+    }
+
+    #[test]
+    fn other_bad_fields_are_named() {
+        let mut c = base();
+        c.hostname = "a b".into();
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.hostname"
+        );
+        let mut c = base();
+        c.log_directory = "relative/dir".into();
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.log_directory"
+        );
+        let mut c = base();
+        c.dns_config = Some(DnsConfig {
+            servers: vec!["1.1.1.1".into(), "dns.example".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.dns_config.servers[1]"
+        );
+        let mut c = base();
+        c.dns_config = Some(DnsConfig {
+            options: vec!["ndots:5\nnameserver 6.6.6.6".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.dns_config.options[0]"
+        );
+        let mut c = base();
+        c.port_mappings = vec![PortMapping {
+            container_port: 70000,
+            ..Default::default()
+        }];
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.port_mappings[0].container_port"
+        );
+        assert_eq!(
+            field_of(pod_sandbox(Some(base()), "kata", &Config::default())),
+            "runtime_handler"
+        );
+        let mut c = base();
+        c.linux = Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: 9,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            field_of(pod_sandbox(Some(c), "", &Config::default())),
+            "config.linux.security_context.namespace_options.network"
+        );
+    }
+}
