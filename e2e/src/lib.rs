@@ -1,1 +1,475 @@
-//! e2e harness
+//! The crius end-to-end harness: a real criusd on unique temporary roots, driven
+//! over its socket by a tonic CRI client.
+//!
+//! Every [`Daemon`] gets its own state dir, run dir, socket and log under one
+//! unique root, so tests run side by side and next to a developer's own daemon.
+//! [`Daemon::finish`] stops the daemon and asserts that nothing it made is left:
+//! no mount under the root, no pod directory, no process mentioning the root, no
+//! stray file. Dropping a `Daemon` (a failed test) kills it and cleans up by force.
+//!
+//! The tests need root and the binaries built by `cargo build --workspace --bins`;
+//! without either they fail loudly, never skip.
+// Test harness code: a failed expectation is a failed test, so panics are the point.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1;
+
+/// Default deadline for things that should happen promptly.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails the test unless it runs as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the crius e2e tests need root (they create namespaces, mounts and sockets)"
+    );
+}
+
+/// The directory holding the workspace's built binaries (criusd, crius-shim).
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a parent");
+    let dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    };
+    let criusd = dir.join("criusd");
+    assert!(
+        criusd.is_file(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        criusd.display()
+    );
+    dir
+}
+
+/// Path of the criusd binary.
+pub fn criusd_bin() -> PathBuf {
+    bin_dir().join("criusd")
+}
+
+/// A unique scratch root for one test.
+pub fn unique_root(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut rnd = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
+    let root = PathBuf::from(format!(
+        "/tmp/crius-e2e-{tag}-{}-{n}-{:02x}{:02x}{:02x}{:02x}",
+        std::process::id(),
+        rnd[0],
+        rnd[1],
+        rnd[2],
+        rnd[3]
+    ));
+    std::fs::create_dir_all(&root).expect("creating the test root");
+    root
+}
+
+/// Polls `check` until it returns `Some`, or fails after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Connects a gRPC channel to a unix socket.
+pub async fn connect(socket: &Path) -> Result<Channel> {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .context("connecting to the CRI socket")
+}
+
+/// A running criusd on unique roots.
+pub struct Daemon {
+    pub root: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    pub rt: RuntimeServiceClient<Channel>,
+    pub img: ImageServiceClient<Channel>,
+    finished: bool,
+}
+
+/// How to start a test daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Config lines appended to the test config; `{root}` becomes the test root.
+    pub extra_config: String,
+}
+
+impl Daemon {
+    /// Starts a daemon with the default test configuration.
+    pub async fn start(tag: &str) -> Daemon {
+        Daemon::start_with(tag, Options::default()).await
+    }
+
+    /// Starts a daemon with extra configuration.
+    pub async fn start_with(tag: &str, opts: Options) -> Daemon {
+        require_root();
+        let root = unique_root(tag);
+        let config_path = root.join("criusd.toml");
+        let config = format!(
+            "state_dir = \"{root}/state\"\nrun_dir = \"{root}/run\"\nsocket = \"{root}/run/crius.sock\"\nlog_level = \"info,crius_cri_server=debug,criusd=debug\"\n{extra}\n",
+            root = root.display(),
+            extra = opts
+                .extra_config
+                .replace("{root}", &root.display().to_string())
+        );
+        std::fs::write(&config_path, config).expect("writing the test config");
+        let log_path = root.join("criusd.log");
+        let mut d = Daemon {
+            root,
+            config_path,
+            log_path,
+            child: None,
+            rt: RuntimeServiceClient::new(Endpoint::from_static("http://unused").connect_lazy()),
+            img: ImageServiceClient::new(Endpoint::from_static("http://unused").connect_lazy()),
+            finished: false,
+        };
+        d.spawn().await.expect("starting criusd");
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("run/crius.sock")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Starts criusd (again) on this daemon's roots and waits until it answers.
+    pub async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(criusd_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning criusd")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("criusd exited at start ({status}):\n{}", self.log());
+                }
+            }
+            if let Ok(channel) = connect(&self.socket()).await {
+                let mut rt = RuntimeServiceClient::new(channel.clone());
+                if rt.version(cri::VersionRequest::default()).await.is_ok() {
+                    self.rt = rt;
+                    self.img = ImageServiceClient::new(channel);
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                bail!("criusd did not answer within {DEADLINE:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILLs the daemon, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs the daemon and waits for it to exit.
+    pub async fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("criusd exited with {status} on SIGTERM:\n{}", self.log());
+                }
+                return Ok(());
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                bail!("criusd did not exit within {DEADLINE:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills and restarts the daemon on the same roots.
+    pub async fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn().await.expect("restarting criusd");
+    }
+
+    /// Stops the daemon and asserts that nothing it created is left behind.
+    pub async fn finish(mut self) {
+        self.stop().await.expect("stopping criusd");
+        let leaks = leaks(&self.root);
+        assert!(
+            leaks.is_empty(),
+            "left behind after the test:\n{}\n--- criusd log ---\n{}",
+            leaks.join("\n"),
+            self.log()
+        );
+        self.finished = true;
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Everything under `root` that a clean daemon should not have left: mounts, pod
+/// directories, processes whose command line or cwd mentions the root, files other
+/// than the store, the config and the log.
+pub fn leaks(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let root_s = root.to_string_lossy().into_owned();
+    for m in mounts_under(root) {
+        out.push(format!("mount: {m}"));
+    }
+    for p in processes_mentioning(&root_s) {
+        out.push(format!("process: {p}"));
+    }
+    let allowed: Vec<PathBuf> = [
+        "criusd.toml",
+        "criusd.log",
+        "state",
+        "state/store.redb",
+        "run",
+        "run/pods",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.starts_with(root.join("fixtures")) {
+                continue;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path.clone());
+            }
+            if !allowed.contains(&path) {
+                out.push(format!("file: {}", path.display()));
+            }
+        }
+    }
+    out
+}
+
+/// Mount points under `root`, from /proc/self/mountinfo.
+pub fn mounts_under(root: &Path) -> Vec<String> {
+    let root_s = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|mp| mp.starts_with(&root_s))
+        .collect()
+}
+
+/// Processes (other than this one) whose command line or cwd mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(e.path().join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if cmdline.contains(needle) || cwd.starts_with(needle) {
+            out.push(format!("{name}: {}", cmdline.trim()));
+        }
+    }
+    out
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- criusd log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        self.kill();
+        force_clean(&self.root);
+    }
+}
+
+/// Best-effort removal of everything under `root`, mounts first (deepest first).
+pub fn force_clean(root: &Path) {
+    let mut mounts = mounts_under(root);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// A pod config shaped like crictl's example.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            uid: format!("uid-{name}"),
+            attempt: 1,
+        }),
+        hostname: name.chars().take(60).collect(),
+        log_directory: "/tmp".to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// RunPodSandbox with the default handler.
+pub async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// Stops and removes a pod.
+pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<()> {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| anyhow!("StopPodSandbox {id}: {s}"))?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| anyhow!("RemovePodSandbox {id}: {s}"))?;
+    Ok(())
+}
+
+/// PodSandboxStatus.
+pub async fn pod_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    verbose: bool,
+) -> Result<cri::PodSandboxStatusResponse, tonic::Status> {
+    rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// ListPodSandbox with a filter.
+pub async fn list_pods(
+    rt: &mut RuntimeServiceClient<Channel>,
+    filter: Option<cri::PodSandboxFilter>,
+) -> Vec<cri::PodSandbox> {
+    rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+}
+
+/// Runs a command and returns its stdout, failing on a non-zero exit.
+pub fn run_cmd(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

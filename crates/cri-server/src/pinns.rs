@@ -63,9 +63,54 @@ impl PinRequest {
     }
 }
 
+/// The environment variable through which the daemon tells the helper its pid.
+pub const PARENT_ENV: &str = "CRIUS_PINNS_PARENT";
+
+/// Whether `ancestor` is this process's parent, grandparent, and so on.
+fn has_ancestor(ancestor: i32) -> bool {
+    let mut pid = std::process::id().to_string();
+    for _ in 0..64 {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The command name is in parentheses and may hold spaces: skip past it.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        else {
+            return false;
+        };
+        if ppid == ancestor.to_string() {
+            return true;
+        }
+        if ppid == "0" || ppid == "1" {
+            return false;
+        }
+        pid = ppid.to_string();
+    }
+    false
+}
+
 /// Runs in the helper process: creates the namespaces and pins them.
 /// On failure nothing is left pinned.
+///
+/// A helper whose daemon died (a crash mid-RunPodSandbox) must not pin anything
+/// after the restarted daemon has cleaned up: it dies with its parent
+/// (PR_SET_PDEATHSIG), and refuses to start when the daemon that asked for it is
+/// no longer among its ancestors.
 pub fn run_helper(req: &PinRequest) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("setting the parent-death signal: {e}"))?;
+    if let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        if !has_ancestor(parent) {
+            return Err(format!(
+                "criusd (pid {parent}) that asked for these namespaces is gone; not pinning"
+            ));
+        }
+    }
     let mut flags = CloneFlags::empty();
     if req.net {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -181,6 +226,7 @@ pub fn is_pinned(path: &Path) -> bool {
 pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(helper);
     cmd.args(req.to_args())
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
