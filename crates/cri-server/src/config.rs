@@ -253,6 +253,15 @@ mod tests {
     }
 
     #[test]
+    fn deploy_config_is_the_default_text() {
+        let shipped = include_str!("../../../deploy/config.toml");
+        assert_eq!(
+            shipped, DEFAULT_CONFIG_TOML,
+            "regenerate deploy/config.toml with `criusd config default`"
+        );
+    }
+
+    #[test]
     fn empty_file_is_the_default_config() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
