@@ -37,6 +37,32 @@ default_runtime = "runc"
 # (`criusd pinns ...`), which is what you want unless you are testing.
 pinns_path = ""
 
+# Image pulls.
+[images]
+# Layers downloaded at once per pull.
+max_concurrent_downloads = 3
+# A registry that sends no data for this long fails the pull (after retries).
+progress_timeout_secs = 60
+# Attempts per blob or manifest on transient errors (connection reset, 5xx, stall),
+# with exponential backoff from 500 ms.
+pull_attempts = 3
+# Registries reached over plain HTTP. Loopback registries (localhost, 127.0.0.0/8,
+# [::1]) are plain HTTP without being listed, as in Docker and containerd.
+insecure_registries = []
+# Images never removed by RemoveImage or garbage collection (references, as pulled).
+pinned_images = []
+
+# Mirrors per upstream registry host, tried in order before the upstream:
+# [images.mirrors]
+# "docker.io" = ["mirror.example.com:5000"]
+[images.mirrors]
+
+# Credentials per registry host, used when the kubelet sends none:
+# [images.credentials."registry.example.com"]
+# username = "user"
+# password = "secret"
+[images.credentials]
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]
@@ -73,6 +99,41 @@ pub struct RuntimeHandler {
     pub path: PathBuf,
 }
 
+/// Credentials for one registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub username: String,
+    pub password: String,
+}
+
+/// Image pull settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    pub max_concurrent_downloads: usize,
+    pub progress_timeout_secs: u64,
+    pub pull_attempts: u32,
+    pub insecure_registries: Vec<String>,
+    pub pinned_images: Vec<String>,
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    pub credentials: BTreeMap<String, Credential>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_concurrent_downloads: 3,
+            progress_timeout_secs: 60,
+            pull_attempts: 3,
+            insecure_registries: Vec::new(),
+            pinned_images: Vec::new(),
+            mirrors: BTreeMap::new(),
+            credentials: BTreeMap::new(),
+        }
+    }
+}
+
 /// criusd's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +145,7 @@ pub struct Config {
     pub cgroup_driver: CgroupDriverSetting,
     pub default_runtime: String,
     pub pinns_path: PathBuf,
+    pub images: ImagesConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -110,6 +172,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriverSetting::Auto,
             default_runtime: "runc".to_string(),
             pinns_path: PathBuf::new(),
+            images: ImagesConfig::default(),
             runtimes,
         }
     }
@@ -213,6 +276,31 @@ impl Config {
                     self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             ));
+        }
+        if self.images.max_concurrent_downloads == 0 {
+            return Err(invalid(
+                "images.max_concurrent_downloads",
+                "must be at least 1",
+            ));
+        }
+        if self.images.progress_timeout_secs == 0 {
+            return Err(invalid(
+                "images.progress_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.images.pull_attempts == 0 {
+            return Err(invalid("images.pull_attempts", "must be at least 1"));
+        }
+        for (host, mirrors) in &self.images.mirrors {
+            for (i, m) in mirrors.iter().enumerate() {
+                if m.is_empty() || m.contains(['/', ' ']) {
+                    return Err(invalid(
+                        format!("images.mirrors.{host:?}[{i}]"),
+                        format!("{m:?} must be a registry host[:port]"),
+                    ));
+                }
+            }
         }
         if !self.pinns_path.as_os_str().is_empty() && !self.pinns_path.is_absolute() {
             return Err(invalid("pinns_path", "must be empty or an absolute path"));

@@ -3,10 +3,12 @@
 
 mod config;
 mod error;
+mod image;
 mod pinns;
 mod podfiles;
 mod sandbox;
 mod server;
+mod singleflight;
 mod store;
 mod sys;
 mod validate;
@@ -230,6 +232,24 @@ async fn serve(config: Config) -> Result<()> {
             .await
             .context("opening the store")??
     };
+    let (content, snapshots) = {
+        let state = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let content = crius_snapshotter::ContentStore::open(&state.join("content"))
+                .context("opening the content store")?;
+            let snapshots = crius_snapshotter::Snapshotter::open(&state.join("snapshots"))
+                .context("opening the snapshotter")?;
+            Ok((content, snapshots))
+        })
+        .await
+        .context("opening the image stores")??
+    };
+    let images = Arc::new(image::Images::new(
+        store.clone(),
+        Arc::new(content),
+        Arc::new(snapshots),
+        &config.images,
+    ));
     let helper = if config.pinns_path.as_os_str().is_empty() {
         std::env::current_exe().context("locating the criusd binary for the namespace helper")?
     } else {
@@ -238,7 +258,7 @@ async fn serve(config: Config) -> Result<()> {
     let network: Arc<dyn crius_cni::NetworkBackend> = Arc::new(crius_cni::LoopbackOnly);
     let sandboxes = Arc::new(sandbox::Sandboxes::new(
         config.clone(),
-        store,
+        store.clone(),
         network.clone(),
         helper,
     ));
@@ -278,9 +298,12 @@ async fn serve(config: Config) -> Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            ImageServiceServer::new(server::Images)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+            ImageServiceServer::new(server::ImageApi {
+                config: config.clone(),
+                images,
+            })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

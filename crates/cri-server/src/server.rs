@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::config::{CgroupDriver, Config};
+use crate::error::CriError;
 use crate::sandbox::Sandboxes;
 
 /// The runtime name reported by `Version`.
@@ -310,16 +311,97 @@ impl RuntimeService for Cri {
     }
 }
 
-/// The image service: built with the images work (issue 3).
-pub struct Images;
+/// The image service.
+pub struct ImageApi {
+    pub config: Arc<Config>,
+    pub images: Arc<crate::image::Images>,
+}
 
 #[tonic::async_trait]
-impl ImageService for Images {
-    unimplemented_rpcs! {
-        list_images(ListImagesRequest) -> ListImagesResponse, "ListImages";
-        image_status(ImageStatusRequest) -> ImageStatusResponse, "ImageStatus";
-        pull_image(PullImageRequest) -> PullImageResponse, "PullImage";
-        remove_image(RemoveImageRequest) -> RemoveImageResponse, "RemoveImage";
-        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo";
+impl ImageService for ImageApi {
+    async fn list_images(
+        &self,
+        request: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let images = self.images.list(request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let spec = req.image.map(|i| i.image).unwrap_or_default();
+        let span = tracing::debug_span!("ImageStatus", image = %spec);
+        let _enter = span.enter();
+        if spec.is_empty() {
+            return Err(CriError::invalid("image.image", "must not be empty").into());
+        }
+        let Some(img) = self.images.find(&spec).await? else {
+            return Ok(Response::new(cri::ImageStatusResponse {
+                image: None,
+                info: HashMap::new(),
+            }));
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            let detail = serde_json::json!({
+                "id": img.id,
+                "manifestDigest": img.manifest_digest,
+                "layers": img.layers,
+                "size": img.size,
+                "imageSpec": self.images.config_json(&img).await?,
+                "runConfig": self.images.run_config(&img).await?,
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: Some(self.images.to_cri(&img).await?),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let spec = req.image.map(|i| i.image).unwrap_or_default();
+        let span = tracing::info_span!("PullImage", image = %spec);
+        if spec.is_empty() {
+            return Err(CriError::invalid("image.image", "must not be empty").into());
+        }
+        let id = self
+            .images
+            .pull(&spec, req.auth.as_ref())
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::PullImageResponse { image_ref: id }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
+        let span = tracing::info_span!("RemoveImage", image = %spec);
+        if spec.is_empty() {
+            return Err(CriError::invalid("image.image", "must not be empty").into());
+        }
+        self.images.remove(&spec).instrument(span).await?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let resp = self.images.fs_info(self.config.state_dir.clone()).await?;
+        Ok(Response::new(resp))
     }
 }

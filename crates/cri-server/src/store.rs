@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const POD_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pod_names");
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+const IMAGE_REFS: TableDefinition<&str, &str> = TableDefinition::new("image_refs");
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -87,6 +89,44 @@ pub struct PodRecord {
     pub ips: Vec<String>,
 }
 
+/// One layer of an image, as pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Digest of the blob as the registry serves it (compressed).
+    pub digest: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    /// OCI chain id: the snapshot key of this layer and those below it.
+    pub chain_id: String,
+    /// Compressed size.
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// An image, as stored. Its id is the config digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: String,
+    /// `registry/repo:tag` references that point here.
+    pub repo_tags: Vec<String>,
+    /// `registry/repo@sha256:...` references that point here.
+    pub repo_digests: Vec<String>,
+    /// Digest of the platform manifest.
+    pub manifest_digest: String,
+    pub layers: Vec<LayerRecord>,
+    /// Bytes of the image as distributed (config plus compressed layers).
+    pub size: u64,
+    /// Pulled at, nanoseconds since the epoch.
+    pub pulled_at: i64,
+}
+
+impl ImageRecord {
+    /// Every reference of this image (tags, then digests).
+    pub fn refs(&self) -> impl Iterator<Item = &String> {
+        self.repo_tags.iter().chain(self.repo_digests.iter())
+    }
+}
+
 /// The metadata store. Cheap to clone; all methods block on disk I/O, so async
 /// callers run them on the blocking pool.
 #[derive(Clone)]
@@ -131,6 +171,8 @@ impl Store {
             }
             txn.open_table(PODS).map_err(|e| open_err(&e))?;
             txn.open_table(POD_NAMES).map_err(|e| open_err(&e))?;
+            txn.open_table(IMAGES).map_err(|e| open_err(&e))?;
+            txn.open_table(IMAGE_REFS).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))?;
         Ok(Store { db: Arc::new(db) })
@@ -232,7 +274,140 @@ impl Store {
     }
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<PodRecord, StoreError> {
+impl Store {
+    /// Writes an image and points each of its references at it. A reference that
+    /// pointed at another image moves here (that image keeps its other references).
+    pub fn put_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut refs = txn.open_table(IMAGE_REFS).map_err(db_err)?;
+            for r in image.refs() {
+                let previous = refs
+                    .insert(r.as_str(), image.id.as_str())
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_string());
+                if let Some(prev) = previous.filter(|p| *p != image.id) {
+                    let old = images
+                        .get(prev.as_str())
+                        .map_err(db_err)?
+                        .map(|v| v.value().to_vec());
+                    if let Some(old) = old {
+                        let mut old: ImageRecord = decode(&prev, &old)?;
+                        old.repo_tags.retain(|t| t != r);
+                        old.repo_digests.retain(|t| t != r);
+                        let bytes = serde_json::to_vec(&old).map_err(db_err)?;
+                        images
+                            .insert(prev.as_str(), bytes.as_slice())
+                            .map_err(db_err)?;
+                    }
+                }
+            }
+            let bytes = serde_json::to_vec(image).map_err(db_err)?;
+            images
+                .insert(image.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// One image by id.
+    pub fn image(&self, id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        match images.get(id).map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => decode(id, v.value()).map(Some),
+        }
+    }
+
+    /// Every image.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let images = txn.open_table(IMAGES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in images.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The image a tag or digest reference points at.
+    pub fn image_id_by_ref(&self, reference: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let refs = txn.open_table(IMAGE_REFS).map_err(db_err)?;
+        Ok(refs
+            .get(reference)
+            .map_err(db_err)?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Removes one reference from its image. Returns the image as it is afterwards.
+    pub fn remove_image_ref(&self, reference: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let result;
+        {
+            let mut refs = txn.open_table(IMAGE_REFS).map_err(db_err)?;
+            let Some(id) = refs
+                .remove(reference)
+                .map_err(db_err)?
+                .map(|v| v.value().to_string())
+            else {
+                return Ok(None);
+            };
+            let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+            let old = images
+                .get(id.as_str())
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec());
+            result = match old {
+                Some(old) => {
+                    let mut img: ImageRecord = decode(&id, &old)?;
+                    img.repo_tags.retain(|t| t != reference);
+                    img.repo_digests.retain(|t| t != reference);
+                    let bytes = serde_json::to_vec(&img).map_err(db_err)?;
+                    images
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(db_err)?;
+                    Some(img)
+                }
+                None => None,
+            };
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(result)
+    }
+
+    /// Deletes an image and every reference to it.
+    pub fn delete_image(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut images = txn.open_table(IMAGES).map_err(db_err)?;
+            let old = images
+                .remove(id)
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec());
+            let mut refs = txn.open_table(IMAGE_REFS).map_err(db_err)?;
+            if let Some(old) = old {
+                if let Ok(img) = decode::<ImageRecord>(id, &old) {
+                    for r in img.refs() {
+                        if refs
+                            .get(r.as_str())
+                            .map_err(db_err)?
+                            .is_some_and(|v| v.value() == id)
+                        {
+                            refs.remove(r.as_str()).map_err(db_err)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),
@@ -275,6 +450,43 @@ mod tests {
         store.delete_pod("a").unwrap();
         assert!(store.pod_id_by_name("n").unwrap().is_none());
         assert_eq!(store.insert_pod(&record("b", "n")).unwrap(), Reserve::Done);
+    }
+
+    fn image(id: &str, tags: &[&str]) -> ImageRecord {
+        ImageRecord {
+            id: id.into(),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: vec![format!("r@{id}")],
+            manifest_digest: "m".into(),
+            layers: vec![],
+            size: 1,
+            pulled_at: 1,
+        }
+    }
+
+    #[test]
+    fn image_refs_move_and_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.put_image(&image("a", &["r:1", "r:latest"])).unwrap();
+        assert_eq!(
+            store.image_id_by_ref("r:latest").unwrap().as_deref(),
+            Some("a")
+        );
+        // The tag moves to a newer image; the old one keeps its other references.
+        store.put_image(&image("b", &["r:latest"])).unwrap();
+        assert_eq!(
+            store.image_id_by_ref("r:latest").unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(store.image("a").unwrap().unwrap().repo_tags, vec!["r:1"]);
+        let left = store.remove_image_ref("r:1").unwrap().unwrap();
+        assert!(left.repo_tags.is_empty());
+        assert_eq!(store.remove_image_ref("r:1").unwrap(), None);
+        store.delete_image("a").unwrap();
+        assert!(store.image("a").unwrap().is_none());
+        assert!(store.image_id_by_ref("r@a").unwrap().is_none());
+        assert_eq!(store.images().unwrap().len(), 1);
     }
 
     #[test]
