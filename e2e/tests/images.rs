@@ -2,6 +2,8 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+
 use crius_e2e::images::*;
 use crius_e2e::registry::*;
 use crius_e2e::v1 as cri;
@@ -224,5 +226,723 @@ async fn pull_by_tag_and_digest_status_list_remove() {
         stored_blobs(&d)
     );
     drop(reg);
+    d.finish().await;
+}
+
+/// Mounts the image's read-only view from the daemon's snapshotter and returns
+/// the mount point (unmount it with `crius_snapshotter::unmount`).
+fn mount_view(d: &Daemon, top_chain_id: &str) -> std::path::PathBuf {
+    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    let chain = crius_snapshotter::Digest::parse(top_chain_id).unwrap();
+    let mounts = snaps.view_mounts(&chain).unwrap();
+    let target = d.root.join("fixtures/view");
+    std::fs::create_dir_all(&target).unwrap();
+    crius_snapshotter::mount_all(&mounts, &target).unwrap();
+    target
+}
+
+async fn top_chain(d: &mut Daemon, image: &str) -> String {
+    let st = status(d, image, true).await;
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    info["runConfig"]["topChainId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_whiteouts_compressions_and_media_types() {
+    let mut d = Daemon::start("img-layers").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let mut base = busybox_layer().unwrap();
+    base.extend([
+        Entry::Dir("data", 0o755),
+        Entry::File("data/keep".into(), b"keep".to_vec(), 0o644),
+        Entry::File("data/remove-me".into(), b"bye".to_vec(), 0o644),
+        Entry::Dir("olddir", 0o755),
+        Entry::File("olddir/a".into(), b"a".to_vec(), 0o644),
+        Entry::File("olddir/b".into(), b"b".to_vec(), 0o644),
+        Entry::Owned("data/owned".into(), b"o".to_vec(), 0o640, 1000, 50),
+    ]);
+    let upper = vec![
+        Entry::Dir("data", 0o755),
+        Entry::File("data/.wh.remove-me".into(), vec![], 0o644),
+        Entry::Dir("olddir", 0o755),
+        Entry::File("olddir/.wh..wh..opq".into(), vec![], 0o644),
+        Entry::File("olddir/new".into(), b"new".to_vec(), 0o600),
+        Entry::File("data/linked".into(), b"linked".to_vec(), 0o644),
+        Entry::Hardlink("data/linked-too".into(), "data/linked".into()),
+    ];
+    let top = vec![Entry::File(
+        "top.txt".into(),
+        b"plain tar layer".to_vec(),
+        0o644,
+    )];
+    let pushed = push_image(
+        &reg,
+        "test/layers",
+        "v1",
+        &[
+            (tar_of(&base), Comp::Gzip),
+            (tar_of(&upper), Comp::Zstd),
+            (tar_of(&top), Comp::None),
+        ],
+        json!({"Cmd": ["/bin/sh"]}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = pushed.reference(&reg.host);
+    let id = pull(&mut d, &image, None)
+        .await
+        .expect("gzip + zstd + plain layers");
+    assert_eq!(id, pushed.config_digest);
+
+    let chain = top_chain(&mut d, &image).await;
+    let view = mount_view(&d, &chain);
+    let check = std::panic::catch_unwind(|| {
+        assert_eq!(std::fs::read(view.join("data/keep")).unwrap(), b"keep");
+        assert!(
+            !view.join("data/remove-me").exists(),
+            "whiteout hides the file"
+        );
+        assert!(
+            !view.join("olddir/a").exists(),
+            "opaque dir hides the lower content"
+        );
+        assert!(!view.join("olddir/b").exists());
+        assert_eq!(std::fs::read(view.join("olddir/new")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(view.join("top.txt")).unwrap(),
+            b"plain tar layer"
+        );
+        assert!(view.join("bin/busybox").is_file());
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let m = std::fs::metadata(view.join("data/owned")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+            (1000, 50, 0o640)
+        );
+        assert_eq!(m.mtime(), 1_700_000_000);
+        assert_eq!(
+            std::fs::read_link(view.join("bin/sh"))
+                .unwrap()
+                .to_string_lossy(),
+            "busybox"
+        );
+        let a = std::fs::metadata(view.join("data/linked")).unwrap();
+        let b = std::fs::metadata(view.join("data/linked-too")).unwrap();
+        assert_eq!(
+            std::fs::read(view.join("data/linked-too")).unwrap(),
+            b"linked"
+        );
+        assert_eq!(a.ino(), b.ino(), "hardlinked within the layer");
+    });
+    crius_snapshotter::unmount(&view).unwrap();
+    std::fs::remove_dir(&view).unwrap();
+    check.unwrap();
+
+    // Docker schema 2 media types.
+    let docker = push_image(
+        &reg,
+        "test/docker",
+        "v1",
+        &[(tar_of(&base), Comp::Gzip)],
+        json!({"Cmd": ["/bin/sh"]}),
+        host_arch(),
+        true,
+    )
+    .await
+    .unwrap();
+    let id2 = pull(&mut d, &docker.reference(&reg.host), None)
+        .await
+        .expect("docker media types");
+    assert_eq!(id2, docker.config_digest);
+    // The base layer is shared by both images: unpacked once, fetched once.
+    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert_eq!(
+        snaps.layers().unwrap().len(),
+        3,
+        "base layer shared; 3 chain ids in all"
+    );
+
+    remove(&mut d, &id).await;
+    remove(&mut d, &id2).await;
+    assert!(snaps.layers().unwrap().is_empty());
+    drop(reg);
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_selects_the_node_platform() {
+    let mut d = Daemon::start("img-index").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let native = push_busybox(&reg, "test/multi", "native", Comp::Gzip)
+        .await
+        .unwrap();
+    let other_arch = if host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let other = push_image(
+        &reg,
+        "test/multi",
+        "other",
+        &[(
+            tar_of(&[Entry::File("other".into(), b"x".to_vec(), 0o644)]),
+            Comp::Gzip,
+        )],
+        json!({}),
+        other_arch,
+        false,
+    )
+    .await
+    .unwrap();
+    let (first, second) = if host_arch() == "amd64" {
+        ((&other, "arm64"), (&native, "amd64"))
+    } else {
+        ((&native, "arm64"), (&other, "amd64"))
+    };
+    let index_digest = push_index(&reg, "test/multi", "v1", &[first, second])
+        .await
+        .unwrap();
+    let image = format!("{}/test/multi:v1", reg.host);
+    let id = pull(&mut d, &image, None)
+        .await
+        .expect("pull through an index");
+    assert_eq!(id, native.config_digest, "the node's platform was chosen");
+    let img = status(&mut d, &image, false).await.image.unwrap();
+    assert_eq!(
+        img.repo_digests,
+        vec![format!("{}/test/multi@{index_digest}", reg.host)]
+    );
+    // An index with no manifest for this node is refused clearly.
+    let only_other = push_index(&reg, "test/multi", "foreign", &[(&other, other_arch)])
+        .await
+        .unwrap();
+    let err = pull(&mut d, &format!("{}/test/multi:foreign", reg.host), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains(other_arch), "{}", err.message());
+    let _ = only_other;
+    remove(&mut d, &id).await;
+    drop(reg);
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_and_mirror() {
+    let mut d = Daemon::start_with(
+        "img-auth",
+        Options {
+            extra_config: String::new(),
+        },
+    )
+    .await;
+    let secured = TestRegistry::start(
+        &d.root.join("fixtures/auth-registry"),
+        Some(("crius", "s3cret")),
+    )
+    .await
+    .unwrap();
+    let pushed = push_busybox(&secured, "test/private", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let image = pushed.reference(&secured.host);
+    let err = pull(&mut d, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("credentials"), "{}", err.message());
+    let bad = cri::AuthConfig {
+        username: "crius".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    assert!(pull(&mut d, &image, Some(bad)).await.is_err());
+    let good = cri::AuthConfig {
+        username: "crius".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let id = pull(&mut d, &image, Some(good))
+        .await
+        .expect("pull with basic auth");
+    assert_eq!(id, pushed.config_digest);
+    // The docker-style `auth` field (base64 user:password) works too.
+    remove(&mut d, &id).await;
+    let b64 = cri::AuthConfig {
+        auth: "Y3JpdXM6czNjcmV0".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        pull(&mut d, &image, Some(b64)).await.expect("auth field"),
+        id
+    );
+    remove(&mut d, &id).await;
+    let secured_root = unique_root("auth-registry-2");
+    drop(secured);
+    d.finish().await;
+
+    // Credentials from the config file (a second registry with the same user).
+    let secured = TestRegistry::start(&secured_root, Some(("crius", "s3cret")))
+        .await
+        .unwrap();
+    let pushed = push_busybox(&secured, "test/private", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let image = pushed.reference(&secured.host);
+    let host = secured.host.clone();
+    let mut d = Daemon::start_with(
+        "img-auth-cfg",
+        Options {
+            extra_config: format!(
+                "[images.credentials.\"{host}\"]\nusername = \"crius\"\npassword = \"s3cret\"\n"
+            ),
+        },
+    )
+    .await;
+    assert_eq!(
+        pull(&mut d, &image, None)
+            .await
+            .expect("config credentials"),
+        pushed.config_digest
+    );
+    remove(&mut d, &pushed.config_digest).await;
+    d.finish().await;
+    drop(secured);
+    force_clean(&secured_root);
+
+    // A mirror (plain HTTP, loopback) serves an upstream that does not exist.
+    let mirror_root = unique_root("mirror");
+    let mirror = TestRegistry::start(&mirror_root, None).await.unwrap();
+    let mirrored = push_busybox(&mirror, "team/app", "v2", Comp::Gzip)
+        .await
+        .unwrap();
+    let mut d = Daemon::start_with(
+        "img-mirror",
+        Options {
+            extra_config: format!(
+                "[images.mirrors]\n\"registry.crius.invalid\" = [\"{}\"]\n",
+                mirror.host
+            ),
+        },
+    )
+    .await;
+    let upstream_ref = "registry.crius.invalid/team/app:v2";
+    let id = pull(&mut d, upstream_ref, None)
+        .await
+        .expect("pull through the mirror");
+    assert_eq!(id, mirrored.config_digest);
+    let img = status(&mut d, upstream_ref, false).await.image.unwrap();
+    assert_eq!(
+        img.repo_tags,
+        vec![upstream_ref.to_string()],
+        "references keep the upstream name"
+    );
+    assert!(mirror.blob_gets(&mirrored.layer_digests[0]) == 1);
+    remove(&mut d, &id).await;
+    d.finish().await;
+    drop(mirror);
+    force_clean(&mirror_root);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_fetch_each_blob_once() {
+    let mut d = Daemon::start("img-concurrent").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let layers: Vec<(Vec<u8>, Comp)> = (0..3)
+        .map(|i| {
+            let data: Vec<u8> = (0..2_000_000u32)
+                .map(|x| (x.wrapping_mul(2654435761).wrapping_add(i) >> 13) as u8)
+                .collect();
+            (
+                tar_of(&[Entry::File(format!("blob{i}"), data, 0o644)]),
+                Comp::Gzip,
+            )
+        })
+        .collect();
+    let pushed = push_image(
+        &reg,
+        "test/shared",
+        "v1",
+        &layers,
+        json!({}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = pushed.reference(&reg.host);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut img = d.img.clone();
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move {
+            img.pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap().expect("concurrent pull"),
+            pushed.config_digest
+        );
+    }
+    for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        assert_eq!(reg.blob_gets(digest), 1, "blob {digest} fetched once");
+    }
+    assert_eq!(list(&mut d).await.len(), 1);
+    remove(&mut d, &pushed.config_digest).await;
+    drop(reg);
+    d.finish().await;
+}
+
+/// A fake registry serving one image whose layer is served as `behaviour`.
+async fn fake_with_layer(
+    layer_bytes: &[u8],
+    behaviour: impl FnOnce(Vec<u8>) -> BlobBehaviour,
+) -> (FakeRegistry, String, String) {
+    let tar = tar_of(&[Entry::File("f".into(), layer_bytes.to_vec(), 0o644)]);
+    let blob = compress(&tar, Comp::Gzip);
+    let layer_digest = sha256(&blob);
+    let config = serde_json::to_vec(&json!({"architecture": host_arch(), "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]}})).unwrap();
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": blob.len()}],
+    }))
+    .unwrap();
+    let manifests = HashMap::from([(
+        "test/bad/manifests/v1".to_string(),
+        (OCI_MANIFEST.to_string(), manifest),
+    )]);
+    let blobs = HashMap::from([
+        (config_digest.clone(), BlobBehaviour::Serve(config)),
+        (layer_digest.clone(), behaviour(blob)),
+    ]);
+    let fake = FakeRegistry::start(manifests, blobs).await.unwrap();
+    let image = format!("{}/test/bad:v1", fake.host);
+    (fake, image, layer_digest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_mismatch_fails_and_leaves_nothing() {
+    let mut d = Daemon::start("img-mismatch").await;
+    let (fake, image, layer) = fake_with_layer(b"the real content", |mut blob| {
+        let n = blob.len();
+        blob[n - 9] ^= 0xff; // corrupt the gzip body, same length
+        BlobBehaviour::Serve(blob)
+    })
+    .await;
+    let err = pull(&mut d, &image, None).await.unwrap_err();
+    assert!(err.message().to_lowercase().contains("digest"), "{err}");
+    assert!(list(&mut d).await.is_empty());
+    assert!(
+        !stored_blobs(&d).contains(&layer),
+        "the corrupt blob is not stored"
+    );
+    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert!(snaps.layers().unwrap().is_empty());
+    drop(fake);
+    // The config blob and manifests that did verify are garbage until an image uses them.
+    d.img
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    collect_leftovers(&mut d).await;
+    d.finish().await;
+}
+
+/// Pulls and removes a small image so that GC sweeps blobs left by failed pulls.
+async fn collect_leftovers(d: &mut Daemon) {
+    let reg = TestRegistry::start(&d.root.join("fixtures/gc-registry"), None)
+        .await
+        .unwrap();
+    let p = push_image(
+        &reg,
+        "gc/x",
+        "v1",
+        &[(
+            tar_of(&[Entry::File("x".into(), b"x".to_vec(), 0o644)]),
+            Comp::Gzip,
+        )],
+        json!({}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let id = pull(d, &p.reference(&reg.host), None).await.unwrap();
+    remove(d, &id).await;
+    assert!(stored_blobs(d).is_empty(), "left: {:?}", stored_blobs(d));
+    drop(reg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_registry_hits_the_progress_timeout() {
+    let mut d = Daemon::start_with(
+        "img-stall",
+        Options {
+            extra_config: "[images]\nprogress_timeout_secs = 1\npull_attempts = 2\n".into(),
+        },
+    )
+    .await;
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|x| (x.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let (fake, image, layer) =
+        fake_with_layer(&data, |blob| BlobBehaviour::StallAfter(blob, 1000)).await;
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(DEADLINE, pull(&mut d, &image, None))
+        .await
+        .expect("the pull gives up by itself")
+        .unwrap_err();
+    assert!(err.message().contains("sent no data for 1s"), "{err}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "two attempts of one second each"
+    );
+    let gets = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(&layer))
+        .count();
+    assert_eq!(gets, 2, "retried once");
+    assert!(list(&mut d).await.is_empty());
+    drop(fake);
+    collect_leftovers(&mut d).await;
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_mid_pull_then_restart_completes_reusing_blobs() {
+    let mut d = Daemon::start_with(
+        "img-crash",
+        Options {
+            extra_config: "[images]\nmax_concurrent_downloads = 1\n".into(),
+        },
+    )
+    .await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let layers: Vec<(Vec<u8>, Comp)> = (0..5)
+        .map(|i| {
+            let data: Vec<u8> = (0..4_000_000u32)
+                .map(|x| (x.wrapping_mul(2246822519).wrapping_add(i * 7) >> 11) as u8)
+                .collect();
+            (
+                tar_of(&[Entry::File(format!("big{i}"), data, 0o644)]),
+                Comp::Gzip,
+            )
+        })
+        .collect();
+    let pushed = push_image(
+        &reg,
+        "test/big",
+        "v1",
+        &layers,
+        json!({}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = pushed.reference(&reg.host);
+    let mut img = d.img.clone();
+    let im = image.clone();
+    let call = tokio::spawn(async move {
+        img.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: im,
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+    });
+    // Crash once at least one layer is stored and before the image is complete.
+    let state = d.state_dir();
+    let layer_digests = pushed.layer_digests.clone();
+    eventually(DEADLINE, "a first layer blob to be stored", || {
+        let dir = state.join("content/blobs/sha256");
+        let layer_digests = layer_digests.clone();
+        async move {
+            let have: Vec<String> = std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .collect();
+            layer_digests.iter().any(|l| have.contains(l)).then_some(())
+        }
+    })
+    .await;
+    d.kill();
+    let _ = call.await;
+    d.spawn().await.unwrap();
+    assert!(
+        list(&mut d).await.is_empty(),
+        "no partial image is visible after the crash"
+    );
+    let kept: Vec<String> = stored_blobs(&d)
+        .into_iter()
+        .filter(|b| pushed.layer_digests.contains(b))
+        .collect();
+    assert!(!kept.is_empty());
+    let id = pull(&mut d, &image, None)
+        .await
+        .expect("the pull completes after the restart");
+    assert_eq!(id, pushed.config_digest);
+    for b in &kept {
+        assert_eq!(
+            reg.blob_gets(b),
+            1,
+            "verified blob {b} was reused, not fetched again"
+        );
+    }
+    remove(&mut d, &id).await;
+    drop(reg);
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malicious_layers_are_refused_and_write_nothing_outside() {
+    let mut d = Daemon::start("img-evil").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let canary = d.root.join("fixtures/canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    let canary_s = canary.display().to_string();
+    // Raw tar headers: the tar crate refuses to build some of these names itself.
+    fn raw_tar(entries: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, link, data) in entries {
+            let mut h = [0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            h[100..107].copy_from_slice(b"0000644");
+            h[108..115].copy_from_slice(b"0000000");
+            h[116..123].copy_from_slice(b"0000000");
+            h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+            h[136..147].copy_from_slice(b"00000000000");
+            h[156] = *kind;
+            h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[263..265].copy_from_slice(b"00");
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u32 = h.iter().map(|&b| b as u32).sum();
+            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            out.extend_from_slice(&h);
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+    let dotdot = format!("../../../../../../../..{canary_s}/dotdot");
+    let abs_escape = format!("/../../../../..{canary_s}/abs");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("dotdot", raw_tar(&[(&dotdot, b'0', "", b"x")]), "dotdot"),
+        (
+            "abs-dotdot",
+            raw_tar(&[(&abs_escape, b'0', "", b"x")]),
+            "abs",
+        ),
+        (
+            "symlink-dir",
+            raw_tar(&[
+                ("evil", b'2', &canary_s, b""),
+                ("evil/through-link", b'0', "", b"x"),
+            ]),
+            "evil/through-link",
+        ),
+        (
+            "symlink-rel",
+            raw_tar(&[
+                ("up", b'2', "../../../../../../../../../..", b""),
+                (&format!("up{canary_s}/rel"), b'0', "", b"x"),
+            ]),
+            "rel",
+        ),
+        (
+            "hardlink-out",
+            raw_tar(&[("passwd", b'1', "/etc/passwd", b"")]),
+            "passwd",
+        ),
+        (
+            "hardlink-through-symlink",
+            raw_tar(&[("l", b'2', "/etc", b""), ("pw", b'1', "l/passwd", b"")]),
+            "pw",
+        ),
+        (
+            "whiteout-out",
+            raw_tar(&[("../.wh.canary", b'0', "", b"")]),
+            ".wh.canary",
+        ),
+    ];
+    for (name, tar, entry_hint) in cases {
+        let pushed = push_image(
+            &reg,
+            &format!("evil/{name}"),
+            "v1",
+            &[(tar, Comp::Gzip)],
+            json!({}),
+            host_arch(),
+            false,
+        )
+        .await
+        .unwrap();
+        let err = pull(&mut d, &pushed.reference(&reg.host), None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains(entry_hint),
+            "{name}: the error names the entry: {}",
+            err.message()
+        );
+        assert_eq!(
+            std::fs::read_dir(&canary).unwrap().count(),
+            0,
+            "{name}: nothing written outside"
+        );
+    }
+    assert!(
+        std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("root:")
+    );
+    assert!(list(&mut d).await.is_empty());
+    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert!(
+        snaps.layers().unwrap().is_empty(),
+        "no half-unpacked layer left"
+    );
+    drop(reg);
+    collect_leftovers(&mut d).await;
     d.finish().await;
 }

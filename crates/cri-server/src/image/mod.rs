@@ -20,10 +20,10 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crius_snapshotter::{Compression, ContentStore, Digest, Snapshotter};
+use crius_snapshotter::{Compression, ContentStore, Digest, LayerExtraction, Snapshotter};
 use futures_util::StreamExt;
 use k8s_cri::v1 as cri;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::ImagesConfig;
@@ -83,6 +83,42 @@ fn snap_err(context: impl std::fmt::Display) -> impl FnOnce(crius_snapshotter::E
 
 fn digest(s: &str, what: &str) -> CriResult<Digest> {
     Digest::parse(s).map_err(|e| CriError::Internal(format!("{what}: {e}")))
+}
+
+/// Publishes whether a layer got committed (`Some(true)`) or failed (`Some(false)`).
+type Committed = watch::Sender<Option<bool>>;
+
+/// How to unpack one layer: where it goes and what it must hash to.
+#[derive(Clone)]
+struct UnpackPlan {
+    chain: Digest,
+    parent: Option<Digest>,
+    compression: Compression,
+    expected_diff: Digest,
+}
+
+impl UnpackPlan {
+    /// Unpacks `reader` into a new (uncommitted) extraction and checks its diff id.
+    fn unpack(
+        &self,
+        snapshots: &Snapshotter,
+        blob: &Digest,
+        reader: impl Read,
+    ) -> CriResult<LayerExtraction> {
+        let mut ext = snapshots
+            .begin_layer(&self.chain, self.parent.as_ref())
+            .map_err(snap_err(format!("layer {blob}")))?;
+        let stats = ext
+            .unpack(reader, self.compression)
+            .map_err(snap_err(format!("unpacking layer {blob}")))?;
+        if stats.diff_id != self.expected_diff {
+            return Err(CriError::Internal(format!(
+                "layer {blob}: uncompressed digest {} does not match the config's diff id {}",
+                stats.diff_id, self.expected_diff
+            )));
+        }
+        Ok(ext)
+    }
 }
 
 /// A `Read` over chunks sent from the async download task.
@@ -218,10 +254,16 @@ impl Images {
             });
             parent = Some(chain);
         }
+        // A layer may only be committed once its parent is: each layer publishes
+        // whether it committed, and its child waits for that before committing.
+        let signals: Vec<(Committed, watch::Receiver<Option<bool>>)> =
+            records.iter().map(|_| watch::channel(None)).collect();
         let mut tasks = Vec::new();
         for (i, (desc, rec)) in resolved.layers.iter().zip(&records).enumerate() {
             let chain = digest(&rec.chain_id, "chain id")?;
+            let done = signals[i].0.clone();
             if self.snapshots.has_layer(&chain) {
+                let _ = done.send(Some(true));
                 continue;
             }
             if !self.content.has(&digest(&desc.digest, "layer digest")?) {
@@ -232,6 +274,7 @@ impl Images {
             } else {
                 Some(digest(&records[i - 1].chain_id, "chain id")?)
             };
+            let parent_committed = (i > 0).then(|| signals[i - 1].1.clone());
             let this = self.clone();
             let src = source.clone();
             let desc = desc.clone();
@@ -239,13 +282,20 @@ impl Images {
             let key = rec.chain_id.clone();
             tasks.push(async move {
                 let this2 = this.clone();
-                this.layers
+                let result = this
+                    .layers
                     .run(
                         &key,
                         CriError::Internal("layer task vanished".into()),
-                        async move { this2.ensure_layer(&src, &desc, &rec, parent).await },
+                        async move {
+                            this2
+                                .ensure_layer(&src, &desc, &rec, parent, parent_committed)
+                                .await
+                        },
                     )
-                    .await
+                    .await;
+                let _ = done.send(Some(result.is_ok()));
+                result
             });
         }
         let results = futures_util::future::join_all(tasks).await;
@@ -334,7 +384,7 @@ impl Images {
         loop {
             let result = self.download_once(source, desc, &d, None).await;
             match result {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err((e, true)) if attempt < self.registry.config().pull_attempts => {
                     warn!(blob = %desc.digest, attempt, error = %e, "blob download failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
@@ -346,13 +396,15 @@ impl Images {
     }
 
     /// Makes sure the layer with `rec.chain_id` exists: unpacks it from the content
-    /// store if the blob is there, else downloads it and unpacks while it streams in.
+    /// store if the blob is there, else downloads it and unpacks it while it streams
+    /// in; then waits for its parent layer to be committed, and commits it.
     async fn ensure_layer(
         &self,
         source: &Source,
         desc: &Descriptor,
         rec: &LayerRecord,
         parent: Option<Digest>,
+        parent_committed: Option<watch::Receiver<Option<bool>>>,
     ) -> CriResult<()> {
         let chain = digest(&rec.chain_id, "chain id")?;
         if self.snapshots.has_layer(&chain) {
@@ -365,52 +417,63 @@ impl Images {
             ))
         })?;
         let blob = digest(&desc.digest, "layer digest")?;
-        let expected_diff = digest(&rec.diff_id, "diff id")?;
-        if self.content.has(&blob) {
+        let plan = UnpackPlan {
+            chain: chain.clone(),
+            parent,
+            compression,
+            expected_diff: digest(&rec.diff_id, "diff id")?,
+        };
+        let extraction = if self.content.has(&blob) {
             let content = self.content.clone();
             let snapshots = self.snapshots.clone();
-            return blocking(move || {
+            blocking(move || {
                 let file = std::fs::File::open(content.path(&blob))
                     .map_err(|e| CriError::internal(format!("opening blob {blob}"), e))?;
-                let mut ext = snapshots
-                    .begin_layer(&chain, parent.as_ref())
-                    .map_err(snap_err(format!("layer {blob}")))?;
-                let stats = ext
-                    .unpack(std::io::BufReader::with_capacity(256 * 1024, file), compression)
-                    .map_err(snap_err(format!("unpacking layer {blob}")))?;
-                if stats.diff_id != expected_diff {
-                    return Err(CriError::Internal(format!(
-                        "layer {blob}: uncompressed digest {} does not match the config's diff id {expected_diff}",
-                        stats.diff_id
-                    )));
-                }
-                ext.commit().map_err(snap_err(format!("committing layer {blob}")))
+                plan.unpack(
+                    &snapshots,
+                    &blob,
+                    std::io::BufReader::with_capacity(256 * 1024, file),
+                )
             })
-            .await;
-        }
-        let _permit = self
-            .downloads
-            .acquire()
-            .await
-            .map_err(|e| CriError::internal("download limit", e))?;
-        let mut attempt = 1;
-        loop {
-            let unpack = Some((
-                chain.clone(),
-                parent.clone(),
-                compression,
-                expected_diff.clone(),
-            ));
-            match self.download_once(source, desc, &blob, unpack).await {
-                Ok(()) => return Ok(()),
-                Err((e, true)) if attempt < self.registry.config().pull_attempts => {
-                    warn!(layer = %desc.digest, attempt, error = %e, "layer download failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
-                    attempt += 1;
+            .await?
+        } else {
+            let _permit = self
+                .downloads
+                .acquire()
+                .await
+                .map_err(|e| CriError::internal("download limit", e))?;
+            let mut attempt = 1;
+            loop {
+                match self
+                    .download_once(source, desc, &blob, Some(plan.clone()))
+                    .await
+                {
+                    Ok(Some(ext)) => break ext,
+                    Ok(None) => return Err(CriError::Internal("layer was not unpacked".into())),
+                    Err((e, true)) if attempt < self.registry.config().pull_attempts => {
+                        warn!(layer = %desc.digest, attempt, error = %e, "layer download failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                        attempt += 1;
+                    }
+                    Err((e, _)) => return Err(e),
                 }
-                Err((e, _)) => return Err(e),
+            }
+        };
+        if let Some(mut rx) = parent_committed {
+            let ok = rx
+                .wait_for(|v| v.is_some())
+                .await
+                .map(|v| *v == Some(true))
+                .unwrap_or(false);
+            if !ok {
+                return Err(CriError::Internal(format!(
+                    "layer {}: its parent layer could not be made",
+                    desc.digest
+                )));
             }
         }
+        let what = format!("committing layer {}", desc.digest);
+        blocking(move || extraction.commit().map_err(snap_err(what))).await
     }
 
     /// One download attempt of a blob into the content store, unpacking it as it
@@ -420,8 +483,8 @@ impl Images {
         source: &Source,
         desc: &Descriptor,
         blob: &Digest,
-        unpack: Option<(Digest, Option<Digest>, Compression, Digest)>,
-    ) -> Result<(), (CriError, bool)> {
+        unpack: Option<UnpackPlan>,
+    ) -> Result<Option<LayerExtraction>, (CriError, bool)> {
         let timeout = self.registry.config().progress_timeout_secs;
         let mut stream = match self
             .registry
@@ -446,54 +509,46 @@ impl Images {
         let snapshots = self.snapshots.clone();
         let blob_c = blob.clone();
         let size = desc.size;
-        let consumer = tokio::task::spawn_blocking(move || -> CriResult<()> {
-            let mut writer = content
-                .writer(&blob_c, Some(size))
-                .map_err(snap_err(format!("storing blob {blob_c}")))?;
-            let mut reader = ChannelReader {
-                rx,
-                current: bytes::Bytes::new(),
-            };
-            match unpack {
-                None => {
-                    std::io::copy(&mut reader, &mut writer).map_err(|e| {
-                        CriError::Unavailable(format!("downloading blob {blob_c}: {e}"))
-                    })?;
-                    writer.commit().map_err(snap_err(format!("blob {blob_c}")))
-                }
-                Some((chain, parent, compression, expected_diff)) => {
-                    let mut ext = snapshots
-                        .begin_layer(&chain, parent.as_ref())
-                        .map_err(snap_err(format!("layer {blob_c}")))?;
-                    let stats = {
-                        let mut tee = Tee {
-                            inner: &mut reader,
-                            copy: &mut writer,
-                        };
-                        let stats = ext
-                            .unpack(&mut tee, compression)
-                            .map_err(snap_err(format!("unpacking layer {blob_c}")))?;
-                        // The archive may end before the blob does (padding):
-                        // the whole blob must still be stored and verified.
-                        std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| {
+        let consumer =
+            tokio::task::spawn_blocking(move || -> CriResult<Option<LayerExtraction>> {
+                let mut writer = content
+                    .writer(&blob_c, Some(size))
+                    .map_err(snap_err(format!("storing blob {blob_c}")))?;
+                let mut reader = ChannelReader {
+                    rx,
+                    current: bytes::Bytes::new(),
+                };
+                match unpack {
+                    None => {
+                        std::io::copy(&mut reader, &mut writer).map_err(|e| {
                             CriError::Unavailable(format!("downloading blob {blob_c}: {e}"))
                         })?;
-                        stats
-                    };
-                    writer
-                        .commit()
-                        .map_err(snap_err(format!("blob {blob_c}")))?;
-                    if stats.diff_id != expected_diff {
-                        return Err(CriError::Internal(format!(
-                            "layer {blob_c}: uncompressed digest {} does not match the config's diff id {expected_diff}",
-                            stats.diff_id
-                        )));
+                        writer
+                            .commit()
+                            .map_err(snap_err(format!("blob {blob_c}")))?;
+                        Ok(None)
                     }
-                    ext.commit()
-                        .map_err(snap_err(format!("committing layer {blob_c}")))
+                    Some(plan) => {
+                        let ext = {
+                            let mut tee = Tee {
+                                inner: &mut reader,
+                                copy: &mut writer,
+                            };
+                            let ext = plan.unpack(&snapshots, &blob_c, &mut tee)?;
+                            // The archive may end before the blob does (padding):
+                            // the whole blob must still be stored and verified.
+                            std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| {
+                                CriError::Unavailable(format!("downloading blob {blob_c}: {e}"))
+                            })?;
+                            ext
+                        };
+                        writer
+                            .commit()
+                            .map_err(snap_err(format!("blob {blob_c}")))?;
+                        Ok(Some(ext))
+                    }
                 }
-            }
-        });
+            });
         let mut transient_failure = None;
         while let Some(item) = stream.next().await {
             match item {
@@ -530,7 +585,7 @@ impl Images {
             .map_err(|e| (CriError::internal("unpack task", e), false))?;
         match (consumed, transient_failure) {
             (_, Some(msg)) => Err((CriError::Unavailable(msg), true)),
-            (Ok(()), None) => Ok(()),
+            (Ok(ext), None) => Ok(ext),
             (Err(e), None) => Err((e, false)),
         }
     }
