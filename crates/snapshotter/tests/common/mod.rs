@@ -1,7 +1,12 @@
 //! Helpers shared by the integration tests: layer tars built in memory (including
 //! malicious ones the `tar` crate's safe API refuses to write), compression, and temp
 //! directories that check no mount is left under them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_arguments,
+    dead_code
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
