@@ -57,7 +57,7 @@ fn multi_layer_image_mounts_with_whiteouts_and_opaque_dirs() {
     let wh = std::fs::symlink_metadata(fs2.join("etc/a")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     let mut buf = [0u8; 4];
-    let n = rustix::fs::lgetxattr(&fs2.join("d"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
+    let n = rustix::fs::lgetxattr(fs2.join("d"), "trusted.overlay.opaque", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"y");
 
     // A writable snapshot, mounted for real.
