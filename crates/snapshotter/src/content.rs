@@ -148,6 +148,20 @@ impl ContentStore {
         }
     }
 
+    /// Garbage collection: deletes every blob whose digest is not in `keep` and returns the
+    /// digests deleted. The caller passes every digest it still references, including those
+    /// of pulls in progress.
+    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<Vec<Digest>> {
+        let mut removed = Vec::new();
+        for (d, _) in self.list()? {
+            if !keep.contains(&d) {
+                self.delete(&d)?;
+                removed.push(d);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every committed blob and its size, sorted by digest.
     pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();

@@ -447,6 +447,45 @@ impl Snapshotter {
         util::remove_any(&dst)
     }
 
+    /// Garbage collection: removes every committed layer whose chain id is not in `keep` and
+    /// that no writable snapshot or kept layer is built on, topmost first. Returns the chain
+    /// ids removed. The caller passes every chain id it still references, including those of
+    /// pulls in progress.
+    pub fn prune_layers(&self, keep: &std::collections::HashSet<Digest>) -> Result<Vec<Digest>> {
+        let mut removed = Vec::new();
+        loop {
+            let layers = self.layers()?;
+            let used: std::collections::HashSet<Digest> = layers
+                .iter()
+                .filter_map(|l| l.parent.clone())
+                .chain(self.snapshots()?.into_iter().filter_map(|s| s.parent))
+                .collect();
+            let victims: Vec<Digest> = layers
+                .into_iter()
+                .map(|l| l.chain_id)
+                .filter(|c| !keep.contains(c) && !used.contains(c))
+                .collect();
+            if victims.is_empty() {
+                return Ok(removed);
+            }
+            let mut progress = false;
+            for c in victims {
+                match self.remove_layer(&c) {
+                    Ok(()) => {
+                        removed.push(c);
+                        progress = true;
+                    }
+                    // Someone built on it meanwhile: keep it.
+                    Err(Error::InUse { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !progress {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Every committed layer, sorted by chain id.
     pub fn layers(&self) -> Result<Vec<LayerInfo>> {
         let mut out = Vec::new();
@@ -633,12 +672,15 @@ impl LayerExtraction {
         rename_noreplace(&self.dir, &dst)
             .map_err(|e| Error::io_path("commit layer into", &dst, e))?;
         self.state = State::Done;
-        util::fsync_dir(&i.layers)?;
         let link = self.sn.chain_link(&self.chain_id);
-        if let Err(e) = rustix::fs::symlinkat(next.to_string().as_str(), CWD, &link) {
+        let published = util::fsync_dir(&i.layers).and_then(|()| {
+            rustix::fs::symlinkat(next.to_string().as_str(), CWD, &link)
+                .map_err(|e| Error::io_path("publish layer", &link, e))
+        });
+        if let Err(e) = published {
             // Unpublishable: take the layer back out so nothing half-made stays.
             let _ = self.sn.discard(&dst);
-            return Err(Error::io_path("publish layer", &link, e));
+            return Err(e);
         }
         util::fsync_dir(&i.chains)?;
         tracing::debug!(chain_id = %self.chain_id, id = next, "layer committed");

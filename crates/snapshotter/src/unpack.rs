@@ -22,7 +22,8 @@
 //! write ever traverses a symlink, whether it points outside or inside: symlinks are data,
 //! never a path to write through. A hardlink target is resolved the same way and must
 //! already exist in this layer. `trusted.overlay.*` xattrs in the tar are refused (they would
-//! steer overlayfs). Every refusal is [`Error::UnsafeEntry`] naming the entry; the caller
+//! steer overlayfs: redirects, metacopy), except `trusted.overlay.opaque`, which only
+//! says what `.wh..wh..opq` says. Every refusal is [`Error::UnsafeEntry`] naming the entry; the caller
 //! removes the half-unpacked directory.
 
 use std::ffi::OsStr;
@@ -255,7 +256,7 @@ impl Unpacker {
                 let key = ext.key_bytes();
                 let val = ext.value_bytes();
                 if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if x.starts_with(b"trusted.overlay.") {
+                    if x.starts_with(b"trusted.overlay.") && x != b"trusted.overlay.opaque" {
                         return Err(unsafe_entry(
                             name,
                             format!("xattr {} would steer overlayfs", String::from_utf8_lossy(x)),

@@ -326,6 +326,32 @@ fn remove_layer_refuses_while_in_use() {
 }
 
 #[test]
+fn prune_removes_unreferenced_layers_topmost_first() {
+    let t = TestDir::new();
+    let sn = Snapshotter::open(&t.join("snap")).unwrap();
+    let (c1, c2) = image(&sn);
+    let mut l = Layer::new();
+    l.file("other", b"o");
+    let (c3, _) = add_layer(&sn, Some(&c1), &l.build(), Compression::None);
+    let mut l = Layer::new();
+    l.file("lone", b"l");
+    let (c4, _) = add_layer(&sn, None, &l.build(), Compression::None);
+    sn.prepare("ctr", Some(&c3)).unwrap();
+    // Keep nothing: c2 and c4 go; c3 (snapshot) and c1 (its parent) stay.
+    let mut removed = sn.prune_layers(&Default::default()).unwrap();
+    removed.sort();
+    let mut expect = vec![c2.clone(), c4.clone()];
+    expect.sort();
+    assert_eq!(removed, expect);
+    sn.remove_snapshot("ctr").unwrap();
+    // Keep c1 only: c3 goes.
+    let keep = [c1.clone()].into_iter().collect();
+    assert_eq!(sn.prune_layers(&keep).unwrap(), vec![c3]);
+    assert_eq!(sn.prune_layers(&Default::default()).unwrap(), vec![c1]);
+    assert!(sn.layers().unwrap().is_empty());
+}
+
+#[test]
 fn open_repairs_what_a_crash_left() {
     let t = TestDir::new();
     let root = t.join("snap");

@@ -399,6 +399,21 @@ fn escapes_are_refused() {
     l.pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")])
         .dir("d/");
     refused(&t, &sn, l.build(), "d/");
+    let mut l = Layer::new();
+    l.pax(&[("SCHILY.xattr.trusted.overlay.metacopy", b"")])
+        .file("f", b"f");
+    refused(&t, &sn, l.build(), "f");
+    // ... but an opaque marker as an xattr is the same as `.wh..wh..opq` and is kept.
+    let mut l = Layer::new();
+    l.pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+        .dir("o/");
+    let (c, _) = common::add_layer(&sn, None, &l.build(), Compression::None);
+    let mut buf = [0u8; 4];
+    let p = common::layer_fs(&sn, &c).join("o");
+    assert_eq!(
+        rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut buf[..]).unwrap(),
+        1
+    );
 }
 
 #[test]
