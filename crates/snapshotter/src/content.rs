@@ -254,6 +254,34 @@ impl BlobWriter {
     }
 }
 
+impl BlobWriter {
+    /// A reader that passes `reader` through and writes every byte it yields into this
+    /// blob: unpack a layer while it downloads with
+    /// `extraction.unpack(writer.tee(body), compression)`, then `io::copy` the tee into
+    /// `io::sink()` (to catch any trailing bytes the decompressor did not need) and commit.
+    pub fn tee<R: Read>(&mut self, reader: R) -> Tee<'_, R> {
+        Tee {
+            inner: reader,
+            writer: self,
+        }
+    }
+}
+
+/// See [`BlobWriter::tee`].
+#[derive(Debug)]
+pub struct Tee<'a, R> {
+    inner: R,
+    writer: &'a mut BlobWriter,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.writer.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let Some(f) = self.file.as_mut() else {

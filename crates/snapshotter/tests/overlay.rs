@@ -270,8 +270,7 @@ fn usage_numbers() {
         (info.chain_id.clone(), info.parent.clone(), info.size),
         (c.clone(), None, u.bytes)
     );
-    let all = sn.layers_usage().unwrap();
-    assert!(all.bytes >= u.bytes && all.inodes >= u.inodes, "{all:?}");
+    assert_eq!(sn.layers_usage().unwrap(), u);
     sn.prepare("s", Some(&c)).unwrap();
     assert_eq!(sn.snapshot_usage("s").unwrap().inodes, 1);
     std::fs::write(t.join("snap/snapshots/s/fs/blob"), &data).unwrap();
@@ -283,11 +282,38 @@ fn usage_numbers() {
     ));
     sn.remove_snapshot("s").unwrap();
     sn.remove_layer(&c).unwrap();
-    assert_eq!(
-        sn.layers_usage().unwrap().bytes,
-        4096,
-        "only the layers directory itself is left"
-    );
+    assert_eq!(sn.layers_usage().unwrap(), Default::default());
+}
+
+#[test]
+fn unpack_while_downloading_through_a_tee() {
+    let t = TestDir::new();
+    let sn = Snapshotter::open_with(
+        &t.join("snap"),
+        crius_snapshotter::Options {
+            sync_on_commit: false,
+        },
+    )
+    .unwrap();
+    let cs = crius_snapshotter::ContentStore::open(&t.join("content")).unwrap();
+    let mut l = Layer::new();
+    l.file("a", &vec![3u8; 200_000]).file("b", b"b");
+    let tar = l.build();
+    let blob = compress(&tar, Compression::Zstd);
+    let blob_digest = Digest::sha256_of(&blob);
+    let chain = chain_id(None, &Digest::sha256_of(&tar));
+    let mut w = cs.writer(&blob_digest, Some(blob.len() as u64)).unwrap();
+    let mut x = sn.begin_layer(&chain, None).unwrap();
+    {
+        let mut tee = w.tee(&blob[..]);
+        let stats = x.unpack(&mut tee, Compression::Zstd).unwrap();
+        assert_eq!(stats.diff_id, Digest::sha256_of(&tar));
+        std::io::copy(&mut tee, &mut std::io::sink()).unwrap();
+    }
+    w.commit().unwrap();
+    assert_eq!(cs.read(&blob_digest).unwrap(), blob);
+    x.commit().unwrap();
+    assert!(sn.has_layer(&chain));
 }
 
 #[test]
