@@ -342,17 +342,24 @@ impl Unpacker {
             .map_err(|e| Error::io(format!("dup layer root fd for {entry:?}"), e))?;
         for (i, c) in comps.iter().enumerate() {
             let c = OsStr::from_bytes(c);
-            match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let created = match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => {
                     return Err(Error::io(
                         format!("create parent directory for entry {entry:?}"),
                         e,
                     ));
                 }
-            }
+            };
             cur = rustix::fs::openat2(&cur, c, DIR_FLAGS, Mode::empty(), RESOLVE)
                 .map_err(|e| self.resolve_err(entry, &comps[..=i].join(&b'/'), e))?;
+            if created {
+                // Not subject to the process umask.
+                rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755)).map_err(|e| {
+                    Error::io(format!("chmod parent directory for entry {entry:?}"), e)
+                })?;
+            }
         }
         Ok(cur)
     }

@@ -119,6 +119,12 @@ fn metadata_is_kept() {
         (rustix::fs::major(d.rdev()), rustix::fs::minor(d.rdev())),
         (7, 0)
     );
+    let implicit = std::fs::symlink_metadata(fs.join("dev")).unwrap();
+    assert_eq!(
+        (implicit.mode() & 0o7777, implicit.uid()),
+        (0o755, 0),
+        "implicit parents are 0755 root"
+    );
     assert!(
         std::fs::symlink_metadata(fs.join("run/fifo"))
             .unwrap()
