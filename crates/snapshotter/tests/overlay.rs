@@ -154,7 +154,10 @@ fn hundred_layer_chain_mounts() {
     let t = TestDir::new();
     // A long root makes the absolute lowerdirs far exceed a page.
     let root = t.join(&"r".repeat(100)).join("snap");
-    let sn = Snapshotter::open(&root).unwrap();
+    let quick = crius_snapshotter::Options {
+        sync_on_commit: false,
+    };
+    let sn = Snapshotter::open_with(&root, quick).unwrap();
     let mut parent: Option<Digest> = None;
     for i in 0..100 {
         let mut l = Layer::new();
