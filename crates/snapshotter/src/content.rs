@@ -148,6 +148,20 @@ impl ContentStore {
         }
     }
 
+    /// Garbage collection: deletes every blob whose digest is not in `keep` and returns the
+    /// digests deleted. The caller passes every digest it still references, including those
+    /// of pulls in progress.
+    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<Vec<Digest>> {
+        let mut removed = Vec::new();
+        for (d, _) in self.list()? {
+            if !keep.contains(&d) {
+                self.delete(&d)?;
+                removed.push(d);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every committed blob and its size, sorted by digest.
     pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();
@@ -237,6 +251,34 @@ impl BlobWriter {
         fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::io_path("rename blob into", &self.dest, e))?;
         util::fsync_dir(&self.blobs)
+    }
+}
+
+impl BlobWriter {
+    /// A reader that passes `reader` through and writes every byte it yields into this
+    /// blob: unpack a layer while it downloads with
+    /// `extraction.unpack(writer.tee(body), compression)`, then `io::copy` the tee into
+    /// `io::sink()` (to catch any trailing bytes the decompressor did not need) and commit.
+    pub fn tee<R: Read>(&mut self, reader: R) -> Tee<'_, R> {
+        Tee {
+            inner: reader,
+            writer: self,
+        }
+    }
+}
+
+/// See [`BlobWriter::tee`].
+#[derive(Debug)]
+pub struct Tee<'a, R> {
+    inner: R,
+    writer: &'a mut BlobWriter,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.writer.write_all(&buf[..n])?;
+        Ok(n)
     }
 }
 

@@ -21,11 +21,11 @@ mod snapshot;
 mod unpack;
 mod util;
 
-pub use content::{BlobWriter, ContentStore};
+pub use content::{BlobWriter, ContentStore, Tee};
 pub use digest::{Digest, chain_id};
 pub use error::{Error, Result};
 pub use mount::{MAX_MOUNT_DATA, Mount, mount_all, unmount};
-pub use snapshot::{LayerExtraction, LayerInfo, SnapshotInfo, Snapshotter};
+pub use snapshot::{LayerExtraction, LayerInfo, Options, SnapshotInfo, Snapshotter};
 pub use unpack::UnpackStats;
 
 /// Bytes and inodes used on disk.

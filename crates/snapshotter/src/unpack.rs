@@ -22,7 +22,8 @@
 //! write ever traverses a symlink, whether it points outside or inside: symlinks are data,
 //! never a path to write through. A hardlink target is resolved the same way and must
 //! already exist in this layer. `trusted.overlay.*` xattrs in the tar are refused (they would
-//! steer overlayfs). Every refusal is [`Error::UnsafeEntry`] naming the entry; the caller
+//! steer overlayfs: redirects, metacopy), except `trusted.overlay.opaque`, which only
+//! says what `.wh..wh..opq` says. Every refusal is [`Error::UnsafeEntry`] naming the entry; the caller
 //! removes the half-unpacked directory.
 
 use std::ffi::OsStr;
@@ -255,7 +256,7 @@ impl Unpacker {
                 let key = ext.key_bytes();
                 let val = ext.value_bytes();
                 if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if x.starts_with(b"trusted.overlay.") {
+                    if x.starts_with(b"trusted.overlay.") && x != b"trusted.overlay.opaque" {
                         return Err(unsafe_entry(
                             name,
                             format!("xattr {} would steer overlayfs", String::from_utf8_lossy(x)),
@@ -341,17 +342,24 @@ impl Unpacker {
             .map_err(|e| Error::io(format!("dup layer root fd for {entry:?}"), e))?;
         for (i, c) in comps.iter().enumerate() {
             let c = OsStr::from_bytes(c);
-            match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let created = match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => {
                     return Err(Error::io(
                         format!("create parent directory for entry {entry:?}"),
                         e,
                     ));
                 }
-            }
+            };
             cur = rustix::fs::openat2(&cur, c, DIR_FLAGS, Mode::empty(), RESOLVE)
                 .map_err(|e| self.resolve_err(entry, &comps[..=i].join(&b'/'), e))?;
+            if created {
+                // Not subject to the process umask.
+                rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755)).map_err(|e| {
+                    Error::io(format!("chmod parent directory for entry {entry:?}"), e)
+                })?;
+            }
         }
         Ok(cur)
     }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,27 +16,44 @@ use crate::error::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A unique temporary name `<pid>-<counter>-<nanos>`: the pid lets [`is_stale`] tell
-/// whether the process that made it is still alive.
+/// The start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) of a process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn own_start_time() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    *START.get_or_init(|| start_time(std::process::id()).unwrap_or(0))
+}
+
+/// A unique temporary name `<pid>-<start time>-<counter>-<nanos>`: pid and start time let
+/// [`is_stale`] tell whether the process that made it is still alive, even when a restarted
+/// daemon gets the same pid again (as it does as pid 1 of a container).
 pub(crate) fn temp_name() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}-{n}-{nanos}", std::process::id())
+    format!("{}-{}-{n}-{nanos}", std::process::id(), own_start_time())
 }
 
 /// Whether a temporary entry named by [`temp_name`] was left by a process that no longer
 /// exists. Names that do not parse are stale (nothing else belongs in a temp directory).
 pub(crate) fn is_stale(name: &str) -> bool {
-    let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+    let mut parts = name.split('-');
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let start = parts.next().and_then(|p| p.parse::<u64>().ok());
+    let (Some(pid), Some(start)) = (pid, start) else {
         return true;
     };
     if pid == std::process::id() {
-        return false;
+        return start != own_start_time();
     }
-    !Path::new("/proc").join(pid.to_string()).exists()
+    start_time(pid) != Some(start)
 }
 
 /// Removes stale entries (files or directories) from a temporary directory.
@@ -143,4 +161,27 @@ pub(crate) fn disk_usage(root: &Path) -> Result<crate::Usage> {
         }
     }
     Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn stale_names() {
+        let mine = temp_name();
+        assert!(!is_stale(&mine), "{mine}");
+        assert_ne!(temp_name(), mine);
+        let me = std::process::id();
+        // Same pid, other start time: a previous incarnation (e.g. pid 1 of a container).
+        assert!(is_stale(&format!("{me}-{}-0-0", own_start_time() + 1)));
+        // Live process 1 with its real start time is not stale; with another it is.
+        let init = start_time(1).unwrap();
+        assert!(!is_stale(&format!("1-{init}-0-0")));
+        assert!(is_stale(&format!("1-{}-0-0", init + 1)));
+        assert!(is_stale("4194999-1-1-1"));
+        assert!(is_stale("garbage"));
+        assert!(is_stale("123"));
+    }
 }

@@ -151,4 +151,11 @@ fn open_removes_crash_leftovers_and_read_verifies() {
     // Names that are not digests are not listed.
     std::fs::write(t.join("blobs/sha256/nothex"), b"").unwrap();
     assert_eq!(cs.list().unwrap().len(), 1);
+
+    // Garbage collection keeps what is referenced.
+    let other = Digest::sha256_of(b"other");
+    cs.ingest(&other, None, &b"other"[..]).unwrap();
+    let keep = [other.clone()].into_iter().collect();
+    assert_eq!(cs.prune(&keep).unwrap(), vec![d.clone()]);
+    assert!(cs.has(&other) && !cs.has(&d));
 }
