@@ -60,6 +60,9 @@ pub struct Images {
     layers: SingleFlight<(), CriError>,
     blobs: SingleFlight<(), CriError>,
     pinned: HashSet<String>,
+    /// Pulls hold it shared, garbage collection exclusively: GC never deletes the
+    /// blobs and layers of a pull that has not written its image record yet.
+    gc: tokio::sync::RwLock<()>,
 }
 
 fn now_nanos() -> i64 {
@@ -180,6 +183,7 @@ impl Images {
             layers: SingleFlight::default(),
             blobs: SingleFlight::default(),
             pinned,
+            gc: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -192,6 +196,7 @@ impl Images {
         let r =
             Reference::parse(image).map_err(|e| CriError::invalid("image.image", e.to_string()))?;
         let start = Instant::now();
+        let _no_gc = self.gc.read().await;
         let resolved = self.registry.resolve(&r, auth).await?;
         let source = Arc::new(resolved.source);
         let config_desc = resolved.config.clone();
@@ -765,9 +770,11 @@ impl Images {
         Ok(())
     }
 
-    /// Removes layers and blobs that no image references. A layer that a
-    /// container's writable snapshot still uses stays until that container goes.
+    /// Removes layers and blobs that no image references (waiting for pulls in
+    /// progress to finish first). A layer that a container's writable snapshot still
+    /// uses stays until that container goes.
     pub async fn collect_garbage(&self) -> CriResult<()> {
+        let _exclusive = self.gc.write().await;
         let store = self.store.clone();
         let content = self.content.clone();
         let snapshots = self.snapshots.clone();

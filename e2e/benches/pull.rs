@@ -1,0 +1,248 @@
+//! Pull benchmark (issue 3): a 5 x 10 MiB image from a loopback docker-registry,
+//! cold (fresh roots every run), crius beside containerd 1.6 (Debian's, through its
+//! CRI plugin, with the registry configured as a mirror for both). Prints a table;
+//! asserts nothing about time.
+//!
+//! Run as root: `cargo bench -p crius-e2e --bench pull` (builds criusd in release
+//! first: `cargo build --release --bins`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crius_e2e::images::*;
+use crius_e2e::registry::*;
+use crius_e2e::v1 as cri;
+use crius_e2e::v1::image_service_client::ImageServiceClient;
+use crius_e2e::*;
+use serde_json::json;
+
+const RUNS: usize = 5;
+const LAYERS: usize = 5;
+const LAYER_BYTES: usize = 10 * 1024 * 1024;
+const UPSTREAM: &str = "bench.crius.invalid";
+
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn wait_socket(
+    sock: &Path,
+    child: &mut Child,
+    log: &Path,
+) -> ImageServiceClient<tonic::transport::Channel> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(ch) = connect(sock).await {
+            let mut c = ImageServiceClient::new(ch);
+            if c.list_images(cri::ListImagesRequest { filter: None })
+                .await
+                .is_ok()
+            {
+                return c;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon did not answer: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn timed_pull(
+    c: &mut ImageServiceClient<tonic::transport::Channel>,
+    image: &str,
+) -> Duration {
+    let start = Instant::now();
+    c.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    })
+    .await
+    .expect("pull");
+    start.elapsed()
+}
+
+fn stop(mut child: Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
+    let bin = std::env::var("CRIUSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let release = bin_dir().parent().unwrap().join("release/criusd");
+            if release.is_file() {
+                release
+            } else {
+                criusd_bin()
+            }
+        });
+    std::fs::create_dir_all(root).unwrap();
+    let cfg = root.join("criusd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\n[images.mirrors]\n\"{UPSTREAM}\" = [\"{registry}\"]\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let log = root.join("criusd.log");
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut c = wait_socket(&root.join("run/crius.sock"), &mut child, &log).await;
+    let t = timed_pull(&mut c, image).await;
+    stop(child);
+    force_clean(root);
+    t
+}
+
+async fn containerd_run(root: &Path, registry: &str, image: &str) -> Duration {
+    std::fs::create_dir_all(root).unwrap();
+    let cfg = root.join("containerd.toml");
+    let sock = root.join("containerd.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{sock}.debug"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{r}/cni-bin"
+    conf_dir = "{r}/cni-conf"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{UPSTREAM}"]
+    endpoint = ["http://{registry}"]
+"#,
+            r = root.display(),
+            sock = sock.display()
+        ),
+    )
+    .unwrap();
+    let log = root.join("containerd.log");
+    let mut child = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("containerd (Debian's containerd package) must be installed");
+    let mut c = wait_socket(&sock, &mut child, &log).await;
+    let t = timed_pull(&mut c, image).await;
+    stop(child);
+    force_clean(root);
+    t
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    require_root();
+    let base = unique_root("bench-pull");
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .unwrap();
+    let layers: Vec<(Vec<u8>, Comp)> = (0..LAYERS)
+        .map(|i| {
+            (
+                tar_of(&[Entry::File(
+                    format!("blob{i}"),
+                    noise(i as u64 + 1, LAYER_BYTES),
+                    0o644,
+                )]),
+                Comp::Gzip,
+            )
+        })
+        .collect();
+    let pushed = push_image(
+        &reg,
+        "bench/big",
+        "v1",
+        &layers,
+        json!({}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = format!("{UPSTREAM}/{}:{}", pushed.repo, pushed.tag);
+    println!(
+        "pull of {image}: {LAYERS} x {} MiB gzip layers from docker-registry on {}, cold, {RUNS} runs each",
+        LAYER_BYTES >> 20,
+        reg.host
+    );
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let a = crius_run(&base.join(format!("crius-{run}")), &reg.host, &image).await;
+        let b = containerd_run(&base.join(format!("containerd-{run}")), &reg.host, &image).await;
+        println!(
+            "run {run}: crius {:>7.3}s  containerd {:>7.3}s",
+            a.as_secs_f64(),
+            b.as_secs_f64()
+        );
+        ours.push(a);
+        theirs.push(b);
+    }
+    let (a, b) = (median(ours), median(theirs));
+    println!();
+    println!("| runtime | median pull (s) |");
+    println!("|---|---|");
+    println!("| crius | {:.3} |", a.as_secs_f64());
+    println!("| containerd 1.6.20 (CRI) | {:.3} |", b.as_secs_f64());
+    println!(
+        "| ratio containerd / crius | {:.2}x |",
+        b.as_secs_f64() / a.as_secs_f64()
+    );
+    drop(reg);
+    force_clean(&base);
+}
