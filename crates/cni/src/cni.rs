@@ -1,0 +1,1 @@
+//! CNI plugin executor (placeholder, filled in below).
