@@ -361,8 +361,13 @@ impl BridgeBackend {
         let netns = File::open(&req.netns)
             .map_err(|e| setup_err(req, format!("open netns {}: {e}", req.netns.display())))?;
         let nl = Netlink::connect().map_err(|m| setup_err(req, m))?;
+        let host_if = self.veth_name(&req.pod_id);
+        // A setup repeated for the same pod starts its link afresh.
+        nl.delete_link(&host_if)
+            .await
+            .map_err(|m| setup_err(req, m))?;
         nl.create_veth(
-            &self.veth_name(&req.pod_id),
+            &host_if,
             &self.cfg.pod_ifname,
             bridge_idx,
             self.cfg.mtu,

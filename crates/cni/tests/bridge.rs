@@ -133,3 +133,214 @@ async fn duplicate_host_port_is_refused_with_the_port_named() {
         .unwrap();
     net.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_ipv6() {
+    let net = Net::new(true);
+    let v6 = net.cfg.subnet_v6.unwrap();
+    let hp = free_port();
+    let mut a = Pod::new();
+    let b = Pod::new();
+    let ra = a.request(&[tcp(hp, 80)]);
+    let sa = net.backend.setup(&ra).await.unwrap();
+    let sb = net.backend.setup(&b.request(&[])).await.unwrap();
+    assert_eq!(sa.ips.len(), 2, "{:?}", sa.ips);
+    assert!(
+        sa.ips[0].is_ipv4() && v6.contains(sa.ips[1]),
+        "{:?}",
+        sa.ips
+    );
+    assert!(v6.contains(sb.ips[1]));
+    assert_eq!(net.lease_count(), 4);
+    a.serve_http(80, "v6-hello");
+    // Pod to pod over IPv6, and to A's host port through the IPv6 gateway.
+    expect_wget(
+        &b,
+        &format!("http://[{}]:80/index.html", sa.ips[1]),
+        "v6-hello",
+    );
+    let gw6 = v6.gateway().unwrap();
+    expect_wget(&b, &format!("http://[{gw6}]:{hp}/index.html"), "v6-hello");
+    expect_wget(
+        &b,
+        &format!("http://{}:{hp}/index.html", net.gateway()),
+        "v6-hello",
+    );
+    let rules = net.our_rules();
+    assert!(
+        rules
+            .iter()
+            .any(|l| l.starts_with("ip6tables-save") && l.contains("DNAT"))
+    );
+    net.backend.teardown(&ra).await.unwrap();
+    net.backend.teardown(&b.request(&[])).await.unwrap();
+    assert_eq!(net.lease_count(), 0);
+    net.finish().await;
+}
+
+fn link_names() -> std::collections::BTreeSet<String> {
+    run_ok("ip", &["-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_cycles_leak_nothing() {
+    let net = Net::new(false);
+    let pod = Pod::new();
+    let hp = free_port();
+    // Warm up: the first setup creates the bridge and the base chains.
+    let mut warm = pod.request(&[]);
+    warm.pod_id = format!("warm-{}", rand_hex(8));
+    net.backend.setup(&warm).await.unwrap();
+    net.backend.teardown(&warm).await.unwrap();
+    let links_before = link_names();
+    let rules_before = net.our_rules();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut req = pod.request(&[tcp(hp, 80), udp(hp, 53)]);
+        req.pod_id = format!("cycle-{i}-{}", rand_hex(8));
+        ids.push(req.pod_id.clone());
+        let st = net.backend.setup(&req).await.unwrap();
+        assert_eq!(st.ips.len(), 1);
+        assert_eq!(net.lease_count(), 1);
+        net.backend.teardown(&req).await.unwrap();
+    }
+    // Other tests run in parallel: compare only links that can be ours.
+    let ours = |s: &std::collections::BTreeSet<String>| -> Vec<String> {
+        s.iter()
+            .filter(|n| {
+                **n == net.cfg.bridge || ids.iter().any(|id| **n == net.backend.veth_name(id))
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(ours(&link_names()), ours(&links_before), "links leaked");
+    assert_eq!(net.our_rules(), rules_before, "rules leaked");
+    assert_eq!(net.lease_count(), 0, "leases leaked");
+    assert!(net.bridge_ports().trim().is_empty());
+    assert!(!pod.links().contains("eth0"));
+    net.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_setup_is_undone_and_half_made_pods_tear_down() {
+    let net = Net::new(false);
+    let hp = free_port();
+    // 1. A step fails late (the pod already has an eth0): the lease, the host port
+    //    and the veth are undone.
+    let a = Pod::new();
+    let o = a.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ra = a.request(&[tcp(hp, 80)]);
+    let err = net.backend.setup(&ra).await.unwrap_err();
+    assert!(err.to_string().contains("veth"), "{err}");
+    assert_eq!(net.lease_count(), 0);
+    assert!(net.bridge_ports().trim().is_empty());
+    assert!(!link_names().contains(&net.backend.veth_name(&a.id)));
+    // The host port was given back: another pod can take it.
+    let b = Pod::new();
+    let rb = b.request(&[tcp(hp, 80)]);
+    net.backend.setup(&rb).await.unwrap();
+    // 2. Half-made: the veth vanished behind crius's back; teardown still removes
+    //    the rest (rules, lease) and stays idempotent.
+    run_ok("ip", &["link", "del", &net.backend.veth_name(&b.id)]);
+    net.backend.teardown(&rb).await.unwrap();
+    net.backend.teardown(&rb).await.unwrap();
+    assert_eq!(net.lease_count(), 0);
+    assert!(
+        !net.our_rules()
+            .iter()
+            .any(|l| l.contains(&net.backend.pod_chain(&b.id)))
+    );
+    // 3. A pod whose namespace is already gone.
+    let c = Pod::new();
+    let rc = c.request(&[udp(hp, 53)]);
+    net.backend.setup(&rc).await.unwrap();
+    drop(c);
+    net.backend.teardown(&rc).await.unwrap();
+    assert_eq!(net.lease_count(), 0);
+    // 4. A pod never set up at all.
+    net.backend
+        .teardown(&Pod::new().request(&[tcp(hp, 80)]))
+        .await
+        .unwrap();
+    net.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_after_a_crash_removes_orphans_and_restores_live_pods() {
+    let net = Net::new(false);
+    let (hp1, hp2) = (free_port(), free_port());
+    let mut live = Pod::new();
+    let dead = Pod::new();
+    let r_live = live.request(&[tcp(hp1, 80)]);
+    let r_dead = dead.request(&[tcp(hp2, 80)]);
+    let s_live = net.backend.setup(&r_live).await.unwrap();
+    net.backend.setup(&r_dead).await.unwrap();
+    // "Crash": the daemon restarts with the same lease store, the live pod's rules
+    // were lost meanwhile, and the dead pod's things are orphans.
+    let chain = net.backend.pod_chain(&live.id);
+    let saved = run_ok("iptables-save", &["-t", "nat"]);
+    let mut script = String::from("*nat\n");
+    for l in saved
+        .lines()
+        .filter(|l| l.starts_with("-A ") && l.ends_with(&format!("-j {chain}")))
+    {
+        script += &format!("-D{}\n", &l[2..]);
+    }
+    script += &format!("-F {chain}\n-X {chain}\nCOMMIT\n");
+    let mut child = std::process::Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let restarted = crius_cni::BridgeBackend::new(net.cfg.clone(), net.leases.clone()).unwrap();
+    let report = restarted
+        .reconcile(std::slice::from_ref(&r_live))
+        .await
+        .unwrap();
+    assert_eq!(report.leases_released, 1, "{report:?}");
+    assert_eq!(report.veths_deleted, 1, "{report:?}");
+    assert_eq!(report.chains_deleted, 1, "{report:?}");
+    assert_eq!(report.pods_restored, 1, "{report:?}");
+    assert_eq!(net.lease_count(), 1);
+    assert!(!link_names().contains(&net.backend.veth_name(&dead.id)));
+    assert!(
+        !net.our_rules()
+            .iter()
+            .any(|l| l.contains(&net.backend.pod_chain(&dead.id)))
+    );
+    // The live pod works again through its host port; the reservation is back.
+    live.serve_http(80, "still-alive");
+    poll(20, "restored hostPort", || {
+        host_http(std::net::SocketAddr::from(([127, 0, 0, 1], hp1)))
+            .filter(|b| b.contains("still-alive"))
+    });
+    let other = Pod::new();
+    let err = restarted
+        .setup(&other.request(&[tcp(hp1, 80)]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&hp1.to_string()), "{err}");
+    assert_eq!(
+        restarted.setup(&r_live).await.unwrap().ips,
+        s_live.ips,
+        "setup again keeps the lease"
+    );
+    restarted.teardown(&r_live).await.unwrap();
+    assert_eq!(net.lease_count(), 0);
+    net.finish().await;
+}
