@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bridge::{BridgeBackend, BridgeConfig, ConfigError, ReconcileReport};
 pub use cidr::{IpNet, IpNetParseError};
-// pub use cni::{CniBackend, CniConfig};
+pub use cni::{CniBackend, CniConfig};
 pub use ipam::{
     IpFamily, JsonFileLeaseStore, Lease, LeaseStore, LeaseStoreError, MemoryLeaseStore,
 };
