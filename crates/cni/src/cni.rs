@@ -683,6 +683,11 @@ impl CniBackend {
         Ok(out)
     }
 
+    /// Whether a cached ADD result exists for the pod.
+    pub fn has_cached(&self, pod_id: &str) -> bool {
+        safe_name(pod_id) && !self.cached(pod_id).is_empty()
+    }
+
     /// The name of the network config in force, if any.
     pub fn network_name(&self) -> Option<String> {
         self.load().ok().map(|l| l.name)

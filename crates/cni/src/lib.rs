@@ -12,12 +12,14 @@
 //!   left behind.
 //! - [`CniBackend`], when the CNI config directory holds a network config: the plugin
 //!   chain is executed per the CNI spec, results cached on disk for DEL.
+//! - [`AutoBackend`]: what criusd uses: CNI while a usable config exists, else the bridge.
 //! - [`LoopbackOnly`]: loopback only, reports not ready.
 //!
 //! Namespace invariant: no tokio worker thread ever enters a pod's namespace; work
 //! inside one runs on a short-lived dedicated thread (see `netlink::in_netns`).
 #![forbid(unsafe_code)]
 
+mod auto;
 mod bridge;
 mod cidr;
 mod cni;
@@ -34,6 +36,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+pub use auto::AutoBackend;
 pub use bridge::{BridgeBackend, BridgeConfig, ConfigError, ReconcileReport};
 pub use cidr::{IpNet, IpNetParseError};
 pub use cni::{CniBackend, CniConfig};

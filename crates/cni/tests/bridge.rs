@@ -344,3 +344,82 @@ async fn reconcile_after_a_crash_removes_orphans_and_restores_live_pods() {
     assert_eq!(net.lease_count(), 0);
     net.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sctp_and_host_ip_mappings_are_written_and_removed() {
+    let net = Net::new(false);
+    let hp = free_port();
+    let a = Pod::new();
+    let sctp = crius_cni::PortMapping {
+        protocol: crius_cni::Protocol::Sctp,
+        container_port: 9999,
+        host_port: hp,
+        host_ip: None,
+    };
+    let bound = crius_cni::PortMapping {
+        host_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        ..tcp(hp, 80)
+    };
+    let req = a.request(&[sctp, bound]);
+    let st = net.backend.setup(&req).await.unwrap();
+    let rules = net.our_rules();
+    let ip = st.ips[0];
+    assert!(
+        rules
+            .iter()
+            .any(|l| l.contains("-p sctp") && l.contains(&format!("{ip}:9999"))),
+        "{rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|l| l.contains("-d 127.0.0.1/32") && l.contains("-p tcp")),
+        "{rules:?}"
+    );
+    // The same TCP port on another host IP is free; on every IP it is not.
+    let b = Pod::new();
+    let other_ip = crius_cni::PortMapping {
+        host_ip: Some(std::net::IpAddr::from([127, 0, 0, 2])),
+        ..tcp(hp, 80)
+    };
+    net.backend.setup(&b.request(&[other_ip])).await.unwrap();
+    let c = Pod::new();
+    let err = net
+        .backend
+        .setup(&c.request(&[tcp(hp, 80)]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&format!("{hp}/TCP")), "{err}");
+    net.backend.teardown(&req).await.unwrap();
+    net.backend.teardown(&b.request(&[other_ip])).await.unwrap();
+    assert!(!net.our_rules().iter().any(|l| l.contains("-j DNAT")));
+    net.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pods_in_parallel_get_distinct_addresses() {
+    let net = Net::new(true);
+    let pods: Vec<Pod> = (0..20).map(|_| Pod::new()).collect();
+    let reqs: Vec<_> = pods
+        .iter()
+        .map(|p| p.request(&[tcp(free_port(), 80)]))
+        .collect();
+    let results = futures_util::future::join_all(reqs.iter().map(|r| net.backend.setup(r))).await;
+    let mut ips = std::collections::HashSet::new();
+    for r in results {
+        for ip in r.unwrap().ips {
+            assert!(ips.insert(ip), "{ip} given twice");
+        }
+    }
+    assert_eq!(ips.len(), 40);
+    assert_eq!(net.lease_count(), 40);
+    let results =
+        futures_util::future::join_all(reqs.iter().map(|r| net.backend.teardown(r))).await;
+    for r in results {
+        r.unwrap();
+    }
+    assert_eq!(net.lease_count(), 0);
+    assert!(net.bridge_ports().trim().is_empty());
+    assert!(!net.our_rules().iter().any(|l| l.contains("-j DNAT")));
+    net.finish().await;
+}

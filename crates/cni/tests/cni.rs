@@ -425,3 +425,32 @@ async fn debian_plugins_del_after_restart_with_the_config_gone() {
     assert!(!pod.links().contains("eth0"));
     d.finish(&[&pod.id]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_backend_uses_cni_once_configured_and_tears_down_either() {
+    let env = Env::new();
+    env.fake("fake-ok", OK_RESULT, 0);
+    let net = Net::new(false);
+    let auto = crius_cni::AutoBackend::new(
+        CniBackend::new(env.config(false)),
+        crius_cni::BridgeBackend::new(net.cfg.clone(), net.leases.clone()).unwrap(),
+    );
+    assert_eq!(auto.name(), "bridge");
+    let a = Pod::new();
+    let sa = auto.setup(&a.request(&[])).await.unwrap();
+    assert!(net.cfg.subnet.contains(sa.ips[0]));
+    env.write_conf(
+        "10.conflist",
+        &fake_list("later", &[r#"{"type":"fake-ok"}"#]),
+    );
+    assert_eq!(auto.name(), "cni");
+    let b = Pod::new();
+    let sb = auto.setup(&b.request(&[])).await.unwrap();
+    assert_eq!(sb.ips[0].to_string(), "10.99.0.5");
+    auto.teardown(&a.request(&[])).await.unwrap();
+    auto.teardown(&b.request(&[])).await.unwrap();
+    assert!(env.log().contains(&format!("fake-ok DEL|{}", b.id)));
+    assert_eq!(net.lease_count(), 0);
+    assert!(!auto.cni().has_cached(&b.id));
+    net.finish().await;
+}
