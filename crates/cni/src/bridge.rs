@@ -189,17 +189,14 @@ fn write_sysctl(path: &str, value: &str) -> Result<(), String> {
     std::fs::write(p, value).map_err(|e| format!("write {path}: {e}"))
 }
 
+/// Two mappings clash on the same protocol and port unless both name a host IP and
+/// the IPs differ (an unset host IP binds every address).
 fn conflicts(a: &PortMapping, b: &PortMapping) -> bool {
     a.protocol == b.protocol
         && a.host_port == b.host_port
         && match (a.host_ip, b.host_ip) {
             (Some(x), Some(y)) => x == y,
-            (Some(x), None) | (None, Some(x)) => {
-                // An unset host IP binds every address of both families.
-                let _ = x;
-                true
-            }
-            (None, None) => true,
+            _ => true,
         }
 }
 

@@ -18,6 +18,7 @@
 //! Namespace invariant: no tokio worker thread ever enters a pod's namespace; work
 //! inside one runs on a short-lived dedicated thread (see `netlink::in_netns`).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod auto;
 mod bridge;
