@@ -7,7 +7,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 
 use common::*;
-use crius_cni::{NetworkBackend, NetworkError};
+use crius_cni::{LeaseStore, NetworkBackend, NetworkError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_to_pod_across_the_bridge() {
@@ -421,5 +421,74 @@ async fn twenty_pods_in_parallel_get_distinct_addresses() {
     assert_eq!(net.lease_count(), 0);
     assert!(net.bridge_ports().trim().is_empty());
     assert!(!net.our_rules().iter().any(|l| l.contains("-j DNAT")));
+    net.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_setup_then_restart_leaves_nothing() {
+    // The state a crash between setup steps leaves: a lease, a veth on the bridge
+    // whose pod side never got configured, and a pod chain, with no live pod.
+    let net = Net::new(false);
+    let warm = Pod::new();
+    let rw = warm.request(&[tcp(free_port(), 80)]);
+    net.backend.setup(&rw).await.unwrap();
+    net.backend.teardown(&rw).await.unwrap();
+    let half = Pod::new();
+    let rh = half.request(&[tcp(free_port(), 80)]);
+    net.leases
+        .insert(&crius_cni::Lease {
+            network: net.cfg.bridge.clone(),
+            pod_id: half.id.clone(),
+            family: crius_cni::IpFamily::V4,
+            address: net.cfg.subnet.nth(77).unwrap(),
+        })
+        .unwrap();
+    let veth = net.backend.veth_name(&half.id);
+    run_ok(
+        "ip",
+        &[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &half.name,
+        ],
+    );
+    run_ok("ip", &["link", "set", &veth, "master", &net.cfg.bridge]);
+    let chain = net.backend.pod_chain(&half.id);
+    let hostports = format!("{}-HOSTPORTS", net.cfg.chain_prefix);
+    let script = format!(
+        "*nat\n:{chain} - [0:0]\n-A {chain} -p tcp -m tcp --dport 1 -j DNAT --to-destination 10.0.0.1:1\n-A {hostports} -j {chain}\nCOMMIT\n"
+    );
+    let mut child = std::process::Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Restart: a new backend over the same store reconciles with no live pods.
+    let restarted = crius_cni::BridgeBackend::new(net.cfg.clone(), net.leases.clone()).unwrap();
+    let report = restarted.reconcile(&[]).await.unwrap();
+    assert_eq!(
+        (
+            report.leases_released,
+            report.veths_deleted,
+            report.chains_deleted
+        ),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(net.lease_count(), 0);
+    assert!(net.bridge_ports().trim().is_empty());
+    assert!(!net.our_rules().iter().any(|l| l.contains(&chain)));
+    assert!(
+        !half.links().contains("eth0"),
+        "the pod side went with the veth"
+    );
+    // Teardown of the half-made pod afterwards is still fine.
+    restarted.teardown(&rh).await.unwrap();
     net.finish().await;
 }
