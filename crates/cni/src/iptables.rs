@@ -230,14 +230,29 @@ impl Rules {
         mappings: &[PortMapping],
     ) -> Result<(), String> {
         let f = IpFamily::of(ip);
-        let ours: Vec<&PortMapping> = mappings
-            .iter()
-            .filter(|m| m.host_ip.is_none_or(|h| IpFamily::of(h) == f))
-            .collect();
-        if ours.is_empty() {
+        if !mappings.iter().any(|m| in_family(m, f)) {
             return Ok(());
         }
         let nat = save(f, "nat").await?;
+        match self.pod_script(&nat, pod_id, ip, mappings) {
+            Some(s) => restore(f, &s).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The restore script for [`Rules::add_pod`], given the current nat table.
+    fn pod_script(
+        &self,
+        nat: &str,
+        pod_id: &str,
+        ip: IpAddr,
+        mappings: &[PortMapping],
+    ) -> Option<String> {
+        let f = IpFamily::of(ip);
+        let ours: Vec<&PortMapping> = mappings.iter().filter(|m| in_family(m, f)).collect();
+        if ours.is_empty() {
+            return None;
+        }
         let ch = self.pod_chain(pod_id);
         let hp = self.hostports();
         let mut s = format!("*nat\n:{ch} - [0:0]\n");
@@ -257,14 +272,14 @@ impl Rules {
                 m.host_port
             );
         }
-        if jumps(&nat, &hp, &ch).is_empty() {
+        if jumps(nat, &hp, &ch).is_empty() {
             s += &format!(
                 "-A {hp} -m comment --comment \"{}\" -j {ch}\n",
                 comment_safe(&format!("crius pod {pod_id}"))
             );
         }
         s += "COMMIT\n";
-        restore(f, &s).await
+        Some(s)
     }
 
     /// Removes the pod's jump and chain; `Ok(false)` when there was nothing.
@@ -275,10 +290,18 @@ impl Rules {
     /// Removes a pod chain by name and the jumps to it.
     pub(crate) async fn remove_chain(&self, f: IpFamily, ch: &str) -> Result<bool, String> {
         let nat = save(f, "nat").await?;
-        let js = jumps(&nat, &self.hostports(), ch);
-        let exists = has_chain(&nat, ch);
+        match self.remove_chain_script(&nat, ch) {
+            Some(s) => restore(f, &s).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The restore script removing `ch` and the jumps to it; None when neither exists.
+    fn remove_chain_script(&self, nat: &str, ch: &str) -> Option<String> {
+        let js = jumps(nat, &self.hostports(), ch);
+        let exists = has_chain(nat, ch);
         if js.is_empty() && !exists {
-            return Ok(false);
+            return None;
         }
         let mut s = String::from("*nat\n");
         for l in js {
@@ -288,7 +311,95 @@ impl Rules {
             s += &format!("-F {ch}\n-X {ch}\n");
         }
         s += "COMMIT\n";
-        restore(f, &s).await?;
-        Ok(true)
+        Some(s)
+    }
+}
+
+fn in_family(m: &PortMapping, f: IpFamily) -> bool {
+    m.host_ip.is_none_or(|h| IpFamily::of(h) == f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            prefix: "CX".into(),
+            bridge: "crx".into(),
+        }
+    }
+
+    fn map(protocol: Protocol, host_port: u16, host_ip: Option<&str>) -> PortMapping {
+        PortMapping {
+            protocol,
+            container_port: 80,
+            host_port,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn pod_script_per_family_and_protocol() {
+        let r = rules();
+        let ch = r.pod_chain("pod1");
+        assert!(r.is_pod_chain(&ch) && !r.is_pod_chain("CX-HOSTPORTS"));
+        let maps = [
+            map(Protocol::Tcp, 8080, None),
+            map(Protocol::Sctp, 9000, Some("192.0.2.9")),
+            map(Protocol::Udp, 53, Some("fd00::9")),
+        ];
+        let v4 = r
+            .pod_script("", "pod1", "10.1.0.5".parse().unwrap(), &maps)
+            .unwrap();
+        assert!(v4.contains(&format!(":{ch} - [0:0]")));
+        assert!(v4.contains("-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.5:80"));
+        assert!(v4.contains(" -d 192.0.2.9 -p sctp -m sctp --dport 9000"));
+        assert!(
+            !v4.contains("udp"),
+            "an IPv6 host IP stays out of IPv4 rules"
+        );
+        assert!(v4.contains(&format!(
+            "-A CX-HOSTPORTS -m comment --comment \"crius pod pod1\" -j {ch}"
+        )));
+        let v6 = r
+            .pod_script("", "pod1", "fd00::5".parse().unwrap(), &maps)
+            .unwrap();
+        assert!(v6.contains("--to-destination [fd00::5]:80") && !v6.contains("sctp"));
+        // An existing jump is not added twice.
+        let saved = format!("-A CX-HOSTPORTS -m comment --comment \"crius pod pod1\" -j {ch}\n");
+        let again = r
+            .pod_script(&saved, "pod1", "10.1.0.5".parse().unwrap(), &maps)
+            .unwrap();
+        assert!(!again.contains("-A CX-HOSTPORTS"));
+        assert!(
+            r.pod_script("", "pod1", "10.1.0.5".parse().unwrap(), &[])
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn remove_script_deletes_exactly_the_pods_rules() {
+        let r = rules();
+        let ch = r.pod_chain("pod1");
+        let other = r.pod_chain("pod2");
+        let saved = format!(
+            ":PREROUTING ACCEPT [0:0]\n:{ch} - [0:0]\n:{other} - [0:0]\n\
+             -A CX-HOSTPORTS -m comment --comment \"crius pod pod1\" -j {ch}\n\
+             -A CX-HOSTPORTS -m comment --comment \"crius pod pod2\" -j {other}\n"
+        );
+        let s = r.remove_chain_script(&saved, &ch).unwrap();
+        assert_eq!(
+            s,
+            format!(
+                "*nat\n-D CX-HOSTPORTS -m comment --comment \"crius pod pod1\" -j {ch}\n-F {ch}\n-X {ch}\nCOMMIT\n"
+            )
+        );
+        assert!(!s.contains(&other));
+        assert!(
+            r.remove_chain_script(":PREROUTING ACCEPT [0:0]\n", &ch)
+                .is_none()
+        );
+        assert_eq!(r.chains_in(&saved), vec![ch, other]);
     }
 }
