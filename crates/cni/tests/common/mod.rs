@@ -100,6 +100,7 @@ pub struct Pod {
     pub path: PathBuf,
     pub id: String,
     children: Vec<Child>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Pod {
@@ -111,6 +112,7 @@ impl Pod {
             id: rand_hex(32),
             name,
             children: Vec::new(),
+            dirs: Vec::new(),
         }
     }
 
@@ -147,6 +149,7 @@ impl Pod {
             .spawn()
             .unwrap();
         self.children.push(child);
+        self.dirs.push(dir);
     }
 
     /// An HTTP GET from inside the pod with `busybox nc` (busybox-static's wget
@@ -187,6 +190,9 @@ impl Drop for Pod {
             let _ = c.wait();
         }
         let _ = run("ip", &["netns", "del", &self.name]);
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -269,16 +275,23 @@ impl Drop for UdpEcho {
     }
 }
 
-/// Sends `msg` over UDP from `sock` to `to` until an answer comes or `secs` pass.
+/// Sends `msg` (made unique per call) over UDP from `sock` to `to` until the answer
+/// to this very call comes or `secs` pass; returns the answer with the nonce removed.
+/// Late answers to earlier datagrams are skipped.
 pub fn udp_ask(sock: &UdpSocket, to: SocketAddr, msg: &str, secs: u64) -> Option<String> {
+    let nonce = format!("#{}", rand_hex(8));
+    let wire = format!("{msg}{nonce}");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        let _ = sock.send_to(msg.as_bytes(), to);
-        if let Ok(n) = sock.recv(&mut buf) {
-            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        let _ = sock.send_to(wire.as_bytes(), to);
+        while let Ok(n) = sock.recv(&mut buf) {
+            let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(answer) = got.strip_suffix(&nonce) {
+                return Some(answer.to_string());
+            }
         }
     }
     None
