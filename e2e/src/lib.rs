@@ -121,9 +121,126 @@ pub async fn connect(socket: &Path) -> Result<Channel> {
         .context("connecting to the CRI socket")
 }
 
+/// The pod network a test daemon owns: a unique bridge, subnet and chain prefix.
+#[derive(Debug, Clone)]
+pub struct TestNetwork {
+    pub bridge: String,
+    pub subnet: String,
+    pub chain_prefix: String,
+}
+
+static SUBNETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    u32::from_le_bytes(b)
+}
+
+impl TestNetwork {
+    /// Unique names and a /24 that no interface here uses.
+    pub fn unique() -> TestNetwork {
+        let used = run_cmd("ip", &["-o", "-4", "addr"]).unwrap_or_default();
+        let mut taken = SUBNETS.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let r = random_u32();
+            let subnet = format!("10.{}.{}.0/24", 200 + (r % 50), (r >> 8) % 256);
+            let prefix3 = subnet.trim_end_matches("0/24").to_string();
+            if used.contains(&format!(" {prefix3}")) || taken.contains(&subnet) {
+                continue;
+            }
+            taken.push(subnet.clone());
+            let tag = format!("{:08x}", random_u32());
+            return TestNetwork {
+                bridge: format!("ct{tag}"),
+                subnet,
+                chain_prefix: format!("CT{}", tag.to_uppercase()),
+            };
+        }
+    }
+
+    /// The bridge backend configuration this network corresponds to.
+    pub fn bridge_config(&self) -> crius_cni::BridgeConfig {
+        crius_cni::BridgeConfig {
+            bridge: self.bridge.clone(),
+            subnet: self.subnet.parse().expect("subnet"),
+            chain_prefix: self.chain_prefix.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// What of this network is left that only pods own: veths on the bridge and
+    /// per-pod iptables chains.
+    pub fn pod_leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let veths =
+            run_cmd("ip", &["-o", "link", "show", "master", &self.bridge]).unwrap_or_default();
+        out.extend(
+            veths
+                .lines()
+                .map(|l| format!("veth on {}: {l}", self.bridge)),
+        );
+        for table in ["nat", "filter"] {
+            let rules = run_cmd("iptables-save", &["-t", table]).unwrap_or_default();
+            let base = [
+                format!(":{}-HOSTPORTS ", self.chain_prefix),
+                format!(":{}-POSTROUTING ", self.chain_prefix),
+                format!(":{}-FORWARD ", self.chain_prefix),
+            ];
+            out.extend(
+                rules
+                    .lines()
+                    .filter(|l| l.starts_with(&format!(":{}-", self.chain_prefix)))
+                    .filter(|l| !base.iter().any(|b| l.starts_with(b.as_str())))
+                    .map(|l| format!("pod chain in {table}: {l}")),
+            );
+        }
+        out
+    }
+
+    /// Removes the bridge and every chain of the prefix, then says what is left.
+    pub fn remove(&self) -> Vec<String> {
+        let cfg = self.bridge_config();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let leases: std::sync::Arc<dyn crius_cni::LeaseStore> =
+                    std::sync::Arc::new(crius_cni::MemoryLeaseStore::default());
+                match crius_cni::BridgeBackend::new(cfg, leases) {
+                    Ok(b) => b.remove_host_network().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        })
+        .join();
+        let mut out = Vec::new();
+        if let Ok(Err(e)) = done {
+            out.push(format!("removing the test network: {e}"));
+        }
+        if run_cmd("ip", &["link", "show", &self.bridge]).is_ok() {
+            out.push(format!("bridge {} still exists", self.bridge));
+        }
+        for table in ["nat", "filter"] {
+            let rules = run_cmd("iptables-save", &["-t", table]).unwrap_or_default();
+            out.extend(
+                rules
+                    .lines()
+                    .filter(|l| l.contains(&format!("{}-", self.chain_prefix)))
+                    .map(|l| format!("{table}: {l}")),
+            );
+        }
+        out
+    }
+}
+
 /// A running criusd on unique roots.
 pub struct Daemon {
     pub root: PathBuf,
+    pub net: TestNetwork,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -137,6 +254,8 @@ pub struct Daemon {
 pub struct Options {
     /// Config lines appended to the test config; `{root}` becomes the test root.
     pub extra_config: String,
+    /// A smaller subnet than the test network's /24 (it must lie inside it).
+    pub subnet: Option<String>,
 }
 
 impl Daemon {
@@ -150,17 +269,44 @@ impl Daemon {
         require_root();
         let root = unique_root(tag);
         let config_path = root.join("criusd.toml");
+        let mut net = TestNetwork::unique();
+        if let Some(sub) = &opts.subnet {
+            net.subnet = sub.replace("{net}", net.subnet.trim_end_matches("0/24"));
+        }
+        let extra = opts
+            .extra_config
+            .replace("{root}", &root.display().to_string());
+        let network = if extra.contains("[network]") {
+            String::new()
+        } else {
+            std::fs::create_dir_all(root.join("cni-conf")).expect("cni conf dir");
+            format!(
+                "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\ncni_conf_dir = \"{}/cni-conf\"\n",
+                net.bridge,
+                net.subnet,
+                net.chain_prefix,
+                root.display()
+            )
+        };
+        // Top-level keys first: everything after a [table] header belongs to it.
+        let split = if extra.starts_with('[') {
+            Some(0)
+        } else {
+            extra.find("\n[").map(|i| i + 1)
+        };
+        let (top, tables) = match split {
+            Some(i) => (extra[..i].to_string(), extra[i..].to_string()),
+            None => (extra.clone(), String::new()),
+        };
         let config = format!(
-            "state_dir = \"{root}/state\"\nrun_dir = \"{root}/run\"\nsocket = \"{root}/run/crius.sock\"\nlog_level = \"info,crius_cri_server=debug,criusd=debug\"\n{extra}\n",
+            "state_dir = \"{root}/state\"\nrun_dir = \"{root}/run\"\nsocket = \"{root}/run/crius.sock\"\nlog_level = \"info,crius_cri_server=debug,criusd=debug\"\n{top}\n{network}\n{tables}\n",
             root = root.display(),
-            extra = opts
-                .extra_config
-                .replace("{root}", &root.display().to_string())
         );
         std::fs::write(&config_path, config).expect("writing the test config");
         let log_path = root.join("criusd.log");
         let mut d = Daemon {
             root,
+            net,
             config_path,
             log_path,
             child: None,
@@ -271,7 +417,9 @@ impl Daemon {
     /// Stops the daemon and asserts that nothing it created is left behind.
     pub async fn finish(mut self) {
         self.stop().await.expect("stopping criusd");
-        let leaks = leaks(&self.root);
+        let mut leaks = leaks(&self.root);
+        leaks.extend(self.net.pod_leftovers());
+        leaks.extend(self.net.remove());
         assert!(
             leaks.is_empty(),
             "left behind after the test:\n{}\n--- criusd log ---\n{}",
@@ -303,6 +451,7 @@ pub fn leaks(root: &Path) -> Vec<String> {
         "state/snapshots/lock",
         "run",
         "run/pods",
+        "cni-conf",
     ]
     .iter()
     .map(|p| root.join(p))
@@ -324,7 +473,8 @@ pub fn leaks(root: &Path) -> Vec<String> {
             // The image stores keep their (empty) directory layout.
             let store_dir = is_dir
                 && (path.starts_with(root.join("state/content"))
-                    || path.starts_with(root.join("state/snapshots")));
+                    || path.starts_with(root.join("state/snapshots"))
+                    || path.starts_with(root.join("state/cni")));
             if !allowed.contains(&path) && !store_dir {
                 out.push(format!("file: {}", path.display()));
             }
@@ -382,6 +532,7 @@ impl Drop for Daemon {
             );
         }
         self.kill();
+        let _ = self.net.remove();
         force_clean(&self.root);
     }
 }

@@ -442,6 +442,7 @@ async fn auth_and_mirror() {
     let mut d = Daemon::start_with(
         "img-auth",
         Options {
+            subnet: None,
             extra_config: String::new(),
         },
     )
@@ -501,6 +502,7 @@ async fn auth_and_mirror() {
     let mut d = Daemon::start_with(
         "img-auth-cfg",
         Options {
+            subnet: None,
             extra_config: format!(
                 "[images.credentials.\"{host}\"]\nusername = \"crius\"\npassword = \"s3cret\"\n"
             ),
@@ -527,6 +529,7 @@ async fn auth_and_mirror() {
     let mut d = Daemon::start_with(
         "img-mirror",
         Options {
+            subnet: None,
             extra_config: format!(
                 "[images.mirrors]\n\"registry.crius.invalid\" = [\"{}\"]\n",
                 mirror.host
@@ -705,6 +708,7 @@ async fn stalled_registry_hits_the_progress_timeout() {
     let mut d = Daemon::start_with(
         "img-stall",
         Options {
+            subnet: None,
             extra_config: "[images]\nprogress_timeout_secs = 1\npull_attempts = 2\n".into(),
         },
     )
@@ -743,6 +747,7 @@ async fn crash_mid_pull_then_restart_completes_reusing_blobs() {
     let mut d = Daemon::start_with(
         "img-crash",
         Options {
+            subnet: None,
             extra_config: "[images]\nmax_concurrent_downloads = 1\n".into(),
         },
     )

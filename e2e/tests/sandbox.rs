@@ -76,8 +76,33 @@ async fn sandbox_lifecycle() {
     let links = run_cmd("nsenter", &[&format!("--net={netns}"), "ip", "-o", "link"]).unwrap();
     assert_eq!(
         links.lines().count(),
-        1,
-        "the pod netns holds only lo: {links}"
+        2,
+        "the pod netns holds lo and eth0: {links}"
+    );
+    // The built-in bridge gave it an address of the test subnet, reported as the pod IP.
+    let ip = st_ip(&resp);
+    let prefix = d.net.subnet.trim_end_matches("0/24");
+    assert!(ip.starts_with(prefix), "pod ip {ip} in {}", d.net.subnet);
+    let addrs = run_cmd(
+        "nsenter",
+        &[
+            &format!("--net={netns}"),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ],
+    )
+    .unwrap();
+    assert!(addrs.contains(&format!(" {ip}/")), "{addrs}");
+    assert!(
+        std::fs::read_to_string(
+            std::path::Path::new(info["podDir"].as_str().unwrap()).join("hosts")
+        )
+        .unwrap()
+        .contains(&format!("{ip}\tweb-0-host"))
     );
 
     let dir = std::path::PathBuf::from(info["podDir"].as_str().unwrap());
@@ -128,6 +153,17 @@ async fn sandbox_lifecycle() {
     assert!(!dir.exists());
     assert!(list_pods(&mut d.rt, None).await.is_empty());
     d.finish().await;
+}
+
+fn st_ip(resp: &cri::PodSandboxStatusResponse) -> String {
+    resp.status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone()
 }
 
 fn now_nanos() -> i64 {
@@ -624,9 +660,7 @@ async fn version_status_runtime_config_and_unimplemented() {
         "runc is installed, so the runtime is ready"
     );
     let net = get("NetworkReady");
-    assert!(!net.status, "no pod network backend exists yet");
-    assert_eq!(net.reason, "NoPodNetwork");
-    assert!(!net.message.is_empty());
+    assert!(net.status, "the built-in bridge is ready: {net:?}");
     let names: Vec<&str> = st
         .runtime_handlers
         .iter()
@@ -690,6 +724,7 @@ async fn version_status_runtime_config_and_unimplemented() {
     let mut d = Daemon::start_with(
         "status-missing",
         Options {
+            subnet: None,
             extra_config:
                 "cgroup_driver = \"systemd\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n"
                     .into(),
@@ -721,6 +756,37 @@ async fn version_status_runtime_config_and_unimplemented() {
         cri::CgroupDriver::Systemd as i32
     );
     d.finish().await;
+
+    // NetworkReady is false, with a reason, when no usable network exists: the "cni"
+    // backend with an empty config directory, and the loopback-only "none" backend.
+    for (backend, reason) in [("cni", "NetworkPluginNotReady"), ("none", "NoPodNetwork")] {
+        let mut d = Daemon::start_with(
+            "status-net",
+            Options {
+                subnet: None,
+                extra_config: format!(
+                    "[network]\nbackend = \"{backend}\"\ncni_conf_dir = \"{{root}}/empty-cni\"\n"
+                ),
+            },
+        )
+        .await;
+        let st =
+            d.rt.status(cri::StatusRequest { verbose: false })
+                .await
+                .unwrap()
+                .into_inner();
+        let nr = st
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap();
+        assert!(!nr.status, "{backend}");
+        assert_eq!(nr.reason, reason, "{backend}: {nr:?}");
+        assert!(!nr.message.is_empty());
+        d.finish().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -879,6 +945,7 @@ async fn start_with_wrapper(tag: &str) -> (Daemon, std::path::PathBuf) {
     let d = Daemon::start_with(
         tag,
         Options {
+            subnet: None,
             extra_config: "pinns_path = \"{root}/fixtures/pinns-wrapper.sh\"\n".into(),
         },
     )

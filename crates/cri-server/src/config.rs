@@ -63,6 +63,29 @@ pinned_images = []
 # password = "secret"
 [images.credentials]
 
+# Pod networking.
+[network]
+# "auto": CNI plugins while cni_conf_dir holds a network config, the built-in bridge
+# otherwise. "bridge": always the built-in bridge. "cni": only CNI plugins
+# (NetworkReady is false until a config exists, as containerd and CRI-O do).
+# "none": pods get loopback only (NetworkReady false).
+backend = "auto"
+# The built-in bridge: its name, IPv4 subnet, optional IPv6 subnet ("" for none), MTU.
+bridge = "crius0"
+subnet = "10.88.0.0/16"
+subnet_v6 = ""
+mtu = 1500
+# Prefix of the iptables chains crius owns (NAT, hostPorts, forwarding).
+chain_prefix = "CRIUS"
+# Prefix of the host ends of pod veths.
+veth_prefix = "vc"
+# CNI: where network configs (.conflist, .conf) and plugin binaries are, where
+# results are cached for DEL ("" means <state_dir>/cni), and the per-call timeout.
+cni_conf_dir = "/etc/cni/net.d"
+cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+cni_cache_dir = ""
+cni_plugin_timeout_secs = 60
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]
@@ -134,6 +157,96 @@ impl Default for ImagesConfig {
     }
 }
 
+/// Which pod network backend criusd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkBackendKind {
+    Auto,
+    Bridge,
+    Cni,
+    None,
+}
+
+/// Pod network settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub backend: NetworkBackendKind,
+    pub bridge: String,
+    pub subnet: String,
+    pub subnet_v6: String,
+    pub mtu: u32,
+    pub chain_prefix: String,
+    pub veth_prefix: String,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_cache_dir: PathBuf,
+    pub cni_plugin_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            backend: NetworkBackendKind::Auto,
+            bridge: "crius0".into(),
+            subnet: "10.88.0.0/16".into(),
+            subnet_v6: String::new(),
+            mtu: 1500,
+            chain_prefix: "CRIUS".into(),
+            veth_prefix: "vc".into(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_cache_dir: PathBuf::new(),
+            cni_plugin_timeout_secs: 60,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The built-in bridge's settings, checked.
+    pub fn bridge_config(&self) -> Result<crius_cni::BridgeConfig, ConfigError> {
+        let subnet = self
+            .subnet
+            .parse()
+            .map_err(|e| invalid("network.subnet", format!("{:?}: {e}", self.subnet)))?;
+        let subnet_v6 =
+            if self.subnet_v6.is_empty() {
+                None
+            } else {
+                Some(self.subnet_v6.parse().map_err(|e| {
+                    invalid("network.subnet_v6", format!("{:?}: {e}", self.subnet_v6))
+                })?)
+            };
+        let cfg = crius_cni::BridgeConfig {
+            bridge: self.bridge.clone(),
+            subnet,
+            subnet_v6,
+            mtu: self.mtu,
+            chain_prefix: self.chain_prefix.clone(),
+            veth_prefix: self.veth_prefix.clone(),
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| invalid("network", e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// The CNI executor's settings.
+    pub fn cni_config(&self, state_dir: &Path) -> crius_cni::CniConfig {
+        crius_cni::CniConfig {
+            conf_dir: self.cni_conf_dir.clone(),
+            bin_dirs: self.cni_bin_dirs.clone(),
+            cache_dir: if self.cni_cache_dir.as_os_str().is_empty() {
+                state_dir.join("cni")
+            } else {
+                self.cni_cache_dir.clone()
+            },
+            plugin_timeout_secs: self.cni_plugin_timeout_secs,
+            ..Default::default()
+        }
+    }
+}
+
 /// criusd's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -146,6 +259,7 @@ pub struct Config {
     pub default_runtime: String,
     pub pinns_path: PathBuf,
     pub images: ImagesConfig,
+    pub network: NetworkConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -173,6 +287,7 @@ impl Default for Config {
             default_runtime: "runc".to_string(),
             pinns_path: PathBuf::new(),
             images: ImagesConfig::default(),
+            network: NetworkConfig::default(),
             runtimes,
         }
     }
@@ -302,6 +417,13 @@ impl Config {
                 }
             }
         }
+        self.network.bridge_config()?;
+        if self.network.cni_plugin_timeout_secs == 0 {
+            return Err(invalid(
+                "network.cni_plugin_timeout_secs",
+                "must be at least 1",
+            ));
+        }
         if !self.pinns_path.as_os_str().is_empty() && !self.pinns_path.is_absolute() {
             return Err(invalid("pinns_path", "must be empty or an absolute path"));
         }
@@ -403,6 +525,21 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`socket`"));
+    }
+
+    #[test]
+    fn network_values_are_checked() {
+        let c = Config::parse("[network]\nsubnet = \"10.88.0.0/33\"\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("network.subnet")
+        );
+        let c = Config::parse("[network]\nbridge = \"a-bridge-name-too-long\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("network"));
+        let err = Config::parse("[network]\nbackend = \"flannel\"\n").unwrap_err();
+        assert!(err.contains("backend"), "{err}");
     }
 
     #[test]

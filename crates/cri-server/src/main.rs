@@ -218,6 +218,53 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The backend the config asks for, and the built-in bridge when one is in use
+/// (it needs a reconcile at start-up).
+type Backends = (Arc<dyn crius_cni::NetworkBackend>, Option<BridgeHandle>);
+
+/// The built-in bridge, reached directly or through the auto backend.
+enum BridgeHandle {
+    Direct(Arc<crius_cni::BridgeBackend>),
+    Auto(Arc<crius_cni::AutoBackend>),
+}
+
+impl BridgeHandle {
+    async fn reconcile(
+        &self,
+        live: &[crius_cni::PodNetworkRequest],
+    ) -> Result<crius_cni::ReconcileReport, crius_cni::NetworkError> {
+        match self {
+            BridgeHandle::Direct(b) => b.reconcile(live).await,
+            BridgeHandle::Auto(a) => a.bridge().reconcile(live).await,
+        }
+    }
+}
+
+fn network_backend(config: &Config, store: &store::Store) -> Result<Backends> {
+    use crate::config::NetworkBackendKind as Kind;
+    let net = &config.network;
+    let leases: Arc<dyn crius_cni::LeaseStore> = Arc::new(store.clone());
+    let bridge = || -> Result<crius_cni::BridgeBackend> {
+        Ok(crius_cni::BridgeBackend::new(
+            net.bridge_config()?,
+            leases.clone(),
+        )?)
+    };
+    let cni = || crius_cni::CniBackend::new(net.cni_config(&config.state_dir));
+    Ok(match net.backend {
+        Kind::None => (Arc::new(crius_cni::LoopbackOnly), None),
+        Kind::Cni => (Arc::new(cni()), None),
+        Kind::Bridge => {
+            let b = Arc::new(bridge()?);
+            (b.clone(), Some(BridgeHandle::Direct(b)))
+        }
+        Kind::Auto => {
+            let a = Arc::new(crius_cni::AutoBackend::new(cni(), bridge()?));
+            (a.clone(), Some(BridgeHandle::Auto(a)))
+        }
+    })
+}
+
 async fn serve(config: Config) -> Result<()> {
     let config = Arc::new(config);
     make_dir(&config.state_dir, 0o711)?;
@@ -255,7 +302,7 @@ async fn serve(config: Config) -> Result<()> {
     } else {
         config.pinns_path.clone()
     };
-    let network: Arc<dyn crius_cni::NetworkBackend> = Arc::new(crius_cni::LoopbackOnly);
+    let (network, bridge) = network_backend(&config, &store)?;
     let sandboxes = Arc::new(sandbox::Sandboxes::new(
         config.clone(),
         store.clone(),
@@ -266,6 +313,19 @@ async fn serve(config: Config) -> Result<()> {
         .recover()
         .await
         .context("recovering state at start-up")?;
+    if let Some(bridge) = bridge {
+        // Before any new pod: leases, veths and rules of pods that are gone are
+        // removed, and the live pods' hostPort rules and reservations restored.
+        let live = sandboxes
+            .live_network_requests()
+            .await
+            .context("listing live pods for the network reconcile")?;
+        let report = bridge
+            .reconcile(&live)
+            .await
+            .context("reconciling the pod network with the store")?;
+        info!(?report, "pod network reconciled");
+    }
     let cri = server::Cri {
         config: config.clone(),
         sandboxes,

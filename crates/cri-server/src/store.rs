@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crius_cni::{IpFamily, Lease, LeaseStore, LeaseStoreError};
 use k8s_cri::v1::PodSandboxConfig;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const POD_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pod_names");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const IMAGE_REFS: TableDefinition<&str, &str> = TableDefinition::new("image_refs");
+/// IP leases: `network \x1f family \x1f pod id` -> address.
+const IP_LEASES: TableDefinition<&str, &str> = TableDefinition::new("ip_leases");
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -173,6 +176,7 @@ impl Store {
             txn.open_table(POD_NAMES).map_err(|e| open_err(&e))?;
             txn.open_table(IMAGES).map_err(|e| open_err(&e))?;
             txn.open_table(IMAGE_REFS).map_err(|e| open_err(&e))?;
+            txn.open_table(IP_LEASES).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))?;
         Ok(Store { db: Arc::new(db) })
@@ -407,6 +411,114 @@ impl Store {
     }
 }
 
+const SEP: char = '\x1f';
+
+fn family_str(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "v4",
+        IpFamily::V6 => "v6",
+    }
+}
+
+fn lease_key(network: &str, family: IpFamily, pod_id: &str) -> String {
+    format!("{network}{SEP}{}{SEP}{pod_id}", family_str(family))
+}
+
+fn lease_err(e: impl std::fmt::Display) -> LeaseStoreError {
+    LeaseStoreError::Backend(e.to_string())
+}
+
+fn parse_lease(key: &str, value: &str) -> Option<Lease> {
+    let mut parts = key.split(SEP);
+    let network = parts.next()?.to_string();
+    let family = match parts.next()? {
+        "v4" => IpFamily::V4,
+        "v6" => IpFamily::V6,
+        _ => return None,
+    };
+    let pod_id = parts.next()?.to_string();
+    Some(Lease {
+        network,
+        pod_id,
+        family,
+        address: value.parse().ok()?,
+    })
+}
+
+fn leases_of(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    network: &str,
+) -> Result<Vec<Lease>, LeaseStoreError> {
+    let prefix = format!("{network}{SEP}");
+    let mut out = Vec::new();
+    for entry in table.range(prefix.as_str()..).map_err(lease_err)? {
+        let (k, v) = entry.map_err(lease_err)?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        if let Some(l) = parse_lease(k.value(), v.value()) {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// The pod network's IP leases live in the same database as the pods, so a lease and
+/// the pod it belongs to are recovered together after a crash.
+impl LeaseStore for Store {
+    fn list(&self, network: &str) -> Result<Vec<Lease>, LeaseStoreError> {
+        let txn = self.db.begin_read().map_err(lease_err)?;
+        let table = txn.open_table(IP_LEASES).map_err(lease_err)?;
+        leases_of(&table, network)
+    }
+
+    fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
+        let txn = self.db.begin_write().map_err(lease_err)?;
+        {
+            let mut table = txn.open_table(IP_LEASES).map_err(lease_err)?;
+            let key = lease_key(&lease.network, lease.family, &lease.pod_id);
+            if table.get(key.as_str()).map_err(lease_err)?.is_some() {
+                return Err(LeaseStoreError::AlreadyLeased {
+                    network: lease.network.clone(),
+                    pod_id: lease.pod_id.clone(),
+                    family: lease.family,
+                });
+            }
+            if leases_of(&table, &lease.network)?
+                .iter()
+                .any(|l| l.address == lease.address)
+            {
+                return Err(LeaseStoreError::AddressTaken(lease.address));
+            }
+            let addr = lease.address.to_string();
+            table
+                .insert(key.as_str(), addr.as_str())
+                .map_err(lease_err)?;
+        }
+        txn.commit().map_err(lease_err)
+    }
+
+    fn remove(
+        &self,
+        network: &str,
+        pod_id: &str,
+        family: IpFamily,
+    ) -> Result<Option<Lease>, LeaseStoreError> {
+        let txn = self.db.begin_write().map_err(lease_err)?;
+        let removed;
+        {
+            let mut table = txn.open_table(IP_LEASES).map_err(lease_err)?;
+            let key = lease_key(network, family, pod_id);
+            removed = table
+                .remove(key.as_str())
+                .map_err(lease_err)?
+                .and_then(|v| parse_lease(&key, v.value()));
+        }
+        txn.commit().map_err(lease_err)?;
+        Ok(removed)
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),
@@ -487,6 +599,44 @@ mod tests {
         assert!(store.image("a").unwrap().is_none());
         assert!(store.image_id_by_ref("r@a").unwrap().is_none());
         assert_eq!(store.images().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leases_are_unique_per_pod_family_and_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let lease = |pod: &str, addr: &str| Lease {
+            network: "crius0".into(),
+            pod_id: pod.into(),
+            family: IpFamily::V4,
+            address: addr.parse().unwrap(),
+        };
+        store.insert(&lease("a", "10.88.0.2")).unwrap();
+        assert!(matches!(
+            store.insert(&lease("b", "10.88.0.2")),
+            Err(LeaseStoreError::AddressTaken(_))
+        ));
+        assert!(matches!(
+            store.insert(&lease("a", "10.88.0.3")),
+            Err(LeaseStoreError::AlreadyLeased { .. })
+        ));
+        store.insert(&lease("b", "10.88.0.3")).unwrap();
+        let other = Lease {
+            network: "crius1".into(),
+            ..lease("a", "10.88.0.2")
+        };
+        store.insert(&other).unwrap();
+        assert_eq!(LeaseStore::list(&store, "crius0").unwrap().len(), 2);
+        assert_eq!(LeaseStore::list(&store, "crius1").unwrap(), vec![other]);
+        assert_eq!(
+            store.remove("crius0", "a", IpFamily::V4).unwrap(),
+            Some(lease("a", "10.88.0.2"))
+        );
+        assert_eq!(store.remove("crius0", "a", IpFamily::V4).unwrap(), None);
+        assert_eq!(
+            LeaseStore::list(&store, "crius0").unwrap(),
+            vec![lease("b", "10.88.0.3")]
+        );
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! Pod networking through criusd (issue 5): the built-in bridge with its IPAM and
+//! hostPorts, restart reconcile, and Debian's CNI plugins through a conflist. Only
+//! loopback and addresses inside namespaces these tests made are contacted.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crius_e2e::v1 as cri;
+use crius_e2e::*;
+use tonic::Code;
+
+fn netns_of(resp: &cri::PodSandboxStatusResponse) -> String {
+    let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).unwrap();
+    info["namespaces"]["network"].as_str().unwrap().to_string()
+}
+
+fn ip_of(resp: &cri::PodSandboxStatusResponse) -> String {
+    resp.status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone()
+}
+
+/// A one-shot TCP server in the pod: answers `reply` to the first connection.
+fn serve_once(netns: &str, port: u16, reply: &str) -> Child {
+    Command::new("nsenter")
+        .args([
+            &format!("--net={netns}"),
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!("echo {reply} | /bin/busybox nc -l -p {port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects from inside a pod and returns what the server said.
+fn fetch_from_pod(netns: &str, ip: &str, port: u16) -> Option<String> {
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            "nsenter",
+            &format!("--net={netns}"),
+            "/bin/busybox",
+            "nc",
+            ip,
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn fetch_from_host(addr: &str) -> Option<String> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let buf = buf.trim().to_string();
+    (!buf.is_empty()).then_some(buf)
+}
+
+/// Runs `fetch` until the server (started just before) answers, with a deadline.
+async fn until_served(what: &str, mut fetch: impl FnMut() -> Option<String>) -> String {
+    eventually(DEADLINE, what, || {
+        let got = fetch();
+        async move { got }
+    })
+    .await
+}
+
+fn pod_with_port(name: &str, container_port: i32, host_port: i32) -> cri::PodSandboxConfig {
+    let mut c = pod_config(name);
+    c.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port,
+        host_port,
+        host_ip: String::new(),
+    }];
+    c
+}
+
+fn free_tcp_port() -> u16 {
+    crius_e2e::registry::free_port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bridge_pod_to_pod_host_port_and_restart() {
+    let mut d = Daemon::start("net-bridge").await;
+    let host_port = free_tcp_port();
+    let a = run_pod(
+        &mut d.rt,
+        pod_with_port("net-a", 8080, i32::from(host_port)),
+    )
+    .await
+    .unwrap();
+    let b = run_pod(&mut d.rt, pod_config("net-b")).await.unwrap();
+    let sa = pod_status(&mut d.rt, &a, true).await.unwrap();
+    let sb = pod_status(&mut d.rt, &b, true).await.unwrap();
+    let (ns_a, ns_b) = (netns_of(&sa), netns_of(&sb));
+    let (ip_a, ip_b) = (ip_of(&sa), ip_of(&sb));
+    assert_ne!(ip_a, ip_b);
+
+    // Pod to pod across the bridge.
+    let mut server = serve_once(&ns_a, 7000, "from-a");
+    let got = until_served("pod b to reach pod a", || {
+        fetch_from_pod(&ns_b, &ip_a, 7000)
+    })
+    .await;
+    assert_eq!(got, "from-a");
+    let _ = server.wait();
+
+    // hostPort from the host's loopback.
+    let mut server = serve_once(&ns_a, 8080, "via-hostport");
+    let got = until_served("127.0.0.1:hostPort", || {
+        fetch_from_host(&format!("127.0.0.1:{host_port}"))
+    })
+    .await;
+    assert_eq!(got, "via-hostport");
+    let _ = server.wait();
+
+    // The same host port and protocol again is refused, naming the port, and leaves nothing.
+    let err = run_pod(
+        &mut d.rt,
+        pod_with_port("net-c", 9090, i32::from(host_port)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().contains(&host_port.to_string()), "{err}");
+    assert_eq!(list_pods(&mut d.rt, None).await.len(), 2);
+
+    // A crash and restart keeps the pods' addresses and the hostPort working.
+    d.crash_and_restart().await;
+    let sa2 = pod_status(&mut d.rt, &a, false).await.unwrap();
+    assert_eq!(ip_of(&sa2), ip_a);
+    let mut server = serve_once(&ns_a, 8080, "after-restart");
+    let got = until_served("hostPort after restart", || {
+        fetch_from_host(&format!("127.0.0.1:{host_port}"))
+    })
+    .await;
+    assert_eq!(got, "after-restart");
+    let _ = server.wait();
+    // The port is still reserved after the restart.
+    let err = run_pod(
+        &mut d.rt,
+        pod_with_port("net-d", 9090, i32::from(host_port)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().contains(&host_port.to_string()), "{err}");
+
+    remove_pod(&mut d.rt, &a).await.unwrap();
+    remove_pod(&mut d.rt, &b).await.unwrap();
+    assert!(
+        d.net.pod_leftovers().is_empty(),
+        "{:?}",
+        d.net.pod_leftovers()
+    );
+    // Freed: the port can be used by a new pod.
+    let c = run_pod(
+        &mut d.rt,
+        pod_with_port("net-e", 9090, i32::from(host_port)),
+    )
+    .await
+    .expect("port free again");
+    remove_pod(&mut d.rt, &c).await.unwrap();
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_cycles_leak_no_interface_lease_or_rule() {
+    // A /28 has 13 pod addresses: leaked leases would exhaust it within the cycles.
+    let mut d = Daemon::start_with(
+        "net-cycles",
+        Options {
+            extra_config: String::new(),
+            subnet: Some("{net}0/28".into()),
+        },
+    )
+    .await;
+    let links_before = run_cmd("ip", &["-o", "link"]).unwrap().lines().count();
+    for i in 0..40 {
+        let id = run_pod(&mut d.rt, pod_with_port(&format!("cycle{i}"), 80, 0))
+            .await
+            .expect("run");
+        remove_pod(&mut d.rt, &id).await.unwrap();
+    }
+    let links_after = run_cmd("ip", &["-o", "link"]).unwrap().lines().count();
+    // The bridge appears with the first pod and stays (as cni0 does); nothing else.
+    assert!(
+        links_after <= links_before + 1,
+        "{links_before} -> {links_after}"
+    );
+    assert!(
+        d.net.pod_leftovers().is_empty(),
+        "{:?}",
+        d.net.pod_leftovers()
+    );
+    d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cni_plugins_from_a_conflist() {
+    let plugins = std::path::Path::new("/usr/lib/cni/bridge");
+    assert!(
+        plugins.exists(),
+        "install Debian's containernetworking-plugins"
+    );
+    let mut d = Daemon::start("net-cni").await;
+    // Before any config: the built-in bridge serves (backend "auto").
+    let first = run_pod(&mut d.rt, pod_config("before-cni")).await.unwrap();
+    let ip_first = ip_of(&pod_status(&mut d.rt, &first, false).await.unwrap());
+    assert!(ip_first.starts_with(d.net.subnet.trim_end_matches("0/24")));
+
+    // A conflist appears: new pods use the plugins, without a restart.
+    let cni = TestNetwork::unique();
+    let cni_bridge = format!("cc{}", &cni.bridge[2..]);
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": format!("crius-test-{}", &cni.bridge[2..]),
+        "plugins": [
+            {"type": "bridge", "bridge": cni_bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": cni.subnet}]], "dataDir": d.root.join("cni-ipam").display().to_string()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "loopback"}
+        ]
+    });
+    std::fs::write(
+        d.root.join("cni-conf/10-test.conflist"),
+        serde_json::to_vec_pretty(&conflist).unwrap(),
+    )
+    .unwrap();
+    let st =
+        d.rt.status(cri::StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(
+        st.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "NetworkReady" && c.status)
+    );
+    let a = run_pod(&mut d.rt, pod_config("cni-a"))
+        .await
+        .expect("pod through the CNI chain");
+    let b = run_pod(&mut d.rt, pod_config("cni-b"))
+        .await
+        .expect("second pod through the CNI chain");
+    let (sa, sb) = (
+        pod_status(&mut d.rt, &a, true).await.unwrap(),
+        pod_status(&mut d.rt, &b, true).await.unwrap(),
+    );
+    let cni_prefix = cni.subnet.trim_end_matches("0/24");
+    assert!(
+        ip_of(&sa).starts_with(cni_prefix),
+        "{} in {}",
+        ip_of(&sa),
+        cni.subnet
+    );
+    let mut server = serve_once(&netns_of(&sa), 7000, "cni-pod");
+    let ip_a = ip_of(&sa);
+    let ns_b = netns_of(&sb);
+    let got = until_served("pod to pod over the CNI bridge", || {
+        fetch_from_pod(&ns_b, &ip_a, 7000)
+    })
+    .await;
+    assert_eq!(got, "cni-pod");
+    let _ = server.wait();
+
+    // DEL works after a restart (from the cached result).
+    d.crash_and_restart().await;
+    remove_pod(&mut d.rt, &a).await.unwrap();
+    remove_pod(&mut d.rt, &b).await.unwrap();
+    // host-local released both addresses.
+    let ipam_dir = d.root.join("cni-ipam");
+    let leases: Vec<_> = std::fs::read_dir(&ipam_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|net| {
+            std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(cni_prefix))
+        .collect();
+    assert!(leases.is_empty(), "host-local leases left: {leases:?}");
+    let veths = run_cmd("ip", &["-o", "link", "show", "master", &cni_bridge]).unwrap_or_default();
+    assert!(veths.trim().is_empty(), "{veths}");
+    // The pod made before the conflist still tears down through the bridge.
+    remove_pod(&mut d.rt, &first).await.unwrap();
+    let err = pod_status(&mut d.rt, &first, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Test-owned CNI objects: the plugin's bridge, its IPAM dir and the config.
+    let _ = run_cmd("ip", &["link", "del", &cni_bridge]);
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+    let _ = std::fs::remove_file(d.root.join("cni-conf/10-test.conflist"));
+    d.finish().await;
+}
