@@ -10,6 +10,7 @@ use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
 both_runtimes!(
+    terminal,
     exit_codes,
     kill_sigkill_137,
     cri_log_format,
@@ -291,7 +292,7 @@ fn shim_death_detected(runtime: &str) {
     );
     // Clean up the orphaned container the way containerd does: `crius-shim delete`.
     let o = fx.start_options();
-    let out = std::process::Command::new(SHIM)
+    let out = std::process::Command::new(shim_bin())
         .arg("-id")
         .arg(&fx.id)
         .arg("-bundle")
@@ -314,5 +315,31 @@ fn shim_death_detected(runtime: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.stdout.is_empty(), "a DeleteResponse on stdout");
+    fx.assert_clean();
+}
+
+fn terminal(runtime: &str) {
+    let fx = Fixture::new(runtime, &[]);
+    fx.write_config(&["sh", "-c", "sleep 0.3; tty; stty size; exit 4"], true);
+    let shim = fx.start_shim();
+    shim.create(&ProcessIo {
+        terminal: true,
+        ..Default::default()
+    })
+    .unwrap();
+    shim.resize_pty("", 100, 40).unwrap();
+    shim.start("").unwrap();
+    assert_eq!(shim.wait("").unwrap().code, 4);
+    let lines: Vec<String> = join_lines(&parse_log(&fx.log_path()), Stream::Stdout)
+        .iter()
+        .map(|l| {
+            String::from_utf8_lossy(l)
+                .trim_end_matches('\r')
+                .to_string()
+        })
+        .collect();
+    assert_eq!(lines, vec!["/dev/pts/0".to_string(), "40 100".to_string()]);
+    shim.delete("").unwrap();
+    shim.shutdown(false).unwrap();
     fx.assert_clean();
 }

@@ -6,10 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crius_shim::client::{self, Shim, StartOptions};
+use crius_shim::client::{self, ProcessStatus, Shim, StartOptions};
 use serde_json::json;
 
-pub const SHIM: &str = env!("CARGO_BIN_EXE_crius-shim");
+/// The shim under test: this build's, or `CRIUS_SHIM_BIN` (e.g. a release build, to
+/// measure its memory).
+pub fn shim_bin() -> PathBuf {
+    std::env::var_os("CRIUS_SHIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_crius-shim")))
+}
 
 /// Fails loudly when not root: these tests drive real runc/crun.
 pub fn require_root() {
@@ -68,7 +74,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "printf", "head", "tr", "seq", "true", "false", "ls", "kill",
-    "yes", "dd",
+    "yes", "dd", "tty", "stty",
 ];
 
 impl Fixture {
@@ -183,7 +189,7 @@ impl Fixture {
 
     pub fn start_options(&self) -> StartOptions {
         StartOptions {
-            shim_binary: PathBuf::from(SHIM),
+            shim_binary: shim_bin(),
             id: self.id.clone(),
             bundle: self.bundle(),
             socket: self.socket(),
@@ -221,8 +227,39 @@ impl Fixture {
             std::thread::sleep(Duration::from_millis(50));
         }
         let path = self.dir.path().to_owned();
-        self.dir.close().unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
         assert!(!path.exists());
+    }
+}
+
+impl Drop for Fixture {
+    /// Best effort after a failed test: stop the container and the shim so nothing
+    /// outlives the test run.
+    fn drop(&mut self) {
+        if client::is_alive(&self.socket()) {
+            if let Ok(shim) = client::connect(&self.socket(), &self.id) {
+                let _ = shim.kill("", 9, true);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline
+                    && shim
+                        .state("")
+                        .map(|s| s.status != ProcessStatus::Stopped)
+                        .unwrap_or(false)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = shim.delete("");
+                let _ = shim.shutdown(true);
+            }
+        }
+        if self.dir.path().join("rt").exists() {
+            let _ = std::process::Command::new(&self.runtime)
+                .arg("--root")
+                .arg(self.dir.path().join("rt"))
+                .args(["delete", "--force", &self.id])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
