@@ -270,13 +270,6 @@ impl Shim {
                     if let Some((code, at)) = p.exit {
                         return Ok((p.pid, code, at));
                     }
-                    if p.status == PStatus::Created && p.pid == 0 {
-                        // An exec that was never started: nothing will ever exit.
-                        return Err(err(
-                            Code::FAILED_PRECONDITION,
-                            format!("process {exec_id:?} was not started"),
-                        ));
-                    }
                 }
             }
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -487,7 +480,18 @@ impl containerd_shim_protos::Task for TaskService {
             },
         );
         let _ = std::fs::remove_file(&spec_file);
-        let (pid, io) = res?;
+        let (pid, io) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                // Waiters (containerd waits before it starts) learn it failed.
+                if let Some(p) = shim.lock().procs.get_mut(&exec_id) {
+                    p.status = PStatus::Stopped;
+                    p.exit = Some((255, SystemTime::now()));
+                }
+                shim.cv.notify_all();
+                return Err(e);
+            }
+        };
         {
             let mut st = shim.lock();
             if let Some(p) = st.procs.get_mut(&exec_id) {
