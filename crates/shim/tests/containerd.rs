@@ -83,6 +83,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     c
 }
 
+/// On a failed test, removes what the test started through containerd before
+/// containerd itself is stopped.
+struct Tasks<'a> {
+    c: &'a Containerd,
+    ns: String,
+    ids: Vec<String>,
+}
+
+impl Drop for Tasks<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for id in &self.ids {
+            let _ = ctr(self.c, &self.ns, &["task", "kill", "-s", "SIGKILL", id]);
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = ctr(self.c, &self.ns, &["task", "delete", "--force", id]);
+            let _ = ctr(self.c, &self.ns, &["container", "delete", id]);
+        }
+    }
+}
+
 fn ctr(c: &Containerd, ns: &str, args: &[&str]) -> Output {
     Command::new("ctr")
         .args(["--address", &c.address, "--namespace", ns])
@@ -102,6 +124,11 @@ fn containerd_runs_a_container_through_crius_shim() {
     let ns = format!("crius-test-{}", std::process::id());
     let id = format!("ctr-{}", fx.id);
     let cgroup = format!("/{}", fx.cgroup_name());
+    let tasks = Tasks {
+        c: &c,
+        ns: ns.clone(),
+        ids: vec![id.clone(), format!("{id}-d")],
+    };
 
     // Foreground run: output relayed through the FIFOs, exit code propagated.
     let out = ctr(
@@ -213,6 +240,7 @@ fn containerd_runs_a_container_through_crius_shim() {
             .iter()
             .all(|(_, cmd)| cmd.starts_with("containerd "))
     });
+    drop(tasks);
     drop(c);
     assert!(cgroups_named(&format!("{}-d", fx.cgroup_name())).is_empty());
     fx.assert_clean();
