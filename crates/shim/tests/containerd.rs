@@ -114,12 +114,22 @@ fn ctr(c: &Containerd, ns: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Sockets in crius-shim's default socket dir (containerd does not choose shim sockets).
+fn shim_sockets() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir("/run/crius/s")
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[test]
 fn containerd_runs_a_container_through_crius_shim() {
     let fx = Fixture::new("runc", &["true"]);
     let dir = fx.dir.path().to_owned();
     let rootfs = fx.bundle().join("rootfs");
     let fifo_dir = dir.join("fifo");
+    let sockets_before = shim_sockets();
     let c = start_containerd(&dir);
     let ns = format!("crius-test-{}", std::process::id());
     let id = format!("ctr-{}", fx.id);
@@ -240,6 +250,8 @@ fn containerd_runs_a_container_through_crius_shim() {
             .iter()
             .all(|(_, cmd)| cmd.starts_with("containerd "))
     });
+    // ... and removed its socket.
+    assert_eq!(shim_sockets(), sockets_before);
     drop(tasks);
     drop(c);
     assert!(cgroups_named(&format!("{}-d", fx.cgroup_name())).is_empty());

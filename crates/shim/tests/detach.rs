@@ -124,9 +124,19 @@ fn idle_rss(runtime: &str) {
         println!();
     }
     let kib: u64 = rss.trim_end_matches("kB").trim().parse().unwrap();
+    let rollup = std::fs::read_to_string(format!("/proc/{shim_pid}/smaps_rollup")).unwrap();
+    let field = |k: &str| {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| l[k.len()..].trim().to_string())
+            .unwrap_or_default()
+    };
     println!(
-        "idle crius-shim ({runtime}, {}): VmRSS {kib} kB, {threads} threads",
-        shim_bin().display()
+        "idle crius-shim ({runtime}, {}): VmRSS {kib} kB, Pss {}, Anonymous {}, {threads} threads",
+        shim_bin().display(),
+        field("Pss:"),
+        field("Anonymous:"),
     );
     // A loose ceiling for the (larger) debug build; the release number is in the README.
     assert!(kib < 8 * 1024, "idle shim RSS {kib} kB");
