@@ -10,6 +10,7 @@ use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
 both_runtimes!(
+    stdin_and_close_io,
     terminal,
     exit_codes,
     kill_sigkill_137,
@@ -320,16 +321,51 @@ fn shim_death_detected(runtime: &str) {
 
 fn terminal(runtime: &str) {
     let fx = Fixture::new(runtime, &[]);
-    fx.write_config(&["sh", "-c", "sleep 0.3; tty; stty size; exit 4"], true);
+    fx.write_config(&["sh", "-c", "tty; stty size; read x; exit 4"], true);
     let shim = fx.start_shim();
+    let stdin = fx.dir.path().join("stdin.fifo");
+    mkfifo(&stdin);
     shim.create(&ProcessIo {
         terminal: true,
+        stdin: stdin.display().to_string(),
         ..Default::default()
     })
     .unwrap();
     shim.resize_pty("", 100, 40).unwrap();
+    let writer = std::thread::spawn({
+        let stdin = stdin.clone();
+        move || std::fs::OpenOptions::new().write(true).open(stdin).unwrap()
+    });
     shim.start("").unwrap();
+    let mut w = writer.join().unwrap();
+    wait_until(Duration::from_secs(10), "tty output", || {
+        join_lines(&parse_log(&fx.log_path()), Stream::Stdout).len() >= 2
+    });
+    // An exec with its own pty, output to a file.
+    let outfile = fx.dir.path().join("exec-tty.out");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&process_json(&["sh", "-c", "tty; exit 6"])).unwrap();
+    spec["terminal"] = serde_json::Value::Bool(true);
+    shim.exec(
+        "t1",
+        &serde_json::to_vec(&spec).unwrap(),
+        &ProcessIo {
+            terminal: true,
+            stdout: format!("file://{}", outfile.display()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    shim.start("t1").unwrap();
+    shim.resize_pty("t1", 80, 24).unwrap();
+    assert_eq!(shim.wait("t1").unwrap().code, 6);
+    let out = std::fs::read_to_string(&outfile).unwrap();
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    shim.delete("t1").unwrap();
+    // Input through the pty ends the init.
+    std::io::Write::write_all(&mut w, b"go\n").unwrap();
     assert_eq!(shim.wait("").unwrap().code, 4);
+    drop(w);
     let lines: Vec<String> = join_lines(&parse_log(&fx.log_path()), Stream::Stdout)
         .iter()
         .map(|l| {
@@ -338,7 +374,46 @@ fn terminal(runtime: &str) {
                 .to_string()
         })
         .collect();
-    assert_eq!(lines, vec!["/dev/pts/0".to_string(), "40 100".to_string()]);
+    assert_eq!(lines[..2], ["/dev/pts/0".to_string(), "40 100".to_string()]);
+    shim.delete("").unwrap();
+    shim.shutdown(false).unwrap();
+    fx.assert_clean();
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn stdin_and_close_io(runtime: &str) {
+    let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done; exit 2"]);
+    let shim = fx.start_shim();
+    let stdin = fx.dir.path().join("stdin.fifo");
+    mkfifo(&stdin);
+    shim.create(&ProcessIo {
+        stdin: stdin.display().to_string(),
+        ..Default::default()
+    })
+    .unwrap();
+    let writer = std::thread::spawn({
+        let stdin = stdin.clone();
+        move || std::fs::OpenOptions::new().write(true).open(stdin).unwrap()
+    });
+    shim.start("").unwrap();
+    let mut w = writer.join().unwrap();
+    std::io::Write::write_all(&mut w, b"from stdin\n").unwrap();
+    wait_until(Duration::from_secs(10), "echoed input", || {
+        !join_lines(&parse_log(&fx.log_path()), Stream::Stdout).is_empty()
+    });
+    // The FIFO's writer is still open: only CloseIO ends cat's input.
+    shim.close_stdin("").unwrap();
+    assert_eq!(shim.wait("").unwrap().code, 2);
+    drop(w);
+    let out = join_lines(&parse_log(&fx.log_path()), Stream::Stdout);
+    assert_eq!(out, vec![b"from stdin".to_vec(), b"cat done".to_vec()]);
     shim.delete("").unwrap();
     shim.shutdown(false).unwrap();
     fx.assert_clean();
