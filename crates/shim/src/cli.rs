@@ -311,6 +311,10 @@ fn serve_setup(args: &Args) -> Result<Served, String> {
         runtime,
         log_path: args.log_path.clone(),
         exit_file: args.exit_file(),
+        publisher: crate::publisher::Publisher::new(
+            std::env::var("TTRPC_ADDRESS").ok(),
+            &args.namespace,
+        ),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let shim = Shim::new(cfg, tx);
@@ -353,31 +357,17 @@ fn delete(args: &Args) -> Result<(), String> {
         Ok(Some(rec)) => {
             resp.pid = rec.pid;
             resp.exit_status = rec.exit_code;
-            resp.exited_at = timestamp_of(rec.exited_at_time());
+            resp.exited_at = crate::publisher::timestamp(rec.exited_at_time());
         }
         _ => {
             resp.exit_status = 128 + 9;
-            resp.exited_at = timestamp_of(std::time::SystemTime::now());
+            resp.exited_at = crate::publisher::timestamp(std::time::SystemTime::now());
         }
     }
     let bytes = resp.write_to_bytes().map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
     out.write_all(&bytes).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())
-}
-
-fn timestamp_of(
-    t: std::time::SystemTime,
-) -> containerd_shim_protos::protobuf::MessageField<
-    containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp,
-> {
-    let d = t
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut ts = containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp::new();
-    ts.seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    ts.nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
-    containerd_shim_protos::protobuf::MessageField::some(ts)
 }
 
 #[cfg(test)]

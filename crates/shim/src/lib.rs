@@ -20,6 +20,7 @@ mod cli;
 pub mod client;
 pub mod crilog;
 mod exitfile;
+mod publisher;
 mod reaper;
 mod runtime;
 mod service;

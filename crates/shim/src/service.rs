@@ -20,8 +20,10 @@ use containerd_shim_protos::api::{
     ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
     StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim_protos::types::task::ProcessInfo;
 use ttrpc::{Code, TtrpcContext};
@@ -29,6 +31,7 @@ use ttrpc::{Code, TtrpcContext};
 use crate::crilog::{CriLog, Stream};
 use crate::exitfile::{self, ExitRecord};
 use crate::proto::shim::{ExecSyncRequest, ExecSyncResponse, ReopenLogRequest, ReopenLogResponse};
+use crate::publisher::{Publisher, timestamp};
 use crate::runtime::{self, Runtime, RuntimeError, Stdio3};
 use crate::stdio::{self, ConsoleSocket, ProcIo, Sink};
 use crate::{reaper, sys};
@@ -53,6 +56,8 @@ pub(crate) struct Config {
     pub(crate) runtime: Runtime,
     pub(crate) log_path: Option<PathBuf>,
     pub(crate) exit_file: PathBuf,
+    /// containerd's event sink (a no-op in crius mode).
+    pub(crate) publisher: Publisher,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -115,14 +120,6 @@ fn err(code: Code, msg: impl ToString) -> ttrpc::Error {
 
 fn rt_err(e: RuntimeError) -> ttrpc::Error {
     err(Code::INTERNAL, e)
-}
-
-fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let mut ts = Timestamp::new();
-    ts.seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    ts.nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
-    MessageField::some(ts)
 }
 
 fn valid_exec_id(id: &str) -> bool {
@@ -204,6 +201,23 @@ impl Shim {
                 }
                 drop(st);
                 shim.cv.notify_all();
+                let id = if exec_id.is_empty() {
+                    shim.cfg.id.clone()
+                } else {
+                    exec_id.clone()
+                };
+                shim.cfg.publisher.publish(
+                    "/tasks/exit",
+                    "containerd.events.TaskExit",
+                    &TaskExit {
+                        container_id: shim.cfg.id.clone(),
+                        id,
+                        pid: u32::try_from(pid).unwrap_or(0),
+                        exit_status: code,
+                        exited_at: timestamp(at),
+                        ..Default::default()
+                    },
+                );
             });
         if let Err(e) = spawned {
             eprintln!("crius-shim: cannot watch pid {pid}: {e}");
@@ -398,6 +412,23 @@ impl containerd_shim_protos::Task for TaskService {
             }
         }
         shim.watch(String::new(), pid);
+        shim.cfg.publisher.publish(
+            "/tasks/create",
+            "containerd.events.TaskCreate",
+            &TaskCreate {
+                container_id: req.id.clone(),
+                bundle: shim.cfg.bundle.display().to_string(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid: u32::try_from(pid).unwrap_or(0),
+                ..Default::default()
+            },
+        );
         Ok(CreateTaskResponse {
             pid: u32::try_from(pid).unwrap_or(0),
             ..Default::default()
@@ -429,6 +460,16 @@ impl containerd_shim_protos::Task for TaskService {
                     p.status = PStatus::Running;
                 }
             }
+            drop(st);
+            shim.cfg.publisher.publish(
+                "/tasks/start",
+                "containerd.events.TaskStart",
+                &TaskStart {
+                    container_id: shim.cfg.id.clone(),
+                    pid: u32::try_from(pid).unwrap_or(0),
+                    ..Default::default()
+                },
+            );
             return Ok(StartResponse {
                 pid: u32::try_from(pid).unwrap_or(0),
                 ..Default::default()
@@ -502,7 +543,17 @@ impl containerd_shim_protos::Task for TaskService {
                 p.io = Some(io);
             }
         }
-        shim.watch(exec_id, pid);
+        shim.watch(exec_id.clone(), pid);
+        shim.cfg.publisher.publish(
+            "/tasks/exec-started",
+            "containerd.events.TaskExecStarted",
+            &TaskExecStarted {
+                container_id: shim.cfg.id.clone(),
+                exec_id,
+                pid: u32::try_from(pid).unwrap_or(0),
+                ..Default::default()
+            },
+        );
         Ok(StartResponse {
             pid: u32::try_from(pid).unwrap_or(0),
             ..Default::default()
@@ -608,6 +659,17 @@ impl containerd_shim_protos::Task for TaskService {
             };
             shim.lock().procs.remove("");
             shim.cleanup_init_scratch();
+            shim.cfg.publisher.publish(
+                "/tasks/delete",
+                "containerd.events.TaskDelete",
+                &TaskDelete {
+                    container_id: shim.cfg.id.clone(),
+                    pid: u32::try_from(pid).unwrap_or(0),
+                    exit_status: code,
+                    exited_at: timestamp(at),
+                    ..Default::default()
+                },
+            );
             Ok(DeleteResponse {
                 pid: u32::try_from(pid).unwrap_or(0),
                 exit_status: code,
@@ -677,7 +739,17 @@ impl containerd_shim_protos::Task for TaskService {
         }
         let mut p = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         p.spec = Some(spec);
-        st.procs.insert(req.exec_id, p);
+        st.procs.insert(req.exec_id.clone(), p);
+        drop(st);
+        shim.cfg.publisher.publish(
+            "/tasks/exec-added",
+            "containerd.events.TaskExecAdded",
+            &TaskExecAdded {
+                container_id: shim.cfg.id.clone(),
+                exec_id: req.exec_id,
+                ..Default::default()
+            },
+        );
         Ok(Empty::new())
     }
 

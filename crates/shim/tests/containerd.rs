@@ -140,6 +140,17 @@ fn containerd_runs_a_container_through_crius_shim() {
         ids: vec![id.clone(), format!("{id}-d")],
     };
 
+    // Watch containerd's event stream (the shim publishes task events to it).
+    let events_out = std::fs::File::create(dir.join("events.txt")).unwrap();
+    let mut events = Command::new("ctr")
+        .args(["--address", &c.address, "events"])
+        .stdin(Stdio::null())
+        .stdout(events_out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
     // Foreground run: output relayed through the FIFOs, exit code propagated.
     let out = ctr(
         &c,
@@ -243,6 +254,24 @@ fn containerd_runs_a_container_through_crius_shim() {
     assert!(out.status.success(), "ctr container delete: {out:?}");
     let out = ctr(&c, &ns, &["namespace", "remove", &ns]);
     assert!(out.status.success(), "ctr namespace remove: {out:?}");
+
+    // The shim's events reached containerd.
+    wait_until(Duration::from_secs(10), "task events", || {
+        let ev = std::fs::read_to_string(dir.join("events.txt")).unwrap_or_default();
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/delete",
+        ]
+        .iter()
+        .all(|t| ev.contains(t))
+    });
+    let _ = Command::new("kill").arg(events.id().to_string()).status();
+    let _ = events.wait();
+    assert!(!log().contains("crius-shim: publishing"), "{}", log());
 
     // Every crius-shim has exited (Shutdown after Delete).
     wait_until(Duration::from_secs(10), "shims gone", || {
