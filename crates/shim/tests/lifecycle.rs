@@ -10,6 +10,8 @@ use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
 both_runtimes!(
+    delete_unstarted,
+    kill_all,
     stdin_and_close_io,
     terminal,
     exit_codes,
@@ -74,6 +76,17 @@ fn kill_sigkill_137(runtime: &str) {
     assert_eq!(shim.pids().unwrap().len(), 1);
     // The container has its own cgroup (which assert_clean then checks is gone).
     assert!(!cgroups_named(&fx.cgroup_name()).is_empty());
+    // Update goes through `runtime update --resources`.
+    shim.update(br#"{"pids":{"limit":57},"memory":{"limit":67108864}}"#)
+        .unwrap();
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{}/{file}", fx.cgroup_name()))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cg("pids", "pids.max"), "57");
+    assert_eq!(cg("memory", "memory.limit_in_bytes"), "67108864");
     shim.kill("", 9, false).unwrap();
     assert_eq!(shim.wait("").unwrap().code, 137);
     // Killing a finished container says so.
@@ -416,5 +429,35 @@ fn stdin_and_close_io(runtime: &str) {
     assert_eq!(out, vec![b"from stdin".to_vec(), b"cat done".to_vec()]);
     shim.delete("").unwrap();
     shim.shutdown(false).unwrap();
+    fx.assert_clean();
+}
+
+fn delete_unstarted(runtime: &str) {
+    let fx = Fixture::new(runtime, &["sleep", "1000"]);
+    let shim = fx.start_shim();
+    let pid = shim.create(&ProcessIo::default()).unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Delete without start: the runtime's `delete --force` ends the waiting init.
+    let del = shim.delete("").unwrap();
+    assert_eq!(del.code, 137);
+    assert!(shim.state("").unwrap_err().is_not_found());
+    shim.shutdown(false).unwrap();
+    fx.assert_clean();
+}
+
+fn kill_all(runtime: &str) {
+    let fx = Fixture::new(runtime, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
+    let shim = fx.start_shim();
+    shim.create(&ProcessIo::default()).unwrap();
+    shim.start("").unwrap();
+    wait_until(Duration::from_secs(10), "three processes", || {
+        shim.pids().unwrap().len() == 3
+    });
+    shim.kill("", 9, true).unwrap();
+    assert_eq!(shim.wait("").unwrap().code, 137);
+    shim.delete("").unwrap();
+    // Shutdown while nothing runs: the shim goes away.
+    shim.shutdown(false).unwrap();
+    assert!(!shim.is_alive());
     fx.assert_clean();
 }
