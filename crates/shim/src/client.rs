@@ -309,11 +309,15 @@ impl Shim {
                 message: s.message().to_string(),
             },
             other => {
-                if self.is_alive() {
-                    Error::Transport(other.to_string())
-                } else {
-                    Error::ShimGone(self.socket.clone())
+                // A dying shim's listening socket can outlive its main thread by a
+                // moment: probe a few times before calling it a transport error.
+                for _ in 0..10 {
+                    if !self.is_alive() {
+                        return Error::ShimGone(self.socket.clone());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
+                Error::Transport(other.to_string())
             }
         }
     }
