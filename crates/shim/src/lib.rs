@@ -16,6 +16,8 @@
 //! (the runtime's `--root` by default) and short-lived `*.pid`, `exec-*.json`,
 //! `console*.sock` scratch files. The caller owns the bundle and removes it.
 
+#![warn(missing_docs)]
+
 mod cli;
 pub mod client;
 pub mod crilog;

@@ -10,7 +10,7 @@ use common::*;
 use crius_shim::client::{self, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(survives_its_starter, idle_rss);
+both_runtimes!(survives_its_starter, exit_while_disconnected, idle_rss);
 
 fn status_field(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -142,6 +142,36 @@ fn idle_rss(runtime: &str) {
     assert!(kib < 8 * 1024, "idle shim RSS {kib} kB");
     shim.kill("", 9, false).unwrap();
     shim.wait("").unwrap();
+    shim.delete("").unwrap();
+    shim.shutdown(false).unwrap();
+    fx.assert_clean();
+}
+
+/// criusd is down when the container exits: on reconnect the exit is there, with the
+/// same code and time as the durable record, and the output is in the log.
+fn exit_while_disconnected(runtime: &str) {
+    let fx = Fixture::new(runtime, &["sh", "-c", "sleep 0.3; echo late; exit 9"]);
+    let shim = fx.start_shim();
+    shim.create(&ProcessIo::default()).unwrap();
+    shim.start("").unwrap();
+    drop(shim);
+    let exit_file = fx.dir.path().join("exit.json");
+    wait_until(Duration::from_secs(10), "exit record", || {
+        client::read_exit_file(&exit_file).unwrap().is_some()
+    });
+    let rec = client::read_exit_file(&exit_file).unwrap().unwrap();
+    assert_eq!(rec.exit_code, 9);
+    let shim = client::connect(&fx.socket(), &fx.id).unwrap();
+    let st = shim.state("").unwrap();
+    assert_eq!(st.status, ProcessStatus::Stopped);
+    let exit = st.exit.unwrap();
+    assert_eq!(exit.code, 9);
+    assert_eq!(exit.at, rec.exited_at_time());
+    assert_eq!(shim.wait("").unwrap().code, 9);
+    assert_eq!(
+        join_lines(&parse_log(&fx.log_path()), Stream::Stdout),
+        vec![b"late".to_vec()]
+    );
     shim.delete("").unwrap();
     shim.shutdown(false).unwrap();
     fx.assert_clean();
