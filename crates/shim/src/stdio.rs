@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -214,7 +214,6 @@ pub(crate) fn console_io(master: OwnedFd, stdin: &str, stdout: Sink) -> io::Resu
         copy_in(stdin.to_string(), io.stdin.clone())?;
     }
     copy_out(reader, stdout, tx)?;
-    let _ = master.as_raw_fd();
     io.console = Some(master);
     io.copiers = 1;
     io.done_rx = Some(rx);

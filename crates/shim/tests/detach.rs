@@ -90,9 +90,19 @@ fn survives_its_starter(runtime: &str) {
 
 fn idle_rss(runtime: &str) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
+    let t0 = std::time::Instant::now();
     let shim = fx.start_shim();
+    let t1 = std::time::Instant::now();
     shim.create(&ProcessIo::default()).unwrap();
+    let t2 = std::time::Instant::now();
     shim.start("").unwrap();
+    let t3 = std::time::Instant::now();
+    println!(
+        "crius-shim ({runtime}): shim start {:?}, create {:?}, start {:?}",
+        t1 - t0,
+        t2 - t1,
+        t3 - t2
+    );
     let (shim_pid, _) = shim.connect_info().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let rss = status_field(shim_pid, "VmRSS:");
