@@ -27,10 +27,14 @@ pub struct ExitRecord {
     pub exited_at: String,
     /// Finish time in nanoseconds since the Unix epoch.
     pub exited_at_unix_nanos: u64,
+    /// The kernel's OOM killer killed a process of the container's memory cgroup while
+    /// it ran (its `oom_kill` counter rose), so "OOMKilled" is the reason to report.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl ExitRecord {
-    pub(crate) fn new(pid: u32, exit_code: u32, at: SystemTime) -> Self {
+    pub(crate) fn new(pid: u32, exit_code: u32, at: SystemTime, oom_killed: bool) -> Self {
         let nanos = at
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -40,6 +44,7 @@ impl ExitRecord {
             exit_code,
             exited_at: rfc3339_nano(at),
             exited_at_unix_nanos: nanos,
+            oom_killed,
         }
     }
 

@@ -22,6 +22,7 @@ mod cli;
 pub mod client;
 pub mod crilog;
 mod exitfile;
+mod oom;
 mod publisher;
 mod reaper;
 mod runtime;

@@ -21,7 +21,7 @@ use containerd_shim_protos::api::{
     StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
@@ -111,6 +111,8 @@ pub(crate) struct Shim {
     state: Mutex<State>,
     cv: Condvar,
     log: Mutex<Option<Arc<CriLog>>>,
+    /// The init's memory cgroup `oom_kill` counter file and its value at Create.
+    oom: Mutex<Option<(PathBuf, u64)>>,
     shutdown: Mutex<Option<Sender<()>>>,
 }
 
@@ -138,6 +140,7 @@ impl Shim {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             log: Mutex::new(None),
+            oom: Mutex::new(None),
             shutdown: Mutex::new(Some(shutdown)),
         })
     }
@@ -188,7 +191,20 @@ impl Shim {
                     io.wait_drained(DRAIN_LIMIT);
                 }
                 if exec_id.is_empty() {
-                    let rec = ExitRecord::new(u32::try_from(pid).unwrap_or(0), code, at);
+                    let oom = shim.oom.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let oom_killed = oom.is_some_and(|(f, base)| crate::oom::count(&f) > base);
+                    if oom_killed {
+                        shim.cfg.publisher.publish(
+                            "/tasks/oom",
+                            "containerd.events.TaskOOM",
+                            &TaskOOM {
+                                container_id: shim.cfg.id.clone(),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    let rec =
+                        ExitRecord::new(u32::try_from(pid).unwrap_or(0), code, at, oom_killed);
                     if let Err(e) = exitfile::write(&shim.cfg.exit_file, &rec) {
                         eprintln!("crius-shim: writing {}: {e}", shim.cfg.exit_file.display());
                     }
@@ -410,6 +426,10 @@ impl containerd_shim_protos::Task for TaskService {
                 p.console = io.console.clone();
                 p.io = Some(io);
             }
+        }
+        if let Some(f) = crate::oom::counter_file(pid) {
+            let base = crate::oom::count(&f);
+            *shim.oom.lock().unwrap_or_else(|p| p.into_inner()) = Some((f, base));
         }
         shim.watch(String::new(), pid);
         shim.cfg.publisher.publish(

@@ -10,6 +10,7 @@ use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
 both_runtimes!(
+    oom_killed,
     delete_unstarted,
     kill_all,
     stdin_and_close_io,
@@ -44,6 +45,7 @@ fn run_to_exit(runtime: &str, script: &str, want: u32) {
         .expect("exit record written");
     assert_eq!(rec.exit_code, want);
     assert_eq!(rec.pid, pid);
+    assert!(!rec.oom_killed);
     assert!(rec.exited_at.ends_with('Z'));
     let d = exit
         .at
@@ -459,5 +461,32 @@ fn kill_all(runtime: &str) {
     // Shutdown while nothing runs: the shim goes away.
     shim.shutdown(false).unwrap();
     assert!(!shim.is_alive());
+    fx.assert_clean();
+}
+
+fn oom_killed(runtime: &str) {
+    // The shell holds the whole command substitution in memory: far over 32 MiB.
+    let fx = Fixture::new(
+        runtime,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    fx.patch_config(|v| {
+        v["linux"]["resources"] = serde_json::json!({"memory": {"limit": 33554432}});
+    });
+    let shim = fx.start_shim();
+    shim.create(&ProcessIo::default()).unwrap();
+    shim.start("").unwrap();
+    assert_eq!(shim.wait("").unwrap().code, 137);
+    let rec = client::read_exit_file(&fx.dir.path().join("exit.json"))
+        .unwrap()
+        .unwrap();
+    assert!(rec.oom_killed, "{rec:?}");
+    assert!(join_lines(&parse_log(&fx.log_path()), Stream::Stdout).is_empty());
+    shim.delete("").unwrap();
+    shim.shutdown(false).unwrap();
     fx.assert_clean();
 }

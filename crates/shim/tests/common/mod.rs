@@ -187,6 +187,15 @@ impl Fixture {
         .unwrap();
     }
 
+    /// Edits config.json in place.
+    pub fn patch_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.bundle().join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+
     pub fn start_options(&self) -> StartOptions {
         StartOptions {
             shim_binary: shim_bin(),
