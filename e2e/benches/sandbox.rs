@@ -27,7 +27,10 @@ async fn wait_socket(sock: &Path, child: &mut Child, log: &Path) -> Rt {
     let start = Instant::now();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            panic!("daemon exited {st}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         if let Ok(ch) = connect(sock).await {
             let mut c = RuntimeServiceClient::new(ch);
@@ -35,13 +38,20 @@ async fn wait_socket(sock: &Path, child: &mut Child, log: &Path) -> Rt {
                 return c;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not answer: {}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon did not answer: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn stop(mut child: Child) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > Duration::from_secs(20) {
@@ -58,13 +68,22 @@ async fn lifecycle(rt: &mut Rt, tag: &str) -> Vec<Duration> {
         cfg.log_directory = String::new();
         let start = Instant::now();
         let id = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg), runtime_handler: String::new() })
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: String::new(),
+            })
             .await
             .expect("RunPodSandbox")
             .into_inner()
             .pod_sandbox_id;
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await.expect("stop");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.expect("remove");
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("stop");
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("remove");
         out.push(start.elapsed());
     }
     out
@@ -83,13 +102,21 @@ fn conflist(dir: &Path, net: &TestNetwork) -> String {
             {"type": "loopback"}
         ]
     });
-    std::fs::write(dir.join("10-bench.conflist"), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("10-bench.conflist"),
+        serde_json::to_vec_pretty(&c).unwrap(),
+    )
+    .unwrap();
     bridge
 }
 
 fn criusd() -> PathBuf {
     let release = bin_dir().parent().unwrap().join("release/criusd");
-    if release.is_file() { release } else { criusd_bin() }
+    if release.is_file() {
+        release
+    } else {
+        criusd_bin()
+    }
 }
 
 async fn crius(root: &Path, network: &str) -> Vec<Duration> {
@@ -104,7 +131,13 @@ async fn crius(root: &Path, network: &str) -> Vec<Duration> {
     )
     .unwrap();
     let log = root.join("criusd.log");
-    let mut child = Command::new(criusd()).arg("--config").arg(&cfg).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let mut child = Command::new(criusd())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let mut rt = wait_socket(&root.join("run/crius.sock"), &mut child, &log).await;
     let t = lifecycle(&mut rt, "crius").await;
     stop(child);
@@ -144,12 +177,22 @@ state = "{r}/state"
     )
     .unwrap();
     let log = root.join("containerd.log");
-    let mut child = Command::new("containerd").arg("--config").arg(&cfg).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("containerd");
+    let mut child = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("containerd");
     let mut rt = wait_socket(&sock, &mut child, &log).await;
     // Pull the pause image first: the timing is of the sandbox, not of the pull.
-    let mut img = crius_e2e::v1::image_service_client::ImageServiceClient::new(connect(&sock).await.unwrap());
+    let mut img =
+        crius_e2e::v1::image_service_client::ImageServiceClient::new(connect(&sock).await.unwrap());
     img.pull_image(cri::PullImageRequest {
-        image: Some(cri::ImageSpec { image: format!("{registry}/bench/pause:3.6"), ..Default::default() }),
+        image: Some(cri::ImageSpec {
+            image: format!("{registry}/bench/pause:3.6"),
+            ..Default::default()
+        }),
         auth: None,
         sandbox_config: None,
     })
@@ -164,14 +207,19 @@ state = "{r}/state"
 fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (ms(v[v.len() / 2]), ms(v[(v.len() * 95 / 100).min(v.len() - 1)]))
+    (
+        ms(v[v.len() / 2]),
+        ms(v[(v.len() * 95 / 100).min(v.len() - 1)]),
+    )
 }
 
 #[tokio::main]
 async fn main() {
     require_root();
     let base = unique_root("bench-sandbox");
-    let reg = TestRegistry::start(&base.join("registry"), None).await.unwrap();
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .unwrap();
     push_image(
         &reg,
         "bench/pause",
@@ -195,22 +243,42 @@ async fn main() {
     let cni_net = TestNetwork::unique();
     let cni_dir = base.join("cni-conf");
     let cni_bridge = conflist(&cni_dir, &cni_net);
-    let b = crius(&base.join("crius-cni"), &format!("[network]\nbackend = \"cni\"\ncni_conf_dir = \"{}\"\n", cni_dir.display())).await;
+    let b = crius(
+        &base.join("crius-cni"),
+        &format!(
+            "[network]\nbackend = \"cni\"\ncni_conf_dir = \"{}\"\n",
+            cni_dir.display()
+        ),
+    )
+    .await;
     let c = containerd(&base.join("containerd"), &reg.host, &cni_dir).await;
     let _ = run_cmd("ip", &["link", "del", &cni_bridge]);
 
     let (a50, a95) = stats(a);
     let (b50, b95) = stats(b);
     let (c50, c95) = stats(c);
-    println!("RunPodSandbox + StopPodSandbox + RemovePodSandbox, {PODS} pods one after another (ms)");
+    println!(
+        "RunPodSandbox + StopPodSandbox + RemovePodSandbox, {PODS} pods one after another (ms)"
+    );
     println!();
     println!("| runtime, network | p50 | p95 | containerd p50 / this p50 |");
     println!("|---|---|---|---|");
-    println!("| crius, built-in bridge | {a50:.1} | {a95:.1} | {:.1}x |", c50 / a50);
-    println!("| crius, CNI plugins (bridge, host-local, portmap, loopback) | {b50:.1} | {b95:.1} | {:.1}x |", c50 / b50);
-    println!("| containerd 1.6.20, same CNI plugins, pause container | {c50:.1} | {c95:.1} | 1.0x |");
+    println!(
+        "| crius, built-in bridge | {a50:.1} | {a95:.1} | {:.1}x |",
+        c50 / a50
+    );
+    println!(
+        "| crius, CNI plugins (bridge, host-local, portmap, loopback) | {b50:.1} | {b95:.1} | {:.1}x |",
+        c50 / b50
+    );
+    println!(
+        "| containerd 1.6.20, same CNI plugins, pause container | {c50:.1} | {c95:.1} | 1.0x |"
+    );
     println!();
-    println!("built-in bridge vs CNI chain inside crius: {:.1}x", b50 / a50);
+    println!(
+        "built-in bridge vs CNI chain inside crius: {:.1}x",
+        b50 / a50
+    );
     drop(reg);
     force_clean(&base);
 }

@@ -1,0 +1,582 @@
+//! The client criusd uses to start, reconnect to and call crius-shims.
+//!
+//! Every call is **blocking** (ttrpc's synchronous client: one small reader thread per
+//! connection, no async runtime). From tokio, wrap calls in `spawn_blocking`; a
+//! [`Shim`] is `Clone + Send + Sync` and calls may run concurrently on one connection.
+//!
+//! Shim death is observable: when a call fails for a transport reason and the socket no
+//! longer accepts connections, the error is [`Error::ShimGone`]; [`Shim::is_alive`]
+//! probes without a call. The container's exit can then still be read from its exit
+//! file ([`read_exit_file`]), written by the shim before it reported the exit.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use containerd_shim_protos::TaskClient;
+use containerd_shim_protos::api::{
+    CloseIORequest, ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest,
+    KillRequest, PidsRequest, ResizePtyRequest, ShutdownRequest, StartRequest, StateRequest,
+    Status, UpdateTaskRequest, WaitRequest,
+};
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use ttrpc::context::Context;
+
+use crate::proto::shim::{ExecSyncRequest, ReopenLogRequest};
+use crate::proto::shim_ttrpc::CriusClient;
+
+pub use crate::exitfile::{ExitRecord, read as read_exit_file};
+
+/// How to start a shim (`crius-shim start ...`).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The crius-shim binary.
+    pub shim_binary: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// OCI bundle directory (holds config.json; the shim's scratch files go here).
+    pub bundle: PathBuf,
+    /// Unix socket path the shim will serve on (keep it under 108 bytes).
+    pub socket: PathBuf,
+    /// OCI runtime binary (runc or crun).
+    pub runtime: PathBuf,
+    /// The runtime's `--root` state dir (default `<bundle>/.crius-runtime`).
+    pub runtime_root: Option<PathBuf>,
+    /// CRI log file for the container's stdout/stderr.
+    pub log_path: Option<PathBuf>,
+    /// Exit record path (default `<bundle>/exit.json`).
+    pub exit_file: Option<PathBuf>,
+    /// The shim's own diagnostics file.
+    pub shim_log: Option<PathBuf>,
+}
+
+/// Errors from shim calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `crius-shim start` could not run or failed.
+    #[error("starting shim: {0}")]
+    Start(String),
+    /// Connecting to the shim's socket failed.
+    #[error("connecting to shim at {socket}: {source}")]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The shim is gone (its socket refuses connections or no longer exists).
+    #[error("shim at {0} is gone")]
+    ShimGone(PathBuf),
+    /// The shim answered with an error status.
+    #[error("{code:?}: {message}")]
+    Rpc {
+        /// The ttrpc (gRPC) status code.
+        code: ttrpc::Code,
+        /// The message.
+        message: String,
+    },
+    /// Another transport failure.
+    #[error("ttrpc: {0}")]
+    Transport(String),
+}
+
+impl Error {
+    /// True for `Rpc` errors with code NOT_FOUND (e.g. "process already finished").
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Rpc {
+                code: ttrpc::Code::NOT_FOUND,
+                ..
+            }
+        )
+    }
+}
+
+/// A process's state as the shim reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessStatus {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Stopped,
+    /// Anything else.
+    Unknown,
+}
+
+/// State of the container's init or of an exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessState {
+    /// Host pid (0 before it exists).
+    pub pid: u32,
+    /// Status.
+    pub status: ProcessStatus,
+    /// Exit code and time once stopped.
+    pub exit: Option<ExitStatus>,
+}
+
+/// An exit code and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code (128 + signal when killed by a signal).
+    pub code: u32,
+    /// When it exited.
+    pub at: SystemTime,
+}
+
+/// stdio for a process started through the Task service: FIFO paths (or `file://`
+/// URIs), empty for none. For the container's init in crius mode leave stdout/stderr
+/// empty: the shim writes them to the CRI log given at start.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessIo {
+    /// stdin FIFO.
+    pub stdin: String,
+    /// stdout FIFO or `file://` path.
+    pub stdout: String,
+    /// stderr FIFO or `file://` path.
+    pub stderr: String,
+    /// Allocate a pty (via the runtime's console socket); stderr is merged into it.
+    pub terminal: bool,
+}
+
+/// Result of [`Shim::exec_sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSyncOutput {
+    /// Exit code (137 when killed at the timeout).
+    pub exit_code: i32,
+    /// Captured stdout (at most the limit).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (at most the limit).
+    pub stderr: Vec<u8>,
+    /// The process was killed at the timeout.
+    pub timed_out: bool,
+    /// Output beyond the limit was dropped (stdout or stderr).
+    pub truncated: bool,
+}
+
+/// A connection to one shim.
+#[derive(Clone)]
+pub struct Shim {
+    id: String,
+    socket: PathBuf,
+    task: TaskClient,
+    crius: CriusClient,
+}
+
+impl std::fmt::Debug for Shim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shim")
+            .field("id", &self.id)
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+/// Starts a shim for a container and connects to it. Returns once the shim serves.
+/// The shim is detached: it outlives the caller.
+pub fn start(opts: &StartOptions) -> Result<Shim, Error> {
+    let mut args: Vec<OsString> = vec!["-id".into(), opts.id.clone().into()];
+    let mut push = |k: &str, v: &Path| {
+        args.push(k.into());
+        args.push(v.as_os_str().to_owned());
+    };
+    push("-bundle", &opts.bundle);
+    push("-socket", &opts.socket);
+    push("-runtime", &opts.runtime);
+    if let Some(p) = &opts.runtime_root {
+        push("-runtime-root", p);
+    }
+    if let Some(p) = &opts.log_path {
+        push("-log-path", p);
+    }
+    if let Some(p) = &opts.exit_file {
+        push("-exit-file", p);
+    }
+    if let Some(p) = &opts.shim_log {
+        push("-shim-log", p);
+    }
+    args.push("start".into());
+    let mut child = Command::new(&opts.shim_binary)
+        .args(&args)
+        .current_dir(&opts.bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Start(format!("{}: {e}", opts.shim_binary.display())))?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().map_err(|e| Error::Start(e.to_string()))?;
+    if !status.success() {
+        return Err(Error::Start(format!("{status}: {}", err.trim())));
+    }
+    let addr = out.trim();
+    let path = addr.strip_prefix("unix://").unwrap_or(addr);
+    connect(Path::new(path), &opts.id)
+}
+
+/// Connects to a running shim (e.g. after criusd restarted).
+pub fn connect(socket: &Path, id: &str) -> Result<Shim, Error> {
+    let stream = UnixStream::connect(socket).map_err(|source| {
+        if gone_kind(&source) {
+            Error::ShimGone(socket.to_owned())
+        } else {
+            Error::Connect {
+                socket: socket.to_owned(),
+                source,
+            }
+        }
+    })?;
+    let client = ttrpc::Client::new(std::os::fd::IntoRawFd::into_raw_fd(stream)).map_err(|e| {
+        Error::Connect {
+            socket: socket.to_owned(),
+            source: io::Error::other(e.to_string()),
+        }
+    })?;
+    Ok(Shim {
+        id: id.to_string(),
+        socket: socket.to_owned(),
+        task: TaskClient::new(client.clone()),
+        crius: CriusClient::new(client),
+    })
+}
+
+/// True when something accepts connections on `socket`.
+pub fn is_alive(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+fn gone_kind(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn to_exit(code: u32, at: &MessageField<Timestamp>) -> ExitStatus {
+    let at = at
+        .as_ref()
+        .map(|t| {
+            UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(t.seconds).unwrap_or(0),
+                    u32::try_from(t.nanos).unwrap_or(0),
+                )
+        })
+        .unwrap_or(UNIX_EPOCH);
+    ExitStatus { code, at }
+}
+
+fn ctx() -> Context {
+    ttrpc::context::Context::default()
+}
+
+fn ctx_timeout(d: Duration) -> Context {
+    ttrpc::context::with_duration(d)
+}
+
+/// Default deadline for calls that do not wait on the container.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Shim {
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// True when the shim still accepts connections.
+    pub fn is_alive(&self) -> bool {
+        is_alive(&self.socket)
+    }
+
+    fn map(&self, e: ttrpc::Error) -> Error {
+        match e {
+            ttrpc::Error::RpcStatus(s) => Error::Rpc {
+                code: s.code(),
+                message: s.message().to_string(),
+            },
+            other => {
+                // A dying shim's listening socket can outlive its main thread by a
+                // moment: probe a few times before calling it a transport error.
+                for _ in 0..10 {
+                    if !self.is_alive() {
+                        return Error::ShimGone(self.socket.clone());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Error::Transport(other.to_string())
+            }
+        }
+    }
+
+    /// Creates the container (`runc create`); returns the init pid.
+    pub fn create(&self, io: &ProcessIo) -> Result<u32, Error> {
+        let req = CreateTaskRequest {
+            id: self.id.clone(),
+            terminal: io.terminal,
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            ..Default::default()
+        };
+        self.task
+            .create(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| r.pid)
+            .map_err(|e| self.map(e))
+    }
+
+    /// Starts the container's init (empty `exec_id`) or a registered exec; returns its pid.
+    pub fn start(&self, exec_id: &str) -> Result<u32, Error> {
+        let req = StartRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .start(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| r.pid)
+            .map_err(|e| self.map(e))
+    }
+
+    /// State of the init (empty `exec_id`) or an exec.
+    pub fn state(&self, exec_id: &str) -> Result<ProcessState, Error> {
+        let req = StateRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .state(ctx_timeout(CALL_TIMEOUT), &req)
+            .map_err(|e| self.map(e))?;
+        let status = match r.status.enum_value() {
+            Ok(Status::CREATED) => ProcessStatus::Created,
+            Ok(Status::RUNNING) => ProcessStatus::Running,
+            Ok(Status::STOPPED) => ProcessStatus::Stopped,
+            _ => ProcessStatus::Unknown,
+        };
+        Ok(ProcessState {
+            pid: r.pid,
+            status,
+            exit: (status == ProcessStatus::Stopped).then(|| to_exit(r.exit_status, &r.exited_at)),
+        })
+    }
+
+    /// Sends a signal to the init (`all`: to every process of the container) or an exec.
+    pub fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), Error> {
+        let req = KillRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.task
+            .kill(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Waits for the init or an exec to exit (no deadline).
+    pub fn wait(&self, exec_id: &str) -> Result<ExitStatus, Error> {
+        let req = WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .wait(ctx(), &req)
+            .map(|r| to_exit(r.exit_status, &r.exited_at))
+            .map_err(|e| self.map(e))
+    }
+
+    /// Deletes the container (`runc delete`; init must have exited or never started)
+    /// or a finished exec.
+    pub fn delete(&self, exec_id: &str) -> Result<ExitStatus, Error> {
+        let req = DeleteRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .delete(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| to_exit(r.exit_status, &r.exited_at))
+            .map_err(|e| self.map(e))
+    }
+
+    /// Registers an exec (an OCI `process` as JSON); run it with [`Shim::start`].
+    pub fn exec(&self, exec_id: &str, process_json: &[u8], io: &ProcessIo) -> Result<(), Error> {
+        let mut spec = Any::new();
+        spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        spec.value = process_json.to_vec();
+        let req = ExecProcessRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            terminal: io.terminal,
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            spec: MessageField::some(spec),
+            ..Default::default()
+        };
+        self.task
+            .exec(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Runs a process in the container and captures its output (at most `output_limit`
+    /// bytes of each stream; 0 = 16 MiB), killing it after `timeout` (zero = none).
+    pub fn exec_sync(
+        &self,
+        exec_id: &str,
+        process_json: &[u8],
+        timeout: Duration,
+        output_limit: u64,
+    ) -> Result<ExecSyncOutput, Error> {
+        let req = ExecSyncRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            process_json: process_json.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            output_limit,
+            ..Default::default()
+        };
+        let c = if timeout.is_zero() {
+            ctx()
+        } else {
+            ctx_timeout(timeout + CALL_TIMEOUT)
+        };
+        let r = self.crius.exec_sync(c, &req).map_err(|e| self.map(e))?;
+        Ok(ExecSyncOutput {
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            timed_out: r.timed_out,
+            truncated: r.stdout_truncated || r.stderr_truncated,
+        })
+    }
+
+    /// Resizes the pty of the init or an exec.
+    pub fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<(), Error> {
+        let req = ResizePtyRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.task
+            .resize_pty(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Closes the stdin of the init or an exec.
+    pub fn close_stdin(&self, exec_id: &str) -> Result<(), Error> {
+        let req = CloseIORequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.task
+            .close_io(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Host pids of every process in the container.
+    pub fn pids(&self) -> Result<Vec<u32>, Error> {
+        let req = PidsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.task
+            .pids(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| r.processes.iter().map(|p| p.pid).collect())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Updates resources (`runc update --resources`; OCI `LinuxResources` as JSON).
+    pub fn update(&self, resources_json: &[u8]) -> Result<(), Error> {
+        let mut any = Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+        any.value = resources_json.to_vec();
+        let req = UpdateTaskRequest {
+            id: self.id.clone(),
+            resources: MessageField::some(any),
+            ..Default::default()
+        };
+        self.task
+            .update(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Reopens the CRI log file (after the kubelet renamed it).
+    pub fn reopen_log(&self) -> Result<(), Error> {
+        let req = ReopenLogRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.crius
+            .reopen_log(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// (shim pid, init pid).
+    pub fn connect_info(&self) -> Result<(u32, u32), Error> {
+        let req = ConnectRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.task
+            .connect(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| (r.shim_pid, r.task_pid))
+            .map_err(|e| self.map(e))
+    }
+
+    /// Asks the shim to exit (it refuses while a process runs unless `now`) and waits up
+    /// to 5 s for its socket to go away.
+    pub fn shutdown(&self, now: bool) -> Result<(), Error> {
+        let req = ShutdownRequest {
+            id: self.id.clone(),
+            now,
+            ..Default::default()
+        };
+        match self.task.shutdown(ctx_timeout(CALL_TIMEOUT), &req) {
+            Ok(_) => {}
+            Err(ttrpc::Error::RpcStatus(s)) => {
+                return Err(Error::Rpc {
+                    code: s.code(),
+                    message: s.message().to_string(),
+                });
+            }
+            // The shim may close the connection as it exits.
+            Err(_) => {}
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.is_alive() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}

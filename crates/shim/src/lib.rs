@@ -1,0 +1,57 @@
+//! crius-shim: one process per container, driving runc or crun, holding the
+//! container's stdio, writing its CRI log and recording its exit.
+//!
+//! Protocol: containerd's shim v2 Task service (ttrpc, `containerd-shim-protos`
+//! types) plus `crius.shim.v1.Crius` (proto/crius/shim/v1/shim.proto: ReopenLog,
+//! ExecSync). The same binary follows containerd's shim v2 launch protocol
+//! (`start` / `delete`), so Debian's containerd can run containers through it.
+//!
+//! Why the sync ttrpc server and rust-protobuf: `containerd-shim-protos` gives the
+//! exact containerd messages and service names for free, and its synchronous flavour
+//! needs no async runtime; the shim's work is a few blocking runc calls and a few
+//! copier threads, so threads cost less memory than an executor would.
+//!
+//! On-disk layout (all in the bundle unless flags say otherwise): `exit.json` (the
+//! durable exit record), `runtime-log.json` (runc's/crun's `--log`), `.crius-runtime/`
+//! (the runtime's `--root` by default) and short-lived `*.pid`, `exec-*.json`,
+//! `console*.sock` scratch files. The caller owns the bundle and removes it.
+
+#![warn(missing_docs)]
+
+mod cli;
+pub mod client;
+pub mod crilog;
+mod exitfile;
+mod oom;
+mod publisher;
+mod reaper;
+mod runtime;
+mod service;
+mod stdio;
+mod sys;
+
+pub use exitfile::ExitRecord;
+
+/// Generated ttrpc bindings for `crius.shim.v1`.
+#[allow(
+    warnings,
+    missing_docs,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unused_qualifications,
+    unreachable_pub
+)]
+mod proto {
+    pub mod shim {
+        include!(concat!(env!("OUT_DIR"), "/crius/shim.rs"));
+    }
+    pub mod shim_ttrpc {
+        include!(concat!(env!("OUT_DIR"), "/crius/shim_ttrpc.rs"));
+    }
+}
+
+/// Entry point of the `crius-shim` binary (see the `cli` docs for its arguments).
+pub fn shim_main() -> std::process::ExitCode {
+    cli::main()
+}
