@@ -1360,3 +1360,985 @@ fn annotations(input: &SpecInput) -> HashMap<String, String> {
     }
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        rootfs: PathBuf,
+        pod: PathBuf,
+        profiles: PathBuf,
+        shm: Option<PathBuf>,
+        ns: PodNamespaces,
+        sandbox: cri::PodSandboxConfig,
+        image: ImageRunConfig,
+        config: cri::ContainerConfig,
+        driver: CgroupDriver,
+        floor: i64,
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+        # a comment\n\
+        app:x:1000:1000:App:/home/app:/bin/sh\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\nvideo:x:44:app\n\
+        audio:x:29:other\nnogroup:x:65534:\n";
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_path_buf();
+            let rootfs = root.join("rootfs");
+            std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+            std::fs::write(rootfs.join("etc/passwd"), PASSWD).unwrap();
+            std::fs::write(rootfs.join("etc/group"), GROUP).unwrap();
+            let pod = root.join("pod");
+            std::fs::create_dir_all(&pod).unwrap();
+            for f in ["hostname", "hosts", "resolv.conf"] {
+                std::fs::write(pod.join(f), "x\n").unwrap();
+            }
+            let profiles = root.join("seccomp");
+            std::fs::create_dir_all(&profiles).unwrap();
+            Fixture {
+                _dir: dir,
+                root,
+                rootfs,
+                pod,
+                profiles,
+                shm: None,
+                ns: PodNamespaces {
+                    net: Some("/run/crius/pods/p/net".into()),
+                    ipc: Some("/run/crius/pods/p/ipc".into()),
+                    uts: Some("/run/crius/pods/p/uts".into()),
+                },
+                sandbox: cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "web".into(),
+                        uid: "uid-1".into(),
+                        namespace: "default".into(),
+                        attempt: 0,
+                    }),
+                    hostname: "web-0".into(),
+                    linux: Some(cri::LinuxPodSandboxConfig {
+                        cgroup_parent: "/kubepods/besteffort/pod123".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                image: ImageRunConfig {
+                    entrypoint: vec!["/ep".into()],
+                    cmd: vec!["c1".into(), "c2".into()],
+                    env: vec!["PATH=/img/bin".into(), "A=1".into(), "B=2".into()],
+                    stop_signal: "SIGQUIT".into(),
+                    ..Default::default()
+                },
+                config: cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "ctr".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: "busybox:latest".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                driver: CgroupDriver::Cgroupfs,
+                floor: i64::MIN,
+            }
+        }
+
+        fn sc(&mut self) -> &mut cri::LinuxContainerSecurityContext {
+            self.config
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default)
+        }
+
+        fn res(&mut self) -> &mut cri::LinuxContainerResources {
+            self.config
+                .linux
+                .get_or_insert_with(Default::default)
+                .resources
+                .get_or_insert_with(Default::default)
+        }
+
+        fn privileged_sandbox(&mut self) {
+            self.sandbox
+                .linux
+                .get_or_insert_with(Default::default)
+                .security_context
+                .get_or_insert_with(Default::default)
+                .privileged = true;
+        }
+
+        fn generate(&self) -> Result<Generated, CriError> {
+            generate(&SpecInput {
+                container_id: "c0ffee",
+                sandbox_id: "5a4d",
+                config: &self.config,
+                sandbox: &self.sandbox,
+                image: &self.image,
+                rootfs: &self.rootfs,
+                pod_dir: &self.pod,
+                shm: self.shm.as_deref(),
+                namespaces: &self.ns,
+                cgroup_driver: self.driver,
+                oom_score_adj_floor: self.floor,
+                seccomp_profile_root: &self.profiles,
+            })
+        }
+
+        fn json(&self) -> Value {
+            serde_json::to_value(self.generate().unwrap().spec).unwrap()
+        }
+
+        fn err(&self) -> String {
+            self.generate().unwrap_err().to_string()
+        }
+    }
+
+    fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn mount<'a>(spec: &'a Value, dest: &str) -> Option<&'a Value> {
+        spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+    }
+
+    fn env_of(spec: &Value, key: &str) -> Option<String> {
+        strings(&spec["process"]["env"])
+            .into_iter()
+            .find_map(|e| e.strip_prefix(&format!("{key}=")).map(str::to_string))
+    }
+
+    fn v(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes() {
+        let mut f = Fixture::new();
+        assert_eq!(
+            strings(&f.json()["process"]["args"]),
+            v(&["/ep", "c1", "c2"])
+        );
+        f.config.args = v(&["a1"]);
+        assert_eq!(strings(&f.json()["process"]["args"]), v(&["/ep", "a1"]));
+        f.config.command = v(&["/cmd"]);
+        assert_eq!(strings(&f.json()["process"]["args"]), v(&["/cmd", "a1"]));
+        f.config.args.clear();
+        // A command drops the image's CMD too.
+        assert_eq!(strings(&f.json()["process"]["args"]), v(&["/cmd"]));
+        f.config.command.clear();
+        f.image.entrypoint.clear();
+        assert_eq!(strings(&f.json()["process"]["args"]), v(&["c1", "c2"]));
+        f.image.cmd.clear();
+        assert!(f.err().starts_with("config.command:"), "{}", f.err());
+    }
+
+    #[test]
+    fn env_is_merged_over_the_image() {
+        let mut f = Fixture::new();
+        f.config.envs = vec![
+            cri::KeyValue {
+                key: "A".into(),
+                value: "override".into(),
+            },
+            cri::KeyValue {
+                key: "C".into(),
+                value: "3".into(),
+            },
+        ];
+        let spec = f.json();
+        assert_eq!(env_of(&spec, "PATH").unwrap(), "/img/bin");
+        assert_eq!(env_of(&spec, "A").unwrap(), "override");
+        assert_eq!(env_of(&spec, "B").unwrap(), "2");
+        assert_eq!(env_of(&spec, "C").unwrap(), "3");
+        assert_eq!(env_of(&spec, "HOSTNAME").unwrap(), "web-0");
+        assert_eq!(env_of(&spec, "HOME").unwrap(), "/root");
+        assert!(env_of(&spec, "TERM").is_none());
+        let env = strings(&spec["process"]["env"]);
+        assert_eq!(env.iter().filter(|e| e.starts_with("A=")).count(), 1);
+
+        f.image.env.clear();
+        f.config.tty = true;
+        f.config.envs.push(cri::KeyValue {
+            key: "HOME".into(),
+            value: "/h".into(),
+        });
+        let spec = f.json();
+        assert_eq!(env_of(&spec, "PATH").unwrap(), DEFAULT_PATH);
+        assert_eq!(env_of(&spec, "HOME").unwrap(), "/h");
+        assert_eq!(env_of(&spec, "TERM").unwrap(), "xterm");
+        assert_eq!(spec["process"]["terminal"], true);
+
+        f.config.envs.push(cri::KeyValue {
+            key: "".into(),
+            value: "x".into(),
+        });
+        assert!(f.err().starts_with("config.envs[3].key:"), "{}", f.err());
+    }
+
+    #[test]
+    fn working_dir_request_image_default() {
+        let mut f = Fixture::new();
+        assert_eq!(f.json()["process"]["cwd"], "/");
+        f.image.working_dir = "/srv".into();
+        assert_eq!(f.json()["process"]["cwd"], "/srv");
+        f.config.working_dir = "/work".into();
+        assert_eq!(f.json()["process"]["cwd"], "/work");
+        f.config.working_dir = "rel".into();
+        assert!(f.err().starts_with("config.working_dir:"));
+    }
+
+    fn user(spec: &Value) -> (u64, u64, Vec<u64>) {
+        let u = &spec["process"]["user"];
+        (
+            u["uid"].as_u64().unwrap(),
+            u["gid"].as_u64().unwrap(),
+            u["additionalGids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g.as_u64().unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn user_from_the_security_context() {
+        let mut f = Fixture::new();
+        assert_eq!(user(&f.json()), (0, 0, vec![0]));
+        f.sc().run_as_user = Some(cri::Int64Value { value: 1000 });
+        let spec = f.json();
+        assert_eq!(user(&spec), (1000, 1000, vec![1000, 10, 44]));
+        assert_eq!(env_of(&spec, "HOME").unwrap(), "/home/app");
+        f.sc().run_as_group = Some(cri::Int64Value { value: 44 });
+        assert_eq!(user(&f.json()), (1000, 44, vec![44, 10]));
+        // A uid with no passwd entry: gid 0, HOME /.
+        f.sc().run_as_group = None;
+        f.sc().run_as_user = Some(cri::Int64Value { value: 4321 });
+        let spec = f.json();
+        assert_eq!(user(&spec), (4321, 0, vec![0]));
+        assert_eq!(env_of(&spec, "HOME").unwrap(), "/");
+        f.sc().run_as_user = None;
+        f.sc().run_as_username = "app".into();
+        let g = f.generate().unwrap();
+        assert_eq!((g.uid, g.gid), (1000, 1000));
+        f.sc().run_as_username = "ghost".into();
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.run_as_username:"),
+            "{}",
+            f.err()
+        );
+        f.sc().run_as_username.clear();
+        f.sc().run_as_group = Some(cri::Int64Value { value: 5 });
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.run_as_group:")
+        );
+        f.sc().run_as_user = Some(cri::Int64Value { value: -1 });
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.run_as_user:")
+        );
+    }
+
+    #[test]
+    fn user_from_the_image() {
+        let mut f = Fixture::new();
+        for (u, want) in [
+            ("1000", (1000, 1000)),
+            ("1000:44", (1000, 44)),
+            ("app", (1000, 1000)),
+            ("app:video", (1000, 44)),
+            ("nobody:29", (65534, 29)),
+            ("5000:6000", (5000, 6000)),
+        ] {
+            f.image.user = u.into();
+            let g = f.generate().unwrap();
+            assert_eq!((g.uid, g.gid), want, "USER {u}");
+        }
+        f.image.user = "ghost".into();
+        assert!(f.err().starts_with("config.image"), "{}", f.err());
+        f.image.user = "app:ghosts".into();
+        assert!(f.err().contains("ghosts"), "{}", f.err());
+        // The security context wins over the image.
+        f.sc().run_as_user = Some(cri::Int64Value { value: 0 });
+        assert_eq!(f.generate().unwrap().uid, 0);
+    }
+
+    #[test]
+    fn passwd_symlink_out_of_the_rootfs_is_not_followed() {
+        let mut f = Fixture::new();
+        let outside = f.root.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("passwd"), "evil:x:4242:4242::/evil:/bin/sh\n").unwrap();
+        let passwd = f.rootfs.join("etc/passwd");
+        std::fs::remove_file(&passwd).unwrap();
+        symlink(outside.join("passwd"), &passwd).unwrap();
+        f.image.user = "evil".into();
+        assert!(f.err().contains("not in the container's /etc/passwd"));
+        // A relative escape is clamped at the rootfs too.
+        std::fs::remove_file(&passwd).unwrap();
+        symlink("../../../../../../outside/passwd", &passwd).unwrap();
+        assert!(f.err().contains("not in the container's /etc/passwd"));
+        // A symlink inside the rootfs is followed (resolved against the rootfs).
+        std::fs::remove_file(&passwd).unwrap();
+        std::fs::create_dir_all(f.rootfs.join("lib")).unwrap();
+        std::fs::write(f.rootfs.join("lib/passwd"), "evil:x:7:7::/:/bin/sh\n").unwrap();
+        symlink("/lib/passwd", &passwd).unwrap();
+        assert_eq!(f.generate().unwrap().uid, 7);
+    }
+
+    #[test]
+    fn supplemental_groups_merge_and_strict() {
+        let mut f = Fixture::new();
+        f.image.user = "app".into();
+        f.sc().supplemental_groups = vec![5000, 10];
+        assert_eq!(user(&f.json()).2, vec![1000, 10, 44, 5000]);
+        f.sc().supplemental_groups_policy = cri::SupplementalGroupsPolicy::Strict as i32;
+        assert_eq!(user(&f.json()).2, vec![1000, 5000, 10]);
+        f.sc().supplemental_groups = vec![-3];
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.supplemental_groups[0]:")
+        );
+    }
+
+    #[test]
+    fn pod_files_shm_and_defaults() {
+        let mut f = Fixture::new();
+        let spec = f.json();
+        for (dest, file) in [
+            ("/etc/hostname", "hostname"),
+            ("/etc/hosts", "hosts"),
+            ("/etc/resolv.conf", "resolv.conf"),
+        ] {
+            let m = mount(&spec, dest).unwrap();
+            assert_eq!(m["type"], "bind");
+            assert_eq!(m["source"], f.pod.join(file).to_str().unwrap());
+            assert_eq!(strings(&m["options"]), v(&["rbind", "rprivate", "rw"]));
+        }
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+        ] {
+            assert!(mount(&spec, d).is_some(), "{d}");
+        }
+        let shm = mount(&spec, "/dev/shm").unwrap();
+        assert_eq!(shm["type"], "tmpfs");
+        assert!(strings(&shm["options"]).contains(&"size=65536k".to_string()));
+        assert!(strings(&mount(&spec, "/sys").unwrap()["options"]).contains(&"ro".to_string()));
+        assert!(
+            strings(&mount(&spec, "/sys/fs/cgroup").unwrap()["options"])
+                .contains(&"ro".to_string())
+        );
+
+        // The pod's /dev/shm; read-only rootfs makes the pod files read-only.
+        f.shm = Some(f.root.join("shm"));
+        f.sc().readonly_rootfs = true;
+        std::fs::remove_file(f.pod.join("hostname")).unwrap();
+        let spec = f.json();
+        let shm = mount(&spec, "/dev/shm").unwrap();
+        assert_eq!(shm["type"], "bind");
+        assert_eq!(shm["source"], f.root.join("shm").to_str().unwrap());
+        assert_eq!(
+            spec["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["destination"] == "/dev/shm")
+                .count(),
+            1
+        );
+        assert!(strings(&mount(&spec, "/etc/hosts").unwrap()["options"]).contains(&"ro".into()));
+        assert!(
+            mount(&spec, "/etc/hostname").is_none(),
+            "absent file mounted"
+        );
+        assert_eq!(spec["root"]["readonly"], true);
+    }
+
+    #[test]
+    fn cri_mounts() {
+        let mut f = Fixture::new();
+        let data = f.root.join("data");
+        let hosts = f.root.join("myhosts");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(&hosts, "1.2.3.4 x\n").unwrap();
+        f.config.mounts = vec![
+            cri::Mount {
+                container_path: "/data/".into(),
+                host_path: data.to_str().unwrap().into(),
+                readonly: true,
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: hosts.to_str().unwrap().into(),
+                propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/a/b/c".into(),
+                host_path: data.to_str().unwrap().into(),
+                propagation: cri::MountPropagation::PropagationBidirectional as i32,
+                ..Default::default()
+            },
+        ];
+        let spec = f.json();
+        let d = mount(&spec, "/data").unwrap();
+        assert_eq!(strings(&d["options"]), v(&["rbind", "rprivate", "ro"]));
+        let h = mount(&spec, "/etc/hosts").unwrap();
+        assert_eq!(h["source"], hosts.to_str().unwrap());
+        assert_eq!(strings(&h["options"]), v(&["rbind", "rslave", "rw"]));
+        let c = mount(&spec, "/a/b/c").unwrap();
+        assert_eq!(strings(&c["options"]), v(&["rbind", "rshared", "rw"]));
+        assert_eq!(spec["linux"]["rootfsPropagation"], "rshared");
+        // Only one /etc/hosts: the request's.
+        let dests: Vec<String> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(dests.iter().filter(|d| *d == "/etc/hosts").count(), 1);
+        // Shallow before deep after the defaults.
+        let pos = |p: &str| dests.iter().position(|d| d == p).unwrap();
+        assert!(pos("/data") < pos("/etc/hosts") && pos("/etc/hosts") < pos("/a/b/c"));
+
+        f.config.mounts[2].propagation = cri::MountPropagation::PropagationPrivate as i32;
+        assert_eq!(f.json()["linux"]["rootfsPropagation"], "rslave");
+
+        f.config.mounts[1].host_path = f.root.join("missing").to_str().unwrap().into();
+        assert!(
+            f.err().starts_with("config.mounts[1].host_path:"),
+            "{}",
+            f.err()
+        );
+        f.config.mounts[1].host_path = hosts.to_str().unwrap().into();
+        f.config.mounts[0].container_path = "rel".into();
+        assert!(f.err().starts_with("config.mounts[0].container_path:"));
+        f.config.mounts[0].container_path = "/data".into();
+        f.config.mounts[0].recursive_read_only = true;
+        assert!(strings(&mount(&f.json(), "/data").unwrap()["options"]).contains(&"rro".into()));
+        f.config.mounts[0].readonly = false;
+        assert!(f.err().starts_with("config.mounts[0].recursive_read_only:"));
+    }
+
+    #[test]
+    fn a_dev_mount_replaces_the_default_dev_mounts() {
+        let mut f = Fixture::new();
+        f.config.mounts = vec![cri::Mount {
+            container_path: "/dev".into(),
+            host_path: "/dev".into(),
+            ..Default::default()
+        }];
+        let spec = f.json();
+        assert!(mount(&spec, "/dev/pts").is_none());
+        assert!(mount(&spec, "/dev/mqueue").is_none());
+        assert_eq!(mount(&spec, "/dev").unwrap()["type"], "bind");
+    }
+
+    fn caps(spec: &Value) -> BTreeSet<String> {
+        strings(&spec["process"]["capabilities"]["bounding"])
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn capabilities_add_drop_all() {
+        let mut f = Fixture::new();
+        let defaults: BTreeSet<String> =
+            DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+        let spec = f.json();
+        assert_eq!(caps(&spec), defaults);
+        assert_eq!(
+            strings(&spec["process"]["capabilities"]["effective"]).len(),
+            defaults.len()
+        );
+        assert!(spec["process"]["capabilities"]["inheritable"].is_null());
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: v(&["NET_ADMIN", "cap_sys_time"]),
+            drop_capabilities: v(&["CAP_CHOWN", "kill"]),
+            ..Default::default()
+        });
+        let c = caps(&f.json());
+        assert!(c.contains("CAP_NET_ADMIN") && c.contains("CAP_SYS_TIME"));
+        assert!(!c.contains("CAP_CHOWN") && !c.contains("CAP_KILL"));
+        assert!(c.contains("CAP_SETUID"));
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: v(&["ALL"]),
+            drop_capabilities: v(&["SYS_ADMIN"]),
+            ..Default::default()
+        });
+        let c = caps(&f.json());
+        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!c.contains("CAP_SYS_ADMIN"));
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: v(&["NET_BIND_SERVICE"]),
+            drop_capabilities: v(&["all"]),
+            add_ambient_capabilities: v(&["NET_RAW"]),
+        });
+        let spec = f.json();
+        assert_eq!(
+            caps(&spec),
+            ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        );
+        assert_eq!(
+            strings(&spec["process"]["capabilities"]["ambient"]),
+            v(&["CAP_NET_RAW"])
+        );
+        f.sc().capabilities = Some(cri::Capability {
+            drop_capabilities: v(&["CHOWN", "NOT_A_CAP"]),
+            ..Default::default()
+        });
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.capabilities.drop_capabilities[1]:"),
+            "{}",
+            f.err()
+        );
+    }
+
+    #[test]
+    fn privileged_lifts_masks_seccomp_and_device_rules() {
+        let mut f = Fixture::new();
+        let spec = f.json();
+        assert_eq!(
+            strings(&spec["linux"]["maskedPaths"]),
+            v(DEFAULT_MASKED_PATHS)
+        );
+        assert_eq!(
+            strings(&spec["linux"]["readonlyPaths"]),
+            v(DEFAULT_READONLY_PATHS)
+        );
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], false);
+        f.sc().privileged = true;
+        f.sc().seccomp = Some(cri::SecurityProfile::default()); // RuntimeDefault
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.privileged:")
+        );
+        f.privileged_sandbox();
+        let spec = f.json();
+        assert!(spec["linux"]["maskedPaths"].is_null());
+        assert!(spec["linux"]["readonlyPaths"].is_null());
+        assert!(spec["linux"]["seccomp"].is_null());
+        assert_eq!(caps(&spec).len(), ALL_CAPABILITIES.len());
+        let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["allow"], true);
+        assert!(!strings(&mount(&spec, "/sys").unwrap()["options"]).contains(&"ro".into()));
+        assert!(
+            !strings(&mount(&spec, "/sys/fs/cgroup").unwrap()["options"]).contains(&"ro".into())
+        );
+        let devs = spec["linux"]["devices"].as_array().unwrap();
+        assert!(
+            devs.iter().any(|d| d["path"] == "/dev/null"),
+            "host devices"
+        );
+        assert!(
+            !devs
+                .iter()
+                .any(|d| d["path"].as_str().unwrap().starts_with("/dev/pts/"))
+        );
+        let ns = spec["linux"]["namespaces"].to_string();
+        assert!(!ns.contains("cgroup"));
+    }
+
+    #[test]
+    fn custom_masked_and_readonly_paths() {
+        let mut f = Fixture::new();
+        f.sc().masked_paths = v(&["/proc/x"]);
+        f.sc().readonly_paths = v(&["/proc/y"]);
+        let spec = f.json();
+        assert_eq!(strings(&spec["linux"]["maskedPaths"]), v(&["/proc/x"]));
+        assert_eq!(strings(&spec["linux"]["readonlyPaths"]), v(&["/proc/y"]));
+        f.sc().no_new_privs = true;
+        assert_eq!(f.json()["process"]["noNewPrivileges"], true);
+    }
+
+    fn refused(spec: &Value) -> Vec<String> {
+        strings(&spec["linux"]["seccomp"]["syscalls"][0]["names"])
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn seccomp_profiles() {
+        let mut f = Fixture::new();
+        assert!(
+            f.json()["linux"]["seccomp"].is_null(),
+            "no profile: unconfined"
+        );
+        f.sc().seccomp = Some(cri::SecurityProfile::default());
+        let spec = f.json();
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert!(refused(&spec).contains(&"mount".to_string()));
+        assert!(refused(&spec).contains(&"ptrace".to_string()));
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: v(&["SYS_ADMIN"]),
+            ..Default::default()
+        });
+        let spec = f.json();
+        assert!(!refused(&spec).contains(&"mount".to_string()));
+        assert!(refused(&spec).contains(&"ptrace".to_string()));
+
+        f.sc().seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Unconfined as i32,
+            ..Default::default()
+        });
+        assert!(f.json()["linux"]["seccomp"].is_null());
+
+        std::fs::write(
+            f.profiles.join("mine.json"),
+            r#"{"defaultAction":"SCMP_ACT_LOG","syscalls":[]}"#,
+        )
+        .unwrap();
+        f.sc().seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "mine.json".into(),
+        });
+        assert_eq!(
+            f.json()["linux"]["seccomp"]["defaultAction"],
+            "SCMP_ACT_LOG"
+        );
+        f.sc().seccomp.as_mut().unwrap().localhost_ref = "nope.json".into();
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.seccomp.localhost_ref:"),
+            "{}",
+            f.err()
+        );
+
+        // The deprecated string field.
+        f.sc().seccomp = None;
+        f.sc().seccomp_profile_path = "runtime/default".into();
+        assert_eq!(
+            f.json()["linux"]["seccomp"]["defaultAction"],
+            "SCMP_ACT_ALLOW"
+        );
+        f.sc().seccomp_profile_path =
+            format!("localhost/{}", f.profiles.join("mine.json").display());
+        assert_eq!(
+            f.json()["linux"]["seccomp"]["defaultAction"],
+            "SCMP_ACT_LOG"
+        );
+        f.sc().seccomp_profile_path = "unconfined".into();
+        assert!(f.json()["linux"]["seccomp"].is_null());
+        f.sc().seccomp_profile_path = "weird".into();
+        assert!(
+            f.err()
+                .starts_with("config.linux.security_context.seccomp_profile_path:")
+        );
+    }
+
+    #[test]
+    fn oom_score_adj_is_clamped_to_the_floor() {
+        let mut f = Fixture::new();
+        assert_eq!(f.json()["process"]["oomScoreAdj"], 0);
+        f.res().oom_score_adj = -997;
+        assert_eq!(f.json()["process"]["oomScoreAdj"], -997);
+        f.floor = -500;
+        assert_eq!(f.json()["process"]["oomScoreAdj"], -500);
+        f.res().oom_score_adj = 1000;
+        assert_eq!(f.json()["process"]["oomScoreAdj"], 1000);
+        f.floor = 0;
+        f.res().oom_score_adj = 0;
+        assert_eq!(f.json()["process"]["oomScoreAdj"], 0);
+        f.res().oom_score_adj = 1001;
+        assert!(f.err().starts_with("config.linux.resources.oom_score_adj:"));
+    }
+
+    #[test]
+    fn cgroups_paths_for_both_drivers() {
+        use CgroupDriver::*;
+        assert_eq!(
+            cgroups_path(Cgroupfs, "/kubepods/burstable/pod1", "abc").unwrap(),
+            "/kubepods/burstable/pod1/crius-abc"
+        );
+        assert_eq!(
+            cgroups_path(Cgroupfs, "", "abc").unwrap(),
+            "/crius/crius-abc"
+        );
+        assert_eq!(
+            cgroups_path(Cgroupfs, "kubepods/", "abc").unwrap(),
+            "/kubepods/crius-abc"
+        );
+        assert_eq!(cgroups_path(Cgroupfs, "/", "abc").unwrap(), "/crius-abc");
+        assert!(cgroups_path(Cgroupfs, "/a/../b", "abc").is_err());
+        assert_eq!(
+            cgroups_path(Systemd, "kubepods-besteffort-pod1.slice", "abc").unwrap(),
+            "kubepods-besteffort-pod1.slice:crius:abc"
+        );
+        assert_eq!(
+            cgroups_path(
+                Systemd,
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice",
+                "abc"
+            )
+            .unwrap(),
+            "kubepods-burstable-pod2.slice:crius:abc"
+        );
+        assert_eq!(
+            cgroups_path(Systemd, "", "abc").unwrap(),
+            "system.slice:crius:abc"
+        );
+        let e = cgroups_path(Systemd, "/kubepods/pod1", "abc")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("sandbox_config.linux.cgroup_parent:"), "{e}");
+
+        let mut f = Fixture::new();
+        assert_eq!(
+            f.json()["linux"]["cgroupsPath"],
+            "/kubepods/besteffort/pod123/crius-c0ffee"
+        );
+        f.driver = Systemd;
+        f.sandbox.linux.as_mut().unwrap().cgroup_parent = "kubepods-pod1.slice".into();
+        assert_eq!(
+            f.json()["linux"]["cgroupsPath"],
+            "kubepods-pod1.slice:crius:c0ffee"
+        );
+    }
+
+    fn ns(spec: &Value) -> Vec<(String, Option<String>)> {
+        spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["type"].as_str().unwrap().to_string(),
+                    n["path"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn namespaces_joined_and_pid_modes() {
+        let mut f = Fixture::new();
+        let got = ns(&f.json());
+        let has = |got: &[(String, Option<String>)], t: &str, p: Option<&str>| {
+            got.iter().any(|(gt, gp)| gt == t && gp.as_deref() == p)
+        };
+        assert!(has(&got, "network", Some("/run/crius/pods/p/net")));
+        assert!(has(&got, "ipc", Some("/run/crius/pods/p/ipc")));
+        assert!(has(&got, "uts", Some("/run/crius/pods/p/uts")));
+        assert!(has(&got, "mount", None));
+        assert!(has(&got, "pid", None));
+        assert!(has(&got, "cgroup", None));
+        assert!(f.json()["hostname"].is_null());
+
+        // Host network (and so host UTS), host IPC.
+        f.ns = PodNamespaces {
+            net: None,
+            ipc: None,
+            uts: Some("/x/uts".into()),
+        };
+        let got = ns(&f.json());
+        assert!(
+            !got.iter()
+                .any(|(t, _)| t == "network" || t == "uts" || t == "ipc")
+        );
+
+        f.sc().namespace_options = Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        });
+        assert!(!ns(&f.json()).iter().any(|(t, _)| t == "pid"));
+        f.sc().namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Container as i32;
+        assert!(ns(&f.json()).iter().any(|(t, _)| t == "pid"));
+        for mode in [cri::NamespaceMode::Pod, cri::NamespaceMode::Target] {
+            f.sc().namespace_options.as_mut().unwrap().pid = mode as i32;
+            let e = f.generate().unwrap_err();
+            assert!(matches!(e, CriError::FailedPrecondition(_)));
+            assert!(
+                e.to_string()
+                    .starts_with("config.linux.security_context.namespace_options.pid:")
+            );
+        }
+    }
+
+    #[test]
+    fn sysctls_annotations_and_stop_signal() {
+        let mut f = Fixture::new();
+        f.sandbox
+            .linux
+            .as_mut()
+            .unwrap()
+            .sysctls
+            .insert("net.ipv4.ip_forward".into(), "1".into());
+        f.config.annotations.insert("mine".into(), "yes".into());
+        let g = f.generate().unwrap();
+        assert_eq!(g.stop_signal, "SIGQUIT");
+        let spec = serde_json::to_value(g.spec).unwrap();
+        assert_eq!(spec["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        let a = &spec["annotations"];
+        assert_eq!(a["mine"], "yes");
+        assert_eq!(a[ANN_CONTAINER_TYPE], "container");
+        assert_eq!(a[ANN_SANDBOX_ID], "5a4d");
+        assert_eq!(a[ANN_SANDBOX_NAME], "web");
+        assert_eq!(a[ANN_SANDBOX_NAMESPACE], "default");
+        assert_eq!(a[ANN_SANDBOX_UID], "uid-1");
+        assert_eq!(a[ANN_CONTAINER_NAME], "ctr");
+        assert_eq!(a[ANN_IMAGE_NAME], "busybox:latest");
+    }
+
+    #[test]
+    fn resources_mapping() {
+        let r = cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            hugepage_limits: vec![cri::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: [("memory.high".to_string(), "1000000".to_string())].into(),
+            ..Default::default()
+        };
+        let out = Value::Object(resources(Some(&r), true).unwrap());
+        assert_eq!(out["cpu"]["period"], 100_000);
+        assert_eq!(out["cpu"]["quota"], 50_000);
+        assert_eq!(out["cpu"]["shares"], 512);
+        assert_eq!(out["cpu"]["cpus"], "0-1");
+        assert_eq!(out["cpu"]["mems"], "0");
+        assert_eq!(out["memory"]["limit"], 64 << 20);
+        assert_eq!(out["memory"]["swap"], 64 << 20, "no swapping by default");
+        assert_eq!(out["hugepageLimits"][0]["pageSize"], "2MB");
+        assert_eq!(out["hugepageLimits"][0]["limit"], 4 << 20);
+        assert_eq!(out["unified"]["memory.high"], "1000000");
+        let out = Value::Object(resources(Some(&r), false).unwrap());
+        assert!(out["memory"]["swap"].is_null());
+        let r2 = cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        };
+        let out = Value::Object(resources(Some(&r2), true).unwrap());
+        assert_eq!(out["memory"]["swap"], 128 << 20);
+        assert!(resources(None, true).unwrap().is_empty());
+        let bad = cri::LinuxContainerResources {
+            cpu_shares: -1,
+            ..Default::default()
+        };
+        let e = resources(Some(&bad), true).unwrap_err().to_string();
+        assert!(e.starts_with("config.linux.resources.cpu_shares:"), "{e}");
+
+        // Through generate: the typed spec holds them.
+        let mut f = Fixture::new();
+        *f.res() = r;
+        let g = f.generate().unwrap();
+        let res = g
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap();
+        assert_eq!(res.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
+
+    #[test]
+    fn devices_from_host_paths() {
+        let mut f = Fixture::new();
+        f.config.devices = vec![cri::Device {
+            container_path: "/dev/mynull".into(),
+            host_path: "/dev/null".into(),
+            permissions: "rw".into(),
+        }];
+        let spec = f.json();
+        let d = &spec["linux"]["devices"][0];
+        assert_eq!(d["path"], "/dev/mynull");
+        assert_eq!(d["type"], "c");
+        assert_eq!(
+            (d["major"].as_i64(), d["minor"].as_i64()),
+            (Some(1), Some(3))
+        );
+        let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false);
+        assert_eq!(rules[1]["allow"], true);
+        assert_eq!(rules[1]["access"], "rw");
+        assert_eq!(
+            (rules[1]["major"].as_i64(), rules[1]["minor"].as_i64()),
+            (Some(1), Some(3))
+        );
+
+        f.config.devices[0].permissions = "rwx".into();
+        assert!(f.err().starts_with("config.devices[0].permissions:"));
+        f.config.devices[0].permissions = String::new();
+        f.config.devices[0].host_path = "/dev/does-not-exist".into();
+        assert!(f.err().starts_with("config.devices[0].host_path:"));
+        f.config.devices[0].host_path = f.rootfs.join("etc/passwd").to_str().unwrap().into();
+        assert!(f.err().contains("is not a device"));
+    }
+
+    #[test]
+    fn spec_json_has_what_runc_needs() {
+        let f = Fixture::new();
+        let g = f.generate().unwrap();
+        assert_eq!((g.uid, g.gid), (0, 0));
+        let text = serde_json::to_string(&g.spec).unwrap();
+        let spec: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(spec["ociVersion"], "1.1.0");
+        assert_eq!(spec["root"]["path"], f.rootfs.to_str().unwrap());
+        assert_eq!(spec["root"]["readonly"], false);
+        assert!(spec["process"]["args"].is_array());
+        assert!(spec["process"]["env"].is_array());
+        assert_eq!(spec["process"]["cwd"], "/");
+        assert_eq!(spec["process"]["user"]["uid"], 0);
+        assert!(spec["process"]["capabilities"]["bounding"].is_array());
+        assert!(spec["mounts"].as_array().unwrap().len() >= 7);
+        assert!(spec["linux"]["namespaces"].is_array());
+        assert!(spec["linux"]["cgroupsPath"].is_string());
+        assert!(spec["linux"]["resources"]["devices"].is_array());
+        // It round-trips through the typed spec.
+        let back: oci_spec::runtime::Spec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, g.spec);
+    }
+
+    #[test]
+    fn host_probes() {
+        assert_eq!(
+            cap_eff_has("Name:\tx\nCapEff:\t0000000001000000\n", 24),
+            Some(true)
+        );
+        assert_eq!(cap_eff_has("CapEff:\t0000000000000000\n", 24), Some(false));
+        assert_eq!(cap_eff_has("nothing", 24), None);
+        let own = own_oom_score_adj();
+        assert!((-1000..=1000).contains(&own));
+        let _ = host_can_set_negative_oom_score_adj();
+    }
+}
