@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod container;
 mod error;
 mod image;
 mod pinns;

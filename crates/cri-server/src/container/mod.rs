@@ -1,0 +1,4 @@
+//! Containers (issue 4).
+
+pub mod seccomp;
+pub mod spec;
