@@ -389,13 +389,19 @@ fn environment(
         set_env(&mut env, key, entry.clone());
     }
     for (i, kv) in config.envs.iter().enumerate() {
-        if kv.key.is_empty() || kv.key.contains(['=', '\0']) || kv.value.contains('\0') {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
             return Err(CriError::invalid(
                 format!("config.envs[{i}].key"),
                 format!(
                     "{:?} is not a usable variable name (empty, or holds '=' or NUL)",
                     kv.key
                 ),
+            ));
+        }
+        if kv.value.contains('\0') {
+            return Err(CriError::invalid(
+                format!("config.envs[{i}].value"),
+                "must not contain a NUL byte",
             ));
         }
         set_env(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
@@ -1593,6 +1599,11 @@ mod tests {
             value: "x".into(),
         });
         assert!(f.err().starts_with("config.envs[3].key:"), "{}", f.err());
+        f.config.envs[3] = cri::KeyValue {
+            key: "K".into(),
+            value: "a\0b".into(),
+        };
+        assert!(f.err().starts_with("config.envs[3].value:"), "{}", f.err());
     }
 
     #[test]
