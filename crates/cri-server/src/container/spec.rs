@@ -1146,10 +1146,21 @@ fn devices(
 // ---------------------------------------------------------------------------
 // Resources, cgroups, namespaces
 
-/// Whether the host accounts swap (cgroup v2, or v1 with memsw files).
+/// Whether the host accounts swap, as containerd checks it: on cgroup v2, whether this
+/// process's own cgroup has `memory.swap.max` (the root cgroup has none); on v1, whether
+/// the memory hierarchy has the memsw files.
 fn swap_accounting() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-        || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        return match own.lines().find_map(|l| l.strip_prefix("0::")) {
+            Some("/") | None => Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
+            Some(path) => Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join("memory.swap.max")
+                .exists(),
+        };
+    }
+    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
 }
 
 fn non_negative(field: &str, v: i64) -> Result<u64, CriError> {
