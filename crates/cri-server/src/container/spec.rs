@@ -203,7 +203,9 @@ pub fn own_oom_score_adj() -> i64 {
         .unwrap_or(0)
 }
 
-/// Generates the OCI spec of a container.
+/// Generates the OCI spec of a container. Blocking (reads files): call it from
+/// `spawn_blocking`. Every refusal names the CRI field (`config.…` for the container
+/// config, `sandbox_config.…` for the pod's).
 pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
     let config = input.config;
     let linux = config.linux.clone().unwrap_or_default();
@@ -300,7 +302,7 @@ pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
     }
     let seccomp = seccomp_profile(&sc, privileged, &bounding, input.seccomp_profile_root)?;
 
-    let mut spec = json!({
+    let spec = json!({
         "ociVersion": "1.1.0",
         "process": process,
         "root": {
@@ -311,8 +313,8 @@ pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
         "annotations": annotations(input),
         "linux": Value::Object(linux_json),
     });
-    let mut spec: oci_spec::runtime::Spec = serde_json::from_value(std::mem::take(&mut spec))
-        .map_err(|e| CriError::internal("building the OCI spec", e))?;
+    let mut spec: oci_spec::runtime::Spec =
+        serde_json::from_value(spec).map_err(|e| CriError::internal("building the OCI spec", e))?;
     if let (Some(profile), Some(l)) = (seccomp, spec.linux_mut().as_mut()) {
         l.set_seccomp(Some(profile));
     }
