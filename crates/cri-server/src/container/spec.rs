@@ -2354,6 +2354,34 @@ mod tests {
     }
 
     #[test]
+    fn id_files_tolerate_garbage_and_symlink_loops() {
+        let p = parse_passwd("bad\n:x:y:z\nok:x:5:6:g:/h:/bin/sh\nshort:x:7:8\n");
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].uid, p[0].gid, p[0].home.as_str()), (5, 6, "/h"));
+        assert_eq!((p[1].uid, p[1].home.as_str()), (7, ""));
+        let g = parse_group("g:x:9:a, b,,c\nbad\nh:x:10\n");
+        assert_eq!(g[0].members, v(&["a", "b", "c"]));
+        assert!(g[1].members.is_empty());
+
+        let mut f = Fixture::new();
+        let passwd = f.rootfs.join("etc/passwd");
+        std::fs::remove_file(&passwd).unwrap();
+        symlink("/etc/passwd", &passwd).unwrap();
+        f.image.user = "app".into();
+        let e = f.generate().unwrap_err();
+        assert!(matches!(e, CriError::Internal(_)), "{e}");
+    }
+
+    #[test]
+    fn host_network_pod_without_hostname_gets_the_hosts() {
+        let mut f = Fixture::new();
+        f.sandbox.hostname.clear();
+        f.ns.net = None;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(env_of(&f.json(), "HOSTNAME").unwrap(), host.trim());
+    }
+
+    #[test]
     fn host_probes() {
         assert_eq!(
             cap_eff_has("Name:\tx\nCapEff:\t0000000001000000\n", 24),
