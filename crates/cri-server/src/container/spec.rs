@@ -203,7 +203,9 @@ pub fn own_oom_score_adj() -> i64 {
         .unwrap_or(0)
 }
 
-/// Generates the OCI spec of a container.
+/// Generates the OCI spec of a container. Blocking (reads files): call it from
+/// `spawn_blocking`. Every refusal names the CRI field (`config.…` for the container
+/// config, `sandbox_config.…` for the pod's).
 pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
     let config = input.config;
     let linux = config.linux.clone().unwrap_or_default();
@@ -300,7 +302,7 @@ pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
     }
     let seccomp = seccomp_profile(&sc, privileged, &bounding, input.seccomp_profile_root)?;
 
-    let mut spec = json!({
+    let spec = json!({
         "ociVersion": "1.1.0",
         "process": process,
         "root": {
@@ -311,8 +313,8 @@ pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
         "annotations": annotations(input),
         "linux": Value::Object(linux_json),
     });
-    let mut spec: oci_spec::runtime::Spec = serde_json::from_value(std::mem::take(&mut spec))
-        .map_err(|e| CriError::internal("building the OCI spec", e))?;
+    let mut spec: oci_spec::runtime::Spec =
+        serde_json::from_value(spec).map_err(|e| CriError::internal("building the OCI spec", e))?;
     if let (Some(profile), Some(l)) = (seccomp, spec.linux_mut().as_mut()) {
         l.set_seccomp(Some(profile));
     }
@@ -389,13 +391,19 @@ fn environment(
         set_env(&mut env, key, entry.clone());
     }
     for (i, kv) in config.envs.iter().enumerate() {
-        if kv.key.is_empty() || kv.key.contains(['=', '\0']) || kv.value.contains('\0') {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
             return Err(CriError::invalid(
                 format!("config.envs[{i}].key"),
                 format!(
                     "{:?} is not a usable variable name (empty, or holds '=' or NUL)",
                     kv.key
                 ),
+            ));
+        }
+        if kv.value.contains('\0') {
+            return Err(CriError::invalid(
+                format!("config.envs[{i}].value"),
+                "must not contain a NUL byte",
             ));
         }
         set_env(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
@@ -1140,10 +1148,21 @@ fn devices(
 // ---------------------------------------------------------------------------
 // Resources, cgroups, namespaces
 
-/// Whether the host accounts swap (cgroup v2, or v1 with memsw files).
+/// Whether the host accounts swap, as containerd checks it: on cgroup v2, whether this
+/// process's own cgroup has `memory.swap.max` (the root cgroup has none); on v1, whether
+/// the memory hierarchy has the memsw files.
 fn swap_accounting() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-        || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        return match own.lines().find_map(|l| l.strip_prefix("0::")) {
+            Some("/") | None => Path::new("/sys/fs/cgroup/memory.swap.max").exists(),
+            Some(path) => Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join("memory.swap.max")
+                .exists(),
+        };
+    }
+    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
 }
 
 fn non_negative(field: &str, v: i64) -> Result<u64, CriError> {
@@ -1593,6 +1612,11 @@ mod tests {
             value: "x".into(),
         });
         assert!(f.err().starts_with("config.envs[3].key:"), "{}", f.err());
+        f.config.envs[3] = cri::KeyValue {
+            key: "K".into(),
+            value: "a\0b".into(),
+        };
+        assert!(f.err().starts_with("config.envs[3].value:"), "{}", f.err());
     }
 
     #[test]
@@ -2327,6 +2351,34 @@ mod tests {
         // It round-trips through the typed spec.
         let back: oci_spec::runtime::Spec = serde_json::from_str(&text).unwrap();
         assert_eq!(back, g.spec);
+    }
+
+    #[test]
+    fn id_files_tolerate_garbage_and_symlink_loops() {
+        let p = parse_passwd("bad\n:x:y:z\nok:x:5:6:g:/h:/bin/sh\nshort:x:7:8\n");
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].uid, p[0].gid, p[0].home.as_str()), (5, 6, "/h"));
+        assert_eq!((p[1].uid, p[1].home.as_str()), (7, ""));
+        let g = parse_group("g:x:9:a, b,,c\nbad\nh:x:10\n");
+        assert_eq!(g[0].members, v(&["a", "b", "c"]));
+        assert!(g[1].members.is_empty());
+
+        let mut f = Fixture::new();
+        let passwd = f.rootfs.join("etc/passwd");
+        std::fs::remove_file(&passwd).unwrap();
+        symlink("/etc/passwd", &passwd).unwrap();
+        f.image.user = "app".into();
+        let e = f.generate().unwrap_err();
+        assert!(matches!(e, CriError::Internal(_)), "{e}");
+    }
+
+    #[test]
+    fn host_network_pod_without_hostname_gets_the_hosts() {
+        let mut f = Fixture::new();
+        f.sandbox.hostname.clear();
+        f.ns.net = None;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(env_of(&f.json(), "HOSTNAME").unwrap(), host.trim());
     }
 
     #[test]
