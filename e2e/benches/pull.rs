@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crius_e2e::images::*;
@@ -35,37 +35,6 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn wait_socket(
-    sock: &Path,
-    child: &mut Child,
-    log: &Path,
-) -> ImageServiceClient<tonic::transport::Channel> {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!(
-                "daemon exited {st}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if let Ok(ch) = connect(sock).await {
-            let mut c = ImageServiceClient::new(ch);
-            if c.list_images(cri::ListImagesRequest { filter: None })
-                .await
-                .is_ok()
-            {
-                return c;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon did not answer: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn timed_pull(
     c: &mut ImageServiceClient<tonic::transport::Channel>,
     image: &str,
@@ -82,20 +51,6 @@ async fn timed_pull(
     .await
     .expect("pull");
     start.elapsed()
-}
-
-fn stop(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
@@ -127,9 +82,10 @@ async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut c = wait_socket(&root.join("run/crius.sock"), &mut child, &log).await;
+    let mut c =
+        ImageServiceClient::new(wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await);
     let t = timed_pull(&mut c, image).await;
-    stop(child);
+    stop_child(child);
     force_clean(root);
     t
 }
@@ -173,9 +129,9 @@ state = "{r}/state"
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("containerd (Debian's containerd package) must be installed");
-    let mut c = wait_socket(&sock, &mut child, &log).await;
+    let mut c = ImageServiceClient::new(wait_for_cri(&sock, &mut child, &log).await);
     let t = timed_pull(&mut c, image).await;
-    stop(child);
+    stop_child(child);
     force_clean(root);
     t
 }

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crius_e2e::images::*;
@@ -22,44 +22,6 @@ use serde_json::json;
 const PODS: usize = 30;
 
 type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-
-async fn wait_socket(sock: &Path, child: &mut Child, log: &Path) -> Rt {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!(
-                "daemon exited {st}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if let Ok(ch) = connect(sock).await {
-            let mut c = RuntimeServiceClient::new(ch);
-            if c.version(cri::VersionRequest::default()).await.is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon did not answer: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 async fn lifecycle(rt: &mut Rt, tag: &str) -> Vec<Duration> {
     let mut out = Vec::new();
@@ -138,9 +100,11 @@ async fn crius(root: &Path, network: &str) -> Vec<Duration> {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut rt = wait_socket(&root.join("run/crius.sock"), &mut child, &log).await;
+    let mut rt = RuntimeServiceClient::new(
+        wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await,
+    );
     let t = lifecycle(&mut rt, "crius").await;
-    stop(child);
+    stop_child(child);
     t
 }
 
@@ -184,7 +148,7 @@ state = "{r}/state"
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("containerd");
-    let mut rt = wait_socket(&sock, &mut child, &log).await;
+    let mut rt = RuntimeServiceClient::new(wait_for_cri(&sock, &mut child, &log).await);
     // Pull the pause image first: the timing is of the sandbox, not of the pull.
     let mut img =
         crius_e2e::v1::image_service_client::ImageServiceClient::new(connect(&sock).await.unwrap());
@@ -199,7 +163,7 @@ state = "{r}/state"
     .await
     .expect("pulling the pause image into containerd");
     let t = lifecycle(&mut rt, "containerd").await;
-    stop(child);
+    stop_child(child);
     // containerd leaves its shims' mounts and state under root: unmount before removal.
     t
 }

@@ -451,6 +451,8 @@ pub fn leaks(root: &Path) -> Vec<String> {
         "state/snapshots/lock",
         "run",
         "run/pods",
+        "run/containers",
+        "run/s",
         "cni-conf",
     ]
     .iter()
@@ -632,4 +634,50 @@ pub fn run_cmd(program: &str, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until a CRI server started as `child` answers Version on `sock`; panics
+/// with its log if it exits or does not answer within [`DEADLINE`].
+pub async fn wait_for_cri(sock: &Path, child: &mut Child, log: &Path) -> Channel {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(ch) = connect(sock).await {
+            if RuntimeServiceClient::new(ch.clone())
+                .version(cri::VersionRequest::default())
+                .await
+                .is_ok()
+            {
+                return ch;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "daemon did not answer: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERMs a daemon and waits for it (SIGKILL after 20 s).
+pub fn stop_child(mut child: Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

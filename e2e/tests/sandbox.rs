@@ -685,7 +685,12 @@ async fn version_status_runtime_config_and_unimplemented() {
         d.rt.create_container(cri::CreateContainerRequest::default())
             .await
             .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("pod_sandbox_id"),
+        "{}",
+        err.message()
+    );
     let err = d.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     // An empty image spec names the field.

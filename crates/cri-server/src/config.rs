@@ -37,6 +37,9 @@ default_runtime = "runc"
 # (`criusd pinns ...`), which is what you want unless you are testing.
 pinns_path = ""
 
+# The per-container shim. Empty: crius-shim next to the criusd binary.
+shim_path = ""
+
 # Image pulls.
 [images]
 # Layers downloaded at once per pull.
@@ -258,6 +261,7 @@ pub struct Config {
     pub cgroup_driver: CgroupDriverSetting,
     pub default_runtime: String,
     pub pinns_path: PathBuf,
+    pub shim_path: PathBuf,
     pub images: ImagesConfig,
     pub network: NetworkConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
@@ -286,6 +290,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriverSetting::Auto,
             default_runtime: "runc".to_string(),
             pinns_path: PathBuf::new(),
+            shim_path: PathBuf::new(),
             images: ImagesConfig::default(),
             network: NetworkConfig::default(),
             runtimes,

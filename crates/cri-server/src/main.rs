@@ -3,6 +3,7 @@
 
 mod config;
 mod container;
+mod containers;
 mod error;
 mod image;
 mod pinns;
@@ -12,6 +13,7 @@ mod server;
 mod singleflight;
 mod store;
 mod sys;
+mod util;
 mod validate;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -292,10 +294,11 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .context("opening the image stores")??
     };
+    let snapshots = Arc::new(snapshots);
     let images = Arc::new(image::Images::new(
         store.clone(),
         Arc::new(content),
-        Arc::new(snapshots),
+        snapshots.clone(),
         &config.images,
     ));
     let helper = if config.pinns_path.as_os_str().is_empty() {
@@ -327,9 +330,29 @@ async fn serve(config: Config) -> Result<()> {
             .context("reconciling the pod network with the store")?;
         info!(?report, "pod network reconciled");
     }
+    let shim_binary = if config.shim_path.as_os_str().is_empty() {
+        std::env::current_exe()
+            .context("locating the criusd binary")?
+            .with_file_name("crius-shim")
+    } else {
+        config.shim_path.clone()
+    };
+    let containers = Arc::new(containers::Containers::new(
+        config.clone(),
+        store.clone(),
+        sandboxes.clone(),
+        images.clone(),
+        snapshots,
+        shim_binary,
+    ));
+    containers
+        .recover()
+        .await
+        .context("recovering containers at start-up")?;
     let cri = server::Cri {
         config: config.clone(),
         sandboxes,
+        containers,
         network,
     };
     info!(

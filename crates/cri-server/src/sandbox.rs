@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crius_cni::{NetworkBackend, PodNetworkRequest};
 use k8s_cri::v1 as cri;
@@ -29,6 +29,7 @@ use crate::error::{CriError, CriResult};
 use crate::pinns::{self, PinRequest};
 use crate::podfiles::{self, PodFiles};
 use crate::store::{PinnedNamespaces, PodRecord, PodState, Reserve, Store};
+use crate::util::{Locks, blocking, now_nanos};
 use crate::validate::{self, ValidPod};
 
 /// How long the namespace helper may take.
@@ -46,27 +47,6 @@ struct Inflight {
     result: watch::Receiver<Outcome>,
 }
 
-/// Per-id async locks.
-#[derive(Default)]
-struct Locks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl Locks {
-    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(id.to_string()).or_default().clone()
-        };
-        m.lock_owned().await
-    }
-
-    fn forget(&self, id: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(id);
-    }
-}
-
 /// The pod sandbox manager.
 pub struct Sandboxes {
     config: Arc<Config>,
@@ -75,22 +55,6 @@ pub struct Sandboxes {
     helper: PathBuf,
     locks: Locks,
     inflight: Mutex<HashMap<String, Arc<Inflight>>>,
-}
-
-/// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CriError> + Send + 'static,
-) -> CriResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CriError::internal("blocking task", e))?
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A new 64-hex-digit id, as containerd and CRI-O make them.
@@ -355,6 +319,11 @@ impl Sandboxes {
             }
         })
         .await
+    }
+
+    /// A pod by full id or unique prefix.
+    pub async fn get(&self, id: &str) -> CriResult<Option<PodRecord>> {
+        self.resolve(id, "pod_sandbox_id").await
     }
 
     /// StopPodSandbox: idempotent; a missing sandbox is already stopped.

@@ -27,6 +27,7 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 pub struct Cri {
     pub config: Arc<Config>,
     pub sandboxes: Arc<Sandboxes>,
+    pub containers: Arc<crate::containers::Containers>,
     pub network: Arc<dyn NetworkBackend>,
 }
 
@@ -130,7 +131,14 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         let span = tracing::info_span!("StopPodSandbox", pod_id = %id);
-        self.sandboxes.stop(&id).instrument(span).await?;
+        async {
+            if let Some(pod) = self.sandboxes.get(&id).await? {
+                self.containers.stop_pod(&pod.id).await?;
+            }
+            self.sandboxes.stop(&id).await
+        }
+        .instrument(span)
+        .await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -140,7 +148,14 @@ impl RuntimeService for Cri {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         let span = tracing::info_span!("RemovePodSandbox", pod_id = %id);
-        self.sandboxes.remove(&id).instrument(span).await?;
+        async {
+            if let Some(pod) = self.sandboxes.get(&id).await? {
+                self.containers.remove_pod(&pod.id).await?;
+            }
+            self.sandboxes.remove(&id).await
+        }
+        .instrument(span)
+        .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -288,16 +303,123 @@ impl RuntimeService for Cri {
         ))
     }
 
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let span =
+            tracing::info_span!("CreateContainer", pod_id = %req.pod_sandbox_id, name = %name);
+        if req.pod_sandbox_id.is_empty() {
+            return Err(CriError::invalid("pod_sandbox_id", "must not be empty").into());
+        }
+        let id = self
+            .containers
+            .create(&req.pod_sandbox_id, req.config, req.sandbox_config)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let span = tracing::info_span!("StartContainer", container_id = %id);
+        self.containers.start(&id).instrument(span).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("StopContainer", container_id = %req.container_id);
+        self.containers
+            .stop(&req.container_id, req.timeout)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let span = tracing::info_span!("RemoveContainer", container_id = %id);
+        self.containers.remove(&id).instrument(span).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let containers = self.containers.list(request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let req = request.into_inner();
+        let resp = self
+            .containers
+            .status(&req.container_id, req.verbose)
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let span =
+            tracing::info_span!("UpdateContainerResources", container_id = %req.container_id);
+        self.containers
+            .update(&req.container_id, req.linux)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.containers.reopen_log(&id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("ExecSync", container_id = %req.container_id);
+        let resp = self
+            .containers
+            .exec_sync(&req.container_id, req.cmd, req.timeout)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(resp))
+    }
+
     unimplemented_rpcs! {
-        create_container(CreateContainerRequest) -> CreateContainerResponse, "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse, "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse, "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse, "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse, "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse, "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse, "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse, "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse, "ExecSync";
         exec(ExecRequest) -> ExecResponse, "Exec";
         attach(AttachRequest) -> AttachResponse, "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward";

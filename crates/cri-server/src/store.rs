@@ -20,6 +20,8 @@ const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const POD_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pod_names");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const IMAGE_REFS: TableDefinition<&str, &str> = TableDefinition::new("image_refs");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const CONTAINER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("container_names");
 /// IP leases: `network \x1f family \x1f pod id` -> address.
 const IP_LEASES: TableDefinition<&str, &str> = TableDefinition::new("ip_leases");
 
@@ -90,6 +92,62 @@ pub struct PodRecord {
     /// Pod addresses, primary first.
     #[serde(default)]
     pub ips: Vec<String>,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// CreateContainer is making it; found at start-up, it is undone.
+    Creating,
+    Created,
+    Running,
+    Exited,
+}
+
+/// A container, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    /// The reserved name, `name_podname_podnamespace_poduid_attempt`.
+    pub name: String,
+    pub state: ContainerState,
+    pub created_at: i64,
+    #[serde(default)]
+    pub started_at: i64,
+    #[serde(default)]
+    pub finished_at: i64,
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// The config the kubelet sent.
+    pub config: k8s_cri::v1::ContainerConfig,
+    /// The image as the kubelet named it, and its id.
+    pub image: String,
+    pub image_ref: String,
+    /// Absolute CRI log path, if the pod has a log directory.
+    pub log_path: Option<PathBuf>,
+    /// OCI bundle (config.json, rootfs, exit record).
+    pub bundle: PathBuf,
+    /// The shim's socket.
+    pub socket: PathBuf,
+    /// The OCI runtime binary.
+    pub runtime: PathBuf,
+    #[serde(default)]
+    pub pid: u32,
+    /// The image's stop signal ("" for SIGTERM).
+    #[serde(default)]
+    pub stop_signal: String,
+    /// The user the process runs as (resolved in the container's own files).
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// One layer of an image, as pulled.
@@ -177,6 +235,8 @@ impl Store {
             txn.open_table(IMAGES).map_err(|e| open_err(&e))?;
             txn.open_table(IMAGE_REFS).map_err(|e| open_err(&e))?;
             txn.open_table(IP_LEASES).map_err(|e| open_err(&e))?;
+            txn.open_table(CONTAINERS).map_err(|e| open_err(&e))?;
+            txn.open_table(CONTAINER_NAMES).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))?;
         Ok(Store { db: Arc::new(db) })
@@ -408,6 +468,76 @@ impl Store {
             }
         }
         txn.commit().map_err(db_err)
+    }
+}
+
+impl Store {
+    /// Writes a new container and reserves its name, unless the name is taken.
+    pub fn insert_container(&self, c: &ContainerRecord) -> Result<Reserve, StoreError> {
+        let value = serde_json::to_vec(c).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut names = txn.open_table(CONTAINER_NAMES).map_err(db_err)?;
+            if let Some(existing) = names.get(c.name.as_str()).map_err(db_err)? {
+                return Ok(Reserve::Taken(existing.value().to_string()));
+            }
+            names
+                .insert(c.name.as_str(), c.id.as_str())
+                .map_err(db_err)?;
+            let mut t = txn.open_table(CONTAINERS).map_err(db_err)?;
+            t.insert(c.id.as_str(), value.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Reserve::Done)
+    }
+
+    /// Replaces a container's record.
+    pub fn update_container(&self, c: &ContainerRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(c).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(CONTAINERS).map_err(db_err)?;
+            t.insert(c.id.as_str(), value.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Deletes a container and frees its name; missing is fine.
+    pub fn delete_container(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(CONTAINERS).map_err(db_err)?;
+            let old = t.remove(id).map_err(db_err)?.map(|v| v.value().to_vec());
+            let mut names = txn.open_table(CONTAINER_NAMES).map_err(db_err)?;
+            if let Some(old) = old {
+                if let Ok(c) = decode::<ContainerRecord>(id, &old) {
+                    names.remove(c.name.as_str()).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// One container by exact id.
+    pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CONTAINERS).map_err(db_err)?;
+        match t.get(id).map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => decode(id, v.value()).map(Some),
+        }
+    }
+
+    /// Every container.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CONTAINERS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
     }
 }
 

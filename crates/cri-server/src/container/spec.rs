@@ -17,7 +17,6 @@
 //! - A config without `namespace_options` (crictl's minimal configs) gets a
 //!   per-container PID namespace; an explicit `POD` or `TARGET` PID mode is refused
 //!   until the pod keeps a PID namespace of its own.
-#![allow(dead_code)] // used by the container manager (issue 4)
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -1242,6 +1241,11 @@ fn resources(
         out.insert("unified".into(), json!(r.unified));
     }
     Ok(out)
+}
+
+/// linux.resources for UpdateContainerResources (the shim passes them to `runc update`).
+pub fn linux_resources(r: &cri::LinuxContainerResources) -> Result<Value, CriError> {
+    Ok(Value::Object(resources(Some(r), swap_accounting())?))
 }
 
 /// process.oomScoreAdj: the request's, never below what the daemon may set.

@@ -30,6 +30,7 @@ use crate::config::ImagesConfig;
 use crate::error::{CriError, CriResult};
 use crate::singleflight::SingleFlight;
 use crate::store::{ImageRecord, LayerRecord, Store};
+use crate::util::{blocking, now_nanos};
 use manifest::{Descriptor, ImageConfigFile};
 use reference::Reference;
 use registry::{Registry, Source};
@@ -63,21 +64,6 @@ pub struct Images {
     /// Pulls hold it shared, garbage collection exclusively: GC never deletes the
     /// blobs and layers of a pull that has not written its image record yet.
     gc: tokio::sync::RwLock<()>,
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> CriResult<T> + Send + 'static,
-) -> CriResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CriError::internal("blocking task", e))?
 }
 
 fn snap_err(context: impl std::fmt::Display) -> impl FnOnce(crius_snapshotter::Error) -> CriError {

@@ -1,0 +1,943 @@
+//! Containers: one crius-shim per container driving runc or crun.
+//!
+//! Invariants (what start-up recovery relies on):
+//! - A record is written in state `Creating`, with its name reserved, before anything
+//!   is made on the host; it becomes `Created` only when the shim holds a created
+//!   container. A `Creating` record found at start-up is undone.
+//! - Everything a container owns lives in its bundle `<run_dir>/containers/<id>/`
+//!   (config.json, the mounted rootfs, the exit record), its writable snapshot (keyed
+//!   by the container id), and its shim (socket `<run_dir>/s/<id prefix>.sock`).
+//!   [`Containers::release`] undoes all of it and is safe on a half-made container.
+//! - The shim, not criusd, holds the container's stdio, writes its log and records its
+//!   exit durably; criusd can die at any moment. Each running container has a waiter
+//!   task that turns the shim's exit report into the record's `Exited` state; at
+//!   start-up the waiters are re-established, and a container whose shim is gone is
+//!   reported from its exit record, or as exited with reason `ShimDied`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_shim::client::{self, ProcessIo, Shim};
+use crius_snapshotter::{Digest, Snapshotter};
+use k8s_cri::v1 as cri;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::container::spec::{self, PodNamespaces, SpecInput};
+use crate::error::{CriError, CriResult};
+use crate::image::Images;
+use crate::sandbox::Sandboxes;
+use crate::store::{ContainerRecord, ContainerState, PodState, Reserve, Store};
+use crate::util::{Locks, blocking, nanos_of, now_nanos};
+
+/// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
+const EXEC_SYNC_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+
+fn shim_err(context: impl std::fmt::Display) -> impl FnOnce(client::Error) -> CriError {
+    move |e| match e {
+        client::Error::ShimGone(_) => CriError::FailedPrecondition(format!("{context}: {e}")),
+        _ => CriError::Internal(format!("{context}: {e}")),
+    }
+}
+
+/// Signal numbers by name (the image's STOPSIGNAL).
+fn signal_number(name: &str) -> Option<u32> {
+    let n = name.trim().to_uppercase();
+    if n.is_empty() {
+        return Some(15);
+    }
+    if let Ok(v) = n.parse::<u32>() {
+        return Some(v);
+    }
+    let n = n.strip_prefix("SIG").unwrap_or(&n);
+    Some(match n {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "WINCH" => 28,
+        "PWR" => 30,
+        "STOP" => 19,
+        "CONT" => 18,
+        _ => {
+            let rt = n.strip_prefix("RTMIN+")?.parse::<u32>().ok()?;
+            34 + rt
+        }
+    })
+}
+
+/// The container manager.
+pub struct Containers {
+    config: Arc<Config>,
+    store: Store,
+    sandboxes: Arc<Sandboxes>,
+    images: Arc<Images>,
+    snapshots: Arc<Snapshotter>,
+    shim_binary: PathBuf,
+    oom_floor: i64,
+    locks: Locks,
+}
+
+impl Containers {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        sandboxes: Arc<Sandboxes>,
+        images: Arc<Images>,
+        snapshots: Arc<Snapshotter>,
+        shim_binary: PathBuf,
+    ) -> Containers {
+        let oom_floor = if spec::host_can_set_negative_oom_score_adj() {
+            i64::MIN
+        } else {
+            spec::own_oom_score_adj()
+        };
+        Containers {
+            config,
+            store,
+            sandboxes,
+            images,
+            snapshots,
+            shim_binary,
+            oom_floor,
+            locks: Locks::default(),
+        }
+    }
+
+    fn bundle_of(&self, id: &str) -> PathBuf {
+        self.config.run_dir.join("containers").join(id)
+    }
+
+    fn socket_of(&self, id: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .join("s")
+            .join(format!("{}.sock", &id[..id.len().min(24)]))
+    }
+
+    async fn record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {
+        let store = self.store.clone();
+        let id = id.to_string();
+        blocking(move || Ok(store.container(&id)?)).await
+    }
+
+    async fn save(&self, rec: &ContainerRecord) -> CriResult<()> {
+        let store = self.store.clone();
+        let rec = rec.clone();
+        blocking(move || Ok(store.update_container(&rec)?)).await
+    }
+
+    /// Resolves a full id or a unique prefix of one.
+    async fn resolve(&self, id: &str, field: &str) -> CriResult<Option<ContainerRecord>> {
+        if id.is_empty() {
+            return Err(CriError::invalid(field, "must not be empty"));
+        }
+        if let Some(rec) = self.record(id).await? {
+            return Ok(Some(rec));
+        }
+        let store = self.store.clone();
+        let want = id.to_string();
+        let field = field.to_string();
+        blocking(move || {
+            let mut m: Vec<ContainerRecord> = store
+                .containers()?
+                .into_iter()
+                .filter(|c| c.id.starts_with(&want))
+                .collect();
+            match m.len() {
+                0 => Ok(None),
+                1 => Ok(m.pop()),
+                n => Err(CriError::invalid(
+                    field,
+                    format!("{want:?} is a prefix of {n} container ids; give more of it"),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn must(&self, id: &str) -> CriResult<ContainerRecord> {
+        self.resolve(id, "container_id")
+            .await?
+            .ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    }
+
+    /// CreateContainer.
+    pub async fn create(
+        self: &Arc<Self>,
+        pod_id: &str,
+        config: Option<cri::ContainerConfig>,
+        sandbox_config: Option<cri::PodSandboxConfig>,
+    ) -> CriResult<String> {
+        let config = config.ok_or_else(|| CriError::invalid("config", "is required"))?;
+        let md = config
+            .metadata
+            .clone()
+            .ok_or_else(|| CriError::invalid("config.metadata", "is required"))?;
+        if md.name.is_empty() || md.name.contains(['/', '\0']) {
+            return Err(CriError::invalid(
+                "config.metadata.name",
+                format!("{:?} must be non-empty, without '/' or NUL", md.name),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(CriError::invalid("config.image.image", "must not be empty"));
+        }
+        if config.log_path.contains('\0') || config.log_path.split('/').any(|c| c == "..") {
+            return Err(CriError::invalid(
+                "config.log_path",
+                format!(
+                    "{:?} must stay inside the pod's log directory",
+                    config.log_path
+                ),
+            ));
+        }
+        let pod = self
+            .sandboxes
+            .get(pod_id)
+            .await?
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {pod_id:?} not found")))?;
+        if pod.state != PodState::Ready {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let sandbox_config = sandbox_config.unwrap_or_else(|| pod.config.clone());
+        let image = self.images.find(&image_name).await?.ok_or_else(|| {
+            CriError::NotFound(format!(
+                "image {image_name:?} is not present: pull it first"
+            ))
+        })?;
+        let run = self.images.run_config(&image).await?;
+        let pmd = pod.config.metadata.clone().unwrap_or_default();
+        let name = format!(
+            "{}_{}_{}_{}_{}",
+            md.name, pmd.name, pmd.namespace, pmd.uid, md.attempt
+        );
+        let runtime = self
+            .config
+            .runtimes
+            .get(&pod.runtime_handler)
+            .map(|h| h.path.clone())
+            .ok_or_else(|| {
+                CriError::FailedPrecondition(format!(
+                    "runtime handler {:?} of the pod is no longer configured",
+                    pod.runtime_handler
+                ))
+            })?;
+        let runtime = crate::server::find_binary(&runtime).ok_or_else(|| {
+            CriError::FailedPrecondition(format!(
+                "the OCI runtime {} of handler {:?} is not installed",
+                runtime.display(),
+                pod.runtime_handler
+            ))
+        })?;
+        let id = crate::sandbox::new_id()?;
+        let _guard = self.locks.lock(&id).await;
+        let log_path = if pod.config.log_directory.is_empty() || config.log_path.is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(&pod.config.log_directory).join(&config.log_path))
+        };
+        let rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            name,
+            state: ContainerState::Creating,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            config: config.clone(),
+            image: image_name,
+            image_ref: image.id.clone(),
+            log_path,
+            bundle: self.bundle_of(&id),
+            socket: self.socket_of(&id),
+            runtime,
+            pid: 0,
+            stop_signal: run.stop_signal.clone(),
+            uid: 0,
+            gid: 0,
+            supplemental_groups: Vec::new(),
+        };
+        let store = self.store.clone();
+        let first = rec.clone();
+        match blocking(move || Ok(store.insert_container(&first)?)).await? {
+            Reserve::Done => {}
+            Reserve::Taken(existing) => {
+                return Err(CriError::AlreadyExists(format!(
+                    "container name {:?} is already reserved by container {existing}",
+                    rec.name
+                )));
+            }
+        }
+        let mut rec = rec;
+        match self.build(&mut rec, &pod, &sandbox_config, &run).await {
+            Ok(()) => {
+                info!(container_id = %id, pod_id = %pod.id, name = %md.name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(container_id = %id, error = %e, "container creation failed; undoing it");
+                if let Err(undo) = self.release(&rec).await {
+                    warn!(container_id = %id, error = %undo, "undoing a failed container left something behind");
+                }
+                let store = self.store.clone();
+                let cid = id.clone();
+                let _ = blocking(move || Ok(store.delete_container(&cid)?)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        rec: &mut ContainerRecord,
+        pod: &crate::store::PodRecord,
+        sandbox_config: &cri::PodSandboxConfig,
+        run: &crate::image::ImageRunConfig,
+    ) -> CriResult<()> {
+        let bundle = rec.bundle.clone();
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|e| CriError::internal(format!("creating {}", rootfs.display()), e))?;
+        if let Some(dir) = rec.socket.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CriError::internal(format!("creating {}", dir.display()), e))?;
+        }
+        if let Some(log) = &rec.log_path {
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    CriError::internal(format!("creating log dir {}", dir.display()), e)
+                })?;
+            }
+        }
+        // The writable layer, mounted as the rootfs.
+        let parent = match &run.top_chain_id {
+            Some(c) => Some(
+                Digest::parse(c).map_err(|e| CriError::Internal(format!("image chain id: {e}")))?,
+            ),
+            None => None,
+        };
+        let snapshots = self.snapshots.clone();
+        let key = rec.id.clone();
+        let rootfs_c = rootfs.clone();
+        blocking(move || {
+            let mounts = snapshots
+                .prepare(&key, parent.as_ref())
+                .map_err(|e| CriError::Internal(format!("preparing the writable layer: {e}")))?;
+            crius_snapshotter::mount_all(&mounts, &rootfs_c)
+                .map_err(|e| CriError::Internal(format!("mounting the rootfs: {e}")))
+        })
+        .await?;
+
+        let namespaces = PodNamespaces {
+            net: pod.namespaces.net.clone(),
+            ipc: pod.namespaces.ipc.clone(),
+            uts: pod.namespaces.uts.clone(),
+        };
+        let generated = spec::generate(&SpecInput {
+            container_id: &rec.id,
+            sandbox_id: &pod.id,
+            config: &rec.config,
+            sandbox: sandbox_config,
+            image: run,
+            rootfs: &rootfs,
+            pod_dir: &pod.dir,
+            shm: None,
+            namespaces: &namespaces,
+            cgroup_driver: self.config.cgroup_driver(),
+            oom_score_adj_floor: self.oom_floor,
+            seccomp_profile_root: &self.config.state_dir.join("seccomp"),
+        })?;
+        let json = serde_json::to_vec_pretty(&generated.spec)
+            .map_err(|e| CriError::internal("serializing the OCI spec", e))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| CriError::internal("writing config.json", e))?;
+        if !generated.stop_signal.is_empty() {
+            rec.stop_signal = generated.stop_signal.clone();
+        }
+        rec.uid = generated.uid;
+        rec.gid = generated.gid;
+        rec.supplemental_groups = generated
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.user().additional_gids().clone())
+            .unwrap_or_default();
+
+        let opts = client::StartOptions {
+            shim_binary: self.shim_binary.clone(),
+            id: rec.id.clone(),
+            bundle: bundle.clone(),
+            socket: rec.socket.clone(),
+            runtime: rec.runtime.clone(),
+            runtime_root: None,
+            log_path: rec.log_path.clone(),
+            exit_file: None,
+            shim_log: Some(bundle.join("shim.log")),
+        };
+        let terminal = rec.config.tty;
+        let pid = blocking(move || {
+            let shim = client::start(&opts).map_err(shim_err("starting the shim"))?;
+            shim.create(&ProcessIo {
+                terminal,
+                ..Default::default()
+            })
+            .map_err(shim_err("creating the container"))
+        })
+        .await?;
+        rec.pid = pid;
+        rec.state = ContainerState::Created;
+        self.save(rec).await
+    }
+
+    /// Undoes everything a container has on the host. Safe on a half-made one.
+    async fn release(&self, rec: &ContainerRecord) -> CriResult<()> {
+        let socket = rec.socket.clone();
+        let id = rec.id.clone();
+        let bundle = rec.bundle.clone();
+        let snapshots = self.snapshots.clone();
+        let shim_binary = self.shim_binary.clone();
+        let runtime = rec.runtime.clone();
+        blocking(move || {
+            match client::connect(&socket, &id) {
+                Ok(shim) => {
+                    let _ = shim.kill("", 9, true);
+                    let _ = shim.delete("");
+                    let _ = shim.shutdown(true);
+                }
+                Err(_) => {
+                    // The shim is gone: let a one-off shim force-delete the runtime state.
+                    let _ = std::process::Command::new(&shim_binary)
+                        .args(["-id", &id, "-bundle"])
+                        .arg(&bundle)
+                        .arg("-runtime")
+                        .arg(&runtime)
+                        .arg("delete")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+            let _ = std::fs::remove_file(&socket);
+            let rootfs = bundle.join("rootfs");
+            if rootfs.exists() {
+                crius_snapshotter::unmount(&rootfs).map_err(|e| {
+                    CriError::Internal(format!("unmounting {}: {e}", rootfs.display()))
+                })?;
+            }
+            snapshots
+                .remove_snapshot(&id)
+                .map_err(|e| CriError::Internal(format!("removing the writable layer: {e}")))?;
+            match std::fs::remove_dir_all(&bundle) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(CriError::internal(
+                    format!("removing {}", bundle.display()),
+                    e,
+                )),
+            }
+        })
+        .await
+    }
+
+    /// StartContainer.
+    pub async fn start(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let found = self.must(id).await?;
+        let _guard = self.locks.lock(&found.id).await;
+        let mut rec = self.must(&found.id).await?;
+        if rec.state != ContainerState::Created {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is {:?}, not created",
+                rec.id, rec.state
+            )));
+        }
+        let socket = rec.socket.clone();
+        let cid = rec.id.clone();
+        let started_at = now_nanos();
+        let pid = blocking(move || {
+            let shim =
+                client::connect(&socket, &cid).map_err(shim_err("connecting to the shim"))?;
+            shim.start("").map_err(shim_err("starting the container"))
+        })
+        .await?;
+        rec.pid = pid;
+        rec.state = ContainerState::Running;
+        rec.started_at = started_at;
+        self.save(&rec).await?;
+        self.watch(rec.id.clone());
+        info!(container_id = %rec.id, pid, "container started");
+        Ok(())
+    }
+
+    /// Waits (in the background) for the container's exit and records it.
+    fn watch(self: &Arc<Self>, id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(Some(rec)) = this.record(&id).await else {
+                return;
+            };
+            let socket = rec.socket.clone();
+            let cid = id.clone();
+            let waited = tokio::task::spawn_blocking(move || {
+                client::connect(&socket, &cid).and_then(|s| s.wait(""))
+            })
+            .await;
+            let _guard = this.locks.lock(&id).await;
+            if let Err(e) = this.settle(&id, waited.ok()).await {
+                warn!(container_id = %id, error = %e, "recording the container's exit");
+            }
+        });
+    }
+
+    /// Records an exit: from the shim's answer, or, when the shim is gone, from the
+    /// exit record it wrote, or as `ShimDied`.
+    async fn settle(
+        &self,
+        id: &str,
+        waited: Option<Result<client::ExitStatus, client::Error>>,
+    ) -> CriResult<()> {
+        let Some(mut rec) = self.record(id).await? else {
+            return Ok(());
+        };
+        if rec.state == ContainerState::Exited {
+            return Ok(());
+        }
+        let exit_file = rec.bundle.join("exit.json");
+        let record = tokio::task::spawn_blocking(move || client::read_exit_file(&exit_file))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        match (record, waited) {
+            (Some(x), _) => {
+                rec.exit_code = i32::try_from(x.exit_code).unwrap_or(255);
+                rec.finished_at = i64::try_from(x.exited_at_unix_nanos).unwrap_or(i64::MAX);
+                rec.reason = if x.oom_killed {
+                    "OOMKilled".into()
+                } else if x.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                };
+            }
+            (None, Some(Ok(st))) => {
+                rec.exit_code = i32::try_from(st.code).unwrap_or(255);
+                rec.finished_at = nanos_of(st.at);
+                rec.reason = if st.code == 0 { "Completed" } else { "Error" }.into();
+            }
+            (None, _) => {
+                rec.exit_code = 255;
+                rec.finished_at = now_nanos();
+                rec.reason = "ShimDied".into();
+                rec.message = "the container's shim died without recording an exit".into();
+            }
+        }
+        rec.state = ContainerState::Exited;
+        info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+        self.save(&rec).await
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
+    pub async fn stop(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
+        let Some(found) = self.resolve(id, "container_id").await? else {
+            return Err(CriError::NotFound(format!("container {id:?} not found")));
+        };
+        let rec = found;
+        if rec.state != ContainerState::Running && rec.state != ContainerState::Created {
+            return Ok(());
+        }
+        let signal = signal_number(&rec.stop_signal).unwrap_or(15);
+        let socket = rec.socket.clone();
+        let cid = rec.id.clone();
+        let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
+        let outcome = blocking(move || {
+            let shim = match client::connect(&socket, &cid) {
+                Ok(s) => s,
+                Err(client::Error::ShimGone(_)) => return Ok(None),
+                Err(e) => return Err(shim_err("connecting to the shim")(e)),
+            };
+            let created_only =
+                matches!(shim.state(""), Ok(s) if s.status == client::ProcessStatus::Created);
+            if created_only {
+                let _ = shim.kill("", 9, true);
+                return Ok(None);
+            }
+            if !grace.is_zero() {
+                let _ = shim.kill("", signal, false);
+                if wait_timeout(&shim, grace) {
+                    return Ok(None);
+                }
+            }
+            let _ = shim.kill("", 9, true);
+            let _ = wait_timeout(&shim, Duration::from_secs(10));
+            Ok(None::<()>)
+        })
+        .await?;
+        let _ = outcome;
+        let _guard = self.locks.lock(&rec.id).await;
+        let socket = rec.socket.clone();
+        let cid = rec.id.clone();
+        let state = blocking(move || {
+            Ok(client::connect(&socket, &cid)
+                .and_then(|s| s.state(""))
+                .ok())
+        })
+        .await?;
+        let waited = state.and_then(|s| s.exit).map(Ok);
+        if rec.state == ContainerState::Created {
+            let mut r = self.must(&rec.id).await?;
+            r.state = ContainerState::Exited;
+            r.exit_code = 137;
+            r.finished_at = now_nanos();
+            r.reason = "Error".into();
+            return self.save(&r).await;
+        }
+        self.settle(&rec.id, waited).await
+    }
+
+    /// RemoveContainer: stops it first; idempotent.
+    pub async fn remove(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let Some(rec) = self.resolve(id, "container_id").await? else {
+            return Ok(());
+        };
+        if rec.state == ContainerState::Running || rec.state == ContainerState::Created {
+            self.stop(&rec.id, 0).await?;
+        }
+        let guard = self.locks.lock(&rec.id).await;
+        let Some(rec) = self.record(&rec.id).await? else {
+            return Ok(());
+        };
+        self.release(&rec).await?;
+        let store = self.store.clone();
+        let cid = rec.id.clone();
+        blocking(move || Ok(store.delete_container(&cid)?)).await?;
+        drop(guard);
+        self.locks.forget(&rec.id);
+        info!(container_id = %rec.id, "container removed");
+        Ok(())
+    }
+
+    /// Stops every container of a pod (StopPodSandbox).
+    pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> CriResult<()> {
+        for c in self.of_pod(pod_id).await? {
+            self.stop(&c.id, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every container of a pod (RemovePodSandbox).
+    pub async fn remove_pod(self: &Arc<Self>, pod_id: &str) -> CriResult<()> {
+        for c in self.of_pod(pod_id).await? {
+            self.remove(&c.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
+        let store = self.store.clone();
+        let pod_id = pod_id.to_string();
+        blocking(move || {
+            Ok(store
+                .containers()?
+                .into_iter()
+                .filter(|c| c.pod_id == pod_id)
+                .collect())
+        })
+        .await
+    }
+
+    fn to_cri(&self, c: &ContainerRecord) -> cri::Container {
+        cri::Container {
+            id: c.id.clone(),
+            pod_sandbox_id: c.pod_id.clone(),
+            metadata: c.config.metadata.clone(),
+            image: c.config.image.clone(),
+            image_ref: c.image_ref.clone(),
+            state: cri_state(c.state) as i32,
+            created_at: c.created_at,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            image_id: c.image_ref.clone(),
+        }
+    }
+
+    /// ListContainers.
+    pub async fn list(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> CriResult<Vec<cri::Container>> {
+        let store = self.store.clone();
+        let all = blocking(move || Ok(store.containers()?)).await?;
+        let f = filter.unwrap_or_default();
+        let mut out: Vec<cri::Container> = all
+            .iter()
+            .filter(|c| c.state != ContainerState::Creating)
+            .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+            .filter(|c| f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+            .filter(|c| {
+                f.state
+                    .as_ref()
+                    .is_none_or(|s| s.state == cri_state(c.state) as i32)
+            })
+            .filter(|c| {
+                f.label_selector
+                    .iter()
+                    .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .map(|c| self.to_cri(c))
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        Ok(out)
+    }
+
+    /// ContainerStatus.
+    pub async fn status(&self, id: &str, verbose: bool) -> CriResult<cri::ContainerStatusResponse> {
+        let c = self.must(id).await?;
+        let mounts = c.config.mounts.to_vec();
+        let status = cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: c.config.metadata.clone(),
+            state: cri_state(c.state) as i32,
+            created_at: c.created_at,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+            exit_code: c.exit_code,
+            image: c.config.image.clone(),
+            image_ref: c.image_ref.clone(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            mounts,
+            log_path: c
+                .log_path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            resources: c
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| cri::ContainerResources {
+                    linux: Some(r),
+                    windows: None,
+                }),
+            image_id: c.image_ref.clone(),
+            user: Some(cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: i64::from(c.uid),
+                    gid: i64::from(c.gid),
+                    supplemental_groups: c
+                        .supplemental_groups
+                        .iter()
+                        .map(|g| i64::from(*g))
+                        .collect(),
+                }),
+            }),
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let detail = serde_json::json!({
+                "id": c.id,
+                "sandboxID": c.pod_id,
+                "pid": c.pid,
+                "bundle": c.bundle,
+                "shimSocket": c.socket,
+                "runtime": c.runtime,
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    }
+
+    /// ExecSync.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> CriResult<cri::ExecSyncResponse> {
+        if cmd.is_empty() {
+            return Err(CriError::invalid("cmd", "must not be empty"));
+        }
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                CriError::Internal("the container's config.json is unreadable".into())
+            })?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let json =
+            serde_json::to_vec(&process).map_err(|e| CriError::internal("exec process", e))?;
+        let exec_id = format!("x{}", &crate::sandbox::new_id()?[..16]);
+        // timeout 0 means none; a day bounds it all the same.
+        let t = if timeout <= 0 {
+            86_400
+        } else {
+            u64::try_from(timeout).unwrap_or(86_400)
+        };
+        let socket = c.socket.clone();
+        let cid = c.id.clone();
+        let out = blocking(move || {
+            let shim =
+                client::connect(&socket, &cid).map_err(shim_err("connecting to the shim"))?;
+            shim.exec_sync(
+                &exec_id,
+                &json,
+                Duration::from_secs(t),
+                EXEC_SYNC_OUTPUT_LIMIT,
+            )
+            .map_err(shim_err("exec"))
+        })
+        .await?;
+        Ok(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
+    /// ReopenContainerLog.
+    pub async fn reopen_log(&self, id: &str) -> CriResult<()> {
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let socket = c.socket.clone();
+        let cid = c.id.clone();
+        blocking(move || {
+            let shim =
+                client::connect(&socket, &cid).map_err(shim_err("connecting to the shim"))?;
+            shim.reopen_log().map_err(shim_err("reopening the log"))
+        })
+        .await
+    }
+
+    /// UpdateContainerResources.
+    pub async fn update(
+        &self,
+        id: &str,
+        linux: Option<cri::LinuxContainerResources>,
+    ) -> CriResult<()> {
+        let c = self.must(id).await?;
+        let Some(r) = linux else {
+            return Ok(());
+        };
+        let resources = spec::linux_resources(&r)?;
+        let json =
+            serde_json::to_vec(&resources).map_err(|e| CriError::internal("resources", e))?;
+        let socket = c.socket.clone();
+        let cid = c.id.clone();
+        blocking(move || {
+            let shim =
+                client::connect(&socket, &cid).map_err(shim_err("connecting to the shim"))?;
+            shim.update(&json).map_err(shim_err("updating resources"))
+        })
+        .await?;
+        let _guard = self.locks.lock(&c.id).await;
+        let mut rec = self.must(&c.id).await?;
+        if let Some(l) = rec.config.linux.as_mut() {
+            l.resources = Some(r);
+        }
+        self.save(&rec).await
+    }
+
+    /// Start-up recovery: undo half-made containers, re-watch running ones, settle
+    /// those whose shims are gone.
+    pub async fn recover(self: &Arc<Self>) -> CriResult<()> {
+        let store = self.store.clone();
+        let all = blocking(move || Ok(store.containers()?)).await?;
+        for c in all {
+            match c.state {
+                ContainerState::Creating => {
+                    warn!(container_id = %c.id, "recovery: container was half-made when criusd stopped; removing it");
+                    self.release(&c).await?;
+                    let store = self.store.clone();
+                    let id = c.id.clone();
+                    blocking(move || Ok(store.delete_container(&id)?)).await?;
+                }
+                ContainerState::Running => self.watch(c.id.clone()),
+                ContainerState::Created => {
+                    if !client::is_alive(&c.socket) {
+                        warn!(container_id = %c.id, "recovery: the shim of a created container is gone");
+                        self.settle(&c.id, None).await?;
+                    }
+                }
+                ContainerState::Exited => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn wait_timeout(shim: &Shim, grace: Duration) -> bool {
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        match shim.state("") {
+            Ok(s) if s.status == client::ProcessStatus::Stopped => return true,
+            Err(_) => return true,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+fn cri_state(s: ContainerState) -> cri::ContainerState {
+    match s {
+        ContainerState::Creating | ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(signal_number(""), Some(15));
+        assert_eq!(signal_number("SIGUSR1"), Some(10));
+        assert_eq!(signal_number("usr1"), Some(10));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! Container start benchmark (issue 4): pod + container create-and-start until the
+//! container runs, p50 and p95 over N pods, for crius beside containerd 1.6
+//! (Debian's, through its CRI socket, same image from a loopback registry) and
+//! beside the floor (`runc run -d` of the same rootfs); and the RSS of one idle
+//! crius-shim beside containerd-shim-runc-v2. Prints, never asserts.
+//!
+//! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench containers`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crius_e2e::images::*;
+use crius_e2e::registry::*;
+use crius_e2e::v1 as cri;
+use crius_e2e::v1::image_service_client::ImageServiceClient;
+use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
+use crius_e2e::*;
+use serde_json::json;
+
+const PODS: usize = 50;
+
+type Rt = RuntimeServiceClient<tonic::transport::Channel>;
+
+fn release_bin(name: &str) -> PathBuf {
+    let release = bin_dir().parent().unwrap().join("release").join(name);
+    if release.is_file() {
+        release
+    } else {
+        bin_dir().join(name)
+    }
+}
+
+async fn pull(ch: tonic::transport::Channel, image: &str) {
+    ImageServiceClient::new(ch)
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull");
+}
+
+/// Runs `PODS` pods with one `sleep` container each; returns the start latencies
+/// and leaves everything running (the caller measures memory, then cleans up).
+async fn start_pods(rt: &mut Rt, image: &str, tag: &str) -> (Vec<Duration>, Vec<(String, String)>) {
+    let mut times = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..PODS {
+        let mut pc = pod_config(&format!("{tag}-{i}"));
+        pc.log_directory = String::new();
+        let start = Instant::now();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        let ctr = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "app".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: image.into(),
+                        ..Default::default()
+                    }),
+                    command: vec!["/bin/sleep".into(), "100000".into()],
+                    linux: Some(cri::LinuxContainerConfig::default()),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(pc),
+            })
+            .await
+            .expect("CreateContainer")
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: ctr.clone(),
+        })
+        .await
+        .expect("StartContainer");
+        times.push(start.elapsed());
+        ids.push((pod, ctr));
+    }
+    (times, ids)
+}
+
+async fn cleanup(rt: &mut Rt, ids: &[(String, String)]) {
+    for (pod, _) in ids {
+        let _ = rt
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await;
+    }
+}
+
+/// VmRSS in KiB of every process whose command line contains `needle`.
+fn rss_of(needle: &str, exe_contains: &str) -> Vec<u64> {
+    processes_mentioning(needle)
+        .iter()
+        .filter(|p| p.contains(exe_contains))
+        .filter_map(|p| p.split(':').next().map(str::to_string))
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn median_kib(mut v: Vec<u64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort();
+    v[v.len() / 2] as f64 / 1024.0
+}
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (
+        ms(v[v.len() / 2]),
+        ms(v[(v.len() * 95 / 100).min(v.len() - 1)]),
+    )
+}
+
+async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
+    std::fs::create_dir_all(root).unwrap();
+    let net = TestNetwork::unique();
+    let cfg = root.join("criusd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\nshim_path = \"{shim}\"\n[images.mirrors]\n\"bench.crius.invalid\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
+            net.bridge,
+            net.subnet,
+            net.chain_prefix,
+            r = root.display(),
+            shim = release_bin("crius-shim").display(),
+        ),
+    )
+    .unwrap();
+    let log = root.join("criusd.log");
+    let mut child = Command::new(release_bin("criusd"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
+    pull(ch.clone(), image).await;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let (times, ids) = start_pods(&mut rt, image, "crius").await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the shims go idle
+    let rss = median_kib(rss_of(&root.display().to_string(), "crius-shim"));
+    cleanup(&mut rt, &ids).await;
+    stop_child(child);
+    let _ = net.remove();
+    force_clean(root);
+    (times, rss)
+}
+
+async fn containerd(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
+    std::fs::create_dir_all(root).unwrap();
+    let cni = root.join("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    let net = TestNetwork::unique();
+    let bridge = format!("cd{}", &net.bridge[2..]);
+    std::fs::write(
+        cni.join("10-bench.conflist"),
+        serde_json::to_vec(&json!({
+            "cniVersion": "0.4.0", "name": format!("bench-{}", &net.bridge[2..]),
+            "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]], "dataDir": root.join("ipam").display().to_string()}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let sock = root.join("containerd.sock");
+    let cfg = root.join("containerd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{sock}.debug"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  sandbox_image = "bench.crius.invalid/bench/pause:3.6"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."bench.crius.invalid"]
+    endpoint = ["http://{registry}"]
+"#,
+            r = root.display(),
+            sock = sock.display(),
+            cni = cni.display()
+        ),
+    )
+    .unwrap();
+    let log = root.join("containerd.log");
+    let mut child = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("containerd");
+    let ch = wait_for_cri(&sock, &mut child, &log).await;
+    pull(ch.clone(), image).await;
+    pull(ch.clone(), "bench.crius.invalid/bench/pause:3.6").await;
+    let mut rt = RuntimeServiceClient::new(ch);
+    let (times, ids) = start_pods(&mut rt, image, "containerd").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = median_kib(rss_of(
+        &sock.display().to_string(),
+        "containerd-shim-runc-v2",
+    ));
+    cleanup(&mut rt, &ids).await;
+    stop_child(child);
+    let _ = run_cmd("ip", &["link", "del", &bridge]);
+    force_clean(root);
+    (times, rss)
+}
+
+/// The floor: `runc run -d` of a bundle over the same busybox rootfs.
+fn runc_floor(root: &Path) -> Vec<Duration> {
+    let rootfs = root.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let tar = tar_of(&busybox_layer().unwrap());
+    tar::Archive::new(tar.as_slice()).unpack(&rootfs).unwrap();
+    let spec = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(spec.status.success());
+    let path = root.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["process"]["args"] = json!(["/bin/sleep", "100000"]);
+    cfg["process"]["terminal"] = json!(false);
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let state = root.join("runc-state");
+    let mut times = Vec::new();
+    for i in 0..PODS {
+        let id = format!("crius-bench-floor-{}-{i}", std::process::id());
+        let start = Instant::now();
+        let st = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "-d", "--bundle"])
+            .arg(root)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        times.push(start.elapsed());
+        assert!(st.success(), "runc run");
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["delete", "-f", &id])
+            .status();
+    }
+    force_clean(root);
+    times
+}
+
+#[tokio::main]
+async fn main() {
+    require_root();
+    let base = unique_root("bench-ctr");
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .unwrap();
+    let layer = tar_of(&busybox_layer().unwrap());
+    push_image(
+        &reg,
+        "bench/busybox",
+        "v1",
+        &[(layer.clone(), Comp::Gzip)],
+        json!({"Cmd": ["/bin/sh"]}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    push_image(
+        &reg,
+        "bench/pause",
+        "3.6",
+        &[(layer, Comp::Gzip)],
+        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = "bench.crius.invalid/bench/busybox:v1";
+    let (a, a_rss) = crius(&base.join("crius"), &reg.host, image).await;
+    let (b, b_rss) = containerd(&base.join("containerd"), &reg.host, image).await;
+    let c = runc_floor(&base.join("floor"));
+    let (a50, a95) = stats(a);
+    let (b50, b95) = stats(b);
+    let (c50, c95) = stats(c);
+    println!("pod + container create-and-start until running, {PODS} pods one after another (ms)");
+    println!();
+    println!("| runtime | p50 | p95 | idle shim RSS (MiB, median) |");
+    println!("|---|---|---|---|");
+    println!("| crius (built-in bridge) | {a50:.1} | {a95:.1} | {a_rss:.2} |");
+    println!(
+        "| containerd 1.6.20 (CNI bridge, pause container) | {b50:.1} | {b95:.1} | {b_rss:.2} |"
+    );
+    println!(
+        "| floor: runc run -d (container only, no pod, no network) | {c50:.1} | {c95:.1} | - |"
+    );
+    println!();
+    println!(
+        "start: crius / containerd = {:.2}; shim RSS: crius / containerd = {:.2}",
+        a50 / b50,
+        a_rss / b_rss
+    );
+    drop(reg);
+    force_clean(&base);
+}

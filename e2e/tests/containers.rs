@@ -1,0 +1,477 @@
+//! Containers through criusd and crius-shim, on real runc and overlay rootfs from
+//! images pulled from a test registry (issue 4, first part).
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crius_e2e::images::*;
+use crius_e2e::registry::*;
+use crius_e2e::v1 as cri;
+use crius_e2e::*;
+use tonic::Code;
+
+struct Env {
+    d: Daemon,
+    reg: Option<TestRegistry>,
+    image: String,
+    pod: String,
+    logs: std::path::PathBuf,
+}
+
+async fn env(tag: &str) -> Env {
+    let mut d = Daemon::start(tag).await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let image = pushed.reference(&reg.host);
+    d.img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .expect("pull");
+    let logs = d.root.join("fixtures/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut pc = pod_config(tag);
+    pc.log_directory = logs.display().to_string();
+    let pod = run_pod(&mut d.rt, pc).await.unwrap();
+    Env {
+        d,
+        reg: Some(reg),
+        image,
+        pod,
+        logs,
+    }
+}
+
+impl Env {
+    fn config(&self, name: &str, command: &[&str], args: &[&str]) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&mut self, config: cri::ContainerConfig) -> Result<String, tonic::Status> {
+        self.d
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn start(&mut self, id: &str) {
+        self.d
+            .rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .expect("StartContainer");
+    }
+
+    async fn status(&mut self, id: &str) -> cri::ContainerStatus {
+        self.d
+            .rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        let rt = self.d.rt.clone();
+        let id = id.to_string();
+        eventually(DEADLINE, "the container to exit", || {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let st = rt
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
+            }
+        })
+        .await
+    }
+
+    fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    async fn done(mut self) {
+        remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
+        // By id, as the kubelet removes images: every reference goes.
+        let id = self
+            .d
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: self.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap()
+            .id;
+        self.d
+            .img
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        drop(self.reg.take());
+        self.d.finish().await;
+    }
+}
+
+/// Checks every line against `RFC3339Nano stream P|F message`.
+fn parse_cri_log(text: &str) -> Vec<(String, char, String)> {
+    text.lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next().unwrap();
+            assert!(
+                ts.len() >= 20 && ts.ends_with('Z') && ts.contains('T'),
+                "timestamp {ts:?} in {l:?}"
+            );
+            let stream = parts.next().unwrap().to_string();
+            assert!(stream == "stdout" || stream == "stderr", "stream in {l:?}");
+            let tag = parts.next().unwrap();
+            assert!(tag == "P" || tag == "F", "tag in {l:?}");
+            (
+                stream,
+                tag.chars().next().unwrap(),
+                parts.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_logs_and_exit_codes() {
+    let mut e = env("ctr-life").await;
+    let id = e
+        .create(e.config(
+            "worker",
+            &["/bin/sh", "-c"],
+            &["echo out; echo err >&2; printf tail; exit 3"],
+        ))
+        .await
+        .expect("CreateContainer");
+    let st = e.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(
+        st.image_ref,
+        e.d.img
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: e.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap()
+            .id
+    );
+    // A second container with the same name in the pod is refused.
+    let err = e
+        .create(e.config("worker", &["/bin/true"], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    assert!(err.message().contains(&id));
+
+    e.start(&id).await;
+    let st = e.wait_exited(&id).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+    assert!(st.log_path.ends_with("worker.log"));
+    let lines = parse_cri_log(&e.log_of("worker"));
+    assert!(
+        lines.contains(&("stdout".into(), 'F', "out".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), 'F', "err".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(s, _, m)| s == "stdout" && m == "tail"),
+        "output without a newline is logged: {lines:?}"
+    );
+
+    // Exit 0 is Completed.
+    let ok = e.create(e.config("ok", &["/bin/true"], &[])).await.unwrap();
+    e.start(&ok).await;
+    let st = e.wait_exited(&ok).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+
+    // List filters.
+    let all =
+        e.d.rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(all.len(), 2);
+    let by_pod =
+        e.d.rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: e.pod.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(by_pod.len(), 2);
+    for c in [&id, &ok] {
+        e.d.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: c.clone(),
+            })
+            .await
+            .expect("remove");
+        e.d.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: c.clone(),
+            })
+            .await
+            .expect("remove is idempotent");
+    }
+    let err =
+        e.d.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_config_user_env_and_workdir() {
+    let mut e = env("ctr-image").await;
+    // No command or args: the image's ENTRYPOINT + CMD run, as the image's USER.
+    let id = e.create(e.config("plain", &[], &[])).await.unwrap();
+    e.start(&id).await;
+    e.wait_exited(&id).await;
+    let lines = parse_cri_log(&e.log_of("plain"));
+    assert_eq!(lines[0].2, "hello", "image env and cmd: {lines:?}");
+    // args replace CMD and keep ENTRYPOINT; env from the request overrides the image's.
+    let mut c = e.config("who", &[], &["id -u; id -g; pwd; echo $GREETING"]);
+    c.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "override".into(),
+    }];
+    let id2 = e.create(c).await.unwrap();
+    e.start(&id2).await;
+    e.wait_exited(&id2).await;
+    let out: Vec<String> = parse_cri_log(&e.log_of("who"))
+        .into_iter()
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(out, vec!["1000", "1000", "/home", "override"]);
+    let user = e.status(&id2).await.user.unwrap().linux.unwrap();
+    assert_eq!((user.uid, user.gid), (1000, 1000));
+    assert!(
+        user.supplemental_groups.contains(&50),
+        "staff lists app in /etc/group: {user:?}"
+    );
+    for c in [id, id2] {
+        e.d.rt
+            .remove_container(cri::RemoveContainerRequest { container_id: c })
+            .await
+            .unwrap();
+    }
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sync_stop_and_restart_survival() {
+    let mut e = env("ctr-exec").await;
+    let id = e
+        .create(e.config(
+            "ticker",
+            &["/bin/sh", "-c"],
+            &["i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"],
+        ))
+        .await
+        .unwrap();
+    e.start(&id).await;
+    let r =
+        e.d.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "echo hi; echo oops >&2; exit 2".into(),
+                ],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"hi\n"[..], &b"oops\n"[..], 2)
+    );
+    // The timeout is honoured: the process is killed.
+    let started = std::time::Instant::now();
+    let r =
+        e.d.rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["/bin/sleep".into(), "30".into()],
+                timeout: 1,
+            })
+            .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ExecSync honours its timeout"
+    );
+    if let Ok(r) = r {
+        assert_ne!(r.into_inner().exit_code, 0);
+    }
+
+    // criusd killed: the container keeps running and logging; found again after.
+    let before = e.log_of("ticker").lines().count();
+    e.d.kill();
+    let logs = e.logs.clone();
+    eventually(DEADLINE, "lines logged while criusd is down", || {
+        let n = std::fs::read_to_string(logs.join("ticker.log"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        async move { (n >= before + 10).then_some(()) }
+    })
+    .await;
+    e.d.spawn().await.unwrap();
+    let st = e.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    let ticks: Vec<u64> = parse_cri_log(&e.log_of("ticker"))
+        .into_iter()
+        .filter_map(|(_, _, m)| m.strip_prefix("tick ").and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost across the restart"
+    );
+
+    // Stop: SIGTERM is ignored by the shell as PID 1, so SIGKILL after the timeout.
+    let started = std::time::Instant::now();
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    let st = e.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("idempotent");
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up() {
+    let mut e = env("ctr-shim").await;
+    let id = e
+        .create(e.config("sleeper", &["/bin/sleep", "1000"], &[]))
+        .await
+        .unwrap();
+    e.start(&id).await;
+    let socket = e.d.run_dir().join("s");
+    let shims: Vec<i32> = processes_mentioning(&format!("-id {id}"))
+        .iter()
+        .filter_map(|p| p.split(':').next().and_then(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(
+        shims.len(),
+        1,
+        "one shim for the container: {shims:?} ({})",
+        socket.display()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = e.wait_exited(&id).await;
+    assert!(!st.reason.is_empty(), "exited with a reason: {st:?}");
+    // A second container, running, is stopped and removed with its pod.
+    let id2 = e
+        .create(e.config("other", &["/bin/sleep", "1000"], &[]))
+        .await
+        .unwrap();
+    e.start(&id2).await;
+    e.done().await;
+}
