@@ -23,6 +23,18 @@ const PODS: usize = 50;
 
 type Rt = RuntimeServiceClient<tonic::transport::Channel>;
 
+/// The deployable shim (`crates/shim/scripts/build-small.sh`) when built, else the
+/// release (or debug) one.
+fn shim_bin() -> PathBuf {
+    let target = bin_dir().parent().unwrap().to_path_buf();
+    let small = target.join("shim-small/x86_64-unknown-linux-gnu/release/crius-shim");
+    if small.is_file() {
+        small
+    } else {
+        release_bin("crius-shim")
+    }
+}
+
 fn release_bin(name: &str) -> PathBuf {
     let release = bin_dir().parent().unwrap().join("release").join(name);
     if release.is_file() {
@@ -160,7 +172,7 @@ async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64)
             net.subnet,
             net.chain_prefix,
             r = root.display(),
-            shim = release_bin("crius-shim").display(),
+            shim = shim_bin().display(),
         ),
     )
     .unwrap();
@@ -343,7 +355,10 @@ async fn main() {
     let (a50, a95) = stats(a);
     let (b50, b95) = stats(b);
     let (c50, c95) = stats(c);
-    println!("pod + container create-and-start until running, {PODS} pods one after another (ms)");
+    println!(
+        "pod + container create-and-start until running, {PODS} pods one after another (ms); shim: {}",
+        shim_bin().display()
+    );
     println!();
     println!("| runtime | p50 | p95 | idle shim RSS (MiB, median) |");
     println!("|---|---|---|---|");
