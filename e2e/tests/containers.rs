@@ -475,3 +475,264 @@ async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up() {
     e.start(&id2).await;
     e.done().await;
 }
+
+/// The container's cgroup (v1) directory for `controller`, from its init's
+/// /proc/<pid>/cgroup.
+fn cgroup_dir(pid: u32, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _ = parts.next();
+            let ctrls = parts.next()?;
+            let p = parts.next()?;
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| p.to_string())
+        })
+        .unwrap();
+    std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}"))
+}
+
+async fn pid_of(e: &mut Env, id: &str) -> u32 {
+    let resp =
+        e.d.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).unwrap();
+    info["pid"].as_u64().unwrap() as u32
+}
+
+async fn exec(e: &mut Env, id: &str, script: &str) -> cri::ExecSyncResponse {
+    e.d.rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mounts_security_and_resources() {
+    let mut e = env("ctr-sec").await;
+    let rw = e.d.root.join("fixtures/rw");
+    let ro = e.d.root.join("fixtures/ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("hello"), "from host").unwrap();
+    let mut c = e.config("sec", &["/bin/sleep", "1000"], &[]);
+    c.mounts = vec![
+        cri::Mount {
+            container_path: "/rw".into(),
+            host_path: rw.display().to_string(),
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/ro".into(),
+            host_path: ro.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 * 1024 * 1024,
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        }),
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            capabilities: Some(cri::Capability {
+                drop_capabilities: vec!["NET_RAW".into()],
+                ..Default::default()
+            }),
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+    });
+    let id = e.create(c).await.expect("create");
+    e.start(&id).await;
+
+    // Bind mounts: read-write reaches the host, read-only refuses writes.
+    let r = exec(
+        &mut e,
+        &id,
+        "echo written > /rw/file && cat /ro/hello && ! touch /ro/nope",
+    )
+    .await;
+    assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "from host");
+    assert_eq!(
+        std::fs::read_to_string(rw.join("file")).unwrap(),
+        "written\n"
+    );
+    assert!(!ro.join("nope").exists());
+    // Read-only rootfs (while /tmp-less writes to / fail).
+    let r = exec(&mut e, &id, "touch /newfile").await;
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // NET_RAW (bit 13) dropped from the effective set; a seccomp filter installed.
+    let r = exec(
+        &mut e,
+        &id,
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status",
+    )
+    .await;
+    let status = String::from_utf8_lossy(&r.stdout).to_string();
+    let capeff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    let mask = u64::from_str_radix(capeff.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(mask & (1 << 13), 0, "NET_RAW dropped: {status}");
+    assert_ne!(mask & (1 << 0), 0, "CHOWN kept: {status}");
+    assert!(
+        status.contains("Seccomp:\t2"),
+        "RuntimeDefault installs a filter: {status}"
+    );
+    // Resource limits are in the container's cgroup.
+    let pid = pid_of(&mut e, &id).await;
+    let mem = cgroup_dir(pid, "memory");
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "67108864"
+    );
+    let cpu = cgroup_dir(pid, "cpu");
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.shares"))
+            .unwrap()
+            .trim(),
+        "512"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
+        "50000"
+    );
+    // UpdateContainerResources reaches the cgroup.
+    e.d.rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 * 1024 * 1024,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "100663296"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cpu.join("cpu.shares"))
+            .unwrap()
+            .trim(),
+        "256"
+    );
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    assert!(!mem.exists(), "the container's cgroup is removed");
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_limit_gets_oom_killed() {
+    let mut e = env("ctr-oom").await;
+    let mut c = e.config(
+        "hog",
+        &["/bin/sh", "-c"],
+        &["x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+    );
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 * 1024 * 1024,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = e.create(c).await.unwrap();
+    e.start(&id).await;
+    let st = e.wait_exited(&id).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_ne!(st.exit_code, 0);
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_containers_in_parallel() {
+    let mut e = env("ctr-par").await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut rt = e.d.rt.clone();
+        let pod = e.pod.clone();
+        let config = e.config(&format!("p{i}"), &["/bin/sleep", "1000"], &[]);
+        tasks.push(tokio::spawn(async move {
+            let id = rt
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod,
+                    config: Some(config),
+                    sandbox_config: None,
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            rt.start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+            Ok::<_, tonic::Status>(id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().expect("parallel create + start"));
+    }
+    let running =
+        e.d.rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    state: Some(cri::ContainerStateValue {
+                        state: cri::ContainerState::ContainerRunning as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(running.len(), 50);
+    // The pod's removal stops and removes all of them.
+    e.done().await;
+}
