@@ -20,7 +20,40 @@ struct Env {
 }
 
 async fn env(tag: &str) -> Env {
-    let mut d = Daemon::start(tag).await;
+    env_with(tag, "").await
+}
+
+/// crun 1.8.1 (Debian 12) refuses this host's hybrid cgroup layout (hugetlb stays on
+/// the cgroup2 mount). The test handler runs the real crun in a private mount
+/// namespace without /sys/fs/cgroup/unified, so it sees a pure v1 host.
+const CRUN_WRAPPER: &str = "#!/bin/sh\nexec unshare --mount --propagation private /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec /usr/bin/crun \"$@\"' crun \"$@\"\n";
+
+/// An environment whose pod uses `handler` ("" for the default, runc).
+async fn env_with(tag: &str, handler: &str) -> Env {
+    let extra = if handler == "crun" {
+        "[runtimes.runc]\npath = \"runc\"\n[runtimes.crun]\npath = \"{root}/fixtures/crun-v1\"\n"
+            .to_string()
+    } else {
+        String::new()
+    };
+    let mut d = Daemon::start_with(
+        tag,
+        Options {
+            extra_config: extra,
+            subnet: None,
+        },
+    )
+    .await;
+    if handler == "crun" {
+        assert!(
+            std::path::Path::new("/usr/bin/crun").exists(),
+            "install Debian's crun"
+        );
+        std::fs::create_dir_all(d.root.join("fixtures")).unwrap();
+        let w = d.root.join("fixtures/crun-v1");
+        std::fs::write(&w, CRUN_WRAPPER).unwrap();
+        std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
     let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
         .await
         .unwrap();
@@ -43,7 +76,15 @@ async fn env(tag: &str) -> Env {
     std::fs::create_dir_all(&logs).unwrap();
     let mut pc = pod_config(tag);
     pc.log_directory = logs.display().to_string();
-    let pod = run_pod(&mut d.rt, pc).await.unwrap();
+    let pod =
+        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
     Env {
         d,
         reg: Some(reg),
@@ -734,5 +775,68 @@ async fn fifty_containers_in_parallel() {
             .containers;
     assert_eq!(running.len(), 50);
     // The pod's removal stops and removes all of them.
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_crun_lifecycle_exec_stop_and_limits() {
+    let mut e = env_with("ctr-crun", "crun").await;
+    let st =
+        e.d.rt
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: e.pod.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(st.status.unwrap().runtime_handler, "crun");
+    // Exit code and logs.
+    let id = e
+        .create(e.config("once", &["/bin/sh", "-c"], &["echo via crun; exit 4"]))
+        .await
+        .unwrap();
+    e.start(&id).await;
+    let st = e.wait_exited(&id).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (4, "Error"));
+    assert!(parse_cri_log(&e.log_of("once")).contains(&("stdout".into(), 'F', "via crun".into())));
+    // A long runner: exec, limits, read-only rootfs, stop with SIGKILL after the timeout.
+    let mut c = e.config("runner", &["/bin/sleep", "1000"], &[]);
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 * 1024 * 1024,
+            ..Default::default()
+        }),
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+    });
+    let runner = e.create(c).await.unwrap();
+    e.start(&runner).await;
+    let r = exec(&mut e, &runner, "echo out; touch /x").await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "out\n");
+    assert_ne!(r.exit_code, 0, "read-only rootfs");
+    let pid = pid_of(&mut e, &runner).await;
+    assert_eq!(
+        std::fs::read_to_string(cgroup_dir(pid, "memory").join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        "67108864"
+    );
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: runner.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.status(&runner).await.exit_code, 137);
+    for c in [id, runner] {
+        e.d.rt
+            .remove_container(cri::RemoveContainerRequest { container_id: c })
+            .await
+            .unwrap();
+    }
     e.done().await;
 }
