@@ -30,12 +30,17 @@ const CRUN_WRAPPER: &str = "#!/bin/sh\nexec unshare --mount --propagation privat
 
 /// An environment whose pod uses `handler` ("" for the default, runc).
 async fn env_with(tag: &str, handler: &str) -> Env {
-    let extra = if handler == "crun" {
-        "[runtimes.runc]\npath = \"runc\"\n[runtimes.crun]\npath = \"{root}/fixtures/crun-v1\"\n"
+    env_opts(tag, handler, "").await
+}
+
+async fn env_opts(tag: &str, handler: &str, more: &str) -> Env {
+    let extra = more.to_string()
+        + &if handler == "crun" {
+            "[runtimes.runc]\npath = \"runc\"\n[runtimes.crun]\npath = \"{root}/fixtures/crun-v1\"\n"
             .to_string()
-    } else {
-        String::new()
-    };
+        } else {
+            String::new()
+        };
     let mut d = Daemon::start_with(
         tag,
         Options {
@@ -838,5 +843,57 @@ async fn under_crun_lifecycle_exec_stop_and_limits() {
             .await
             .unwrap();
     }
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_retry_after_a_client_timeout_gets_the_first_container() {
+    // A shim launcher that is slow to start: the first CreateContainer times out.
+    let mut e = env_opts(
+        "ctr-retry",
+        "",
+        "shim_path = \"{root}/fixtures/slow-shim\"\n",
+    )
+    .await;
+    let real = bin_dir().join("crius-shim");
+    let slow = e.d.root.join("fixtures/slow-shim");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nsleep 1\nexec {} \"$@\"\n", real.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut req = tonic::Request::new(cri::CreateContainerRequest {
+        pod_sandbox_id: e.pod.clone(),
+        config: Some(e.config("slow", &["/bin/sleep", "1000"], &[])),
+        sandbox_config: None,
+    });
+    req.set_timeout(Duration::from_millis(300));
+    let err = e.d.rt.create_container(req).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err}"
+    );
+    // The kubelet's retry waits for the first attempt and gets its container.
+    let id = e
+        .create(e.config("slow", &["/bin/sleep", "1000"], &[]))
+        .await
+        .expect("retry");
+    let all =
+        e.d.rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, id);
+    // Answered: another identical request is a duplicate naming the container.
+    let err = e
+        .create(e.config("slow", &["/bin/sleep", "1000"], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&id));
     e.done().await;
 }

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::container::spec::{self, PodNamespaces, SpecInput};
+use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::image::Images;
 use crate::sandbox::Sandboxes;
@@ -81,6 +82,7 @@ pub struct Containers {
     shim_binary: PathBuf,
     oom_floor: i64,
     locks: Locks,
+    creations: Arc<Creations>,
 }
 
 impl Containers {
@@ -106,6 +108,7 @@ impl Containers {
             shim_binary,
             oom_floor,
             locks: Locks::default(),
+            creations: Arc::new(Creations::default()),
         }
     }
 
@@ -243,6 +246,45 @@ impl Containers {
                 pod.runtime_handler
             ))
         })?;
+        let store = self.store.clone();
+        let this = self.clone();
+        let reserved = name.clone();
+        let key = name.clone();
+        self.creations
+            .run(
+                &key,
+                || match store.container_id_by_name(&reserved)? {
+                    Some(existing) => Err(CriError::AlreadyExists(format!(
+                        "container name {reserved:?} is already reserved by container {existing}"
+                    ))),
+                    None => Ok(()),
+                },
+                async move {
+                    this.create_named(name, pod, config, sandbox_config, image, run, runtime)
+                        .await
+                },
+            )
+            .await
+    }
+
+    /// The work of CreateContainer once everything is validated (see [`Creations`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_named(
+        self: &Arc<Self>,
+        name: String,
+        pod: crate::store::PodRecord,
+        config: cri::ContainerConfig,
+        sandbox_config: cri::PodSandboxConfig,
+        image: crate::store::ImageRecord,
+        run: crate::image::ImageRunConfig,
+        runtime: PathBuf,
+    ) -> CriResult<String> {
+        let md = config.metadata.clone().unwrap_or_default();
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         let id = crate::sandbox::new_id()?;
         let _guard = self.locks.lock(&id).await;
         let log_path = if pod.config.log_directory.is_empty() || config.log_path.is_empty() {

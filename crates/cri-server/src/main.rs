@@ -4,6 +4,7 @@
 mod config;
 mod container;
 mod containers;
+mod creations;
 mod error;
 mod image;
 mod pinns;

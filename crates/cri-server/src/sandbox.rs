@@ -16,15 +16,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crius_cni::{NetworkBackend, PodNetworkRequest};
 use k8s_cri::v1 as cri;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::pinns::{self, PinRequest};
 use crate::podfiles::{self, PodFiles};
@@ -34,19 +34,6 @@ use crate::validate::{self, ValidPod};
 
 /// How long the namespace helper may take.
 const PIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a finished RunPodSandbox result waits for a retry whose first client went
-/// away. After that the sandbox stays, and a new identical request is a duplicate.
-const UNCLAIMED_RESULT_TTL: Duration = Duration::from_secs(600);
-
-type Outcome = Option<Result<String, CriError>>;
-
-/// One RunPodSandbox in progress (or finished and not yet handed to a client).
-struct Inflight {
-    /// The reserved pod name this creation is for.
-    name: String,
-    result: watch::Receiver<Outcome>,
-}
-
 /// The pod sandbox manager.
 pub struct Sandboxes {
     config: Arc<Config>,
@@ -54,7 +41,7 @@ pub struct Sandboxes {
     network: Arc<dyn NetworkBackend>,
     helper: PathBuf,
     locks: Locks,
-    inflight: Mutex<HashMap<String, Arc<Inflight>>>,
+    creations: Arc<Creations>,
 }
 
 /// A new 64-hex-digit id, as containerd and CRI-O make them.
@@ -84,7 +71,7 @@ impl Sandboxes {
             network,
             helper,
             locks: Locks::default(),
-            inflight: Mutex::new(HashMap::new()),
+            creations: Arc::new(Creations::default()),
         }
     }
 
@@ -115,66 +102,18 @@ impl Sandboxes {
     ) -> CriResult<String> {
         let pod = validate::pod_sandbox(config, runtime_handler, &self.config)?;
         let name = pod.reserved_name.clone();
-        let entry = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.get(&name) {
-                Some(entry) => {
-                    info!(pod = %name, "RunPodSandbox for a pod already being made: joining it");
-                    entry.clone()
-                }
-                None => {
-                    if let Some(id) = self.store.pod_id_by_name(&name)? {
-                        return Err(already_exists(&name, &id));
-                    }
-                    let (tx, rx) = watch::channel(None);
-                    let entry = Arc::new(Inflight {
-                        name: name.clone(),
-                        result: rx,
-                    });
-                    inflight.insert(name.clone(), entry.clone());
-                    let this = self.clone();
-                    let task_entry = entry.clone();
-                    tokio::spawn(async move {
-                        let result = this.create(pod).await;
-                        if result.is_err() {
-                            this.forget_inflight(&name, &task_entry);
-                        } else {
-                            let this = this.clone();
-                            let name = name.clone();
-                            let task_entry = task_entry.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(UNCLAIMED_RESULT_TTL).await;
-                                this.forget_inflight(&name, &task_entry);
-                            });
-                        }
-                        let _ = tx.send(Some(result));
-                    });
-                    entry
-                }
-            }
-        };
-        let mut rx = entry.result.clone();
-        let outcome = rx
-            .wait_for(|o| o.is_some())
+        let store = self.store.clone();
+        let this = self.clone();
+        self.creations
+            .run(
+                &name,
+                || match store.pod_id_by_name(&name)? {
+                    Some(id) => Err(already_exists(&name, &id)),
+                    None => Ok(()),
+                },
+                async move { this.create(pod).await },
+            )
             .await
-            .map_err(|_| CriError::Internal("sandbox creation task vanished".into()))?
-            .clone();
-        let result = outcome.unwrap_or_else(|| Err(CriError::Internal("no outcome".into())));
-        if result.is_ok() {
-            // Handed to a client: from now on the same metadata is a duplicate.
-            self.forget_inflight(&entry.name, &entry);
-        }
-        result
-    }
-
-    fn forget_inflight(&self, name: &str, entry: &Arc<Inflight>) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight
-            .get(name)
-            .is_some_and(|current| Arc::ptr_eq(current, entry))
-        {
-            inflight.remove(name);
-        }
     }
 
     async fn create(self: &Arc<Self>, pod: ValidPod) -> CriResult<String> {

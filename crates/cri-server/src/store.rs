@@ -518,6 +518,16 @@ impl Store {
         txn.commit().map_err(db_err)
     }
 
+    /// The id of the container holding a reserved name.
+    pub fn container_id_by_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let names = txn.open_table(CONTAINER_NAMES).map_err(db_err)?;
+        Ok(names
+            .get(name)
+            .map_err(db_err)?
+            .map(|v| v.value().to_string()))
+    }
+
     /// One container by exact id.
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
