@@ -83,7 +83,21 @@ pub struct Containers {
     oom_floor: i64,
     locks: Locks,
     creations: Arc<Creations>,
+    /// Running containers the exit watcher looks after.
+    watched: std::sync::Mutex<HashMap<String, Watched>>,
 }
+
+/// What the exit watcher needs to know of one running container.
+struct Watched {
+    exit_file: PathBuf,
+    socket: PathBuf,
+    ticks: u32,
+}
+
+/// How often the exit watcher looks for exit records.
+const EXIT_POLL: Duration = Duration::from_millis(100);
+/// Every how many polls it also checks that each shim still answers.
+const SHIM_PROBE_EVERY: u32 = 20;
 
 impl Containers {
     pub fn new(
@@ -109,6 +123,7 @@ impl Containers {
             oom_floor,
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
+            watched: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -522,27 +537,68 @@ impl Containers {
         rec.state = ContainerState::Running;
         rec.started_at = started_at;
         self.save(&rec).await?;
-        self.watch(rec.id.clone());
+        self.watch(rec.id.clone(), rec.bundle.clone(), rec.socket.clone());
         info!(container_id = %rec.id, pid, "container started");
         Ok(())
     }
 
-    /// Waits (in the background) for the container's exit and records it.
-    fn watch(self: &Arc<Self>, id: String) {
+    /// Puts a running container under the exit watcher.
+    fn watch(self: &Arc<Self>, id: String, bundle: PathBuf, socket: PathBuf) {
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        w.insert(
+            id,
+            Watched {
+                exit_file: bundle.join("exit.json"),
+                socket,
+                ticks: 0,
+            },
+        );
+    }
+
+    /// The exit watcher: one task for every container. The shim writes the exit
+    /// record before it reports an exit, so a record appearing is the exit; a shim
+    /// that no longer answers is checked for less often. No thread or connection is
+    /// held per container.
+    pub fn start_exit_watcher(self: &Arc<Self>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(Some(rec)) = this.record(&id).await else {
-                return;
-            };
-            let socket = rec.socket.clone();
-            let cid = id.clone();
-            let waited = tokio::task::spawn_blocking(move || {
-                client::connect(&socket, &cid).and_then(|s| s.wait(""))
-            })
-            .await;
-            let _guard = this.locks.lock(&id).await;
-            if let Err(e) = this.settle(&id, waited.ok()).await {
-                warn!(container_id = %id, error = %e, "recording the container's exit");
+            let mut interval = tokio::time::interval(EXIT_POLL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let candidates: Vec<(String, PathBuf, PathBuf, bool)> = {
+                    let mut w = this.watched.lock().unwrap_or_else(|p| p.into_inner());
+                    w.iter_mut()
+                        .map(|(id, x)| {
+                            x.ticks = x.ticks.wrapping_add(1);
+                            let probe_shim = x.ticks % SHIM_PROBE_EVERY == 0;
+                            (
+                                id.clone(),
+                                x.exit_file.clone(),
+                                x.socket.clone(),
+                                probe_shim,
+                            )
+                        })
+                        .collect()
+                };
+                for (id, exit_file, socket, probe_shim) in candidates {
+                    let exited = exit_file.exists();
+                    let shim_gone = !exited && probe_shim && {
+                        let socket = socket.clone();
+                        tokio::task::spawn_blocking(move || !client::is_alive(&socket))
+                            .await
+                            .unwrap_or(false)
+                    };
+                    if exited || shim_gone {
+                        let _guard = this.locks.lock(&id).await;
+                        if let Err(e) = this.settle(&id, None).await {
+                            warn!(container_id = %id, error = %e, "recording the container's exit");
+                            continue;
+                        }
+                        let mut w = this.watched.lock().unwrap_or_else(|p| p.into_inner());
+                        w.remove(&id);
+                    }
+                }
             }
         });
     }
@@ -935,7 +991,9 @@ impl Containers {
                     let id = c.id.clone();
                     blocking(move || Ok(store.delete_container(&id)?)).await?;
                 }
-                ContainerState::Running => self.watch(c.id.clone()),
+                ContainerState::Running => {
+                    self.watch(c.id.clone(), c.bundle.clone(), c.socket.clone())
+                }
                 ContainerState::Created => {
                     if !client::is_alive(&c.socket) {
                         warn!(container_id = %c.id, "recovery: the shim of a created container is gone");

@@ -350,6 +350,7 @@ async fn serve(config: Config) -> Result<()> {
         .recover()
         .await
         .context("recovering containers at start-up")?;
+    containers.start_exit_watcher();
     let cri = server::Cri {
         config: config.clone(),
         sandboxes,
