@@ -897,3 +897,123 @@ async fn create_retry_after_a_client_timeout_gets_the_first_container() {
     assert!(err.message().contains(&id));
     e.done().await;
 }
+
+fn pid_mode(mode: cri::NamespaceMode, target: &str) -> Option<cri::LinuxContainerConfig> {
+    Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: mode as i32,
+                target_id: target.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_pod_pid_namespace_and_target_mode() {
+    let mut d = Daemon::start("ctr-pidns").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let image = pushed.reference(&reg.host);
+    d.img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .unwrap();
+    // shareProcessNamespace: the sandbox asks for a pod-level PID namespace.
+    let mut pc = pod_config("pidns");
+    pc.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut d.rt, pc).await.unwrap();
+    let mut e = Env {
+        d,
+        reg: Some(reg),
+        image,
+        pod,
+        logs: std::path::PathBuf::new(),
+    };
+    let mut a = e.config("a", &["/bin/sleep", "4242"], &[]);
+    a.log_path = String::new();
+    a.linux = pid_mode(cri::NamespaceMode::Pod, "");
+    let a = e.create(a).await.unwrap();
+    e.start(&a).await;
+    let mut b = e.config("b", &["/bin/sleep", "1000"], &[]);
+    b.log_path = String::new();
+    b.linux = pid_mode(cri::NamespaceMode::Pod, "");
+    let b = e.create(b).await.unwrap();
+    e.start(&b).await;
+    let ps = exec(&mut e, &b, "ps -o pid,args").await;
+    let out = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(
+        out.contains("sleep 4242"),
+        "b sees a's process in the shared namespace: {out}"
+    );
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("1 ")),
+        "the infra process is PID 1: {out}"
+    );
+    // The kubelet restarts; the pod and its PID namespace are still there.
+    e.d.crash_and_restart().await;
+    let st = pod_status(&mut e.d.rt, &e.pod, false)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let ps = exec(&mut e, &b, "ps -o args").await;
+    assert!(String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
+
+    // An ephemeral debug container targets `a` (kubectl debug --target).
+    let mut dbg = e.config("debug", &["/bin/sleep", "1000"], &[]);
+    dbg.log_path = String::new();
+    dbg.linux = pid_mode(cri::NamespaceMode::Target, &a);
+    let dbg = e.create(dbg).await.expect("TARGET mode");
+    e.start(&dbg).await;
+    let ps = exec(&mut e, &dbg, "ps -o args").await;
+    assert!(String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
+
+    // A container-level PID namespace in a pod without one is refused, naming the field.
+    let mut pc = pod_config("no-pidns");
+    pc.log_directory = String::new();
+    let other = run_pod(&mut e.d.rt, pc).await.unwrap();
+    let mut c = e.config("c", &["/bin/true"], &[]);
+    c.linux = pid_mode(cri::NamespaceMode::Pod, "");
+    let err =
+        e.d.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: other.clone(),
+                config: Some(c),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("namespace_options.pid"),
+        "{}",
+        err.message()
+    );
+    remove_pod(&mut e.d.rt, &other).await.unwrap();
+    e.done().await;
+}

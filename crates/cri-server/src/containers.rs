@@ -406,6 +406,10 @@ impl Containers {
             net: pod.namespaces.net.clone(),
             ipc: pod.namespaces.ipc.clone(),
             uts: pod.namespaces.uts.clone(),
+            pid: pod
+                .infra_pid
+                .map(|p| PathBuf::from(format!("/proc/{p}/ns/pid"))),
+            target_pid: self.target_pid_ns(&rec.config).await?,
         };
         let generated = spec::generate(&SpecInput {
             container_id: &rec.id,
@@ -461,6 +465,33 @@ impl Containers {
         rec.pid = pid;
         rec.state = ContainerState::Created;
         self.save(rec).await
+    }
+
+    /// The PID namespace of the container a TARGET-mode container (an ephemeral
+    /// debug container) joins.
+    async fn target_pid_ns(&self, config: &cri::ContainerConfig) -> CriResult<Option<PathBuf>> {
+        let Some(ns) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+        else {
+            return Ok(None);
+        };
+        if ns.pid != cri::NamespaceMode::Target as i32 || ns.target_id.is_empty() {
+            return Ok(None);
+        }
+        let field = "config.linux.security_context.namespace_options.target_id";
+        let target = self.resolve(&ns.target_id, field).await?.ok_or_else(|| {
+            CriError::NotFound(format!("{field}: container {:?} not found", ns.target_id))
+        })?;
+        if target.state != ContainerState::Running || target.pid == 0 {
+            return Err(CriError::FailedPrecondition(format!(
+                "{field}: container {} is not running",
+                target.id
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
     }
 
     /// Undoes everything a container has on the host. Safe on a half-made one.

@@ -52,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Internal: start a pod's infra process in a new PID namespace.
+    #[command(hide = true)]
+    Infra {
+        #[arg(long)]
+        pidfile: PathBuf,
+    },
     /// Internal: create and pin pod namespaces (run by criusd itself).
     #[command(hide = true)]
     Pinns {
@@ -79,6 +85,13 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Infra { pidfile }) => match pinns::run_infra(&pidfile) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("criusd infra: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Pinns {
             dir,
             net,

@@ -256,6 +256,107 @@ pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(
     ))
 }
 
+/// Runs in the `criusd infra` helper: starts the pod's infra process, PID 1 of a new
+/// PID namespace that the pod's containers share, writes its host pid to `pidfile`
+/// and returns. The infra process detaches (own session), reaps whatever the
+/// namespace orphans, and lives until it is killed.
+pub fn run_infra(pidfile: &Path) -> Result<(), String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(PID): {e}"))?;
+    match crate::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        Some(child) => {
+            let tmp = pidfile.with_extension("tmp");
+            fs::write(&tmp, child.as_raw().to_string())
+                .and_then(|()| fs::rename(&tmp, pidfile))
+                .map_err(|e| format!("writing {}: {e}", pidfile.display()))?;
+            Ok(())
+        }
+        None => {
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            if let Ok(null) = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            let _ = crate::sys::catch_sigchld();
+            loop {
+                while let Ok(status) =
+                    nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+                {
+                    if status == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+                nix::unistd::pause();
+            }
+        }
+    }
+}
+
+/// Starts the pod's infra process through the helper and returns its host pid.
+pub async fn start_infra(helper: &Path, dir: &Path, timeout: Duration) -> Result<u32, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let pidfile = dir.join("infra.pid");
+    let mut cmd = tokio::process::Command::new(helper);
+    cmd.arg("infra")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .env(PARENT_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the infra helper {}: {e}", helper.display()))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("the infra helper did not finish within {timeout:?}"))?
+        .map_err(|e| format!("waiting for the infra helper: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the infra helper failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text =
+        fs::read_to_string(&pidfile).map_err(|e| format!("reading {}: {e}", pidfile.display()))?;
+    let _ = fs::remove_file(&pidfile);
+    text.trim()
+        .parse()
+        .map_err(|e| format!("infra pid {text:?}: {e}"))
+}
+
+/// Whether `pid` is still the infra process started from `dir`'s pidfile helper
+/// (guards against pid reuse: its command line names the pod's directory).
+pub fn infra_alive(pid: u32, dir: &Path) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
+        .unwrap_or(false)
+}
+
+/// Kills the infra process and waits until it is gone (at most `timeout`).
+pub async fn stop_infra(pid: u32, dir: &Path, timeout: Duration) {
+    if !infra_alive(pid, dir) {
+        return;
+    }
+    if let Ok(p) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while infra_alive(pid, dir) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

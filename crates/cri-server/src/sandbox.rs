@@ -137,6 +137,7 @@ impl Sandboxes {
             dir: dir.clone(),
             namespaces,
             ips: Vec::new(),
+            infra_pid: None,
         };
         let store = self.store.clone();
         let first = rec.clone();
@@ -192,6 +193,16 @@ impl Sandboxes {
                 .await
                 .map_err(|e| CriError::internal("pinning pod namespaces", e))?;
         }
+        if pod.pod_pid {
+            let pid = pinns::start_infra(&self.helper, &dir.join("infra"), PIN_TIMEOUT)
+                .await
+                .map_err(|e| CriError::internal("starting the pod's infra process", e))?;
+            rec.infra_pid = Some(pid);
+            // Recorded at once, so that a failure below (or a crash) still stops it.
+            let store = self.store.clone();
+            let r = rec.clone();
+            blocking(move || Ok(store.update_pod(&r)?)).await?;
+        }
         if let Some(net) = self.net_request(rec) {
             let status = self
                 .network
@@ -213,8 +224,12 @@ impl Sandboxes {
         blocking(move || Ok(store.update_pod(&ready)?)).await
     }
 
-    /// Releases the pod's network and namespaces (what StopPodSandbox frees).
+    /// Releases the pod's network, infra process and namespaces (what StopPodSandbox
+    /// frees).
     async fn stop_resources(&self, rec: &PodRecord) -> CriResult<()> {
+        if let Some(pid) = rec.infra_pid {
+            pinns::stop_infra(pid, &rec.dir.join("infra"), Duration::from_secs(10)).await;
+        }
         if let Some(net) = self.net_request(rec) {
             self.network
                 .teardown(&net)
@@ -351,7 +366,7 @@ impl Sandboxes {
             let detail = serde_json::json!({
                 "id": rec.id,
                 "name": rec.name,
-                "pid": 0,
+                "pid": rec.infra_pid.unwrap_or(0),
                 "state": format!("{:?}", rec.state),
                 "runtimeHandler": rec.runtime_handler,
                 "podDir": rec.dir,
@@ -429,11 +444,18 @@ impl Sandboxes {
                     known.remove(&rec.id);
                 }
                 PodState::Ready => {
-                    let missing: Vec<&PathBuf> = rec
+                    let mut missing: Vec<&PathBuf> = rec
                         .namespaces
                         .paths()
                         .filter(|p| !pinns::is_pinned(p))
                         .collect();
+                    let infra_dir = rec.dir.join("infra");
+                    if rec
+                        .infra_pid
+                        .is_some_and(|pid| !pinns::infra_alive(pid, &infra_dir))
+                    {
+                        missing.push(&infra_dir);
+                    }
                     if !missing.is_empty() {
                         warn!(pod_id = %rec.id, pod = %rec.name, missing = ?missing, "recovery: pinned namespaces are gone; marking the sandbox NotReady");
                         self.stop_resources(&rec).await?;

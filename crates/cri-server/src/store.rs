@@ -92,6 +92,10 @@ pub struct PodRecord {
     /// Pod addresses, primary first.
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The infra process holding the pod's shared PID namespace, when the pod asked
+    /// for one (`namespace_options.pid = POD`).
+    #[serde(default)]
+    pub infra_pid: Option<u32>,
 }
 
 /// Where a container is in its life.
@@ -681,6 +685,7 @@ mod tests {
             dir: PathBuf::from("/x"),
             namespaces: PinnedNamespaces::default(),
             ips: vec![],
+            infra_pid: None,
         }
     }
 

@@ -33,3 +33,31 @@ pub fn set_loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Forks the calling (single-threaded) process. Returns the child's pid in the parent
+/// and `None` in the child.
+pub fn fork_single_threaded() -> io::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: only called from the `criusd infra` helper before any thread exists, so
+    // the child inherits no lock held by another thread; it then only makes plain
+    // system calls (setsid, open, dup2, sigaction, waitpid, pause).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Some(child)),
+        Ok(nix::unistd::ForkResult::Child) => Ok(None),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+extern "C" fn on_sigchld(_: libc::c_int) {}
+
+/// Lets SIGCHLD interrupt `pause()` (PID 1 ignores signals it has no handler for).
+pub fn catch_sigchld() -> io::Result<()> {
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sigchld),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGCHLD, &action) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}

@@ -27,6 +27,8 @@ pub struct ValidPod {
     pub runtime_handler: String,
     pub host_network: bool,
     pub host_ipc: bool,
+    /// The pod shares one PID namespace among its containers.
+    pub pod_pid: bool,
 }
 
 fn component(field: &str, value: &str, may_be_empty: bool) -> CriResult<()> {
@@ -175,6 +177,7 @@ pub fn pod_sandbox(
     }
     let mut host_network = false;
     let mut host_ipc = false;
+    let mut pod_pid = false;
     if let Some(linux) = &config.linux {
         if linux.cgroup_parent.contains('\0') {
             return Err(CriError::invalid(
@@ -202,7 +205,7 @@ pub fn pod_sandbox(
             host_network =
                 namespace_mode(&format!("{prefix}.network"), ns.network)? == NamespaceMode::Node;
             host_ipc = namespace_mode(&format!("{prefix}.ipc"), ns.ipc)? == NamespaceMode::Node;
-            namespace_mode(&format!("{prefix}.pid"), ns.pid)?;
+            pod_pid = namespace_mode(&format!("{prefix}.pid"), ns.pid)? == NamespaceMode::Pod;
         }
     }
 
@@ -231,6 +234,7 @@ pub fn pod_sandbox(
         runtime_handler,
         host_network,
         host_ipc,
+        pod_pid,
     })
 }
 

@@ -147,6 +147,10 @@ pub struct PodNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's shared PID namespace (held by its infra process), when it has one.
+    pub pid: Option<PathBuf>,
+    /// The PID namespace of the container named by `namespace_options.target_id`.
+    pub target_pid: Option<PathBuf>,
 }
 
 /// Everything a container's spec is made from.
@@ -1329,16 +1333,22 @@ fn namespaces(
     match pid {
         cri::NamespaceMode::Container => out.push(json!({"type": "pid"})),
         cri::NamespaceMode::Node => {}
-        cri::NamespaceMode::Pod => {
-            return Err(CriError::FailedPrecondition(format!(
-                "{field}.pid: a pod-level PID namespace (shareProcessNamespace) is not supported yet"
-            )));
-        }
-        cri::NamespaceMode::Target => {
-            return Err(CriError::FailedPrecondition(format!(
-                "{field}.pid: joining another container's PID namespace (TARGET) is not supported yet"
-            )));
-        }
+        cri::NamespaceMode::Pod => match &pod.pid {
+            Some(p) => out.push(json!({"type": "pid", "path": p})),
+            None => {
+                return Err(CriError::FailedPrecondition(format!(
+                    "{field}.pid: POD, but the pod sandbox was not created with a pod-level PID namespace"
+                )));
+            }
+        },
+        cri::NamespaceMode::Target => match &pod.target_pid {
+            Some(p) => out.push(json!({"type": "pid", "path": p})),
+            None => {
+                return Err(CriError::FailedPrecondition(format!(
+                    "{field}.target_id: TARGET needs a running target container"
+                )));
+            }
+        },
     }
     let join =
         |typ: &str, path: &Option<PathBuf>| path.as_ref().map(|p| json!({"type": typ, "path": p}));
@@ -1437,6 +1447,7 @@ mod tests {
                     net: Some("/run/crius/pods/p/net".into()),
                     ipc: Some("/run/crius/pods/p/ipc".into()),
                     uts: Some("/run/crius/pods/p/uts".into()),
+                    ..Default::default()
                 },
                 sandbox: cri::PodSandboxConfig {
                     metadata: Some(cri::PodSandboxMetadata {
@@ -2189,6 +2200,7 @@ mod tests {
             net: None,
             ipc: None,
             uts: Some("/x/uts".into()),
+            ..Default::default()
         };
         let got = ns(&f.json());
         assert!(
@@ -2203,15 +2215,28 @@ mod tests {
         assert!(!ns(&f.json()).iter().any(|(t, _)| t == "pid"));
         f.sc().namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Container as i32;
         assert!(ns(&f.json()).iter().any(|(t, _)| t == "pid"));
-        for mode in [cri::NamespaceMode::Pod, cri::NamespaceMode::Target] {
+        // POD and TARGET without a namespace to join are refused, naming the field.
+        for (mode, field) in [
+            (cri::NamespaceMode::Pod, "pid:"),
+            (cri::NamespaceMode::Target, "target_id:"),
+        ] {
             f.sc().namespace_options.as_mut().unwrap().pid = mode as i32;
             let e = f.generate().unwrap_err();
             assert!(matches!(e, CriError::FailedPrecondition(_)));
             assert!(
-                e.to_string()
-                    .starts_with("config.linux.security_context.namespace_options.pid:")
+                e.to_string().starts_with(&format!(
+                    "config.linux.security_context.namespace_options.{field}"
+                )),
+                "{e}"
             );
         }
+        // With the pod's (or the target's) PID namespace, the container joins it.
+        f.ns.pid = Some("/proc/42/ns/pid".into());
+        f.ns.target_pid = Some("/proc/43/ns/pid".into());
+        f.sc().namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Pod as i32;
+        assert!(has(&ns(&f.json()), "pid", Some("/proc/42/ns/pid")));
+        f.sc().namespace_options.as_mut().unwrap().pid = cri::NamespaceMode::Target as i32;
+        assert!(has(&ns(&f.json()), "pid", Some("/proc/43/ns/pid")));
     }
 
     #[test]
