@@ -103,7 +103,7 @@ pub fn layer_media_type(comp: Comp, docker: bool) -> &'static str {
 pub const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "sleep", "id", "env", "pwd", "nc", "wget", "httpd", "touch",
     "mkdir", "rm", "head", "tail", "true", "false", "hostname", "grep", "stty", "printf", "seq",
-    "yes", "dd", "stat", "test", "mount", "ps", "kill", "whoami", "wc", "tr",
+    "yes", "dd", "stat", "test", "mount", "ps", "kill", "whoami", "wc", "tr", "unshare", "mv",
 ];
 
 /// A busybox root filesystem layer.

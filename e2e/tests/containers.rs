@@ -19,10 +19,6 @@ struct Env {
     logs: std::path::PathBuf,
 }
 
-async fn env(tag: &str) -> Env {
-    env_with(tag, "").await
-}
-
 /// crun 1.8.1 (Debian 12) refuses this host's hybrid cgroup layout (hugetlb stays on
 /// the cgroup2 mount). The test handler runs the real crun in a private mount
 /// namespace without /sys/fs/cgroup/unified, so it sees a pure v1 host.
@@ -237,9 +233,8 @@ fn parse_cri_log(text: &str) -> Vec<(String, char, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lifecycle_logs_and_exit_codes() {
-    let mut e = env("ctr-life").await;
+async fn lifecycle_logs_and_exit_codes(handler: &str) {
+    let mut e = env_with(&format!("ctr-life{handler}"), handler).await;
     let id = e
         .create(e.config(
             "worker",
@@ -296,6 +291,63 @@ async fn lifecycle_logs_and_exit_codes() {
         "output without a newline is logged: {lines:?}"
     );
 
+    // A 100 KiB line is split into 16 KiB partial records; a rename plus
+    // ReopenContainerLog moves new output to a new file at the same path.
+    let long = e
+        .create(e.config(
+            "long",
+            &["/bin/sh", "-c"],
+            &["head -c 102400 /dev/zero | tr '\\0' x; echo; echo done; while [ ! -f /tmp/go ]; do sleep 0.05; done; echo after-reopen; sleep 1000"],
+        ))
+        .await
+        .unwrap();
+    e.start(&long).await;
+    let logs = e.logs.clone();
+    eventually(DEADLINE, "the long line and 'done' to be logged", || {
+        let text = std::fs::read_to_string(logs.join("long.log")).unwrap_or_default();
+        async move { text.contains(" F done").then_some(()) }
+    })
+    .await;
+    let lines = parse_cri_log(&e.log_of("long"));
+    let joined: String = lines
+        .iter()
+        .take_while(|l| l.2 != "done")
+        .map(|l| l.2.clone())
+        .collect();
+    assert_eq!(
+        joined.len(),
+        102400,
+        "the long line is whole across its records"
+    );
+    assert!(
+        lines.iter().filter(|l| l.1 == 'P').count() >= 6,
+        "split into partial records"
+    );
+    assert!(lines.iter().all(|l| l.2.len() <= 16 * 1024));
+    std::fs::rename(e.logs.join("long.log"), e.logs.join("long.log.1")).unwrap();
+    e.d.rt
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: long.clone(),
+        })
+        .await
+        .expect("ReopenContainerLog");
+    exec(&mut e, &long, "touch /tmp/go").await;
+    eventually(DEADLINE, "output after the reopen in the new file", || {
+        let text = std::fs::read_to_string(logs.join("long.log")).unwrap_or_default();
+        async move { text.contains(" F after-reopen").then_some(()) }
+    })
+    .await;
+    assert!(
+        !std::fs::read_to_string(e.logs.join("long.log.1"))
+            .unwrap()
+            .contains("after-reopen")
+    );
+    std::fs::remove_file(e.logs.join("long.log.1")).unwrap();
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: long })
+        .await
+        .unwrap();
+
     // Exit 0 is Completed.
     let ok = e.create(e.config("ok", &["/bin/true"], &[])).await.unwrap();
     e.start(&ok).await;
@@ -350,9 +402,8 @@ async fn lifecycle_logs_and_exit_codes() {
     e.done().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn image_config_user_env_and_workdir() {
-    let mut e = env("ctr-image").await;
+async fn image_config_user_env_and_workdir(handler: &str) {
+    let mut e = env_with(&format!("ctr-image{handler}"), handler).await;
     // No command or args: the image's ENTRYPOINT + CMD run, as the image's USER.
     let id = e.create(e.config("plain", &[], &[])).await.unwrap();
     e.start(&id).await;
@@ -379,6 +430,27 @@ async fn image_config_user_env_and_workdir() {
         user.supplemental_groups.contains(&50),
         "staff lists app in /etc/group: {user:?}"
     );
+    // A user by name, resolved in the container's own /etc/passwd.
+    let mut c3 = e.config("named", &[], &["id -u; id -g"]);
+    c3.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "nobody".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id3 = e.create(c3).await.unwrap();
+    e.start(&id3).await;
+    e.wait_exited(&id3).await;
+    let out: Vec<String> = parse_cri_log(&e.log_of("named"))
+        .into_iter()
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(out, vec!["65534", "65534"]);
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: id3 })
+        .await
+        .unwrap();
     for c in [id, id2] {
         e.d.rt
             .remove_container(cri::RemoveContainerRequest { container_id: c })
@@ -388,9 +460,8 @@ async fn image_config_user_env_and_workdir() {
     e.done().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exec_sync_stop_and_restart_survival() {
-    let mut e = env("ctr-exec").await;
+async fn exec_sync_stop_and_restart_survival(handler: &str) {
+    let mut e = env_with(&format!("ctr-exec{handler}"), handler).await;
     let id = e
         .create(e.config(
             "ticker",
@@ -487,9 +558,8 @@ async fn exec_sync_stop_and_restart_survival() {
     e.done().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up() {
-    let mut e = env("ctr-shim").await;
+async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up(handler: &str) {
+    let mut e = env_with(&format!("ctr-shim{handler}"), handler).await;
     let id = e
         .create(e.config("sleeper", &["/bin/sleep", "1000"], &[]))
         .await
@@ -568,9 +638,8 @@ async fn exec(e: &mut Env, id: &str, script: &str) -> cri::ExecSyncResponse {
         .into_inner()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mounts_security_and_resources() {
-    let mut e = env("ctr-sec").await;
+async fn mounts_security_and_resources(handler: &str) {
+    let mut e = env_with(&format!("ctr-sec{handler}"), handler).await;
     let rw = e.d.root.join("fixtures/rw");
     let ro = e.d.root.join("fixtures/ro");
     std::fs::create_dir_all(&rw).unwrap();
@@ -649,6 +718,36 @@ async fn mounts_security_and_resources() {
     let mask = u64::from_str_radix(capeff.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_eq!(mask & (1 << 13), 0, "NET_RAW dropped: {status}");
     assert_ne!(mask & (1 << 0), 0, "CHOWN kept: {status}");
+    let blocked = exec(&mut e, &id, "unshare -U true").await;
+    assert_ne!(
+        blocked.exit_code, 0,
+        "RuntimeDefault blocks unshare without SYS_ADMIN"
+    );
+    // The same call in an Unconfined container succeeds: it was the filter.
+    let mut free = e.config("unconfined", &["/bin/sleep", "1000"], &[]);
+    free.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Unconfined as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let free = e.create(free).await.unwrap();
+    e.start(&free).await;
+    let allowed = exec(&mut e, &free, "unshare -U true").await;
+    assert_eq!(
+        allowed.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: free })
+        .await
+        .unwrap();
     assert!(
         status.contains("Seccomp:\t2"),
         "RuntimeDefault installs a filter: {status}"
@@ -708,9 +807,8 @@ async fn mounts_security_and_resources() {
     e.done().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_memory_limit_gets_oom_killed() {
-    let mut e = env("ctr-oom").await;
+async fn a_memory_limit_gets_oom_killed(handler: &str) {
+    let mut e = env_with(&format!("ctr-oom{handler}"), handler).await;
     let mut c = e.config(
         "hog",
         &["/bin/sh", "-c"],
@@ -735,9 +833,8 @@ async fn a_memory_limit_gets_oom_killed() {
     e.done().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_containers_in_parallel() {
-    let mut e = env("ctr-par").await;
+async fn fifty_containers_in_parallel(handler: &str) {
+    let mut e = env_with(&format!("ctr-par{handler}"), handler).await;
     let mut tasks = Vec::new();
     for i in 0..50 {
         let mut rt = e.d.rt.clone();
@@ -780,69 +877,6 @@ async fn fifty_containers_in_parallel() {
             .containers;
     assert_eq!(running.len(), 50);
     // The pod's removal stops and removes all of them.
-    e.done().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn under_crun_lifecycle_exec_stop_and_limits() {
-    let mut e = env_with("ctr-crun", "crun").await;
-    let st =
-        e.d.rt
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: e.pod.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    assert_eq!(st.status.unwrap().runtime_handler, "crun");
-    // Exit code and logs.
-    let id = e
-        .create(e.config("once", &["/bin/sh", "-c"], &["echo via crun; exit 4"]))
-        .await
-        .unwrap();
-    e.start(&id).await;
-    let st = e.wait_exited(&id).await;
-    assert_eq!((st.exit_code, st.reason.as_str()), (4, "Error"));
-    assert!(parse_cri_log(&e.log_of("once")).contains(&("stdout".into(), 'F', "via crun".into())));
-    // A long runner: exec, limits, read-only rootfs, stop with SIGKILL after the timeout.
-    let mut c = e.config("runner", &["/bin/sleep", "1000"], &[]);
-    c.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 64 * 1024 * 1024,
-            ..Default::default()
-        }),
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            readonly_rootfs: true,
-            ..Default::default()
-        }),
-    });
-    let runner = e.create(c).await.unwrap();
-    e.start(&runner).await;
-    let r = exec(&mut e, &runner, "echo out; touch /x").await;
-    assert_eq!(String::from_utf8_lossy(&r.stdout), "out\n");
-    assert_ne!(r.exit_code, 0, "read-only rootfs");
-    let pid = pid_of(&mut e, &runner).await;
-    assert_eq!(
-        std::fs::read_to_string(cgroup_dir(pid, "memory").join("memory.limit_in_bytes"))
-            .unwrap()
-            .trim(),
-        "67108864"
-    );
-    e.d.rt
-        .stop_container(cri::StopContainerRequest {
-            container_id: runner.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
-    assert_eq!(e.status(&runner).await.exit_code, 137);
-    for c in [id, runner] {
-        e.d.rt
-            .remove_container(cri::RemoveContainerRequest { container_id: c })
-            .await
-            .unwrap();
-    }
     e.done().await;
 }
 
@@ -1017,3 +1051,31 @@ async fn shared_pod_pid_namespace_and_target_mode() {
     remove_pod(&mut e.d.rt, &other).await.unwrap();
     e.done().await;
 }
+
+/// Every test above, under runc (the default handler) and under crun.
+macro_rules! under_runc_and_crun {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn runc() {
+                    super::$name("").await
+                }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn crun() {
+                    super::$name("crun").await
+                }
+            }
+        )*
+    };
+}
+
+under_runc_and_crun!(
+    lifecycle_logs_and_exit_codes,
+    image_config_user_env_and_workdir,
+    exec_sync_stop_and_restart_survival,
+    a_dead_shim_is_noticed_and_pod_removal_cleans_up,
+    mounts_security_and_resources,
+    a_memory_limit_gets_oom_killed,
+    fifty_containers_in_parallel,
+);
