@@ -774,6 +774,43 @@ async fn mounts_security_and_resources(handler: &str) {
             .trim(),
         "50000"
     );
+    // ContainerStats: CPU and memory from the cgroup (through the shim's Stats),
+    // the writable layer from disk.
+    exec(
+        &mut e,
+        &id,
+        "head -c 3000000 /dev/zero > /rw/blob; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    )
+    .await;
+    let stats =
+        e.d.rt
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("ContainerStats")
+            .into_inner()
+            .stats
+            .unwrap();
+    assert_eq!(stats.attributes.as_ref().unwrap().id, id);
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let memory = stats.memory.unwrap();
+    assert!(memory.usage_bytes.unwrap().value > 0);
+    assert!(memory.working_set_bytes.unwrap().value <= memory.usage_bytes.unwrap().value);
+    assert!(stats.writable_layer.unwrap().inodes_used.unwrap().value >= 1);
+    let listed =
+        e.d.rt
+            .list_container_stats(cri::ListContainerStatsRequest {
+                filter: Some(cri::ContainerStatsFilter {
+                    pod_sandbox_id: e.pod.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(listed.len(), 1);
     // UpdateContainerResources reaches the cgroup.
     e.d.rt
         .update_container_resources(cri::UpdateContainerResourcesRequest {

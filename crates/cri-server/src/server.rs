@@ -419,12 +419,32 @@ impl RuntimeService for Cri {
         Ok(Response::new(resp))
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let stats = self.containers.stats(&id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let stats = self
+            .containers
+            .list_stats(request.into_inner().filter)
+            .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
     unimplemented_rpcs! {
         exec(ExecRequest) -> ExecResponse, "Exec";
         attach(AttachRequest) -> AttachResponse, "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse, "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse, "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse, "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer";

@@ -20,7 +20,7 @@ use containerd_shim_protos::TaskClient;
 use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest,
     KillRequest, PidsRequest, ResizePtyRequest, ShutdownRequest, StartRequest, StateRequest,
-    Status, UpdateTaskRequest, WaitRequest,
+    StatsRequest, Status, UpdateTaskRequest, WaitRequest,
 };
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -511,6 +511,23 @@ impl Shim {
             .map_err(|e| self.map(e))
     }
 
+    /// The container's cgroup metrics, decoded.
+    pub fn stats(&self) -> Result<Metrics, Error> {
+        let req = StatsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let resp = self
+            .task
+            .stats(ctx_timeout(CALL_TIMEOUT), &req)
+            .map_err(|e| self.map(e))?;
+        let any = resp.stats.into_option().unwrap_or_default();
+        Metrics::decode(&any.type_url, &any.value).map_err(|message| Error::Rpc {
+            code: ttrpc::Code::INTERNAL,
+            message,
+        })
+    }
+
     /// Updates resources (`runc update --resources`; OCI `LinuxResources` as JSON).
     pub fn update(&self, resources_json: &[u8]) -> Result<(), Error> {
         let mut any = Any::new();
@@ -578,5 +595,49 @@ impl Shim {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+}
+
+/// The container metrics criusd reports (CRI ContainerStats), from either cgroup
+/// version's Metrics message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Cumulative CPU time in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory usage in bytes.
+    pub memory_usage: u64,
+    /// The working set: usage less inactive file pages.
+    pub memory_working_set: u64,
+    /// Anonymous memory (rss).
+    pub memory_rss: u64,
+    /// Number of processes.
+    pub pids: u64,
+}
+
+impl Metrics {
+    fn decode(type_url: &str, value: &[u8]) -> Result<Metrics, String> {
+        use containerd_shim_protos::protobuf::Message;
+        if type_url.ends_with("cgroups.v2.Metrics") {
+            let m = containerd_shim_protos::cgroups_v2::metrics::Metrics::parse_from_bytes(value)
+                .map_err(|e| format!("decoding v2 metrics: {e}"))?;
+            Ok(Metrics {
+                cpu_usage_ns: m.cpu.usage_usec.saturating_mul(1000),
+                memory_usage: m.memory.usage,
+                memory_working_set: m.memory.usage.saturating_sub(m.memory.inactive_file),
+                memory_rss: m.memory.anon,
+                pids: m.pids.current,
+            })
+        } else {
+            let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(value)
+                .map_err(|e| format!("decoding v1 metrics: {e}"))?;
+            let usage = m.memory.usage.usage;
+            Ok(Metrics {
+                cpu_usage_ns: m.cpu.usage.total,
+                memory_usage: usage,
+                memory_working_set: usage.saturating_sub(m.memory.total_inactive_file),
+                memory_rss: m.memory.total_rss.max(m.memory.rss),
+                pids: m.pids.current,
+            })
+        }
     }
 }

@@ -27,6 +27,7 @@ mod publisher;
 mod reaper;
 mod runtime;
 mod service;
+mod stats;
 mod stdio;
 mod sys;
 

@@ -833,10 +833,18 @@ impl containerd_shim_protos::Task for TaskService {
 
     fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         self.0.check_id(&req.id)?;
-        Err(err(
-            Code::UNIMPLEMENTED,
-            "Stats is not implemented by crius-shim yet: read the container's cgroup files",
-        ))
+        let pid = self.0.init_pid();
+        if pid <= 0 {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                "the container has no process",
+            ));
+        }
+        let stats = crate::stats::metrics(pid).map_err(|e| err(Code::INTERNAL, &e))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
     }
 
     fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
