@@ -531,6 +531,47 @@ async fn exec_sync_stop_and_restart_survival(handler: &str) {
         "no line lost across the restart"
     );
 
+    // A container that exits while criusd is down is reported with its real exit
+    // code and finish time after the restart.
+    let quick = e
+        .create(e.config("quick", &["/bin/sh", "-c"], &["sleep 0.5; exit 7"]))
+        .await
+        .unwrap();
+    e.start(&quick).await;
+    e.d.kill();
+    let exit_file =
+        e.d.run_dir()
+            .join("containers")
+            .join(&quick)
+            .join("exit.json");
+    eventually(
+        DEADLINE,
+        "the container to exit while criusd is down",
+        || {
+            let present = exit_file.exists();
+            async move { present.then_some(()) }
+        },
+    )
+    .await;
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    e.d.spawn().await.unwrap();
+    let st = e.wait_exited(&quick).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (7, "Error"));
+    assert!(
+        st.finished_at > st.started_at && st.finished_at < restarted_at,
+        "the real finish time"
+    );
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: quick,
+        })
+        .await
+        .unwrap();
+
     // Stop: SIGTERM is ignored by the shell as PID 1, so SIGKILL after the timeout.
     let started = std::time::Instant::now();
     e.d.rt
