@@ -539,8 +539,18 @@ impl Drop for Daemon {
     }
 }
 
-/// Best-effort removal of everything under `root`, mounts first (deepest first).
+/// Best-effort removal of everything under `root`: processes whose command line
+/// names it (shims of a failed test outlive its daemon), then mounts (deepest
+/// first), then files.
 pub fn force_clean(root: &Path) {
+    for p in processes_mentioning(&root.to_string_lossy()) {
+        if let Some(pid) = p.split(':').next().and_then(|n| n.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
     let mut mounts = mounts_under(root);
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in mounts {

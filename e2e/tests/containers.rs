@@ -1157,3 +1157,95 @@ under_runc_and_crun!(
     a_memory_limit_gets_oom_killed,
     fifty_containers_in_parallel,
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_gets_every_capability_the_node_has_and_stop_of_unknown_is_ok() {
+    let mut e = env_with("ctr-priv", "").await;
+    // StopContainer is idempotent: an unknown id has nothing left to stop.
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: "0".repeat(64),
+            timeout: 0,
+        })
+        .await
+        .expect("stop of an unknown container");
+    // A privileged pod and container: all capabilities of the daemon's bounding set
+    // (this VM's root lacks CAP_SYS_RESOURCE; asking runc for it would fail).
+    let mut pc = pod_config("priv-pod");
+    pc.log_directory = String::new();
+    pc.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut e.d.rt, pc).await.unwrap();
+    let mut c = e.config("priv", &["/bin/sleep", "1000"], &[]);
+    c.log_path = String::new();
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            // The image's USER is 1000: root holds the capabilities.
+            run_as_user: Some(cri::Int64Value { value: 0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id =
+        e.d.rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(c),
+                sandbox_config: None,
+            })
+            .await
+            .expect("privileged create")
+            .into_inner()
+            .container_id;
+    e.start(&id).await;
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = own
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let r = exec(&mut e, &id, "grep CapEff /proc/self/status").await;
+    let eff = String::from_utf8_lossy(&r.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        u64::from_str_radix(&eff, 16).unwrap(),
+        u64::from_str_radix(&bnd, 16).unwrap() & ((1u64 << 41) - 1),
+        "a privileged container has the daemon's whole bounding set"
+    );
+    // Adding a capability the node does not have is refused, naming the field.
+    let own_caps = u64::from_str_radix(&bnd, 16).unwrap();
+    if own_caps & (1 << 24) == 0 {
+        let mut c = e.config("nores", &["/bin/true"], &[]);
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: vec!["SYS_RESOURCE".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = e.create(c).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(
+            err.message().contains("add_capabilities[0]"),
+            "{}",
+            err.message()
+        );
+    }
+    remove_pod(&mut e.d.rt, &pod).await.unwrap();
+    e.done().await;
+}

@@ -81,6 +81,8 @@ pub struct Containers {
     snapshots: Arc<Snapshotter>,
     shim_binary: PathBuf,
     oom_floor: i64,
+    /// The daemon's capability bounding set (containers cannot get more).
+    cap_bounding_set: u64,
     locks: Locks,
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
@@ -121,6 +123,7 @@ impl Containers {
             snapshots,
             shim_binary,
             oom_floor,
+            cap_bounding_set: spec::own_capability_bounding_set(),
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
@@ -424,6 +427,7 @@ impl Containers {
             cgroup_driver: self.config.cgroup_driver(),
             oom_score_adj_floor: self.oom_floor,
             seccomp_profile_root: &self.config.state_dir.join("seccomp"),
+            cap_bounding_set: self.cap_bounding_set,
         })?;
         let json = serde_json::to_vec_pretty(&generated.spec)
             .map_err(|e| CriError::internal("serializing the OCI spec", e))?;
@@ -685,7 +689,8 @@ impl Containers {
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds.
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
         let Some(found) = self.resolve(id, "container_id").await? else {
-            return Err(CriError::NotFound(format!("container {id:?} not found")));
+            // Idempotent: nothing is left to stop (critest checks this).
+            return Ok(());
         };
         let rec = found;
         if rec.state != ContainerState::Running && rec.state != ContainerState::Created {

@@ -99,6 +99,72 @@ pub const ALL_CAPABILITIES: &[&str] = &[
     "CAP_WAKE_ALARM",
 ];
 
+/// The kernel's number of a capability (its bit in the capability sets).
+pub fn cap_number(name: &str) -> Option<u32> {
+    const ORDER: [&str; 41] = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_MKNOD",
+        "CAP_LEASE",
+        "CAP_AUDIT_WRITE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+        "CAP_PERFMON",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+    ];
+    ORDER
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+/// This process's capability bounding set: what any container it starts can hold.
+pub fn own_capability_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("CapBnd:"))?.to_string();
+            u64::from_str_radix(line.trim_start_matches("CapBnd:").trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+fn in_bounding_set(name: &str, bounding: u64) -> bool {
+    cap_number(name).is_none_or(|n| n < 64 && bounding & (1u64 << n) != 0)
+}
+
 /// containerd's default masked paths.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -172,6 +238,10 @@ pub struct SpecInput<'a> {
     pub oom_score_adj_floor: i64,
     /// Where relative `Localhost` seccomp profiles are found.
     pub seccomp_profile_root: &'a Path,
+    /// The daemon's capability bounding set (see [`own_capability_bounding_set`]):
+    /// privileged and "ALL" mean every capability in it, and adding one outside it
+    /// is refused (runc could not grant it).
+    pub cap_bounding_set: u64,
 }
 
 /// A generated spec and what the container manager needs beside it.
@@ -231,7 +301,7 @@ pub fn generate(input: &SpecInput) -> Result<Generated, CriError> {
     let hostname = pod_hostname(input);
     let env = environment(config, input.image, &hostname, &user.home)?;
     let cwd = working_dir(config, input.image)?;
-    let caps = capabilities(&sc)?;
+    let caps = capabilities(&sc, input.cap_bounding_set)?;
     let ambient = ambient_capabilities(&sc)?;
     let mut bounding = caps.clone();
     bounding.extend(ambient.iter().cloned());
@@ -737,8 +807,17 @@ fn is_all(s: &str) -> bool {
 }
 
 /// The capability set: containerd's order — add ALL, drop ALL, add each, drop each.
-fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<BTreeSet<String>, CriError> {
-    let all = || ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+fn capabilities(
+    sc: &cri::LinuxContainerSecurityContext,
+    bounding: u64,
+) -> Result<BTreeSet<String>, CriError> {
+    let all = || {
+        ALL_CAPABILITIES
+            .iter()
+            .filter(|c| in_bounding_set(c, bounding))
+            .map(|s| s.to_string())
+            .collect()
+    };
     if sc.privileged {
         return Ok(all());
     }
@@ -754,10 +833,17 @@ fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<BTreeSet<Stri
     }
     for (i, a) in c.add_capabilities.iter().enumerate() {
         if !is_all(a) {
-            caps.insert(cap_name(
-                &format!("{SC}.capabilities.add_capabilities[{i}]"),
-                a,
-            )?);
+            let field = format!("{SC}.capabilities.add_capabilities[{i}]");
+            let name = cap_name(&field, a)?;
+            if !in_bounding_set(&name, bounding) {
+                return Err(CriError::invalid(
+                    field,
+                    format!(
+                        "{name} is not in the runtime's capability bounding set: this node cannot grant it"
+                    ),
+                ));
+            }
+            caps.insert(name);
         }
     }
     for (i, d) in c.drop_capabilities.iter().enumerate() {
@@ -1412,6 +1498,7 @@ mod tests {
         config: cri::ContainerConfig,
         driver: CgroupDriver,
         floor: i64,
+        bounding: u64,
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -1483,6 +1570,7 @@ mod tests {
                 },
                 driver: CgroupDriver::Cgroupfs,
                 floor: i64::MIN,
+                bounding: u64::MAX,
             }
         }
 
@@ -1525,6 +1613,7 @@ mod tests {
                 cgroup_driver: self.driver,
                 oom_score_adj_floor: self.floor,
                 seccomp_profile_root: &self.profiles,
+                cap_bounding_set: self.bounding,
             })
         }
 
@@ -1963,6 +2052,37 @@ mod tests {
             "{}",
             f.err()
         );
+    }
+
+    #[test]
+    fn capabilities_stay_within_the_bounding_set() {
+        let mut f = Fixture::new();
+        // A node whose root lacks CAP_SYS_RESOURCE (bit 24), like the dev VMs.
+        f.bounding = !(1 << 24);
+        f.sc().privileged = true;
+        f.privileged_sandbox();
+        let c = caps(&f.json());
+        assert!(!c.contains("CAP_SYS_RESOURCE"));
+        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        f.sc().privileged = false;
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        });
+        assert!(!caps(&f.json()).contains("CAP_SYS_RESOURCE"));
+        f.sc().capabilities = Some(cri::Capability {
+            add_capabilities: vec!["SYS_RESOURCE".into()],
+            ..Default::default()
+        });
+        let e = f.generate().unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("config.linux.security_context.capabilities.add_capabilities[0]"),
+            "{e}"
+        );
+        assert_eq!(cap_number("CAP_CHOWN"), Some(0));
+        assert_eq!(cap_number("CAP_SYS_RESOURCE"), Some(24));
+        assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(40));
     }
 
     #[test]
