@@ -543,12 +543,45 @@ impl Drop for Daemon {
 /// names it (shims of a failed test outlive its daemon), then mounts (deepest
 /// first), then files.
 pub fn force_clean(root: &Path) {
+    let kill = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
     for p in processes_mentioning(&root.to_string_lossy()) {
         if let Some(pid) = p.split(':').next().and_then(|n| n.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill(pid);
+        }
+    }
+    // Container processes name nothing of the root: find them by their cgroup
+    // (`crius-<container id>`), kill them, and remove the cgroups.
+    let ids: Vec<String> = std::fs::read_dir(root.join("run/containers"))
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cg = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+                if ids.iter().any(|id| cg.contains(&format!("crius-{id}"))) {
+                    kill(pid);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in ctrls.flatten() {
+                for id in &ids {
+                    let _ = std::fs::remove_dir(c.path().join("crius").join(format!("crius-{id}")));
+                }
+            }
         }
     }
     let mut mounts = mounts_under(root);

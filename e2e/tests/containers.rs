@@ -17,6 +17,8 @@ struct Env {
     image: String,
     pod: String,
     logs: std::path::PathBuf,
+    /// Every container made, so `done` can check their cgroups are gone.
+    made: Vec<String>,
 }
 
 /// crun 1.8.1 (Debian 12) refuses this host's hybrid cgroup layout (hugetlb stays on
@@ -92,6 +94,7 @@ async fn env_opts(tag: &str, handler: &str, more: &str) -> Env {
         image,
         pod,
         logs,
+        made: Vec::new(),
     }
 }
 
@@ -124,6 +127,7 @@ impl Env {
             })
             .await
             .map(|r| r.into_inner().container_id)
+            .inspect(|id| self.made.push(id.clone()))
     }
 
     async fn start(&mut self, id: &str) {
@@ -177,6 +181,16 @@ impl Env {
     }
 
     async fn done(mut self) {
+        // Containers made through a raw client too.
+        let listed = self
+            .d
+            .rt
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        self.made.extend(listed.into_iter().map(|c| c.id));
         remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
         // By id, as the kubelet removes images: every reference goes.
         let id = self
@@ -207,6 +221,13 @@ impl Env {
             .unwrap();
         drop(self.reg.take());
         self.d.finish().await;
+        for id in &self.made {
+            for ctrl in ["memory", "cpu", "pids", "systemd"] {
+                let dir =
+                    std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/crius/crius-{id}"));
+                assert!(!dir.exists(), "cgroup left behind: {}", dir.display());
+            }
+        }
     }
 }
 
@@ -1064,6 +1085,7 @@ async fn shared_pod_pid_namespace_and_target_mode() {
         image,
         pod,
         logs: std::path::PathBuf::new(),
+        made: Vec::new(),
     };
     let mut a = e.config("a", &["/bin/sleep", "4242"], &[]);
     a.log_path = String::new();

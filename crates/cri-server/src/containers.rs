@@ -700,30 +700,27 @@ impl Containers {
         let socket = rec.socket.clone();
         let cid = rec.id.clone();
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
-        let outcome = blocking(move || {
+        // The stop signal, then SIGKILL after the grace period (at once for a
+        // container that never started). A shim that is gone has nothing to stop.
+        blocking(move || {
             let shim = match client::connect(&socket, &cid) {
                 Ok(s) => s,
-                Err(client::Error::ShimGone(_)) => return Ok(None),
+                Err(client::Error::ShimGone(_)) => return Ok(()),
                 Err(e) => return Err(shim_err("connecting to the shim")(e)),
             };
             let created_only =
                 matches!(shim.state(""), Ok(s) if s.status == client::ProcessStatus::Created);
-            if created_only {
-                let _ = shim.kill("", 9, true);
-                return Ok(None);
-            }
-            if !grace.is_zero() {
+            if !created_only && !grace.is_zero() {
                 let _ = shim.kill("", signal, false);
                 if wait_timeout(&shim, grace) {
-                    return Ok(None);
+                    return Ok(());
                 }
             }
             let _ = shim.kill("", 9, true);
             let _ = wait_timeout(&shim, Duration::from_secs(10));
-            Ok(None::<()>)
+            Ok(())
         })
         .await?;
-        let _ = outcome;
         let _guard = self.locks.lock(&rec.id).await;
         let socket = rec.socket.clone();
         let cid = rec.id.clone();
