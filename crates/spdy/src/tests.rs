@@ -658,3 +658,132 @@ fn error_kinds() {
     );
     assert!(Error::UnsupportedVersion(2).to_string().contains('2'));
 }
+
+/// Frames written by moby/spdystream's framer (the one kubectl and the
+/// kubelet's streaming client use), captured once as hex, all from one framer
+/// so the two SYN_STREAMs share a compression context.
+const SPDYSTREAM_FRAMES: [&str; 5] = [
+    // SYN_STREAM 1, {streamtype: error}
+    "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800000000ffff",
+    // SYN_STREAM 3, FIN, {streamtype: stdin}
+    "800300010100001700000003000000000000c22e555c92929907000000ffff",
+    // SYN_REPLY 1, {x-multi: [a, bb]}
+    "800300020000001a00000001824ab157e8e696e6946482f24822435212000000ffff",
+    // data 3, FIN, "hello"
+    "000000030100000568656c6c6f",
+    // PING 1
+    "800300060000000400000001",
+];
+
+fn unhex(s: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            Ok(u8::from_str_radix(
+                s.get(i..i + 2).ok_or("odd length")?,
+                16,
+            )?)
+        })
+        .collect()
+}
+
+#[test]
+fn decodes_frames_written_by_spdystream() -> TestResult {
+    let mut decoder = Decoder::new();
+    for hex in SPDYSTREAM_FRAMES {
+        decoder.feed(&unhex(hex)?);
+    }
+    let mut stdin = syn(3, &[("streamtype", "stdin")]);
+    if let Frame::SynStream(s) = &mut stdin {
+        s.fin = true;
+    }
+    let mut multi = Headers::new();
+    multi.add("x-multi", "a").add("x-multi", "bb");
+    assert_eq!(
+        decode_all(&mut decoder)?,
+        [
+            syn(1, &[("streamtype", "error")]),
+            stdin,
+            Frame::SynReply(SynReply {
+                stream_id: 1,
+                fin: false,
+                headers: multi,
+            }),
+            Frame::Data(Data {
+                stream_id: 3,
+                fin: true,
+                data: b"hello".to_vec(),
+            }),
+            Frame::Ping(Ping { id: 1 }),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn spdystream_frames_decode_only_in_order() -> TestResult {
+    // The second SYN_STREAM depends on the first one's compression state.
+    let mut decoder = Decoder::new();
+    decoder.feed(&unhex(SPDYSTREAM_FRAMES[1])?);
+    assert!(matches!(decoder.next_frame(), Err(Error::Decompression(_))));
+    Ok(())
+}
+
+/// A small deterministic generator, so the mutation test needs no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_and_random_input_never_panics() -> TestResult {
+    let valid = encode_all(&every_frame())?;
+    let mut rng = XorShift(0x5EED_1234_ABCD_0001);
+    for round in 0..3000 {
+        let mut bytes = if round % 4 == 0 {
+            (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+        } else {
+            valid.clone()
+        };
+        for _ in 0..=rng.below(8) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = rng.below(bytes.len());
+            match rng.below(3) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                _ => bytes.truncate(at),
+            }
+        }
+        let mut decoder = Decoder::with_limits(Limits {
+            max_frame_len: 1 << 17,
+            max_header_block: 1 << 16,
+        });
+        let mut rest = &bytes[..];
+        'feed: while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rng.below(rest.len()) + 1);
+            rest = tail;
+            decoder.feed(chunk);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) if e.stream_id().is_some() => {}
+                    Err(_) => break 'feed,
+                }
+            }
+        }
+    }
+    Ok(())
+}
