@@ -873,6 +873,29 @@ async fn mounts_security_and_resources(handler: &str) {
             .into_inner()
             .stats;
     assert_eq!(listed.len(), 1);
+    // PodSandboxStats sums the pod's containers.
+    let pod_stats =
+        e.d.rt
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: e.pod.clone(),
+            })
+            .await
+            .expect("PodSandboxStats")
+            .into_inner()
+            .stats
+            .unwrap();
+    let linux = pod_stats.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let all_pods =
+        e.d.rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(all_pods.len(), 1);
     // UpdateContainerResources reaches the cgroup.
     e.d.rt
         .update_container_resources(cri::UpdateContainerResourcesRequest {

@@ -960,6 +960,70 @@ impl Containers {
         })
     }
 
+    /// PodSandboxStats: the pod's containers' stats, and their CPU and memory summed.
+    pub async fn pod_stats(
+        &self,
+        pod: &crate::store::PodRecord,
+    ) -> CriResult<cri::PodSandboxStats> {
+        let ts = now_nanos();
+        let mut containers = Vec::new();
+        for c in self.of_pod(&pod.id).await? {
+            if c.state != ContainerState::Creating {
+                containers.push(self.stats_of(&c).await?);
+            }
+        }
+        let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+            let values: Vec<u64> = containers.iter().filter_map(f).collect();
+            (!values.is_empty()).then(|| cri::UInt64Value {
+                value: values.iter().sum(),
+            })
+        };
+        let cpu = sum(&|c| {
+            c.cpu
+                .as_ref()?
+                .usage_core_nano_seconds
+                .as_ref()
+                .map(|v| v.value)
+        });
+        let working_set = sum(&|c| {
+            c.memory
+                .as_ref()?
+                .working_set_bytes
+                .as_ref()
+                .map(|v| v.value)
+        });
+        let usage = sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value));
+        let rss = sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value));
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: pod.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                labels: pod.config.labels.clone(),
+                annotations: pod.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: cpu.map(|v| cri::CpuUsage {
+                    timestamp: ts,
+                    usage_core_nano_seconds: Some(v),
+                    usage_nano_cores: None,
+                }),
+                memory: working_set.map(|v| cri::MemoryUsage {
+                    timestamp: ts,
+                    working_set_bytes: Some(v),
+                    available_bytes: None,
+                    usage_bytes: usage,
+                    rss_bytes: rss,
+                    page_faults: None,
+                    major_page_faults: None,
+                }),
+                network: None,
+                process: None,
+                containers,
+            }),
+            windows: None,
+        })
+    }
+
     /// ContainerStats.
     pub async fn stats(&self, id: &str) -> CriResult<cri::ContainerStats> {
         let c = self.must(id).await?;

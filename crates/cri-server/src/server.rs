@@ -419,6 +419,44 @@ impl RuntimeService for Cri {
         Ok(Response::new(resp))
     }
 
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let pod = self
+            .sandboxes
+            .get(&id)
+            .await?
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))?;
+        let stats = self.containers.pod_stats(&pod).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let f = request.into_inner().filter.unwrap_or_default();
+        let pods = self
+            .sandboxes
+            .list(Some(cri::PodSandboxFilter {
+                id: f.id,
+                state: None,
+                label_selector: f.label_selector,
+            }))
+            .await?;
+        let mut stats = Vec::new();
+        for p in pods {
+            if let Some(pod) = self.sandboxes.get(&p.id).await? {
+                stats.push(self.containers.pod_stats(&pod).await?);
+            }
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
     async fn container_stats(
         &self,
         request: Request<cri::ContainerStatsRequest>,
@@ -445,8 +483,6 @@ impl RuntimeService for Cri {
         exec(ExecRequest) -> ExecResponse, "Exec";
         attach(AttachRequest) -> AttachResponse, "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse, "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics";
