@@ -1294,3 +1294,70 @@ async fn privileged_gets_every_capability_the_node_has_and_stop_of_unknown_is_ok
     remove_pod(&mut e.d.rt, &pod).await.unwrap();
     e.done().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_an_image_in_use_keeps_its_layers_until_the_container_goes() {
+    let mut e = env_with("ctr-imgrm", "").await;
+    let id = e
+        .create(e.config("user", &["/bin/sleep", "1000"], &[]))
+        .await
+        .unwrap();
+    e.start(&id).await;
+    let image_id =
+        e.d.img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: e.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap()
+            .id;
+    e.d.img
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage of an image a container uses");
+    let listed =
+        e.d.img
+            .list_images(cri::ListImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+    assert!(listed.is_empty(), "the image is gone from the list");
+    // The container keeps running on its layers.
+    let r = exec(&mut e, &id, "echo still here").await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "still here\n");
+    let snaps = crius_snapshotter::Snapshotter::open(&e.d.state_dir().join("snapshots")).unwrap();
+    assert_eq!(
+        snaps.layers().unwrap().len(),
+        1,
+        "the layer stays while the container uses it"
+    );
+    // Removing the container frees the layer.
+    e.d.rt
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    assert!(
+        snaps.layers().unwrap().is_empty(),
+        "the layer is collected with the container"
+    );
+    let blobs = std::fs::read_dir(e.d.state_dir().join("content/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0);
+    remove_pod(&mut e.d.rt, &e.pod).await.unwrap();
+    drop(e.reg.take());
+    e.d.finish().await;
+}

@@ -761,6 +761,13 @@ impl Containers {
         drop(guard);
         self.locks.forget(&rec.id);
         info!(container_id = %rec.id, "container removed");
+        // Its image may have been removed while it ran: the layers it kept alive are
+        // garbage now.
+        let store = self.store.clone();
+        let image_ref = rec.image_ref.clone();
+        if blocking(move || Ok(store.image(&image_ref)?.is_none())).await? {
+            self.images.collect_garbage().await?;
+        }
         Ok(())
     }
 

@@ -172,8 +172,12 @@ fn exit_while_disconnected(runtime: &str) {
     let rec = client::read_exit_file(&exit_file).unwrap().unwrap();
     assert_eq!(rec.exit_code, 9);
     let shim = client::connect(&fx.socket(), &fx.id).unwrap();
+    // The record is written before the shim reports the exit, so State may say
+    // Running for a moment after the record appears (under load): wait for it.
+    wait_until(Duration::from_secs(10), "State to report the exit", || {
+        shim.state("").unwrap().status == ProcessStatus::Stopped
+    });
     let st = shim.state("").unwrap();
-    assert_eq!(st.status, ProcessStatus::Stopped);
     let exit = st.exit.unwrap();
     assert_eq!(exit.code, 9);
     assert_eq!(exit.at, rec.exited_at_time());
