@@ -414,25 +414,41 @@ impl Containers {
                 .map(|p| PathBuf::from(format!("/proc/{p}/ns/pid"))),
             target_pid: self.target_pid_ns(&rec.config).await?,
         };
-        let generated = spec::generate(&SpecInput {
-            container_id: &rec.id,
-            sandbox_id: &pod.id,
-            config: &rec.config,
-            sandbox: sandbox_config,
-            image: run,
-            rootfs: &rootfs,
-            pod_dir: &pod.dir,
-            shm: None,
-            namespaces: &namespaces,
-            cgroup_driver: self.config.cgroup_driver(),
-            oom_score_adj_floor: self.oom_floor,
-            seccomp_profile_root: &self.config.state_dir.join("seccomp"),
-            cap_bounding_set: self.cap_bounding_set,
-        })?;
-        let json = serde_json::to_vec_pretty(&generated.spec)
-            .map_err(|e| CriError::internal("serializing the OCI spec", e))?;
-        std::fs::write(bundle.join("config.json"), json)
-            .map_err(|e| CriError::internal("writing config.json", e))?;
+        // Spec generation reads the container's /etc/passwd and /etc/group and stats
+        // devices; it runs on the blocking pool with owned copies of its inputs.
+        let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
+        let (config, sandbox) = (rec.config.clone(), sandbox_config.clone());
+        let (image, pod_dir) = (run.clone(), pod.dir.clone());
+        let (driver, floor, bounding) = (
+            self.config.cgroup_driver(),
+            self.oom_floor,
+            self.cap_bounding_set,
+        );
+        let profiles = self.config.state_dir.join("seccomp");
+        let (rootfs_c, bundle_c) = (rootfs.clone(), bundle.clone());
+        let generated = blocking(move || {
+            let generated = spec::generate(&SpecInput {
+                container_id: &container_id,
+                sandbox_id: &sandbox_id,
+                config: &config,
+                sandbox: &sandbox,
+                image: &image,
+                rootfs: &rootfs_c,
+                pod_dir: &pod_dir,
+                shm: None,
+                namespaces: &namespaces,
+                cgroup_driver: driver,
+                oom_score_adj_floor: floor,
+                seccomp_profile_root: &profiles,
+                cap_bounding_set: bounding,
+            })?;
+            let json = serde_json::to_vec_pretty(&generated.spec)
+                .map_err(|e| CriError::internal("serializing the OCI spec", e))?;
+            std::fs::write(bundle_c.join("config.json"), json)
+                .map_err(|e| CriError::internal("writing config.json", e))?;
+            Ok(generated)
+        })
+        .await?;
         if !generated.stop_signal.is_empty() {
             rec.stop_signal = generated.stop_signal.clone();
         }
