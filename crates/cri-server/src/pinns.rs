@@ -222,38 +222,48 @@ pub fn is_pinned(path: &Path) -> bool {
     matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-/// Starts the helper and waits for it, up to `timeout`.
-pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(helper);
-    cmd.args(req.to_args())
+/// Runs `helper` with `args` (as `what`, for messages) and waits for it, up to
+/// `timeout`. The helper learns the daemon's pid (see [`run_helper`]); a failure
+/// carries its stderr.
+async fn run(
+    helper: &Path,
+    args: &[std::ffi::OsString],
+    what: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let child = tokio::process::Command::new(helper)
+        .args(args)
         .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
+        .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("starting namespace helper {}: {e}", helper.display()))?;
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("waiting for namespace helper: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "namespace helper {} did not finish within {timeout:?}",
+        .map_err(|e| format!("starting {what} {}: {e}", helper.display()))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            format!(
+                "{what} {} did not finish within {timeout:?}",
                 helper.display()
-            ));
-        }
-    };
+            )
+        })?
+        .map_err(|e| format!("waiting for {what}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
     Err(format!(
-        "namespace helper {} failed ({}): {}",
+        "{what} {} failed ({}): {}",
         helper.display(),
         out.status,
-        stderr.trim()
+        String::from_utf8_lossy(&out.stderr).trim()
     ))
+}
+
+/// Starts the namespace helper and waits for it, up to `timeout`.
+pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(), String> {
+    let args: Vec<std::ffi::OsString> = req.to_args().into_iter().map(Into::into).collect();
+    run(helper, &args, "namespace helper", timeout).await
 }
 
 /// Runs in the `criusd infra` helper: starts the pod's infra process, PID 1 of a new
@@ -301,29 +311,12 @@ pub fn run_infra(pidfile: &Path) -> Result<(), String> {
 pub async fn start_infra(helper: &Path, dir: &Path, timeout: Duration) -> Result<u32, String> {
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let pidfile = dir.join("infra.pid");
-    let mut cmd = tokio::process::Command::new(helper);
-    cmd.arg("infra")
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .env(PARENT_ENV, std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the infra helper {}: {e}", helper.display()))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| format!("the infra helper did not finish within {timeout:?}"))?
-        .map_err(|e| format!("waiting for the infra helper: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the infra helper failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let args = [
+        "infra".into(),
+        "--pidfile".into(),
+        pidfile.clone().into_os_string(),
+    ];
+    run(helper, &args, "infra helper", timeout).await?;
     let text =
         fs::read_to_string(&pidfile).map_err(|e| format!("reading {}: {e}", pidfile.display()))?;
     let _ = fs::remove_file(&pidfile);

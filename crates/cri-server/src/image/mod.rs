@@ -210,14 +210,7 @@ impl Images {
                 )
                 .await?;
         }
-        let content = self.content.clone();
-        let cd = config_digest.clone();
-        let config_bytes = blocking(move || {
-            content
-                .read(&cd)
-                .map_err(snap_err("reading the image config"))
-        })
-        .await?;
+        let config_bytes = self.config_bytes(&image_id).await?;
         let config = ImageConfigFile::parse(&config_bytes)
             .map_err(|e| CriError::Internal(format!("pulling {r}: {e}")))?;
         let diff_ids = &config.rootfs.diff_ids;
@@ -651,28 +644,26 @@ impl Images {
         })
     }
 
-    async fn config_of(&self, img: &ImageRecord) -> CriResult<ImageConfigFile> {
+    /// The config blob of an image (its id is the config's digest), verified.
+    async fn config_bytes(&self, id: &str) -> CriResult<Vec<u8>> {
         let content = self.content.clone();
-        let id = digest(&img.id, "image id")?;
-        let bytes = blocking(move || {
+        let id = digest(id, "image id")?;
+        blocking(move || {
             content
                 .read(&id)
                 .map_err(snap_err("reading the image config"))
         })
-        .await?;
+        .await
+    }
+
+    async fn config_of(&self, img: &ImageRecord) -> CriResult<ImageConfigFile> {
+        let bytes = self.config_bytes(&img.id).await?;
         ImageConfigFile::parse(&bytes).map_err(CriError::Internal)
     }
 
     /// The raw config JSON (for verbose ImageStatus).
     pub async fn config_json(&self, img: &ImageRecord) -> CriResult<serde_json::Value> {
-        let content = self.content.clone();
-        let id = digest(&img.id, "image id")?;
-        let bytes = blocking(move || {
-            content
-                .read(&id)
-                .map_err(snap_err("reading the image config"))
-        })
-        .await?;
+        let bytes = self.config_bytes(&img.id).await?;
         serde_json::from_slice(&bytes).map_err(|e| CriError::internal("image config", e))
     }
 
