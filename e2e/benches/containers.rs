@@ -45,15 +45,7 @@ fn release_bin(name: &str) -> PathBuf {
 }
 
 async fn pull(ch: tonic::transport::Channel, image: &str) {
-    ImageServiceClient::new(ch)
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
+    pull_image(&mut ImageServiceClient::new(ch), image, None)
         .await
         .expect("pull");
 }
@@ -217,45 +209,14 @@ async fn containerd(root: &Path, registry: &str, image: &str) -> (Vec<Duration>,
         .unwrap(),
     )
     .unwrap();
-    let sock = root.join("containerd.sock");
-    let cfg = root.join("containerd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"version = 2
-root = "{r}/root"
-state = "{r}/state"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{sock}.debug"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  sandbox_image = "bench.crius.invalid/bench/pause:3.6"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."bench.crius.invalid"]
-    endpoint = ["http://{registry}"]
-"#,
-            r = root.display(),
-            sock = sock.display(),
-            cni = cni.display()
-        ),
+    let (child, ch, sock) = start_containerd(
+        root,
+        "bench.crius.invalid",
+        registry,
+        &cni,
+        "bench.crius.invalid/bench/pause:3.6",
     )
-    .unwrap();
-    let log = root.join("containerd.log");
-    let mut child = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("containerd");
-    let ch = wait_for_cri(&sock, &mut child, &log).await;
+    .await;
     pull(ch.clone(), image).await;
     pull(ch.clone(), "bench.crius.invalid/bench/pause:3.6").await;
     let mut rt = RuntimeServiceClient::new(ch);

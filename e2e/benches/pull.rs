@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crius_e2e::images::*;
 use crius_e2e::registry::*;
-use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::*;
 use serde_json::json;
@@ -40,16 +39,7 @@ async fn timed_pull(
     image: &str,
 ) -> Duration {
     let start = Instant::now();
-    c.pull_image(cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        auth: None,
-        sandbox_config: None,
-    })
-    .await
-    .expect("pull");
+    pull_image(c, image, None).await.expect("pull");
     start.elapsed()
 }
 
@@ -92,44 +82,9 @@ async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
 
 async fn containerd_run(root: &Path, registry: &str, image: &str) -> Duration {
     std::fs::create_dir_all(root).unwrap();
-    let cfg = root.join("containerd.toml");
-    let sock = root.join("containerd.sock");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"version = 2
-root = "{r}/root"
-state = "{r}/state"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{sock}.debug"
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{r}/cni-bin"
-    conf_dir = "{r}/cni-conf"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{UPSTREAM}"]
-    endpoint = ["http://{registry}"]
-"#,
-            r = root.display(),
-            sock = sock.display()
-        ),
-    )
-    .unwrap();
-    let log = root.join("containerd.log");
-    let mut child = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("containerd (Debian's containerd package) must be installed");
-    let mut c = ImageServiceClient::new(wait_for_cri(&sock, &mut child, &log).await);
+    let (child, ch, _) =
+        start_containerd(root, UPSTREAM, registry, &root.join("cni-conf"), "unused").await;
+    let mut c = ImageServiceClient::new(ch);
     let t = timed_pull(&mut c, image).await;
     stop_child(child);
     force_clean(root);

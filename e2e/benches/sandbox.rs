@@ -110,61 +110,17 @@ async fn crius(root: &Path, network: &str) -> Vec<Duration> {
 
 async fn containerd(root: &Path, registry: &str, cni_dir: &Path) -> Vec<Duration> {
     std::fs::create_dir_all(root).unwrap();
-    let cfg = root.join("containerd.toml");
-    let sock = root.join("containerd.sock");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"version = 2
-root = "{r}/root"
-state = "{r}/state"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{sock}.debug"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  sandbox_image = "{registry}/bench/pause:3.6"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
-    endpoint = ["http://{registry}"]
-"#,
-            r = root.display(),
-            sock = sock.display(),
-            cni = cni_dir.display()
-        ),
-    )
-    .unwrap();
-    let log = root.join("containerd.log");
-    let mut child = Command::new("containerd")
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("containerd");
-    let mut rt = RuntimeServiceClient::new(wait_for_cri(&sock, &mut child, &log).await);
+    let pause = format!("{registry}/bench/pause:3.6");
+    let (child, ch, _) = start_containerd(root, registry, registry, cni_dir, &pause).await;
+    let mut rt = RuntimeServiceClient::new(ch.clone());
     // Pull the pause image first: the timing is of the sandbox, not of the pull.
-    let mut img =
-        crius_e2e::v1::image_service_client::ImageServiceClient::new(connect(&sock).await.unwrap());
-    img.pull_image(cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: format!("{registry}/bench/pause:3.6"),
-            ..Default::default()
-        }),
-        auth: None,
-        sandbox_config: None,
-    })
-    .await
-    .expect("pulling the pause image into containerd");
+    let mut img = crius_e2e::v1::image_service_client::ImageServiceClient::new(ch);
+    pull_image(&mut img, &pause, None)
+        .await
+        .expect("pulling the pause image into containerd");
     let t = lifecycle(&mut rt, "containerd").await;
     stop_child(child);
-    // containerd leaves its shims' mounts and state under root: unmount before removal.
+    // Its roots (and what its shims mounted there) go with the base directory.
     t
 }
 

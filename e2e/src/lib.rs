@@ -622,6 +622,24 @@ pub async fn run_pod(
     .map(|r| r.into_inner().pod_sandbox_id)
 }
 
+/// PullImage; returns the image ref (id).
+pub async fn pull_image(
+    img: &mut ImageServiceClient<Channel>,
+    image: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    img.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
 /// Stops and removes a pod.
 pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<()> {
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -723,4 +741,57 @@ pub fn stop_child(mut child: Child) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Debian's containerd for side-by-side benchmarks: its own roots and sockets under
+/// `root`; its CRI plugin pulls images of `mirror_host` from the loopback `registry`,
+/// runs Debian's CNI plugins with the configs in `cni_conf_dir`, uses
+/// `sandbox_image` as its pause image, and restricts oom_score_adj (this host's root
+/// lacks CAP_SYS_RESOURCE). Returns the process, a channel to its CRI socket, and the
+/// socket's path.
+pub async fn start_containerd(
+    root: &Path,
+    mirror_host: &str,
+    registry: &str,
+    cni_conf_dir: &Path,
+    sandbox_image: &str,
+) -> (Child, Channel, PathBuf) {
+    std::fs::create_dir_all(root).expect("containerd root");
+    let cfg = root.join("containerd.toml");
+    let sock = root.join("containerd.sock");
+    let config = format!(
+        r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{sock}.debug"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  sandbox_image = "{sandbox_image}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{mirror_host}"]
+    endpoint = ["http://{registry}"]
+"#,
+        r = root.display(),
+        sock = sock.display(),
+        cni = cni_conf_dir.display()
+    );
+    std::fs::write(&cfg, config).expect("writing the containerd config");
+    let log = root.join("containerd.log");
+    let mut child = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("containerd log"))
+        .spawn()
+        .expect("containerd (Debian's containerd package) must be installed");
+    let channel = wait_for_cri(&sock, &mut child, &log).await;
+    (child, channel, sock)
 }

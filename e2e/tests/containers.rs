@@ -64,17 +64,7 @@ async fn env_opts(tag: &str, handler: &str, more: &str) -> Env {
         .await
         .unwrap();
     let image = pushed.reference(&reg.host);
-    d.img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .expect("pull");
+    pull_image(&mut d.img, &image, None).await.expect("pull");
     let logs = d.root.join("fixtures/logs");
     std::fs::create_dir_all(&logs).unwrap();
     let mut pc = pod_config(tag);
@@ -1078,17 +1068,7 @@ async fn shared_pod_pid_namespace_and_target_mode() {
         .await
         .unwrap();
     let image = pushed.reference(&reg.host);
-    d.img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap();
+    pull_image(&mut d.img, &image, None).await.expect("pull");
     // shareProcessNamespace: the sandbox asks for a pod-level PID namespace.
     let mut pc = pod_config("pidns");
     pc.linux = Some(cri::LinuxPodSandboxConfig {

@@ -16,17 +16,7 @@ async fn pull(
     image: &str,
     auth: Option<cri::AuthConfig>,
 ) -> Result<String, tonic::Status> {
-    d.img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            auth,
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
+    pull_image(&mut d.img, image, auth).await
 }
 
 async fn status(d: &mut Daemon, image: &str, verbose: bool) -> cri::ImageStatusResponse {
@@ -589,16 +579,7 @@ async fn concurrent_pulls_fetch_each_blob_once() {
         let mut img = d.img.clone();
         let image = image.clone();
         tasks.push(tokio::spawn(async move {
-            img.pull_image(cri::PullImageRequest {
-                image: Some(cri::ImageSpec {
-                    image,
-                    ..Default::default()
-                }),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-            .map(|r| r.into_inner().image_ref)
+            pull_image(&mut img, &image, None).await
         }));
     }
     for t in tasks {
@@ -780,17 +761,7 @@ async fn crash_mid_pull_then_restart_completes_reusing_blobs() {
     let image = pushed.reference(&reg.host);
     let mut img = d.img.clone();
     let im = image.clone();
-    let call = tokio::spawn(async move {
-        img.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: im,
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-    });
+    let call = tokio::spawn(async move { pull_image(&mut img, &im, None).await });
     // Crash once at least one layer is stored and before the image is complete.
     let state = d.state_dir();
     let layer_digests = pushed.layer_digests.clone();
