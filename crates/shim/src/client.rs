@@ -27,7 +27,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use ttrpc::context::Context;
 
-use crate::proto::shim::{ExecSyncRequest, ReopenLogRequest};
+use crate::proto::shim::{AttachRequest, ExecSyncRequest, ReopenLogRequest};
 use crate::proto::shim_ttrpc::CriusClient;
 
 pub use crate::exitfile::{ExitRecord, read as read_exit_file};
@@ -552,6 +552,40 @@ impl Shim {
         };
         self.crius
             .reopen_log(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// Tees the container's output to FIFOs the caller created and already holds open
+    /// for reading (open the read ends O_NONBLOCK, or in another thread, before calling):
+    /// from now on every chunk the container writes to stdout / stderr also goes, as raw
+    /// bytes, to the given FIFO, until the stream ends (the FIFO then reads EOF). `None`:
+    /// that stream is not wanted. With a terminal all output arrives on `stdout` and
+    /// `stderr` is ignored. The shim drops (closes) a FIFO whose reader falls more than
+    /// 1 MiB behind, so keep reading. Close the read end to detach. Only for a shim
+    /// started with a log path (crius mode); FAILED_PRECONDITION once the container exited.
+    ///
+    /// Input goes the other way, without a call: write to the init's stdin FIFO (given to
+    /// [`Shim::create`]; in crius mode the shim keeps it open, so writers may come and
+    /// go) and end it with [`Shim::close_stdin`]`("")`.
+    pub fn attach(&self, stdout: Option<&Path>, stderr: Option<&Path>) -> Result<(), Error> {
+        let path = |p: Option<&Path>| -> Result<String, Error> {
+            match p {
+                None => Ok(String::new()),
+                Some(p) => p.to_str().map(str::to_string).ok_or_else(|| Error::Rpc {
+                    code: ttrpc::Code::INVALID_ARGUMENT,
+                    message: format!("attach FIFO path {} is not UTF-8", p.display()),
+                }),
+            }
+        };
+        let req = AttachRequest {
+            id: self.id.clone(),
+            stdout: path(stdout)?,
+            stderr: path(stderr)?,
+            ..Default::default()
+        };
+        self.crius
+            .attach(ctx_timeout(CALL_TIMEOUT), &req)
             .map(|_| ())
             .map_err(|e| self.map(e))
     }

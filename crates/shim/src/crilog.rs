@@ -169,8 +169,14 @@ impl CriLog {
     }
 
     /// Copies `src` into the log as `stream` until EOF. Returns when the last writer
-    /// of the pipe has closed it.
-    pub(crate) fn copy_from(&self, mut src: impl Read, stream: Stream) {
+    /// of the pipe has closed it. Every chunk read is also given, as read, to `each`
+    /// (before it is logged: the attachers of the stream).
+    pub(crate) fn copy_from(
+        &self,
+        mut src: impl Read,
+        stream: Stream,
+        mut each: impl FnMut(&[u8]),
+    ) {
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
@@ -180,6 +186,7 @@ impl CriLog {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
+            each(&buf[..n]);
             pending.extend_from_slice(&buf[..n]);
             self.emit_complete(&mut pending, stream);
             if pending.is_empty() && pending.capacity() > 2 * MAX_LINE {
@@ -233,7 +240,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
         let log = CriLog::open(&p).unwrap();
-        log.copy_from(input, Stream::Stdout);
+        let mut seen = Vec::new();
+        log.copy_from(input, Stream::Stdout, |c| seen.extend_from_slice(c));
+        assert_eq!(seen, input);
         let text = std::fs::read(&p).unwrap();
         text.split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())

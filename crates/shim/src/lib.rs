@@ -3,7 +3,7 @@
 //!
 //! Protocol: containerd's shim v2 Task service (ttrpc, `containerd-shim-protos`
 //! types) plus `crius.shim.v1.Crius` (proto/crius/shim/v1/shim.proto: ReopenLog,
-//! ExecSync). The same binary follows containerd's shim v2 launch protocol
+//! ExecSync, Attach). The same binary follows containerd's shim v2 launch protocol
 //! (`start` / `delete`), so Debian's containerd can run containers through it.
 //!
 //! Why the sync ttrpc server and rust-protobuf: `containerd-shim-protos` gives the
@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod attach;
 mod cli;
 pub mod client;
 pub mod crilog;

@@ -28,12 +28,16 @@ use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim_protos::types::task::ProcessInfo;
 use ttrpc::{Code, TtrpcContext};
 
+use crate::attach::{AttachError, Tee};
 use crate::crilog::{CriLog, Stream};
 use crate::exitfile::{self, ExitRecord};
-use crate::proto::shim::{ExecSyncRequest, ExecSyncResponse, ReopenLogRequest, ReopenLogResponse};
+use crate::proto::shim::{
+    AttachRequest, AttachResponse, ExecSyncRequest, ExecSyncResponse, ReopenLogRequest,
+    ReopenLogResponse,
+};
 use crate::publisher::{Publisher, timestamp};
 use crate::runtime::{self, Runtime, RuntimeError, Stdio3};
-use crate::stdio::{self, ConsoleSocket, ProcIo, Sink};
+use crate::stdio::{self, ConsoleSocket, ProcIo, Sink, Stdin, StdinMode};
 use crate::{reaper, sys};
 
 /// How long an exit waits for the process's output to drain before it is reported
@@ -44,6 +48,7 @@ const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
 /// A process's stdio as requested.
 struct LaunchIo {
     stdin: String,
+    stdin_mode: StdinMode,
     stdout: Sink,
     stderr: Sink,
     terminal: bool,
@@ -76,7 +81,7 @@ struct Proc {
     stderr: String,
     terminal: bool,
     io: Option<ProcIo>,
-    stdin_w: Option<Arc<Mutex<Option<std::fs::File>>>>,
+    stdin_w: Option<Arc<Stdin>>,
     console: Option<Arc<std::os::fd::OwnedFd>>,
     /// For an exec: its process JSON, until Start runs it.
     spec: Option<Vec<u8>>,
@@ -111,6 +116,8 @@ pub(crate) struct Shim {
     state: Mutex<State>,
     cv: Condvar,
     log: Mutex<Option<Arc<CriLog>>>,
+    /// The attachers of the init's (stdout, stderr), in crius mode.
+    tees: Mutex<Option<(Arc<Tee>, Arc<Tee>)>>,
     /// The init's memory cgroup `oom_kill` counter file and its value at Create.
     oom: Mutex<Option<(PathBuf, u64)>>,
     shutdown: Mutex<Option<Sender<()>>>,
@@ -140,6 +147,7 @@ impl Shim {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             log: Mutex::new(None),
+            tees: Mutex::new(None),
             oom: Mutex::new(None),
             shutdown: Mutex::new(Some(shutdown)),
         })
@@ -213,7 +221,10 @@ impl Shim {
                 if let Some(p) = st.procs.get_mut(&exec_id) {
                     p.status = PStatus::Stopped;
                     p.exit = Some((code, at));
-                    p.stdin_w = None;
+                    // Ends the copy-in thread (in KeepOpen mode it would wait forever).
+                    if let Some(w) = p.stdin_w.take() {
+                        w.close();
+                    }
                 }
                 drop(st);
                 shim.cv.notify_all();
@@ -251,6 +262,7 @@ impl Shim {
         let _ = std::fs::remove_file(pid_file);
         let LaunchIo {
             stdin,
+            stdin_mode,
             stdout,
             stderr,
             terminal,
@@ -268,10 +280,10 @@ impl Shim {
             let master = sock
                 .receive()
                 .map_err(|e| err(Code::INTERNAL, format!("console: {e}")))?;
-            stdio::console_io(master, stdin, stdout)
+            stdio::console_io(master, stdin, stdin_mode, stdout)
                 .map_err(|e| err(Code::INTERNAL, format!("console io: {e}")))?
         } else {
-            let (s3, io) = stdio::pipes(stdin, stdout, stderr)
+            let (s3, io) = stdio::pipes(stdin, stdin_mode, stdout, stderr)
                 .map_err(|e| err(Code::INTERNAL, format!("stdio: {e}")))?;
             f(None, s3).map_err(rt_err)?;
             io
@@ -378,9 +390,12 @@ impl containerd_shim_protos::Task for TaskService {
                 Ok(log) => {
                     let log = Arc::new(log);
                     *shim.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&log));
+                    let (out, errs) = (Arc::new(Tee::default()), Arc::new(Tee::default()));
+                    *shim.tees.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Arc::clone(&out), Arc::clone(&errs)));
                     (
-                        Sink::Log(Arc::clone(&log), Stream::Stdout),
-                        Sink::Log(log, Stream::Stderr),
+                        Sink::Log(Arc::clone(&log), Stream::Stdout, out),
+                        Sink::Log(log, Stream::Stderr, errs),
                     )
                 }
                 Err(e) => {
@@ -398,6 +413,12 @@ impl containerd_shim_protos::Task for TaskService {
             "",
             LaunchIo {
                 stdin: req.stdin.clone(),
+                // crius mode: attach sessions come and go; only CloseIO ends stdin.
+                stdin_mode: if shim.cfg.log_path.is_some() {
+                    StdinMode::KeepOpen
+                } else {
+                    StdinMode::UntilEof
+                },
                 stdout,
                 stderr,
                 terminal: req.terminal,
@@ -422,7 +443,7 @@ impl containerd_shim_protos::Task for TaskService {
             let mut st = shim.lock();
             if let Some(p) = st.procs.get_mut("") {
                 p.pid = pid;
-                p.stdin_w = Some(Arc::clone(&io.stdin));
+                p.stdin_w = io.stdin.clone();
                 p.console = io.console.clone();
                 p.io = Some(io);
             }
@@ -529,6 +550,7 @@ impl containerd_shim_protos::Task for TaskService {
             &exec_id,
             LaunchIo {
                 stdin,
+                stdin_mode: StdinMode::UntilEof,
                 stdout: Sink::from_path(&stdout),
                 stderr: Sink::from_path(&stderr),
                 terminal,
@@ -558,7 +580,7 @@ impl containerd_shim_protos::Task for TaskService {
             if let Some(p) = st.procs.get_mut(&exec_id) {
                 p.pid = pid;
                 p.status = PStatus::Running;
-                p.stdin_w = Some(Arc::clone(&io.stdin));
+                p.stdin_w = io.stdin.clone();
                 p.console = io.console.clone();
                 p.io = Some(io);
             }
@@ -801,7 +823,7 @@ impl containerd_shim_protos::Task for TaskService {
             .get(&req.exec_id)
             .ok_or_else(|| err(Code::NOT_FOUND, "process not found"))?;
         if let Some(w) = &p.stdin_w {
-            w.lock().unwrap_or_else(|p| p.into_inner()).take();
+            w.close();
         }
         Ok(Empty::new())
     }
@@ -946,6 +968,96 @@ impl crate::proto::shim_ttrpc::Crius for CriusService {
         shim.lock().procs.remove(&req.exec_id);
         res
     }
+
+    /// See shim.proto. Attaches to the init's streams only, in crius mode; for a
+    /// terminal the pty's output is `stdout` and `stderr` is ignored.
+    fn attach(&self, _: &TtrpcContext, req: AttachRequest) -> ttrpc::Result<AttachResponse> {
+        let shim = &self.0;
+        shim.check_id(&req.id)?;
+        if shim.cfg.log_path.is_none() {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                "attach needs crius mode (a shim started with -log-path); \
+                 in containerd mode the init's output goes to the FIFOs given to Create",
+            ));
+        }
+        let terminal = {
+            let st = shim.lock();
+            let p = st
+                .procs
+                .get("")
+                .ok_or_else(|| err(Code::NOT_FOUND, "container not created"))?;
+            if p.status == PStatus::Stopped {
+                return Err(err(Code::FAILED_PRECONDITION, "container is not running"));
+            }
+            p.terminal
+        };
+        let tees = shim.tees.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (out_tee, err_tee) =
+            tees.ok_or_else(|| err(Code::FAILED_PRECONDITION, "container is not running"))?;
+        // Open every FIFO before attaching any, so a bad path attaches nothing.
+        let out = if req.stdout.is_empty() {
+            None
+        } else {
+            Some(open_attach_fifo(&req.stdout, "stdout")?)
+        };
+        let errf = if req.stderr.is_empty() || terminal {
+            None
+        } else {
+            Some(open_attach_fifo(&req.stderr, "stderr")?)
+        };
+        let mut attached = false;
+        let mut ended = false;
+        for (f, tee) in [(out, out_tee), (errf, err_tee)] {
+            let Some(f) = f else { continue };
+            // A stream that has just ended gets its FIFO closed at once (EOF).
+            match tee.attach(f) {
+                Ok(()) => attached = true,
+                Err(AttachError::Ended) => ended = true,
+                Err(e) => return Err(attach_err(e)),
+            }
+        }
+        if ended && !attached {
+            return Err(attach_err(AttachError::Ended));
+        }
+        Ok(AttachResponse::new())
+    }
+}
+
+fn attach_err(e: AttachError) -> ttrpc::Error {
+    match e {
+        AttachError::Ended => err(Code::FAILED_PRECONDITION, "container is not running"),
+        AttachError::Io(e) => err(Code::INTERNAL, format!("attach: {e}")),
+    }
+}
+
+/// Opens an attach FIFO for writing without waiting: the caller must hold its read end.
+fn open_attach_fifo(path: &str, what: &str) -> ttrpc::Result<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    let f = sys::open_fifo(Path::new(path), libc::O_WRONLY | libc::O_NONBLOCK).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            err(
+                Code::FAILED_PRECONDITION,
+                format!("{what} FIFO {path} has no reader (the caller went away?)"),
+            )
+        } else {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("opening {what} FIFO {path}: {e}"),
+            )
+        }
+    })?;
+    let is_fifo = f
+        .metadata()
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false);
+    if !is_fifo {
+        return Err(err(
+            Code::INVALID_ARGUMENT,
+            format!("{what} path {path} is not a FIFO"),
+        ));
+    }
+    Ok(f)
 }
 
 fn capture(src: std::fs::File, limit: usize) -> std::sync::mpsc::Receiver<(Vec<u8>, bool)> {

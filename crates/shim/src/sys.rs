@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -138,7 +138,9 @@ pub(crate) fn recv_fd(sock: &impl AsRawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Opens a FIFO without blocking on the other end, then makes the fd blocking again.
+/// Opens a FIFO (or any path) with `flags` plus O_CLOEXEC. With O_NONBLOCK the open
+/// never waits for the other end (and O_WRONLY fails with ENXIO when there is no reader);
+/// the fd then stays non-blocking unless the caller clears it with [`set_blocking`].
 pub(crate) fn open_fifo(path: &Path, flags: libc::c_int) -> io::Result<File> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
@@ -167,4 +169,50 @@ pub(crate) fn exit_now(code: i32) -> ! {
 pub(crate) fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
     // SAFETY: dup2 takes plain fds; replacing `new` is what the caller asks for.
     check(unsafe { libc::dup2(old, new) }).map(|_| ())
+}
+
+/// poll(2) on `fds` for at most `timeout_ms` (negative: no limit), retrying on EINTR.
+/// Returns how many entries have events (0 on timeout).
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    let n = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many fds"))?;
+    loop {
+        // SAFETY: fds is a valid, writable array of exactly n pollfd structs.
+        match check(unsafe { libc::poll(fds.as_mut_ptr(), n, timeout_ms) }) {
+            Ok(ready) => return Ok(usize::try_from(ready).unwrap_or(0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A pollable wake-up flag between threads: an eventfd (one fd, where a self-pipe
+/// needs two). `signal` never blocks; the flag stays readable until `clear`.
+pub(crate) struct EventFd(File);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes plain integers and returns a new descriptor or -1.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: eventfd succeeded, so fd is a fresh descriptor that we now own.
+        Ok(EventFd(unsafe { File::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable (adds 1 to the counter; cannot block short of 2^64 - 2
+    /// signals without a clear).
+    pub(crate) fn signal(&self) {
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter, so the fd polls as not readable until the next `signal`.
+    pub(crate) fn clear(&self) {
+        let mut b = [0u8; 8];
+        let _ = (&self.0).read(&mut b);
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 }
