@@ -218,6 +218,14 @@ fn control_header(out: &mut Vec<u8>, frame_type: u16, flags: u8, len: usize) {
     out.extend_from_slice(&((u32::from(flags) << 24) | (len as u32 & 0x00FF_FFFF)).to_be_bytes());
 }
 
+/// Checks that `headers` would be accepted by [`Encoder::encode`], without
+/// touching any compression context (the session validates user-supplied
+/// headers before queueing them for its single encoder).
+#[cfg(feature = "tokio")]
+pub(crate) fn validate_headers(headers: &Headers) -> Result<(), Error> {
+    write_header_block(headers, &mut Vec::new())
+}
+
 /// Serialises a header block (uncompressed), validating names and values.
 fn write_header_block(headers: &Headers, out: &mut Vec<u8>) -> Result<(), Error> {
     let bad = |name: &str, reason| Error::InvalidHeader {

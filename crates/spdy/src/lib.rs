@@ -5,6 +5,10 @@
 //! [`Encoder`] turns frames into bytes, and [`FlowControl`] keeps the SPDY/3.1
 //! send windows. Wire the three to a socket however the caller likes.
 //!
+//! With the `tokio` feature, [`session`] does that wiring: an async SPDY
+//! session (streams as `AsyncRead`/`AsyncWrite`) that interoperates with
+//! moby/spdystream as used by `kubectl` and `crictl`.
+//!
 //! - Frames: control frames `SYN_STREAM`, `SYN_REPLY`, `RST_STREAM`,
 //!   `SETTINGS`, `PING`, `GOAWAY`, `HEADERS`, `WINDOW_UPDATE` (version 3) and
 //!   data frames. Unknown control frame types are skipped.
@@ -56,6 +60,8 @@ mod error;
 mod flow;
 mod frame;
 mod headers;
+#[cfg(feature = "tokio")]
+pub mod session;
 
 pub use decode::{Decoder, Limits};
 pub use encode::Encoder;
@@ -67,6 +73,11 @@ pub use frame::{
     setting_id,
 };
 pub use headers::Headers;
+#[cfg(feature = "tokio")]
+pub use session::{
+    Incoming, IncomingStream, Role, Session, SessionConfig, SessionError, Stream, StreamReader,
+    StreamWriter,
+};
 
 #[cfg(test)]
 mod tests;
