@@ -311,6 +311,7 @@ fn serve_setup(args: &Args) -> Result<Served, String> {
         runtime,
         log_path: args.log_path.clone(),
         exit_file: args.exit_file(),
+        socket: socket.clone(),
         publisher: crate::publisher::Publisher::new(
             std::env::var("TTRPC_ADDRESS").ok(),
             &args.namespace,

@@ -63,6 +63,9 @@ pub(crate) struct Config {
     pub(crate) exit_file: PathBuf,
     /// containerd's event sink (a no-op in crius mode).
     pub(crate) publisher: Publisher,
+    /// The shim's ttrpc socket. Console sockets are made next to it (`<socket>.c<n>`):
+    /// its path is known to fit a unix socket address, where the bundle's may not.
+    pub(crate) socket: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -121,6 +124,8 @@ pub(crate) struct Shim {
     /// The init's memory cgroup `oom_kill` counter file and its value at Create.
     oom: Mutex<Option<(PathBuf, u64)>>,
     shutdown: Mutex<Option<Sender<()>>>,
+    /// Console sockets made so far (they are numbered).
+    consoles: std::sync::atomic::AtomicU32,
 }
 
 fn err(code: Code, msg: impl ToString) -> ttrpc::Error {
@@ -150,6 +155,7 @@ impl Shim {
             tees: Mutex::new(None),
             oom: Mutex::new(None),
             shutdown: Mutex::new(Some(shutdown)),
+            consoles: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -254,7 +260,6 @@ impl Shim {
     /// Sets up stdio and runs `f` (runc create / exec) with it; returns the new pid.
     fn launch(
         self: &Arc<Self>,
-        exec_id: &str,
         io: LaunchIo,
         pid_file: &Path,
         f: impl FnOnce(Option<&Path>, Stdio3) -> Result<(), RuntimeError>,
@@ -269,12 +274,12 @@ impl Shim {
         } = io;
         let stdin = stdin.as_str();
         let io = if terminal {
-            let name = if exec_id.is_empty() {
-                "console.sock".to_string()
-            } else {
-                format!("console-{exec_id}.sock")
-            };
-            let sock = ConsoleSocket::new(self.scratch(&name))
+            let n = self
+                .consoles
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut path = self.cfg.socket.clone().into_os_string();
+            path.push(format!(".c{n}"));
+            let sock = ConsoleSocket::new(PathBuf::from(path))
                 .map_err(|e| err(Code::INTERNAL, format!("console socket: {e}")))?;
             f(Some(sock.path()), Stdio3::null()).map_err(rt_err)?;
             let master = sock
@@ -319,9 +324,7 @@ impl Shim {
     }
 
     fn cleanup_init_scratch(&self) {
-        for name in ["init.pid", "console.sock"] {
-            let _ = std::fs::remove_file(self.scratch(name));
-        }
+        let _ = std::fs::remove_file(self.scratch("init.pid"));
         let _ = std::fs::remove_file(&self.cfg.runtime.log);
     }
 
@@ -410,7 +413,6 @@ impl containerd_shim_protos::Task for TaskService {
         };
         let pid_file = shim.scratch("init.pid");
         let res = shim.launch(
-            "",
             LaunchIo {
                 stdin: req.stdin.clone(),
                 // crius mode: attach sessions come and go; only CloseIO ends stdin.
@@ -547,7 +549,6 @@ impl containerd_shim_protos::Task for TaskService {
         std::fs::write(&spec_file, &spec)
             .map_err(|e| err(Code::INTERNAL, format!("write exec spec: {e}")))?;
         let res = shim.launch(
-            &exec_id,
             LaunchIo {
                 stdin,
                 stdin_mode: StdinMode::UntilEof,
