@@ -30,6 +30,7 @@ pub use k8s_cri::v1;
 
 pub mod images;
 pub mod registry;
+pub mod stream;
 
 /// Default deadline for things that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -453,6 +454,7 @@ pub fn leaks(root: &Path) -> Vec<String> {
         "run/pods",
         "run/containers",
         "run/s",
+        "run/streams",
         "cni-conf",
     ]
     .iter()

@@ -89,6 +89,23 @@ cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 cni_cache_dir = ""
 cni_plugin_timeout_secs = 60
 
+# The streaming server behind Exec, Attach and PortForward: the kubelet (or crictl)
+# connects to the URL those calls return and speaks SPDY/3.1 or WebSocket.
+[streaming]
+# Listen address and port; port 0 picks a free port at start-up. Keep it on loopback
+# unless TLS is configured: the kubelet proxies streams from its own server.
+address = "127.0.0.1"
+port = 0
+# PEM certificate chain and private key; both empty means plain HTTP.
+tls_cert_file = ""
+tls_key_file = ""
+# A URL is single-use and must be used within this many seconds.
+token_ttl_secs = 60
+# Seconds the client has to open the streams it asked for after connecting.
+stream_creation_timeout_secs = 30
+# A stream with no traffic in either direction for this long is closed.
+idle_timeout_secs = 14400
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]
@@ -250,6 +267,67 @@ impl NetworkConfig {
     }
 }
 
+/// The streaming server's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    pub address: String,
+    pub port: u16,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub token_ttl_secs: u64,
+    pub stream_creation_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            token_ttl_secs: 60,
+            stream_creation_timeout_secs: 30,
+            idle_timeout_secs: 14_400,
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// The listen address, checked.
+    pub fn ip(&self) -> Result<std::net::IpAddr, ConfigError> {
+        self.address
+            .parse()
+            .map_err(|e| invalid("streaming.address", format!("{:?}: {e}", self.address)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.ip()?;
+        let cert = self.tls_cert_file.as_os_str().is_empty();
+        let key = self.tls_key_file.as_os_str().is_empty();
+        if cert != key {
+            return Err(invalid(
+                "streaming.tls_cert_file",
+                "tls_cert_file and tls_key_file must be given together",
+            ));
+        }
+        for (key, v) in [
+            ("streaming.token_ttl_secs", self.token_ttl_secs),
+            (
+                "streaming.stream_creation_timeout_secs",
+                self.stream_creation_timeout_secs,
+            ),
+            ("streaming.idle_timeout_secs", self.idle_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// criusd's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +342,7 @@ pub struct Config {
     pub shim_path: PathBuf,
     pub images: ImagesConfig,
     pub network: NetworkConfig,
+    pub streaming: StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -293,6 +372,7 @@ impl Default for Config {
             shim_path: PathBuf::new(),
             images: ImagesConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
             runtimes,
         }
     }
@@ -423,6 +503,7 @@ impl Config {
             }
         }
         self.network.bridge_config()?;
+        self.streaming.validate()?;
         if self.network.cni_plugin_timeout_secs == 0 {
             return Err(invalid(
                 "network.cni_plugin_timeout_secs",

@@ -72,6 +72,13 @@ fn signal_number(name: &str) -> Option<u32> {
     })
 }
 
+/// The FIFO a `stdin: true` container's stdin comes from. The shim holds it open
+/// read-write for the container's life, so attach sessions can come and go without the
+/// container seeing EOF; only CloseIO (stdin_once) ends its stdin.
+pub fn stdin_fifo(bundle: &std::path::Path) -> PathBuf {
+    bundle.join("stdin.fifo")
+}
+
 /// The container manager.
 pub struct Containers {
     config: Arc<Config>,
@@ -473,10 +480,21 @@ impl Containers {
             shim_log: Some(bundle.join("shim.log")),
         };
         let terminal = rec.config.tty;
+        // A container that keeps stdin open (`stdin: true`) gets a FIFO the shim holds
+        // for its whole life; attach sessions write into it (see `stdin_fifo`).
+        let stdin = if rec.config.stdin {
+            let fifo = stdin_fifo(&bundle);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| CriError::internal(format!("mkfifo {}", fifo.display()), e))?;
+            fifo.display().to_string()
+        } else {
+            String::new()
+        };
         let pid = blocking(move || {
             let shim = client::start(&opts).map_err(shim_err("starting the shim"))?;
             shim.create(&ProcessIo {
                 terminal,
+                stdin,
                 ..Default::default()
             })
             .map_err(shim_err("creating the container"))
@@ -1077,6 +1095,44 @@ impl Containers {
         Ok(out)
     }
 
+    /// A running container, for the streaming calls.
+    pub async fn running(&self, id: &str) -> CriResult<ContainerRecord> {
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The OCI `process` for a command run in container `c` (ExecSync, Exec): the
+    /// container's own process with other arguments.
+    pub fn exec_process(c: &ContainerRecord, cmd: &[String], tty: bool) -> CriResult<Vec<u8>> {
+        let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                CriError::Internal("the container's config.json is unreadable".into())
+            })?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(tty);
+        if tty {
+            let env = process["env"].as_array().cloned().unwrap_or_default();
+            if !env
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                let mut env = env;
+                env.push(serde_json::json!("TERM=xterm"));
+                process["env"] = serde_json::Value::Array(env);
+            }
+        }
+        serde_json::to_vec(&process).map_err(|e| CriError::internal("exec process", e))
+    }
+
     /// ExecSync.
     pub async fn exec_sync(
         &self,
@@ -1087,24 +1143,8 @@ impl Containers {
         if cmd.is_empty() {
             return Err(CriError::invalid("cmd", "must not be empty"));
         }
-        let c = self.must(id).await?;
-        if c.state != ContainerState::Running {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
-        let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                CriError::Internal("the container's config.json is unreadable".into())
-            })?;
-        let mut process = spec["process"].clone();
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
-        let json =
-            serde_json::to_vec(&process).map_err(|e| CriError::internal("exec process", e))?;
+        let c = self.running(id).await?;
+        let json = Self::exec_process(&c, &cmd, false)?;
         let exec_id = format!("x{}", &crate::sandbox::new_id()?[..16]);
         // timeout 0 means none; a day bounds it all the same.
         let t = if timeout <= 0 {

@@ -13,6 +13,7 @@ mod sandbox;
 mod server;
 mod singleflight;
 mod store;
+mod streaming;
 mod sys;
 mod util;
 mod validate;
@@ -364,11 +365,29 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .context("recovering containers at start-up")?;
     containers.start_exit_watcher();
+    let (streaming, stream_listener, stream_tls) =
+        streaming::StreamServer::bind(&config.streaming).await?;
+    let stop_streams = tokio_util::sync::CancellationToken::new();
+    let streams_dir = config.run_dir.join("streams");
+    // FIFOs of sessions a previous daemon was serving are dead.
+    let _ = std::fs::remove_dir_all(&streams_dir);
+    make_dir(&streams_dir, 0o700)?;
+    streaming.clone().serve(
+        stream_listener,
+        stream_tls,
+        Arc::new(streaming::backend::RuntimeBackend {
+            containers: containers.clone(),
+            sandboxes: sandboxes.clone(),
+            dir: streams_dir,
+        }),
+        stop_streams.clone(),
+    );
     let cri = server::Cri {
         config: config.clone(),
         sandboxes,
         containers,
         network,
+        streaming,
     };
     info!(
         socket = %config.socket.display(),
@@ -407,6 +426,7 @@ async fn serve(config: Config) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving gRPC")?;
+    stop_streams.cancel();
     let _ = std::fs::remove_file(&config.socket);
     info!("criusd stopped");
     Ok(())

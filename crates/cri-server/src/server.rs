@@ -29,6 +29,25 @@ pub struct Cri {
     pub sandboxes: Arc<Sandboxes>,
     pub containers: Arc<crate::containers::Containers>,
     pub network: Arc<dyn NetworkBackend>,
+    pub streaming: Arc<crate::streaming::StreamServer>,
+}
+
+/// The checks Exec and Attach share: which streams, and not tty with stderr (a
+/// terminal has one output).
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), CriError> {
+    if !(stdin || stdout || stderr) {
+        return Err(CriError::invalid(
+            "stdin",
+            "one of stdin, stdout and stderr must be true",
+        ));
+    }
+    if tty && stderr {
+        return Err(CriError::invalid(
+            "stderr",
+            "tty and stderr cannot both be true (a terminal has one output stream)",
+        ));
+    }
+    Ok(())
 }
 
 /// Looks a binary up the way exec does: a path with a slash as is, else in PATH.
@@ -479,10 +498,80 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let req = request.into_inner();
+        if req.cmd.is_empty() {
+            return Err(CriError::invalid("cmd", "must not be empty").into());
+        }
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let c = self.containers.running(&req.container_id).await?;
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::Exec(cri::ExecRequest {
+                container_id: c.id,
+                ..req
+            }))?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let req = request.into_inner();
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let c = self.containers.running(&req.container_id).await?;
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::Attach(cri::AttachRequest {
+                container_id: c.id,
+                ..req
+            }))?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let req = request.into_inner();
+        if req.pod_sandbox_id.is_empty() {
+            return Err(CriError::invalid("pod_sandbox_id", "must not be empty").into());
+        }
+        for (i, p) in req.port.iter().enumerate() {
+            if !(1..=65535).contains(p) {
+                return Err(
+                    CriError::invalid(format!("port[{i}]"), format!("{p} is not 1-65535")).into(),
+                );
+            }
+        }
+        let pod = self
+            .sandboxes
+            .get(&req.pod_sandbox_id)
+            .await?
+            .ok_or_else(|| {
+                CriError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
+            })?;
+        if pod.state != crate::store::PodState::Ready {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            ))
+            .into());
+        }
+        let url = self.streaming.url(crate::streaming::Request::PortForward(
+            cri::PortForwardRequest {
+                pod_sandbox_id: pod.id,
+                ..req
+            },
+        ))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     unimplemented_rpcs! {
-        exec(ExecRequest) -> ExecResponse, "Exec";
-        attach(AttachRequest) -> AttachResponse, "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics";

@@ -1,0 +1,459 @@
+//! The runtime side of streaming: exec and attach through the container's shim, and
+//! TCP connections inside a pod's network namespace.
+//!
+//! Exec: criusd makes FIFOs for the streams the client wants (in a private directory
+//! under `<run_dir>/streams/`), opens its own ends first (so neither side blocks), and
+//! asks the shim to run the process on them (the Task service's Exec/Start, as
+//! containerd does). A client that goes away gets its process killed; the exec is
+//! deleted from the shim and the FIFOs removed in every case.
+//!
+//! Attach: the shim tees the container's output to FIFOs it is given (crius's Attach
+//! call), without the log ever waiting on an attacher. Input goes into the FIFO the
+//! shim holds as the container's stdin for its whole life (`stdin: true` containers);
+//! with `stdin_once`, the end of the first attacher's input closes the container's
+//! stdin (CloseIO).
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_shim::client::{self, ProcessIo, Shim};
+use k8s_cri::v1 as cri;
+use tokio::io::{AsyncWriteExt, copy};
+use tokio::net::TcpStream;
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::{Backend, BoxWrite, Outcome, StdStreams, TermSize};
+use crate::containers::{Containers, stdin_fifo};
+use crate::sandbox::Sandboxes;
+use crate::store::ContainerRecord;
+
+/// How long output may keep coming after the process exited (the shim has drained
+/// its side already; this only bounds a background process holding the pipe).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// Deadline for a TCP connect inside the pod.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SIGKILL: u32 = 9;
+
+/// Streams served by the containers and pods criusd runs.
+pub struct RuntimeBackend {
+    pub containers: Arc<Containers>,
+    pub sandboxes: Arc<Sandboxes>,
+    /// `<run_dir>/streams`: per-session FIFO directories.
+    pub dir: PathBuf,
+}
+
+/// A session's FIFO directory, removed on drop.
+struct FifoDir(PathBuf);
+
+impl FifoDir {
+    fn create(parent: &Path) -> Result<FifoDir, String> {
+        let id = crate::sandbox::new_id().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        let dir = parent.join(&id[..24]);
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(FifoDir(dir))
+    }
+
+    fn fifo(&self, name: &str) -> Result<PathBuf, String> {
+        let p = self.0.join(name);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| format!("mkfifo {}: {e}", p.display()))?;
+        Ok(p)
+    }
+}
+
+impl Drop for FifoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn on_shim<T: Send + 'static>(
+    c: &ContainerRecord,
+    what: &'static str,
+    f: impl FnOnce(&Shim) -> Result<T, client::Error> + Send + 'static,
+) -> Result<T, String> {
+    let socket = c.socket.clone();
+    let id = c.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let shim = client::connect(&socket, &id).map_err(|e| format!("{what}: {e}"))?;
+        f(&shim).map_err(|e| format!("{what}: {e}"))
+    })
+    .await
+    .map_err(|e| format!("{what}: {e}"))?
+}
+
+/// Copies a FIFO to a client stream, then half-closes the client stream.
+fn pump_out(mut from: pipe::Receiver, mut to: BoxWrite) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = copy(&mut from, &mut to).await;
+        let _ = to.shutdown().await;
+    })
+}
+
+/// Applies terminal sizes as they come.
+fn pump_resize(
+    c: &ContainerRecord,
+    exec_id: String,
+    mut sizes: tokio::sync::mpsc::Receiver<TermSize>,
+) -> JoinHandle<()> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        while let Some(s) = sizes.recv().await {
+            let id = exec_id.clone();
+            let r = on_shim(&c, "resizing the terminal", move |shim| {
+                shim.resize_pty(&id, u32::from(s.width), u32::from(s.height))
+            })
+            .await;
+            if let Err(e) = r {
+                debug!("{e}");
+            }
+        }
+    })
+}
+
+impl RuntimeBackend {
+    async fn exec_inner(&self, req: cri::ExecRequest, io: StdStreams) -> Result<Outcome, String> {
+        let c = self
+            .containers
+            .running(&req.container_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tty = req.tty;
+        let process = Containers::exec_process(&c, &req.cmd, tty).map_err(|e| e.to_string())?;
+        let dir = FifoDir::create(&self.dir)?;
+        let exec_id = format!(
+            "s{}",
+            &crate::sandbox::new_id().map_err(|e| e.to_string())?[..16]
+        );
+        let StdStreams {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            gone,
+        } = io;
+        let mut pio = ProcessIo {
+            terminal: tty,
+            ..Default::default()
+        };
+        // Our ends open first: a reader for each output, a read-write end for input
+        // (so the shim's open never waits and its reads see EOF only when we close).
+        let mut outputs = Vec::new();
+        for (name, client, slot) in [
+            ("stdout", stdout, &mut pio.stdout),
+            ("stderr", if tty { None } else { stderr }, &mut pio.stderr),
+        ] {
+            if let Some(client) = client {
+                let p = dir.fifo(name)?;
+                let rx = pipe::OpenOptions::new()
+                    .open_receiver(&p)
+                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
+                *slot = p.display().to_string();
+                outputs.push((rx, client));
+            }
+        }
+        let stdin_tx = match stdin {
+            Some(client) => {
+                let p = dir.fifo("stdin")?;
+                let tx = pipe::OpenOptions::new()
+                    .read_write(true)
+                    .open_sender(&p)
+                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
+                pio.stdin = p.display().to_string();
+                Some((client, tx))
+            }
+            None => None,
+        };
+        {
+            let id = exec_id.clone();
+            on_shim(&c, "starting the exec", move |shim| {
+                shim.exec(&id, &process, &pio)?;
+                if let Err(e) = shim.start(&id) {
+                    let _ = shim.delete(&id);
+                    return Err(e);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        debug!(container = %c.id, %exec_id, "exec started");
+        let mut pumps: Vec<JoinHandle<()>> = outputs
+            .into_iter()
+            .map(|(rx, client)| pump_out(rx, client))
+            .collect();
+        let stdin_pump = stdin_tx.map(|(mut client, mut tx)| {
+            tokio::spawn(async move {
+                let _ = copy(&mut client, &mut tx).await;
+                // Dropping our end: the shim sees EOF and closes the process's stdin.
+            })
+        });
+        let resize_pump = resize.map(|r| pump_resize(&c, exec_id.clone(), r));
+        let mut wait = {
+            let id = exec_id.clone();
+            let c2 = c.clone();
+            tokio::spawn(
+                async move { on_shim(&c2, "waiting for the exec", move |s| s.wait(&id)).await },
+            )
+        };
+        let exit = tokio::select! {
+            r = &mut wait => Some(r),
+            () = gone.cancelled() => None,
+        };
+        let outcome = match exit {
+            Some(r) => {
+                let status = r.map_err(|e| e.to_string())??;
+                // Output the shim drained before reporting the exit is still in flight.
+                let all = futures_util::future::join_all(pumps.iter_mut());
+                if tokio::time::timeout(OUTPUT_GRACE, all).await.is_err() {
+                    debug!(%exec_id, "output still open after the exit; closing it");
+                }
+                match status.code {
+                    0 => Outcome::Success,
+                    n => Outcome::ExitCode(i32::try_from(n).unwrap_or(i32::MAX)),
+                }
+            }
+            None => {
+                // The client went away: the process goes too.
+                let id = exec_id.clone();
+                if let Err(e) =
+                    on_shim(&c, "killing the exec", move |s| s.kill(&id, SIGKILL, false)).await
+                {
+                    warn!(%exec_id, "{e}");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+                Outcome::Error("the client went away".into())
+            }
+        };
+        for p in pumps {
+            p.abort();
+        }
+        if let Some(p) = stdin_pump {
+            p.abort();
+        }
+        if let Some(p) = resize_pump {
+            p.abort();
+        }
+        let id = exec_id.clone();
+        if let Err(e) = on_shim(&c, "deleting the exec", move |s| s.delete(&id)).await {
+            debug!(%exec_id, "{e}");
+        }
+        drop(dir);
+        Ok(outcome)
+    }
+
+    async fn attach_inner(
+        &self,
+        req: cri::AttachRequest,
+        io: StdStreams,
+    ) -> Result<Outcome, String> {
+        let c = self
+            .containers
+            .running(&req.container_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tty = c.config.tty;
+        let StdStreams {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            gone,
+        } = io;
+        let dir = FifoDir::create(&self.dir)?;
+        let mut outputs = Vec::new();
+        let mut paths: [Option<PathBuf>; 2] = [None, None];
+        for (i, (name, client)) in [
+            ("stdout", stdout),
+            ("stderr", if tty { None } else { stderr }),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(client) = client {
+                let p = dir.fifo(name)?;
+                let rx = pipe::OpenOptions::new()
+                    .open_receiver(&p)
+                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
+                paths[i] = Some(p);
+                outputs.push((rx, client));
+            }
+        }
+        if !outputs.is_empty() {
+            let [out, err] = paths.clone();
+            on_shim(&c, "attaching", move |shim| {
+                shim.attach(out.as_deref(), err.as_deref())
+            })
+            .await?;
+        }
+        let pumps: Vec<JoinHandle<()>> = outputs
+            .into_iter()
+            .map(|(rx, client)| pump_out(rx, client))
+            .collect();
+        let resize_pump = resize
+            .filter(|_| tty)
+            .map(|r| pump_resize(&c, String::new(), r));
+        let stdin_pump = match stdin {
+            Some(mut client) if c.config.stdin => {
+                let fifo = stdin_fifo(&c.bundle);
+                let mut tx = match pipe::OpenOptions::new().open_sender(&fifo) {
+                    Ok(tx) => tx,
+                    // No reader: the shim closed the container's stdin (stdin_once, or
+                    // CloseIO earlier). What the client sends goes nowhere.
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                        let mut client = client;
+                        let sink = tokio::spawn(async move {
+                            let _ = copy(&mut client, &mut tokio::io::sink()).await;
+                        });
+                        return self
+                            .attach_outputs(c, pumps, Some(sink), resize_pump, gone, dir)
+                            .await;
+                    }
+                    Err(e) => return Err(format!("opening the container's stdin: {e}")),
+                };
+                let once = c.config.stdin_once;
+                let c2 = c.clone();
+                Some(tokio::spawn(async move {
+                    let _ = copy(&mut client, &mut tx).await;
+                    drop(tx);
+                    if once {
+                        let r = on_shim(&c2, "closing stdin", |s| s.close_stdin("")).await;
+                        if let Err(e) = r {
+                            debug!("{e}");
+                        }
+                    }
+                }))
+            }
+            Some(mut client) => {
+                // The container has no stdin: what the client sends goes nowhere.
+                Some(tokio::spawn(async move {
+                    let _ = copy(&mut client, &mut tokio::io::sink()).await;
+                }))
+            }
+            None => None,
+        };
+        self.attach_outputs(c, pumps, stdin_pump, resize_pump, gone, dir)
+            .await
+    }
+
+    /// The rest of an attach: attached until the container's output ends (it exited),
+    /// or, with no output asked for, until the input ends; or until the client goes.
+    async fn attach_outputs(
+        &self,
+        _c: ContainerRecord,
+        mut pumps: Vec<JoinHandle<()>>,
+        stdin_pump: Option<JoinHandle<()>>,
+        resize_pump: Option<JoinHandle<()>>,
+        gone: tokio_util::sync::CancellationToken,
+        dir: FifoDir,
+    ) -> Result<Outcome, String> {
+        let outcome = if pumps.is_empty() {
+            match stdin_pump {
+                Some(p) => {
+                    tokio::select! {
+                        _ = p => Outcome::Success,
+                        () = gone.cancelled() => Outcome::Error("the client went away".into()),
+                    }
+                }
+                None => Outcome::Success,
+            }
+        } else {
+            let all = futures_util::future::join_all(pumps.iter_mut());
+            let r = tokio::select! {
+                _ = all => Outcome::Success,
+                () = gone.cancelled() => Outcome::Error("the client went away".into()),
+            };
+            for p in pumps {
+                p.abort();
+            }
+            if let Some(p) = stdin_pump {
+                p.abort();
+            }
+            r
+        };
+        if let Some(p) = resize_pump {
+            p.abort();
+        }
+        drop(dir);
+        Ok(outcome)
+    }
+
+    async fn connect_inner(&self, pod_id: &str, port: u16) -> Result<TcpStream, String> {
+        let pod = self
+            .sandboxes
+            .get(pod_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("pod sandbox {pod_id} not found"))?;
+        let netns = pod.namespaces.net.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own: it joins the pod's network namespace, and no pooled
+        // thread may be left in one.
+        std::thread::Builder::new()
+            .name("pod-connect".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = tx.send(connect_in(netns.as_deref(), port));
+            })
+            .map_err(|e| format!("spawning a connect thread: {e}"))?;
+        let std = rx
+            .await
+            .map_err(|_| "the connect thread died".to_string())??;
+        TcpStream::from_std(std).map_err(|e| format!("registering the connection: {e}"))
+    }
+}
+
+/// Connects to `port` on loopback (IPv4, then IPv6) inside `netns` (none: the host's,
+/// for a host-network pod). Runs on a thread that exits afterwards.
+fn connect_in(netns: Option<&Path>, port: u16) -> Result<std::net::TcpStream, String> {
+    if let Some(ns) = netns {
+        let f = std::fs::File::open(ns)
+            .map_err(|e| format!("opening the pod's network namespace {}: {e}", ns.display()))?;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("entering the pod's network namespace: {e}"))?;
+    }
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let s = match std::net::TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT) {
+        Ok(s) => s,
+        Err(e4) => std::net::TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT)
+            .map_err(|_| format!("connecting to localhost:{port} in the pod: {e4}"))?,
+    };
+    let _ = s.set_nodelay(true);
+    s.set_nonblocking(true)
+        .map_err(|e| format!("setting the connection non-blocking: {e}"))?;
+    Ok(s)
+}
+
+impl Backend for RuntimeBackend {
+    async fn exec(&self, req: cri::ExecRequest, io: StdStreams) -> Outcome {
+        let id = req.container_id.clone();
+        match self.exec_inner(req, io).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(container = %id, "exec: {e}");
+                Outcome::Error(e)
+            }
+        }
+    }
+
+    async fn attach(&self, req: cri::AttachRequest, io: StdStreams) -> Outcome {
+        let id = req.container_id.clone();
+        match self.attach_inner(req, io).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(container = %id, "attach: {e}");
+                Outcome::Error(e)
+            }
+        }
+    }
+
+    async fn connect(&self, pod_id: &str, port: u16) -> Result<TcpStream, String> {
+        self.connect_inner(pod_id, port).await
+    }
+}

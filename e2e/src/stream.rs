@@ -1,0 +1,345 @@
+//! Clients for crius's streaming server, as kubectl and crictl speak to it: an HTTP
+//! upgrade to SPDY/3.1 (through crates/spdy's session) or WebSocket (tungstenite), then
+//! Kubernetes' remote command and port forward protocols on top.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use crius_spdy::Headers;
+use crius_spdy::session::{Role, Session, SessionConfig, Stream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// `http://host:port/path` split up.
+fn split_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Ok((host.to_string(), path.to_string()))
+}
+
+/// A raw HTTP response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends a request with `headers` and reads the response head; on a 101 the socket is
+/// returned ready for the new protocol.
+pub async fn upgrade_request(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Head, TcpStream)> {
+    let (host, path) = split_url(url)?;
+    let mut tcp = TcpStream::connect(&host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await?;
+    // Byte by byte up to the blank line, so nothing of the next protocol is consumed.
+    let mut raw = Vec::new();
+    let mut b = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut b).await? == 0 {
+            bail!(
+                "connection closed in the response head: {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+        raw.push(b[0]);
+        if raw.len() > 64 * 1024 {
+            bail!("response head too long");
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut head = Head {
+        status,
+        headers,
+        body: String::new(),
+    };
+    if status != 101 {
+        let len: usize = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len.min(1 << 20)];
+        tcp.read_exact(&mut body).await.ok();
+        head.body = String::from_utf8_lossy(&body).to_string();
+    }
+    Ok((head, tcp))
+}
+
+/// An SPDY connection after the upgrade.
+pub struct Spdy {
+    pub session: Session,
+    pub protocol: String,
+}
+
+/// Upgrades to SPDY/3.1 offering `protocols`; fails unless the server answers 101.
+pub async fn spdy_connect(url: &str, protocols: &[&str]) -> Result<Spdy> {
+    let mut headers = vec![("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")];
+    for p in protocols {
+        headers.push(("X-Stream-Protocol-Version", p));
+    }
+    let (head, tcp) = upgrade_request(url, "POST", &headers).await?;
+    if head.status != 101 {
+        bail!("upgrade refused: {} {}", head.status, head.body);
+    }
+    let protocol = head
+        .header("x-stream-protocol-version")
+        .unwrap_or("")
+        .to_string();
+    let (session, _incoming) = Session::new(tcp, Role::Client, SessionConfig::default());
+    Ok(Spdy { session, protocol })
+}
+
+impl Spdy {
+    /// Opens a stream with `streamType` (and extra headers).
+    pub async fn open(&self, kind: &str, extra: &[(&str, &str)]) -> Result<Stream> {
+        let mut h = Headers::new();
+        // SPDY header names are lower case on the wire (Go's framer lowers them).
+        h.add("streamtype", kind);
+        for (k, v) in extra {
+            h.add(k.to_ascii_lowercase(), *v);
+        }
+        self.session
+            .open_stream(h)
+            .await
+            .map_err(|e| anyhow!("opening the {kind} stream: {e}"))
+    }
+}
+
+/// Reads until EOF (or an error, which ends the stream too).
+pub async fn read_all(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = r.read_to_end(&mut out).await;
+    out
+}
+
+/// What a remote command session asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// A remote command over SPDY with its streams open (client-go's order: error, stdin,
+/// stdout, stderr, resize).
+pub struct SpdyCommand {
+    pub conn: Spdy,
+    pub error: Stream,
+    pub stdin: Option<Stream>,
+    pub stdout: Option<Stream>,
+    pub stderr: Option<Stream>,
+    pub resize: Option<Stream>,
+}
+
+pub async fn spdy_command(url: &str, protocol: &str, want: Want) -> Result<SpdyCommand> {
+    let conn = spdy_connect(url, &[protocol]).await?;
+    let error = conn.open("error", &[]).await?;
+    let stdin = if want.stdin {
+        Some(conn.open("stdin", &[]).await?)
+    } else {
+        None
+    };
+    let stdout = if want.stdout {
+        Some(conn.open("stdout", &[]).await?)
+    } else {
+        None
+    };
+    let stderr = if want.stderr && !want.tty {
+        Some(conn.open("stderr", &[]).await?)
+    } else {
+        None
+    };
+    let resize = if want.tty {
+        Some(conn.open("resize", &[]).await?)
+    } else {
+        None
+    };
+    Ok(SpdyCommand {
+        conn,
+        error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    })
+}
+
+/// The result of a finished remote command.
+#[derive(Debug)]
+pub struct Finished {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// What the error stream carried (JSON status from v4 on).
+    pub error: Vec<u8>,
+}
+
+impl Finished {
+    /// The exit code the status reports (0 for Success).
+    pub fn exit_code(&self) -> Result<i32> {
+        let v: serde_json::Value = serde_json::from_slice(&self.error)
+            .with_context(|| format!("status {:?}", String::from_utf8_lossy(&self.error)))?;
+        match v["status"].as_str() {
+            Some("Success") => Ok(0),
+            Some("Failure") if v["reason"] == "NonZeroExitCode" => v["details"]["causes"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["reason"] == "ExitCode"))
+                .and_then(|c| c["message"].as_str())
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| anyhow!("no exit code in {v}")),
+            _ => bail!("failure status: {v}"),
+        }
+    }
+}
+
+impl SpdyCommand {
+    /// Sends `input` (then half-closes stdin), sends `sizes` on the resize stream, and
+    /// reads every output to its end, as client-go does.
+    pub async fn run(mut self, input: &[u8], limit: Duration) -> Result<Finished> {
+        if let Some(s) = self.stdin.take() {
+            let (_, mut w) = s.split();
+            w.write_all(input).await?;
+            w.shutdown().await?;
+        }
+        let out = self
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_all(s.split().0)));
+        let err = self
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(read_all(s.split().0)));
+        let (error_r, _) = self.error.split();
+        let work = async {
+            let stdout = match out {
+                Some(h) => h.await?,
+                None => Vec::new(),
+            };
+            let stderr = match err {
+                Some(h) => h.await?,
+                None => Vec::new(),
+            };
+            let error = read_all(error_r).await;
+            anyhow::Ok(Finished {
+                stdout,
+                stderr,
+                error,
+            })
+        };
+        let f = tokio::time::timeout(limit, work)
+            .await
+            .context("the remote command did not finish in time")??;
+        self.conn.session.close();
+        Ok(f)
+    }
+}
+
+/// A WebSocket connection speaking the channel protocol.
+pub struct Ws {
+    pub ws: WebSocketStream<TcpStream>,
+    pub protocol: String,
+}
+
+pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<Ws> {
+    let (host, _) = split_url(url)?;
+    let tcp = TcpStream::connect(&host).await?;
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut req = ws_url.into_client_request()?;
+    if !protocols.is_empty() {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(&protocols.join(", "))?,
+        );
+    }
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .map_err(|e| anyhow!("websocket handshake: {e}"))?;
+    let protocol = resp
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok(Ws { ws, protocol })
+}
+
+impl Ws {
+    /// Sends `data` on channel `ch`.
+    pub async fn send(&mut self, ch: u8, data: &[u8]) -> Result<()> {
+        let mut m = vec![ch];
+        m.extend_from_slice(data);
+        self.ws.send(Message::Binary(m.into())).await?;
+        Ok(())
+    }
+
+    /// The next channel message; `None` once the server closed.
+    pub async fn recv(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            match self.ws.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Err(e)) => return Err(anyhow!("websocket: {e}")),
+                Some(Ok(Message::Binary(b))) => {
+                    if let Some((&ch, rest)) = b.split_first() {
+                        return Ok(Some((ch, rest.to_vec())));
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Collects every channel's bytes until the server closes.
+    pub async fn collect(&mut self, limit: Duration) -> Result<Vec<Vec<u8>>> {
+        let mut chans = vec![Vec::new(); 256];
+        tokio::time::timeout(limit, async {
+            while let Some((ch, data)) = self.recv().await? {
+                chans[usize::from(ch)].extend_from_slice(&data);
+            }
+            anyhow::Ok(())
+        })
+        .await
+        .context("the websocket stream did not end in time")??;
+        Ok(chans)
+    }
+}
+
+/// Anything `AsyncRead + AsyncWrite`, for helpers that take either.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}

@@ -1,0 +1,869 @@
+//! Exec, Attach and PortForward through crius's streaming server (issue 6), driven by
+//! the suite's own SPDY/3.1 and WebSocket clients against real containers.
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crius_e2e::images::*;
+use crius_e2e::registry::*;
+use crius_e2e::stream::*;
+use crius_e2e::v1 as cri;
+use crius_e2e::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+struct Env {
+    d: Daemon,
+    reg: Option<TestRegistry>,
+    image: String,
+    pod: String,
+    logs: std::path::PathBuf,
+}
+
+async fn env(tag: &str, extra: &str) -> Env {
+    let mut d = Daemon::start_with(
+        tag,
+        Options {
+            extra_config: extra.to_string(),
+            subnet: None,
+        },
+    )
+    .await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let image = pushed.reference(&reg.host);
+    pull_image(&mut d.img, &image, None).await.expect("pull");
+    let logs = d.root.join("fixtures/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut pc = pod_config(tag);
+    pc.log_directory = logs.display().to_string();
+    let pod = run_pod(&mut d.rt, pc).await.unwrap();
+    Env {
+        d,
+        reg: Some(reg),
+        image,
+        pod,
+        logs,
+    }
+}
+
+impl Env {
+    fn config(&self, name: &str, script: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn run(&mut self, config: cri::ContainerConfig) -> String {
+        let id = self
+            .d
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        self.d
+            .rt
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn exec_url(&mut self, id: &str, cmd: &[&str], want: Want) -> String {
+        self.d
+            .rt
+            .exec(cri::ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty: want.tty,
+                stdin: want.stdin,
+                stdout: want.stdout,
+                stderr: want.stderr,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    async fn attach_url(&mut self, id: &str, want: Want) -> String {
+        self.d
+            .rt
+            .attach(cri::AttachRequest {
+                container_id: id.into(),
+                tty: want.tty,
+                stdin: want.stdin,
+                stdout: want.stdout,
+                stderr: want.stderr,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    async fn port_forward_url(&mut self) -> String {
+        self.d
+            .rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: self.pod.clone(),
+                port: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// No exec FIFOs, no exec process left in the shim.
+    async fn assert_no_sessions(&self) {
+        let dir = self.d.run_dir().join("streams");
+        eventually(DEADLINE, "stream FIFO directories to go", || {
+            let dir = dir.clone();
+            async move {
+                let n = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+                (n == 0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn done(mut self) {
+        remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
+        // By id, as the kubelet removes images: every reference goes.
+        let id = self
+            .d
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: self.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap()
+            .id;
+        self.d
+            .img
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: id,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        drop(self.reg.take());
+        self.d.finish().await;
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn procs_with(needle: &str) -> usize {
+    processes_mentioning(needle).len()
+}
+
+const ALL: Want = Want {
+    stdin: true,
+    stdout: true,
+    stderr: true,
+    tty: false,
+};
+
+/// The lines of CRI log records, in order.
+fn log_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_over_spdy_every_version() {
+    let mut e = env("st-exec", "").await;
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+
+    // v4: stdin echoed, stderr apart, exit code 3 as NonZeroExitCode.
+    let url = e
+        .exec_url(&id, &["sh", "-c", "cat; echo oops >&2; exit 3"], ALL)
+        .await;
+    let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
+    assert_eq!(cmd.conn.protocol, "v4.channel.k8s.io");
+    let f = cmd.run(b"hello\nworld\n", DEADLINE).await.unwrap();
+    assert_eq!(f.stdout, b"hello\nworld\n");
+    assert_eq!(f.stderr, b"oops\n");
+    assert_eq!(f.exit_code().unwrap(), 3);
+
+    // v5 over SPDY is v4; success is a Success status.
+    let want = Want {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = e.exec_url(&id, &["sh", "-c", "id -u; exit 0"], want).await;
+    let f = spdy_command(&url, "v5.channel.k8s.io", want)
+        .await
+        .unwrap()
+        .run(b"", DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(f.stdout, b"1000\n");
+    assert_eq!(f.exit_code().unwrap(), 0);
+
+    // v2 and v1 carry a plain-text error, and nothing on success.
+    for proto in ["v2.channel.k8s.io", "channel.k8s.io"] {
+        let want = Want {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let url = e.exec_url(&id, &["sh", "-c", "echo v; exit 4"], want).await;
+        let f = spdy_command(&url, proto, want)
+            .await
+            .unwrap()
+            .run(b"", DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(f.stdout, b"v\n", "{proto}");
+        let msg = String::from_utf8_lossy(&f.error).to_string();
+        assert!(msg.contains("exit code: 4"), "{proto}: {msg:?}");
+    }
+
+    // A large output arrives whole (no stall at SPDY's 64 KiB window).
+    let want = Want {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = e
+        .exec_url(
+            &id,
+            &["sh", "-c", "dd if=/dev/zero bs=1024 count=4096 2>/dev/null"],
+            want,
+        )
+        .await;
+    let f = spdy_command(&url, "v4.channel.k8s.io", want)
+        .await
+        .unwrap()
+        .run(b"", DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(f.stdout.len(), 4 << 20);
+
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_with_a_tty_sees_resizes() {
+    let mut e = env("st-tty", "").await;
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let want = Want {
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: true,
+    };
+    let url = e.exec_url(&id, &["sh"], want).await;
+    let cmd = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
+    let (_, mut resize) = cmd.resize.unwrap().split();
+    resize
+        .write_all(b"{\"Width\":100,\"Height\":40}\n")
+        .await
+        .unwrap();
+    let (_, mut stdin) = cmd.stdin.unwrap().split();
+    let (mut stdout, _) = cmd.stdout.unwrap().split();
+    // The resize travels apart from the input: ask until the shell sees it.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        stdin.write_all(b"stty size\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), stdout.read(&mut buf)).await
+        {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if String::from_utf8_lossy(&seen).contains("40 100") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stty never reported 40 100: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    // A second size.
+    resize
+        .write_all(b"{\"Width\":120,\"Height\":50}\n")
+        .await
+        .unwrap();
+    loop {
+        stdin.write_all(b"stty size\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), stdout.read(&mut buf)).await
+        {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if String::from_utf8_lossy(&seen).contains("50 120") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second resize not seen"
+        );
+    }
+    stdin.write_all(b"exit 5\n").await.unwrap();
+    let rest = read_all(stdout).await;
+    let _ = rest;
+    let (error, _) = cmd.error.split();
+    let status = read_all(error).await;
+    let f = Finished {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        error: status,
+    };
+    assert_eq!(f.exit_code().unwrap(), 5);
+    cmd.conn.session.close();
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_over_websocket_v5_and_v4() {
+    let mut e = env("st-ws", "").await;
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+
+    // v5: stdin ends with the close signal; cat then exits 0.
+    let url = e
+        .exec_url(&id, &["sh", "-c", "cat; echo done >&2"], ALL)
+        .await;
+    let mut ws = ws_connect(&url, &["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol, "v5.channel.k8s.io");
+    ws.send(0, b"over websocket\n").await.unwrap();
+    ws.send(255, &[0]).await.unwrap();
+    let ch = ws.collect(DEADLINE).await.unwrap();
+    assert_eq!(ch[1], b"over websocket\n");
+    assert_eq!(ch[2], b"done\n");
+    let f = Finished {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        error: ch[3].clone(),
+    };
+    assert_eq!(f.exit_code().unwrap(), 0);
+
+    // v4: exit code 3, stdout and stderr apart.
+    let want = Want {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let url = e
+        .exec_url(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], want)
+        .await;
+    let mut ws = ws_connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let ch = ws.collect(DEADLINE).await.unwrap();
+    assert_eq!(ch[1], b"out\n");
+    assert_eq!(ch[2], b"err\n");
+    let f = Finished {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        error: ch[3].clone(),
+    };
+    assert_eq!(f.exit_code().unwrap(), 3);
+
+    // An unknown subprotocol is refused.
+    let url = e.exec_url(&id, &["true"], want).await;
+    assert!(ws_connect(&url, &["v9.channel.k8s.io"]).await.is_err());
+
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+/// Consecutive `line-N` numbers in `text`; panics on a gap.
+fn counter_run(text: &str) -> Vec<u64> {
+    let nums: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("line-"))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    for w in nums.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "a gap in {nums:?}");
+    }
+    nums
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_two_attachers_and_the_log_keeps_every_line() {
+    let mut e = env("st-attach", "").await;
+    let id = e
+        .run(e.config(
+            "counter",
+            "i=0; while [ $i -lt 100000 ]; do echo line-$i; i=$((i+1)); sleep 0.02; done",
+        ))
+        .await;
+    let want = Want {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    // One attacher over SPDY, one over WebSocket.
+    let url = e.attach_url(&id, want).await;
+    let a = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
+    let (mut a_out, _) = a.stdout.unwrap().split();
+    let url = e.attach_url(&id, want).await;
+    let mut b = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
+
+    let mut a_seen = String::new();
+    let mut b_seen = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while counter_run(&a_seen).len() < 30 || counter_run(&b_seen).len() < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attachers saw too little"
+        );
+        let mut buf = [0u8; 4096];
+        tokio::select! {
+            r = a_out.read(&mut buf) => {
+                let n = r.unwrap();
+                assert!(n > 0, "attach stdout ended early");
+                a_seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            m = b.recv() => {
+                let (ch, data) = m.unwrap().expect("websocket attach ended early");
+                if ch == 1 {
+                    b_seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        }
+    }
+    // The SPDY attacher leaves; the other goes on.
+    a.conn.session.close();
+    drop(a_out);
+    let before = counter_run(&b_seen).len();
+    while counter_run(&b_seen).len() < before + 20 {
+        let (ch, data) = tokio::time::timeout(DEADLINE, b.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if ch == 1 {
+            b_seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    // Stop the container: the remaining attacher's streams end with Success.
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let ch = b.collect(DEADLINE).await.unwrap();
+    b_seen.push_str(&String::from_utf8_lossy(&ch[1]));
+    let f = Finished {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        error: ch[3].clone(),
+    };
+    assert_eq!(f.exit_code().unwrap(), 0);
+
+    // The log has every line from 0, including all the attachers saw.
+    let log = log_lines(&e.log_of("counter")).join("\n");
+    let logged = counter_run(&log);
+    assert_eq!(logged.first(), Some(&0));
+    let b_nums = counter_run(&b_seen);
+    let a_nums = counter_run(&a_seen);
+    for n in a_nums.iter().chain(b_nums.iter()) {
+        assert!(logged.contains(n), "line-{n} missing from the log");
+    }
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_stdin_survives_attachers_and_stdin_once_closes_it() {
+    let mut e = env("st-stdin", "").await;
+    let script =
+        "while read l; do echo got-$l; [ \"$l\" = quit ] && exit 0; done; echo stdin-closed";
+    // stdin kept open across attachers.
+    let mut cfg = e.config("reader", script);
+    cfg.stdin = true;
+    let id = e.run(cfg).await;
+    let only_in = Want {
+        stdin: true,
+        ..Default::default()
+    };
+    let url = e.attach_url(&id, only_in).await;
+    let a = spdy_command(&url, "v4.channel.k8s.io", only_in)
+        .await
+        .unwrap();
+    let f = a.run(b"one\n", DEADLINE).await.unwrap();
+    assert_eq!(f.exit_code().unwrap(), 0);
+    let both = Want {
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    };
+    let url = e.attach_url(&id, both).await;
+    let b = spdy_command(&url, "v4.channel.k8s.io", both).await.unwrap();
+    let f = b.run(b"two\nquit\n", DEADLINE).await.unwrap();
+    // The second attacher sees what came after it attached; the log has all of it.
+    assert!(String::from_utf8_lossy(&f.stdout).contains("got-two"));
+    let log = log_lines(&e.log_of("reader"));
+    assert_eq!(log, vec!["got-one", "got-two", "got-quit"]);
+
+    // stdin_once: the end of the first attacher's input is the container's EOF.
+    let mut cfg = e.config("once", script);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    let id = e.run(cfg).await;
+    let url = e.attach_url(&id, both).await;
+    let f = spdy_command(&url, "v4.channel.k8s.io", both)
+        .await
+        .unwrap()
+        .run(b"x\n", DEADLINE)
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&f.stdout).to_string();
+    assert!(
+        out.contains("got-x") && out.contains("stdin-closed"),
+        "{out:?}"
+    );
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+/// One HTTP GET through a port-forward data stream; returns the response.
+async fn http_get(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) -> String {
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).to_string()
+}
+
+struct Joined(
+    crius_spdy::session::StreamReader,
+    crius_spdy::session::StreamWriter,
+);
+
+impl tokio::io::AsyncRead for Joined {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Joined {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.1).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.1).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.1).poll_shutdown(cx)
+    }
+}
+
+/// A port-forward connection over `conn`: the error and data streams of one request.
+async fn forward(
+    conn: &Spdy,
+    port: u16,
+    request: u32,
+) -> (Joined, crius_spdy::session::StreamReader) {
+    let port = port.to_string();
+    let req = request.to_string();
+    let err = conn
+        .open("error", &[("port", &port), ("requestID", &req)])
+        .await
+        .unwrap();
+    let (err_r, mut err_w) = err.split();
+    err_w.shutdown().await.unwrap();
+    let data = conn
+        .open("data", &[("port", &port), ("requestID", &req)])
+        .await
+        .unwrap();
+    let (r, w) = data.split();
+    (Joined(r, w), err_r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn port_forward_twenty_connections_to_httpd() {
+    let mut e = env("st-pf", "").await;
+    e.run(e.config(
+        "web",
+        "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    ))
+    .await;
+    let url = e.port_forward_url().await;
+    let conn = spdy_connect(&url, &["portforward.k8s.io"]).await.unwrap();
+    assert_eq!(conn.protocol, "portforward.k8s.io");
+    // Until httpd listens.
+    let mut req = 0u32;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        req += 1;
+        let (data, _) = forward(&conn, 8080, req).await;
+        if http_get(data).await.contains("hello-from-pod") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "httpd never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 20 at once over the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let (data, err) = forward(&conn, 8080, 1000 + i).await;
+        tasks.push(tokio::spawn(async move {
+            let body = http_get(data).await;
+            let err = read_all(err).await;
+            (body, err)
+        }));
+    }
+    for t in tasks {
+        let (body, err) = t.await.unwrap();
+        assert!(
+            body.starts_with("HTTP/1.") && body.contains("hello-from-pod"),
+            "{body:?}"
+        );
+        assert!(err.is_empty(), "{:?}", String::from_utf8_lossy(&err));
+    }
+    // A port nobody listens on: the error stream says so.
+    let (data, err) = forward(&conn, 9, 5000).await;
+    drop(data);
+    let msg = String::from_utf8_lossy(&read_all(err).await).to_string();
+    assert!(msg.contains("port 9"), "{msg:?}");
+    conn.session.close();
+
+    // The same over WebSocket: channel 0 data, 1 errors, each opened by the port number.
+    let url = e.port_forward_url().await;
+    let mut ws = ws_connect(&format!("{url}?ports=8080"), &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut opened = 0;
+    while opened < 2 {
+        let (ch, data) = ws.recv().await.unwrap().unwrap();
+        assert!(ch <= 1);
+        assert_eq!(data, 8080u16.to_le_bytes());
+        opened += 1;
+    }
+    ws.send(0, b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let ch = ws.collect(DEADLINE).await.unwrap();
+    assert!(String::from_utf8_lossy(&ch[0]).contains("hello-from-pod"));
+    assert!(ch[1].is_empty());
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
+    let mut e = env("st-token", "[streaming]\ntoken_ttl_secs = 1\n").await;
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let want = Want {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = e.exec_url(&id, &["true"], want).await;
+    // The token is 160 random bits.
+    let token = url.rsplit('/').next().unwrap();
+    assert!(token.len() >= 32, "{token}");
+    let f = spdy_command(&url, "v4.channel.k8s.io", want)
+        .await
+        .unwrap()
+        .run(b"", DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(f.exit_code().unwrap(), 0);
+    // Used: 404, no stream.
+    let (head, _) = upgrade_request(
+        &url,
+        "POST",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.status, 404);
+    // Expired: 404 after the TTL.
+    let url = e.exec_url(&id, &["true"], want).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let err = spdy_command(&url, "v4.channel.k8s.io", want)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
+    // Unknown, and a token used on the wrong path.
+    let bogus = format!(
+        "{}/exec/{}",
+        url.rsplitn(3, '/').nth(2).unwrap(),
+        "00".repeat(20)
+    );
+    assert!(
+        spdy_command(&bogus, "v4.channel.k8s.io", want)
+            .await
+            .is_err()
+    );
+    let url = e.exec_url(&id, &["true"], want).await;
+    let wrong = url.replace("/exec/", "/attach/");
+    let err = spdy_command(&wrong, "v4.channel.k8s.io", want)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
+    // No protocol in common: 403 and the server's list.
+    let url = e.exec_url(&id, &["true"], want).await;
+    let err = spdy_connect(&url, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("403"), "{err}");
+
+    // Bad requests are InvalidArgument naming the field; unknown ids NotFound.
+    let bad =
+        |cmd: Vec<String>, tty: bool, stdin: bool, stdout: bool, stderr: bool| cri::ExecRequest {
+            container_id: id.clone(),
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+    let cases = [
+        (bad(vec![], false, false, true, false), "cmd"),
+        (
+            bad(vec!["true".into()], false, false, false, false),
+            "stdin",
+        ),
+        (bad(vec!["true".into()], true, false, true, true), "stderr"),
+    ];
+    for (req, field) in cases {
+        let err = e.d.rt.exec(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    let err =
+        e.d.rt
+            .exec(cri::ExecRequest {
+                container_id: "nope".into(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err =
+        e.d.rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: e.pod.clone(),
+                port: vec![70000],
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("port[0]"), "{}", err.message());
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vanished_or_idle_client_leaves_nothing_behind() {
+    let mut e = env("st-gone", "[streaming]\nidle_timeout_secs = 2\n").await;
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    // The client vanishes mid-stream: its process is killed, its FIFOs removed.
+    let url = e.exec_url(&id, &["sleep", "7371"], ALL).await;
+    let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
+    eventually(DEADLINE, "the exec to run", || async {
+        (procs_with("sleep 7371") == 1).then_some(())
+    })
+    .await;
+    cmd.conn.session.close();
+    drop(cmd);
+    eventually(DEADLINE, "the exec'd process to be killed", || async {
+        (procs_with("sleep 7371") == 0).then_some(())
+    })
+    .await;
+    e.assert_no_sessions().await;
+
+    // A WebSocket client vanishing does the same.
+    let url = e.exec_url(&id, &["sleep", "7373"], ALL).await;
+    let ws = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
+    eventually(DEADLINE, "the exec to run", || async {
+        (procs_with("sleep 7373") == 1).then_some(())
+    })
+    .await;
+    drop(ws);
+    eventually(DEADLINE, "the exec'd process to be killed", || async {
+        (procs_with("sleep 7373") == 0).then_some(())
+    })
+    .await;
+
+    // Nothing moves for idle_timeout_secs: the server closes, the process goes.
+    let url = e.exec_url(&id, &["sleep", "7372"], ALL).await;
+    let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
+    tokio::time::timeout(DEADLINE, cmd.conn.session.closed())
+        .await
+        .expect("the idle stream was not closed");
+    eventually(DEADLINE, "the idle exec's process to be killed", || async {
+        (procs_with("sleep 7372") == 0).then_some(())
+    })
+    .await;
+    e.assert_no_sessions().await;
+    e.done().await;
+}
