@@ -15,13 +15,63 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-/// `http://host:port/path` split up.
-fn split_url(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+/// `http(s)://host:port/path` split up; true for https.
+fn split_url(url: &str) -> Result<(String, String, bool)> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("http://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (r, true)
+    } else {
+        bail!("not an http(s) URL: {url}");
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    Ok((host.to_string(), path.to_string()))
+    Ok((host.to_string(), path.to_string(), tls))
+}
+
+/// A connection, plain or TLS.
+pub type Conn = Box<dyn Duplex>;
+
+/// The CA that https URLs are checked against (tests that use TLS set it).
+static CA: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+/// Trusts the PEM certificate(s) at `path` for https URLs.
+pub fn trust_ca(path: &std::path::Path) {
+    *CA.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+}
+
+/// Connects to `host` (`ip:port`), with TLS when asked.
+pub async fn dial(host: &str, tls: bool) -> Result<Conn> {
+    let tcp = TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    if !tls {
+        return Ok(Box::new(tcp));
+    }
+    use rustls_pki_types::pem::PemObject;
+    let ca = CA
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| anyhow!("an https URL, but no CA to check it against (trust_ca)"))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&ca)? {
+        roots.add(c?)?;
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let ip = host
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or(host);
+    let name = rustls_pki_types::ServerName::try_from(ip.to_string())?;
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake")?;
+    Ok(Box::new(s))
 }
 
 /// A raw HTTP response head.
@@ -47,11 +97,9 @@ pub async fn upgrade_request(
     url: &str,
     method: &str,
     headers: &[(&str, &str)],
-) -> Result<(Head, TcpStream)> {
-    let (host, path) = split_url(url)?;
-    let mut tcp = TcpStream::connect(&host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
+) -> Result<(Head, Conn)> {
+    let (host, path, tls) = split_url(url)?;
+    let mut tcp = dial(&host, tls).await?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -273,14 +321,16 @@ impl SpdyCommand {
 
 /// A WebSocket connection speaking the channel protocol.
 pub struct Ws {
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<Conn>,
     pub protocol: String,
 }
 
 pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<Ws> {
-    let (host, _) = split_url(url)?;
-    let tcp = TcpStream::connect(&host).await?;
-    let ws_url = url.replacen("http://", "ws://", 1);
+    let (host, _, tls) = split_url(url)?;
+    let tcp = dial(&host, tls).await?;
+    let ws_url = url
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
     let mut req = ws_url.into_client_request()?;
     if !protocols.is_empty() {
         req.headers_mut().insert(

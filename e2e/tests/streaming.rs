@@ -562,6 +562,25 @@ async fn attach_stdin_survives_attachers_and_stdin_once_closes_it() {
         out.contains("got-x") && out.contains("stdin-closed"),
         "{out:?}"
     );
+
+    // A container without a log path can be attached to all the same.
+    let mut cfg = e.config("nolog", script);
+    cfg.stdin = true;
+    cfg.stdin_once = true;
+    cfg.log_path = String::new();
+    let id = e.run(cfg).await;
+    let url = e.attach_url(&id, both).await;
+    let f = spdy_command(&url, "v4.channel.k8s.io", both)
+        .await
+        .unwrap()
+        .run(b"y\n", DEADLINE)
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&f.stdout).to_string();
+    assert!(
+        out.contains("got-y") && out.contains("stdin-closed"),
+        "{out:?}"
+    );
     e.assert_no_sessions().await;
     e.done().await;
 }
@@ -864,6 +883,127 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
         (procs_with("sleep 7372") == 0).then_some(())
     })
     .await;
+    e.assert_no_sessions().await;
+    e.done().await;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl; returns the
+/// CA file, the certificate and the key.
+fn make_certs(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    assert!(
+        std::path::Path::new("/usr/bin/openssl").exists(),
+        "install Debian's openssl"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=crius test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("srv.key"),
+        "-out",
+        &p("srv.csr"),
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("srv.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("srv.pem"),
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exec_over_tls_spdy_and_websocket() {
+    // Certificates under a directory of this test's own, outside the daemon root.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let mut e = env(
+        "st-tls",
+        &format!(
+            "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    trust_ca(&ca);
+    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let url = e.exec_url(&id, &["sh", "-c", "cat; exit 7"], ALL).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let f = spdy_command(&url, "v4.channel.k8s.io", ALL)
+        .await
+        .unwrap()
+        .run(b"secret\n", DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(f.stdout, b"secret\n");
+    assert_eq!(f.exit_code().unwrap(), 7);
+    // WebSocket over TLS too.
+    let want = Want {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = e.exec_url(&id, &["echo", "wss"], want).await;
+    let mut ws = ws_connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let ch = ws.collect(DEADLINE).await.unwrap();
+    assert_eq!(ch[1], b"wss\n");
+    // Plain HTTP to the TLS port gets no stream.
+    let url = e.exec_url(&id, &["true"], want).await;
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(
+        spdy_command(&plain, "v4.channel.k8s.io", want)
+            .await
+            .is_err()
+    );
     e.assert_no_sessions().await;
     e.done().await;
 }

@@ -475,7 +475,13 @@ impl Containers {
             socket: rec.socket.clone(),
             runtime: rec.runtime.clone(),
             runtime_root: None,
-            log_path: rec.log_path.clone(),
+            // The shim always writes the log itself (and tees it to attachers); a
+            // container without a log path has its output discarded, as containerd does.
+            log_path: Some(
+                rec.log_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/dev/null")),
+            ),
             exit_file: None,
             shim_log: Some(bundle.join("shim.log")),
         };

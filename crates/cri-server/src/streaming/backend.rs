@@ -37,6 +37,17 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// Deadline for a TCP connect inside the pod.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SIGKILL: u32 = 9;
+/// How long a tty exec waits for the client's first terminal size before it starts.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(500);
+
+/// The process JSON with `consoleSize` set (runc and crun size the new pty with it).
+fn with_console_size(process: &[u8], size: TermSize) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(process) else {
+        return process.to_vec();
+    };
+    v["consoleSize"] = serde_json::json!({"height": size.height, "width": size.width});
+    serde_json::to_vec(&v).unwrap_or_else(|_| process.to_vec())
+}
 
 /// Streams served by the containers and pods criusd runs.
 pub struct RuntimeBackend {
@@ -125,19 +136,26 @@ impl RuntimeBackend {
             .await
             .map_err(|e| e.to_string())?;
         let tty = req.tty;
-        let process = Containers::exec_process(&c, &req.cmd, tty).map_err(|e| e.to_string())?;
+        let mut process = Containers::exec_process(&c, &req.cmd, tty).map_err(|e| e.to_string())?;
+        let StdStreams {
+            stdin,
+            stdout,
+            stderr,
+            mut resize,
+            gone,
+        } = io;
+        // Clients send the terminal's size as soon as the streams are up; the process
+        // should start with it rather than find a 0x0 terminal.
+        if let Some(sizes) = resize.as_mut() {
+            if let Ok(Some(first)) = tokio::time::timeout(FIRST_SIZE_WAIT, sizes.recv()).await {
+                process = with_console_size(&process, first);
+            }
+        }
         let dir = FifoDir::create(&self.dir)?;
         let exec_id = format!(
             "s{}",
             &crate::sandbox::new_id().map_err(|e| e.to_string())?[..16]
         );
-        let StdStreams {
-            stdin,
-            stdout,
-            stderr,
-            resize,
-            gone,
-        } = io;
         let mut pio = ProcessIo {
             terminal: tty,
             ..Default::default()
@@ -455,5 +473,37 @@ impl Backend for RuntimeBackend {
 
     async fn connect(&self, pod_id: &str, port: u16) -> Result<TcpStream, String> {
         self.connect_inner(pod_id, port).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_terminal_size_goes_into_the_process() {
+        let p = br#"{"args":["sh"],"terminal":true}"#;
+        let out = with_console_size(
+            p,
+            TermSize {
+                width: 100,
+                height: 40,
+            },
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["consoleSize"]["width"], 100);
+        assert_eq!(v["consoleSize"]["height"], 40);
+        assert_eq!(v["args"][0], "sh");
+        // Unparseable input is passed through untouched.
+        assert_eq!(
+            with_console_size(
+                b"nope",
+                TermSize {
+                    width: 1,
+                    height: 1
+                }
+            ),
+            b"nope"
+        );
     }
 }
