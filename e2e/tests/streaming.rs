@@ -344,8 +344,7 @@ async fn exec_with_a_tty_sees_resizes() {
         );
     }
     stdin.write_all(b"exit 5\n").await.unwrap();
-    let rest = read_all(stdout).await;
-    let _ = rest;
+    read_all(stdout).await;
     let (error, _) = cmd.error.split();
     let status = read_all(error).await;
     let f = Finished {
@@ -355,6 +354,35 @@ async fn exec_with_a_tty_sees_resizes() {
     };
     assert_eq!(f.exit_code().unwrap(), 5);
     cmd.conn.session.close();
+
+    // Attach to a tty container: raw terminal output, and a resize reaches its pty.
+    let mut cfg = e.config("tty", "while true; do stty size; sleep 0.2; done");
+    cfg.tty = true;
+    let id = e.run(cfg).await;
+    let want = Want {
+        stdout: true,
+        tty: true,
+        ..Default::default()
+    };
+    let url = e.attach_url(&id, want).await;
+    let a = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
+    let (_, mut resize) = a.resize.unwrap().split();
+    let (mut out, _) = a.stdout.unwrap().split();
+    resize
+        .write_all(b"{\"Width\":77,\"Height\":33}\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("33 77\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(DEADLINE, out.read(&mut buf))
+            .await
+            .expect("the resize never showed in the attached output")
+            .unwrap();
+        assert!(n > 0, "attach ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    a.conn.session.close();
     e.assert_no_sessions().await;
     e.done().await;
 }

@@ -1,0 +1,336 @@
+//! Streaming benchmark (issue 6): exec round trips and port-forward throughput through
+//! the runtime's streaming server, crius beside containerd 1.6 (Debian's), both driven
+//! by the suite's own SPDY client over CRI URLs. Prints, never asserts.
+//!
+//! - exec: Exec RPC, upgrade, streams, `true` runs, status read (one after another);
+//! - port forward: one connection pulling a 64 MiB file from busybox httpd in the pod.
+//!
+//! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench streaming`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crius_e2e::images::*;
+use crius_e2e::registry::*;
+use crius_e2e::stream::*;
+use crius_e2e::v1 as cri;
+use crius_e2e::v1::image_service_client::ImageServiceClient;
+use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
+use crius_e2e::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const EXECS: usize = 40;
+const FILE_MIB: usize = 64;
+const PULLS: usize = 3;
+
+type Rt = RuntimeServiceClient<tonic::transport::Channel>;
+
+fn release_bin(name: &str) -> PathBuf {
+    let release = bin_dir().parent().unwrap().join("release").join(name);
+    if release.is_file() {
+        release
+    } else {
+        bin_dir().join(name)
+    }
+}
+
+struct Results {
+    exec: Vec<Duration>,
+    mib_per_s: Vec<f64>,
+}
+
+async fn container(
+    rt: &mut Rt,
+    pod: &str,
+    pc: &cri::PodSandboxConfig,
+    image: &str,
+    name: &str,
+    cmd: &[&str],
+) -> String {
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                command: cmd.iter().map(|s| s.to_string()).collect(),
+                linux: Some(cri::LinuxContainerConfig::default()),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pc.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    id
+}
+
+/// One HTTP GET of the big file over a fresh port-forward connection; bytes received.
+async fn pull_file(rt: &mut Rt, pod: &str) -> usize {
+    let url = rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.into(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let conn = spdy_connect(&url, &["portforward.k8s.io"]).await.unwrap();
+    let err = conn
+        .open("error", &[("port", "8080"), ("requestID", "0")])
+        .await
+        .unwrap();
+    let (_, mut ew) = err.split();
+    ew.shutdown().await.unwrap();
+    let data = conn
+        .open("data", &[("port", "8080"), ("requestID", "0")])
+        .await
+        .unwrap();
+    let (mut r, mut w) = data.split();
+    w.write_all(b"GET /big HTTP/1.0\r\n\r\n").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut n = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    conn.session.close();
+    n
+}
+
+async fn run(rt: &mut Rt, image: &str, tag: &str) -> Results {
+    let mut pc = pod_config(tag);
+    pc.log_directory = String::new();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let sleeper = container(rt, &pod, &pc, image, "sleeper", &["/bin/sleep", "100000"]).await;
+    container(
+        rt,
+        &pod,
+        &pc,
+        image,
+        "web",
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/big bs=1048576 count={FILE_MIB} 2>/dev/null && exec httpd -f -p 8080 -h /tmp/www"),
+        ],
+    )
+    .await;
+    let want = Want {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut exec = Vec::new();
+    for _ in 0..EXECS {
+        let start = Instant::now();
+        let url = rt
+            .exec(cri::ExecRequest {
+                container_id: sleeper.clone(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .url;
+        let f = spdy_command(&url, "v4.channel.k8s.io", want)
+            .await
+            .unwrap()
+            .run(b"", Duration::from_secs(30))
+            .await
+            .unwrap();
+        exec.push(start.elapsed());
+        assert_eq!(f.exit_code().unwrap(), 0);
+    }
+    // Until httpd serves the whole file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pull_file(rt, &pod).await < FILE_MIB << 20 {
+        assert!(Instant::now() < deadline, "httpd never served the file");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut mib_per_s = Vec::new();
+    for _ in 0..PULLS {
+        let start = Instant::now();
+        let n = pull_file(rt, &pod).await;
+        assert!(n >= FILE_MIB << 20);
+        mib_per_s.push(n as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64());
+    }
+    let _ = rt
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await;
+    let _ = rt
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await;
+    Results { exec, mib_per_s }
+}
+
+async fn crius(root: &Path, registry: &str, image: &str) -> Results {
+    std::fs::create_dir_all(root).unwrap();
+    let net = TestNetwork::unique();
+    let cfg = root.join("criusd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\nshim_path = \"{shim}\"\n[images.mirrors]\n\"bench.crius.invalid\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
+            net.bridge,
+            net.subnet,
+            net.chain_prefix,
+            r = root.display(),
+            shim = release_bin("crius-shim").display(),
+        ),
+    )
+    .unwrap();
+    let log = root.join("criusd.log");
+    let mut child = Command::new(release_bin("criusd"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
+    pull_image(&mut ImageServiceClient::new(ch.clone()), image, None)
+        .await
+        .expect("pull");
+    let r = run(&mut RuntimeServiceClient::new(ch), image, "crius-st").await;
+    stop_child(child);
+    let _ = net.remove();
+    force_clean(root);
+    r
+}
+
+async fn containerd(root: &Path, registry: &str, image: &str) -> Results {
+    std::fs::create_dir_all(root).unwrap();
+    let cni = root.join("cni");
+    std::fs::create_dir_all(&cni).unwrap();
+    let net = TestNetwork::unique();
+    let bridge = format!("cd{}", &net.bridge[2..]);
+    std::fs::write(
+        cni.join("10-bench.conflist"),
+        serde_json::to_vec(&json!({
+            "cniVersion": "0.4.0", "name": format!("bench-{}", &net.bridge[2..]),
+            "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]], "dataDir": root.join("ipam").display().to_string()}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let (child, ch, _sock) = start_containerd(
+        root,
+        "bench.crius.invalid",
+        registry,
+        &cni,
+        "bench.crius.invalid/bench/pause:3.6",
+    )
+    .await;
+    let mut img = ImageServiceClient::new(ch.clone());
+    pull_image(&mut img, image, None).await.expect("pull");
+    pull_image(&mut img, "bench.crius.invalid/bench/pause:3.6", None)
+        .await
+        .expect("pull pause");
+    let r = run(&mut RuntimeServiceClient::new(ch), image, "containerd-st").await;
+    stop_child(child);
+    let _ = run_cmd("ip", &["link", "del", &bridge]);
+    force_clean(root);
+    r
+}
+
+fn pct(mut v: Vec<Duration>, p: usize) -> f64 {
+    v.sort();
+    v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    require_root();
+    let base = unique_root("bench-st");
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .unwrap();
+    let layer = tar_of(&busybox_layer().unwrap());
+    push_image(
+        &reg,
+        "bench/busybox",
+        "v1",
+        &[(layer.clone(), Comp::Gzip)],
+        json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    push_image(
+        &reg,
+        "bench/pause",
+        "3.6",
+        &[(layer, Comp::Gzip)],
+        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let image = "bench.crius.invalid/bench/busybox:v1";
+    let a = crius(&base.join("crius"), &reg.host, image).await;
+    let b = containerd(&base.join("containerd"), &reg.host, image).await;
+    println!(
+        "exec of `true` ({EXECS}, one after another: Exec RPC, SPDY upgrade, streams, exit status), and one port-forward connection pulling {FILE_MIB} MiB from busybox httpd ({PULLS} pulls, median)"
+    );
+    println!();
+    println!("| runtime | exec p50 (ms) | exec p95 (ms) | port-forward MiB/s |");
+    println!("|---|---|---|---|");
+    for (name, r) in [("crius", a), ("containerd 1.6.20", b)] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.0} |",
+            pct(r.exec.clone(), 50),
+            pct(r.exec, 95),
+            median(r.mib_per_s)
+        );
+    }
+    drop(reg);
+    force_clean(&base);
+    let _ = std::fs::remove_dir_all(&base);
+}
