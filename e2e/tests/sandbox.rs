@@ -692,6 +692,12 @@ async fn version_status_runtime_config_and_unimplemented() {
         err.message()
     );
     let err = d.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("cmd"), "{}", err.message());
+    let err =
+        d.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     // An empty image spec names the field.
     let err = d
