@@ -901,6 +901,33 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
     })
     .await;
 
+    // criusd dies mid-exec: the restarted daemon kills the orphaned process.
+    let url = e.exec_url(&id, &["sleep", "7374"], ALL).await;
+    let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
+    eventually(DEADLINE, "the exec to run", || async {
+        (procs_with("sleep 7374") == 1).then_some(())
+    })
+    .await;
+    e.d.crash_and_restart().await;
+    drop(cmd);
+    eventually(DEADLINE, "the orphaned exec to be killed", || async {
+        (procs_with("sleep 7374") == 0).then_some(())
+    })
+    .await;
+    // Killed by the restarted daemon's recovery, which says so once it deleted it.
+    let log = e.d.log_path.clone();
+    eventually(DEADLINE, "the recovery to log the orphaned exec", || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("killed a streaming exec")
+                .then_some(())
+        }
+    })
+    .await;
+    e.assert_no_sessions().await;
+
     // Nothing moves for idle_timeout_secs: the server closes, the process goes.
     let url = e.exec_url(&id, &["sleep", "7372"], ALL).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();

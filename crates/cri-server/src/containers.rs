@@ -1242,7 +1242,19 @@ impl Containers {
                     blocking(move || Ok(store.delete_container(&id)?)).await?;
                 }
                 ContainerState::Running => {
-                    self.watch(c.id.clone(), c.bundle.clone(), c.socket.clone())
+                    self.watch(c.id.clone(), c.bundle.clone(), c.socket.clone());
+                    // Streaming execs of a previous daemon have lost their client.
+                    // Listed now, before this daemon can start any; killed in the
+                    // background.
+                    let (socket, id) = (c.socket.clone(), c.id.clone());
+                    let orphans = blocking(move || Ok(stream_execs(&socket, &id))).await?;
+                    if let Some((shim, execs)) = orphans {
+                        let id = c.id.clone();
+                        tokio::spawn(blocking(move || {
+                            reap_execs(&shim, &id, &execs);
+                            Ok(())
+                        }));
+                    }
                 }
                 ContainerState::Created => {
                     if !client::is_alive(&c.socket) {
@@ -1254,6 +1266,47 @@ impl Containers {
             }
         }
         Ok(())
+    }
+}
+
+/// The prefix of the exec ids the streaming server gives the processes it starts.
+pub const STREAM_EXEC_PREFIX: &str = "s";
+
+/// A container's streaming execs, listed at start-up, when no session of this daemon
+/// can own one: each is an orphan of a previous daemon whose client is gone (its FIFOs
+/// were removed with the old streams directory).
+fn stream_execs(socket: &std::path::Path, id: &str) -> Option<(Shim, Vec<String>)> {
+    let shim = client::connect(socket, id).ok()?;
+    let execs: Vec<String> = shim
+        .list_execs()
+        .ok()?
+        .into_iter()
+        .filter(|e| e.starts_with(STREAM_EXEC_PREFIX))
+        .collect();
+    (!execs.is_empty()).then_some((shim, execs))
+}
+
+/// Kills and deletes `execs`.
+fn reap_execs(shim: &Shim, id: &str, execs: &[String]) {
+    for exec in execs {
+        let _ = shim.kill(exec, 9, false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            match shim.state(exec) {
+                Ok(s) if s.status != client::ProcessStatus::Stopped => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => break,
+            }
+        }
+        match shim.delete(exec) {
+            Ok(_) => {
+                warn!(container_id = %id, exec_id = %exec, "recovery: killed a streaming exec whose client went with the previous daemon")
+            }
+            Err(e) => {
+                warn!(container_id = %id, exec_id = %exec, "recovery: deleting an orphaned exec: {e}")
+            }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use ttrpc::context::Context;
 
-use crate::proto::shim::{AttachRequest, ExecSyncRequest, ReopenLogRequest};
+use crate::proto::shim::{AttachRequest, ExecSyncRequest, ListExecsRequest, ReopenLogRequest};
 use crate::proto::shim_ttrpc::CriusClient;
 
 pub use crate::exitfile::{ExitRecord, read as read_exit_file};
@@ -553,6 +553,18 @@ impl Shim {
         self.crius
             .reopen_log(ctx_timeout(CALL_TIMEOUT), &req)
             .map(|_| ())
+            .map_err(|e| self.map(e))
+    }
+
+    /// The execs the shim holds (ExecSync's included).
+    pub fn list_execs(&self) -> Result<Vec<String>, Error> {
+        let req = ListExecsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.crius
+            .list_execs(ctx_timeout(CALL_TIMEOUT), &req)
+            .map(|r| r.exec_ids)
             .map_err(|e| self.map(e))
     }
 

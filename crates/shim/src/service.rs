@@ -32,8 +32,8 @@ use crate::attach::{AttachError, Tee};
 use crate::crilog::{CriLog, Stream};
 use crate::exitfile::{self, ExitRecord};
 use crate::proto::shim::{
-    AttachRequest, AttachResponse, ExecSyncRequest, ExecSyncResponse, ReopenLogRequest,
-    ReopenLogResponse,
+    AttachRequest, AttachResponse, ExecSyncRequest, ExecSyncResponse, ListExecsRequest,
+    ListExecsResponse, ReopenLogRequest, ReopenLogResponse,
 };
 use crate::publisher::{Publisher, timestamp};
 use crate::runtime::{self, Runtime, RuntimeError, Stdio3};
@@ -972,6 +972,26 @@ impl crate::proto::shim_ttrpc::Crius for CriusService {
 
     /// See shim.proto. Attaches to the init's streams only, in crius mode; for a
     /// terminal the pty's output is `stdout` and `stderr` is ignored.
+    fn list_execs(
+        &self,
+        _: &TtrpcContext,
+        req: ListExecsRequest,
+    ) -> ttrpc::Result<ListExecsResponse> {
+        let shim = &self.0;
+        shim.check_id(&req.id)?;
+        let exec_ids = shim
+            .lock()
+            .procs
+            .keys()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        Ok(ListExecsResponse {
+            exec_ids,
+            ..Default::default()
+        })
+    }
+
     fn attach(&self, _: &TtrpcContext, req: AttachRequest) -> ttrpc::Result<AttachResponse> {
         let shim = &self.0;
         shim.check_id(&req.id)?;

@@ -153,7 +153,8 @@ impl RuntimeBackend {
         }
         let dir = FifoDir::create(&self.dir)?;
         let exec_id = format!(
-            "s{}",
+            "{}{}",
+            crate::containers::STREAM_EXEC_PREFIX,
             &crate::sandbox::new_id().map_err(|e| e.to_string())?[..16]
         );
         let mut pio = ProcessIo {
