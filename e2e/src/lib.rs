@@ -642,6 +642,32 @@ pub async fn pull_image(
     .map(|r| r.into_inner().image_ref)
 }
 
+/// Removes an image by its id, as the kubelet does: every reference to it goes.
+pub async fn remove_image_by_id(img: &mut ImageServiceClient<Channel>, image: &str) {
+    let id = img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("the image exists")
+        .id;
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: id,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("RemoveImage");
+}
+
 /// Stops and removes a pod.
 pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<()> {
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {

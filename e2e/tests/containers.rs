@@ -182,33 +182,7 @@ impl Env {
             .containers;
         self.made.extend(listed.into_iter().map(|c| c.id));
         remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
-        // By id, as the kubelet removes images: every reference goes.
-        let id = self
-            .d
-            .img
-            .image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: self.image.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image
-            .unwrap()
-            .id;
-        self.d
-            .img
-            .remove_image(cri::RemoveImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: id,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
+        remove_image_by_id(&mut self.d.img, &self.image).await;
         drop(self.reg.take());
         self.d.finish().await;
         for id in &self.made {

@@ -158,33 +158,7 @@ impl Env {
 
     async fn done(mut self) {
         remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
-        // By id, as the kubelet removes images: every reference goes.
-        let id = self
-            .d
-            .img
-            .image_status(cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: self.image.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image
-            .unwrap()
-            .id;
-        self.d
-            .img
-            .remove_image(cri::RemoveImageRequest {
-                image: Some(cri::ImageSpec {
-                    image: id,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
+        remove_image_by_id(&mut self.d.img, &self.image).await;
         drop(self.reg.take());
         self.d.finish().await;
     }
@@ -283,6 +257,31 @@ async fn exec_over_spdy_every_version() {
     e.done().await;
 }
 
+/// Writes `question` to `stdin` until `answer` shows in `stdout` (within DEADLINE).
+async fn ask_until(
+    stdin: &mut (impl tokio::io::AsyncWrite + Unpin),
+    stdout: &mut (impl tokio::io::AsyncRead + Unpin),
+    question: &[u8],
+    answer: &str,
+) {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&seen).contains(answer) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{answer:?} never came: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        stdin.write_all(question).await.unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), stdout.read(&mut buf)).await
+        {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_with_a_tty_sees_resizes() {
     let mut e = env("st-tty", "").await;
@@ -303,46 +302,13 @@ async fn exec_with_a_tty_sees_resizes() {
     let (_, mut stdin) = cmd.stdin.unwrap().split();
     let (mut stdout, _) = cmd.stdout.unwrap().split();
     // The resize travels apart from the input: ask until the shell sees it.
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        stdin.write_all(b"stty size\n").await.unwrap();
-        let mut buf = [0u8; 4096];
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(300), stdout.read(&mut buf)).await
-        {
-            seen.extend_from_slice(&buf[..n]);
-        }
-        if String::from_utf8_lossy(&seen).contains("40 100") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stty never reported 40 100: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-    }
+    ask_until(&mut stdin, &mut stdout, b"stty size\n", "40 100").await;
     // A second size.
     resize
         .write_all(b"{\"Width\":120,\"Height\":50}\n")
         .await
         .unwrap();
-    loop {
-        stdin.write_all(b"stty size\n").await.unwrap();
-        let mut buf = [0u8; 4096];
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(300), stdout.read(&mut buf)).await
-        {
-            seen.extend_from_slice(&buf[..n]);
-        }
-        if String::from_utf8_lossy(&seen).contains("50 120") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "second resize not seen"
-        );
-    }
+    ask_until(&mut stdin, &mut stdout, b"stty size\n", "50 120").await;
     stdin.write_all(b"exit 5\n").await.unwrap();
     read_all(stdout).await;
     let (error, _) = cmd.error.split();
@@ -624,49 +590,15 @@ async fn http_get(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unp
     String::from_utf8_lossy(&out).to_string()
 }
 
-struct Joined(
-    crius_spdy::session::StreamReader,
-    crius_spdy::session::StreamWriter,
-);
-
-impl tokio::io::AsyncRead for Joined {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Joined {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.1).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.1).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.1).poll_shutdown(cx)
-    }
-}
-
 /// A port-forward connection over `conn`: the error and data streams of one request.
 async fn forward(
     conn: &Spdy,
     port: u16,
     request: u32,
-) -> (Joined, crius_spdy::session::StreamReader) {
+) -> (
+    crius_spdy::session::Stream,
+    crius_spdy::session::StreamReader,
+) {
     let port = port.to_string();
     let req = request.to_string();
     let err = conn
@@ -679,8 +611,7 @@ async fn forward(
         .open("data", &[("port", &port), ("requestID", &req)])
         .await
         .unwrap();
-    let (r, w) = data.split();
-    (Joined(r, w), err_r)
+    (data, err_r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -107,6 +107,22 @@ fn pump_out(mut from: pipe::Receiver, mut to: BoxWrite) -> JoinHandle<()> {
     })
 }
 
+fn abort_all(tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Makes the FIFO `name` in `dir` and opens our (reading) end, before the shim opens
+/// the other.
+fn output_fifo(dir: &FifoDir, name: &str) -> Result<(PathBuf, pipe::Receiver), String> {
+    let p = dir.fifo(name)?;
+    let rx = pipe::OpenOptions::new()
+        .open_receiver(&p)
+        .map_err(|e| format!("opening {}: {e}", p.display()))?;
+    Ok((p, rx))
+}
+
 /// Applies terminal sizes as they come.
 fn pump_resize(
     c: &ContainerRecord,
@@ -169,10 +185,7 @@ impl RuntimeBackend {
             ("stderr", if tty { None } else { stderr }, &mut pio.stderr),
         ] {
             if let Some(client) = client {
-                let p = dir.fifo(name)?;
-                let rx = pipe::OpenOptions::new()
-                    .open_receiver(&p)
-                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
+                let (p, rx) = output_fifo(&dir, name)?;
                 *slot = p.display().to_string();
                 outputs.push((rx, client));
             }
@@ -249,15 +262,7 @@ impl RuntimeBackend {
                 Outcome::Error("the client went away".into())
             }
         };
-        for p in pumps {
-            p.abort();
-        }
-        if let Some(p) = stdin_pump {
-            p.abort();
-        }
-        if let Some(p) = resize_pump {
-            p.abort();
-        }
+        abort_all(pumps.into_iter().chain(stdin_pump).chain(resize_pump));
         let id = exec_id.clone();
         if let Err(e) = on_shim(&c, "deleting the exec", move |s| s.delete(&id)).await {
             debug!(%exec_id, "{e}");
@@ -295,10 +300,7 @@ impl RuntimeBackend {
         .enumerate()
         {
             if let Some(client) = client {
-                let p = dir.fifo(name)?;
-                let rx = pipe::OpenOptions::new()
-                    .open_receiver(&p)
-                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
+                let (p, rx) = output_fifo(&dir, name)?;
                 paths[i] = Some(p);
                 outputs.push((rx, client));
             }
@@ -387,17 +389,10 @@ impl RuntimeBackend {
                 _ = all => Outcome::Success,
                 () = gone.cancelled() => Outcome::Error("the client went away".into()),
             };
-            for p in pumps {
-                p.abort();
-            }
-            if let Some(p) = stdin_pump {
-                p.abort();
-            }
+            abort_all(pumps.into_iter().chain(stdin_pump));
             r
         };
-        if let Some(p) = resize_pump {
-            p.abort();
-        }
+        abort_all(resize_pump);
         drop(dir);
         Ok(outcome)
     }

@@ -95,6 +95,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TcpStream, String>> + Send;
 }
 
+/// Ties an SPDY session to its stream's `gone`: the session ending cancels `gone`, and
+/// `gone` cancelled (idle, shutdown) closes the session.
+fn link_session(session: &crius_spdy::session::Session, gone: &CancellationToken) {
+    let s = session.clone();
+    let g = gone.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = s.closed() => g.cancel(),
+            () = g.cancelled() => s.close(),
+        }
+    });
+}
+
 /// Timeouts every stream is served with.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -113,16 +113,7 @@ pub(super) async fn serve_spdy<T, B>(
 {
     let pod = req.pod_sandbox_id;
     let (session, mut incoming) = Session::new(io, Role::Server, SessionConfig::default());
-    {
-        let s = session.clone();
-        let g = gone.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = s.closed() => g.cancel(),
-                () = g.cancelled() => s.close(),
-            }
-        });
-    }
+    super::link_session(&session, &gone);
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -131,16 +131,7 @@ pub(super) async fn serve_spdy<T, B>(
     let v = version(protocol);
     let o = opts(&parked);
     let (session, mut incoming) = Session::new(io, Role::Server, SessionConfig::default());
-    {
-        let s = session.clone();
-        let g = gone.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = s.closed() => g.cancel(),
-                () = g.cancelled() => s.close(),
-            }
-        });
-    }
+    super::link_session(&session, &gone);
     let mut want = vec!["error"];
     if o.stdin {
         want.push("stdin");
