@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crius_e2e::bench;
 use crius_e2e::images::*;
 use crius_e2e::registry::*;
 use crius_e2e::v1 as cri;
@@ -31,16 +32,7 @@ fn shim_bin() -> PathBuf {
     if small.is_file() {
         small
     } else {
-        release_bin("crius-shim")
-    }
-}
-
-fn release_bin(name: &str) -> PathBuf {
-    let release = bin_dir().parent().unwrap().join("release").join(name);
-    if release.is_file() {
-        release
-    } else {
-        bin_dir().join(name)
+        bench::release_bin("crius-shim")
     }
 }
 
@@ -153,30 +145,7 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64) {
 }
 
 async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
-    std::fs::create_dir_all(root).unwrap();
-    let net = TestNetwork::unique();
-    let cfg = root.join("criusd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\nshim_path = \"{shim}\"\n[images.mirrors]\n\"bench.crius.invalid\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
-            net.bridge,
-            net.subnet,
-            net.chain_prefix,
-            r = root.display(),
-            shim = shim_bin().display(),
-        ),
-    )
-    .unwrap();
-    let log = root.join("criusd.log");
-    let mut child = Command::new(release_bin("criusd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
+    let (child, ch, net) = bench::start_criusd(root, registry, &shim_bin()).await;
     pull(ch.clone(), image).await;
     let mut rt = RuntimeServiceClient::new(ch);
     let (times, ids) = start_pods(&mut rt, image, "crius").await;
@@ -190,35 +159,9 @@ async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64)
 }
 
 async fn containerd(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
-    std::fs::create_dir_all(root).unwrap();
-    let cni = root.join("cni");
-    std::fs::create_dir_all(&cni).unwrap();
-    let net = TestNetwork::unique();
-    let bridge = format!("cd{}", &net.bridge[2..]);
-    std::fs::write(
-        cni.join("10-bench.conflist"),
-        serde_json::to_vec(&json!({
-            "cniVersion": "0.4.0", "name": format!("bench-{}", &net.bridge[2..]),
-            "plugins": [
-                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]], "dataDir": root.join("ipam").display().to_string()}},
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "loopback"}
-            ]
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let (child, ch, sock) = start_containerd(
-        root,
-        "bench.crius.invalid",
-        registry,
-        &cni,
-        "bench.crius.invalid/bench/pause:3.6",
-    )
-    .await;
+    let (child, ch, sock, bridge) = bench::start_containerd_bridged(root, registry).await;
     pull(ch.clone(), image).await;
-    pull(ch.clone(), "bench.crius.invalid/bench/pause:3.6").await;
+    pull(ch.clone(), bench::PAUSE).await;
     let mut rt = RuntimeServiceClient::new(ch);
     let (times, ids) = start_pods(&mut rt, image, "containerd").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -228,7 +171,7 @@ async fn containerd(root: &Path, registry: &str, image: &str) -> (Vec<Duration>,
     ));
     cleanup(&mut rt, &ids).await;
     stop_child(child);
-    let _ = run_cmd("ip", &["link", "del", &bridge]);
+    bench::delete_bridge(&bridge);
     force_clean(root);
     (times, rss)
 }
@@ -286,30 +229,8 @@ async fn main() {
     let reg = TestRegistry::start(&base.join("registry"), None)
         .await
         .unwrap();
-    let layer = tar_of(&busybox_layer().unwrap());
-    push_image(
-        &reg,
-        "bench/busybox",
-        "v1",
-        &[(layer.clone(), Comp::Gzip)],
-        json!({"Cmd": ["/bin/sh"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    push_image(
-        &reg,
-        "bench/pause",
-        "3.6",
-        &[(layer, Comp::Gzip)],
-        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let image = "bench.crius.invalid/bench/busybox:v1";
+    bench::push_images(&reg, json!({"Cmd": ["/bin/sh"]})).await;
+    let image = bench::IMAGE;
     let (a, a_rss) = crius(&base.join("crius"), &reg.host, image).await;
     let (b, b_rss) = containerd(&base.join("containerd"), &reg.host, image).await;
     let c = runc_floor(&base.join("floor"));

@@ -8,11 +8,10 @@
 //! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench streaming`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::images::*;
+use crius_e2e::bench;
 use crius_e2e::registry::*;
 use crius_e2e::stream::*;
 use crius_e2e::v1 as cri;
@@ -27,15 +26,6 @@ const FILE_MIB: usize = 64;
 const PULLS: usize = 3;
 
 type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-
-fn release_bin(name: &str) -> PathBuf {
-    let release = bin_dir().parent().unwrap().join("release").join(name);
-    if release.is_file() {
-        release
-    } else {
-        bin_dir().join(name)
-    }
-}
 
 struct Results {
     exec: Vec<Duration>,
@@ -198,77 +188,36 @@ async fn run(rt: &mut Rt, image: &str, tag: &str) -> Results {
     Results { exec, mib_per_s }
 }
 
-async fn crius(root: &Path, registry: &str, image: &str) -> Results {
-    std::fs::create_dir_all(root).unwrap();
-    let net = TestNetwork::unique();
-    let cfg = root.join("criusd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\nshim_path = \"{shim}\"\n[images.mirrors]\n\"bench.crius.invalid\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
-            net.bridge,
-            net.subnet,
-            net.chain_prefix,
-            r = root.display(),
-            shim = release_bin("crius-shim").display(),
-        ),
-    )
-    .unwrap();
-    let log = root.join("criusd.log");
-    let mut child = Command::new(release_bin("criusd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
-    pull_image(&mut ImageServiceClient::new(ch.clone()), image, None)
+async fn crius(root: &Path, registry: &str) -> Results {
+    let (child, ch, net) =
+        bench::start_criusd(root, registry, &bench::release_bin("crius-shim")).await;
+    pull_image(&mut ImageServiceClient::new(ch.clone()), bench::IMAGE, None)
         .await
         .expect("pull");
-    let r = run(&mut RuntimeServiceClient::new(ch), image, "crius-st").await;
+    let r = run(&mut RuntimeServiceClient::new(ch), bench::IMAGE, "crius-st").await;
     stop_child(child);
     let _ = net.remove();
     force_clean(root);
     r
 }
 
-async fn containerd(root: &Path, registry: &str, image: &str) -> Results {
-    std::fs::create_dir_all(root).unwrap();
-    let cni = root.join("cni");
-    std::fs::create_dir_all(&cni).unwrap();
-    let net = TestNetwork::unique();
-    let bridge = format!("cd{}", &net.bridge[2..]);
-    std::fs::write(
-        cni.join("10-bench.conflist"),
-        serde_json::to_vec(&json!({
-            "cniVersion": "0.4.0", "name": format!("bench-{}", &net.bridge[2..]),
-            "plugins": [
-                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]], "dataDir": root.join("ipam").display().to_string()}},
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "loopback"}
-            ]
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    let (child, ch, _sock) = start_containerd(
-        root,
-        "bench.crius.invalid",
-        registry,
-        &cni,
-        "bench.crius.invalid/bench/pause:3.6",
-    )
-    .await;
+async fn containerd(root: &Path, registry: &str) -> Results {
+    let (child, ch, _sock, bridge) = bench::start_containerd_bridged(root, registry).await;
     let mut img = ImageServiceClient::new(ch.clone());
-    pull_image(&mut img, image, None).await.expect("pull");
-    pull_image(&mut img, "bench.crius.invalid/bench/pause:3.6", None)
+    pull_image(&mut img, bench::IMAGE, None)
+        .await
+        .expect("pull");
+    pull_image(&mut img, bench::PAUSE, None)
         .await
         .expect("pull pause");
-    let r = run(&mut RuntimeServiceClient::new(ch), image, "containerd-st").await;
+    let r = run(
+        &mut RuntimeServiceClient::new(ch),
+        bench::IMAGE,
+        "containerd-st",
+    )
+    .await;
     stop_child(child);
-    let _ = run_cmd("ip", &["link", "del", &bridge]);
+    bench::delete_bridge(&bridge);
     force_clean(root);
     r
 }
@@ -290,32 +239,9 @@ async fn main() {
     let reg = TestRegistry::start(&base.join("registry"), None)
         .await
         .unwrap();
-    let layer = tar_of(&busybox_layer().unwrap());
-    push_image(
-        &reg,
-        "bench/busybox",
-        "v1",
-        &[(layer.clone(), Comp::Gzip)],
-        json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    push_image(
-        &reg,
-        "bench/pause",
-        "3.6",
-        &[(layer, Comp::Gzip)],
-        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let image = "bench.crius.invalid/bench/busybox:v1";
-    let a = crius(&base.join("crius"), &reg.host, image).await;
-    let b = containerd(&base.join("containerd"), &reg.host, image).await;
+    bench::push_images(&reg, json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})).await;
+    let a = crius(&base.join("crius"), &reg.host).await;
+    let b = containerd(&base.join("containerd"), &reg.host).await;
     println!(
         "exec of `true` ({EXECS}, one after another: Exec RPC, SPDY upgrade, streams, exit status), and one port-forward connection pulling {FILE_MIB} MiB from busybox httpd ({PULLS} pulls, median)"
     );

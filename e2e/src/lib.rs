@@ -28,6 +28,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use k8s_cri::v1;
 
+pub mod bench;
 pub mod images;
 pub mod registry;
 pub mod stream;
