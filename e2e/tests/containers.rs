@@ -852,6 +852,16 @@ async fn mounts_security_and_resources(handler: &str) {
     assert_eq!(linux.containers.len(), 1);
     assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
     assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    // The container's processes, and the pod's own interface (not the host's).
+    let procs = linux.process.unwrap().process_count.unwrap().value;
+    assert!(procs >= 1, "{procs}");
+    let net = linux.network.unwrap();
+    assert_eq!(net.default_interface.unwrap().name, "eth0");
+    assert!(
+        net.interfaces.iter().all(|i| i.name == "eth0"),
+        "{:?}",
+        net.interfaces
+    );
     let all_pods =
         e.d.rt
             .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })

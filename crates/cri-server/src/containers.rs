@@ -956,6 +956,14 @@ impl Containers {
     /// One container's stats: cgroup metrics from its shim (running containers) and
     /// its writable layer measured on disk.
     async fn stats_of(&self, c: &ContainerRecord) -> CriResult<cri::ContainerStats> {
+        Ok(self.stats_and_pids(c).await?.0)
+    }
+
+    /// A container's stats, and how many processes its cgroup holds (when running).
+    async fn stats_and_pids(
+        &self,
+        c: &ContainerRecord,
+    ) -> CriResult<(cri::ContainerStats, Option<u64>)> {
         let ts = now_nanos();
         let u = |value: u64| Some(cri::UInt64Value { value });
         let metrics = if c.state == ContainerState::Running {
@@ -969,7 +977,8 @@ impl Containers {
         let snapshots = self.snapshots.clone();
         let key = c.id.clone();
         let layer = blocking(move || Ok(snapshots.snapshot_usage(&key).ok())).await?;
-        Ok(cri::ContainerStats {
+        let pids = metrics.map(|m| m.pids);
+        let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: c.id.clone(),
                 metadata: c.config.metadata.clone(),
@@ -1004,7 +1013,8 @@ impl Containers {
                 inodes_used: u(l.inodes),
             }),
             swap: None,
-        })
+        };
+        Ok((stats, pids))
     }
 
     /// PodSandboxStats: the pod's containers' stats, and their CPU and memory summed.
@@ -1014,11 +1024,31 @@ impl Containers {
     ) -> CriResult<cri::PodSandboxStats> {
         let ts = now_nanos();
         let mut containers = Vec::new();
+        let mut processes: Option<u64> = None;
+        // A process in the pod's network namespace, to read its interfaces through.
+        let mut in_netns: Option<u32> = None;
         for c in self.of_pod(&pod.id).await? {
             if c.state != ContainerState::Creating {
-                containers.push(self.stats_of(&c).await?);
+                let (stats, pids) = self.stats_and_pids(&c).await?;
+                if let Some(n) = pids {
+                    processes = Some(processes.unwrap_or(0) + n);
+                    if c.pid > 0 {
+                        in_netns.get_or_insert(c.pid);
+                    }
+                }
+                containers.push(stats);
             }
         }
+        // Host-network pods have the node's interfaces; the kubelet counts those itself.
+        let network = match (pod.namespaces.net.is_some(), in_netns) {
+            (true, Some(pid)) => {
+                let text = tokio::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+                    .await
+                    .ok();
+                text.map(|t| network_usage(&t, ts))
+            }
+            _ => None,
+        };
         let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
             let values: Vec<u64> = containers.iter().filter_map(f).collect();
             (!values.is_empty()).then(|| cri::UInt64Value {
@@ -1063,8 +1093,11 @@ impl Containers {
                     page_faults: None,
                     major_page_faults: None,
                 }),
-                network: None,
-                process: None,
+                network,
+                process: processes.map(|n| cri::ProcessUsage {
+                    timestamp: ts,
+                    process_count: Some(cri::UInt64Value { value: n }),
+                }),
                 containers,
             }),
             windows: None,
@@ -1269,6 +1302,43 @@ impl Containers {
     }
 }
 
+/// A pod's interfaces from its `/proc/<pid>/net/dev` (loopback left out); `eth0`, the
+/// interface pods get, is the default one.
+fn network_usage(net_dev: &str, ts: i64) -> cri::NetworkUsage {
+    let u = |value: u64| Some(cri::UInt64Value { value });
+    let interfaces: Vec<cri::NetworkInterfaceUsage> = net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?;
+            if name == "lo" || f.len() < 16 {
+                return None;
+            }
+            Some(cri::NetworkInterfaceUsage {
+                name: name.to_string(),
+                rx_bytes: u(f[0]),
+                rx_errors: u(f[2]),
+                tx_bytes: u(f[8]),
+                tx_errors: u(f[10]),
+            })
+        })
+        .collect();
+    cri::NetworkUsage {
+        timestamp: ts,
+        default_interface: interfaces
+            .iter()
+            .find(|i| i.name == "eth0")
+            .or(interfaces.first())
+            .cloned(),
+        interfaces,
+    }
+}
+
 /// The prefix of the exec ids the streaming server gives the processes it starts.
 pub const STREAM_EXEC_PREFIX: &str = "s";
 
@@ -1333,6 +1403,27 @@ fn cri_state(s: ContainerState) -> cri::ContainerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_interfaces_come_from_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0:    5000      40    1    0    0     0          0         0     7000      50    3    0    0     0       0          0
+";
+        let n = network_usage(text, 42);
+        assert_eq!(n.timestamp, 42);
+        assert_eq!(n.interfaces.len(), 1, "loopback is left out");
+        let eth0 = n.default_interface.unwrap();
+        assert_eq!(eth0.name, "eth0");
+        assert_eq!(eth0.rx_bytes.unwrap().value, 5000);
+        assert_eq!(eth0.rx_errors.unwrap().value, 1);
+        assert_eq!(eth0.tx_bytes.unwrap().value, 7000);
+        assert_eq!(eth0.tx_errors.unwrap().value, 3);
+        // Garbage lines are skipped, not fatal.
+        let n = network_usage("h1\nh2\n  eth0: x y\n", 1);
+        assert!(n.interfaces.is_empty() && n.default_interface.is_none());
+    }
 
     #[test]
     fn stop_signals() {
