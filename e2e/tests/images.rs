@@ -922,3 +922,45 @@ async fn malicious_layers_are_refused_and_write_nothing_outside() {
     collect_leftovers(&mut d).await;
     d.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decompression_bomb_stops_at_the_layer_limit() {
+    let mut d = Daemon::start_with(
+        "img-bomb",
+        Options {
+            extra_config: "[images]\nmax_layer_bytes = 1048576\n".into(),
+            subnet: None,
+        },
+    )
+    .await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    // 16 MiB of zeros: about 16 KiB gzipped.
+    let bomb = tar_of(&[Entry::File("zeros".into(), vec![0u8; 16 << 20], 0o644)]);
+    let pushed = push_image(
+        &reg,
+        "evil/bomb",
+        "v1",
+        &[(bomb, Comp::Gzip)],
+        json!({}),
+        host_arch(),
+        false,
+    )
+    .await
+    .unwrap();
+    let err = pull(&mut d, &pushed.reference(&reg.host), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("1048576 bytes") && err.message().contains("max_layer_bytes"),
+        "the error names the limit: {}",
+        err.message()
+    );
+    assert!(list(&mut d).await.is_empty());
+    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert!(snaps.layers().unwrap().is_empty(), "no layer left");
+    drop(reg);
+    collect_leftovers(&mut d).await;
+    d.finish().await;
+}

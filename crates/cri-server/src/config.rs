@@ -54,6 +54,9 @@ pull_attempts = 3
 insecure_registries = []
 # Images never removed by RemoveImage or garbage collection (references, as pulled).
 pinned_images = []
+# Most bytes one layer may unpack to; a layer that unpacks to more fails the pull
+# (a decompression bomb cannot fill the disk). 0: no limit.
+max_layer_bytes = 0
 
 # Mirrors per upstream registry host, tried in order before the upstream:
 # [images.mirrors]
@@ -159,6 +162,7 @@ pub struct ImagesConfig {
     pub pull_attempts: u32,
     pub insecure_registries: Vec<String>,
     pub pinned_images: Vec<String>,
+    pub max_layer_bytes: u64,
     pub mirrors: BTreeMap<String, Vec<String>>,
     pub credentials: BTreeMap<String, Credential>,
 }
@@ -171,6 +175,7 @@ impl Default for ImagesConfig {
             pull_attempts: 3,
             insecure_registries: Vec::new(),
             pinned_images: Vec::new(),
+            max_layer_bytes: 0,
             mirrors: BTreeMap::new(),
             credentials: BTreeMap::new(),
         }

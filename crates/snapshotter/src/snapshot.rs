@@ -298,6 +298,7 @@ impl Snapshotter {
             parent: parent.cloned(),
             dir,
             state: State::Empty,
+            size_limit: None,
         })
     }
 
@@ -610,12 +611,19 @@ pub struct LayerExtraction {
     parent: Option<Digest>,
     dir: PathBuf,
     state: State,
+    size_limit: Option<u64>,
 }
 
 impl LayerExtraction {
     /// The chain id this extraction will be committed as.
     pub fn chain_id(&self) -> &Digest {
         &self.chain_id
+    }
+
+    /// Fails [`LayerExtraction::unpack`] once the layer has produced more than `bytes`
+    /// uncompressed (a decompression bomb), with an error that says so.
+    pub fn set_size_limit(&mut self, bytes: u64) {
+        self.size_limit = Some(bytes);
     }
 
     /// Decompresses and unpacks a layer tar from `reader` (streamed as it arrives) and returns
@@ -628,7 +636,7 @@ impl LayerExtraction {
                 io::Error::other("unpack may be called once per extraction"),
             ));
         }
-        match unpack::unpack(&self.dir.join("fs"), reader, compression) {
+        match unpack::unpack(&self.dir.join("fs"), reader, compression, self.size_limit) {
             Ok(s) => {
                 self.state = State::Unpacked;
                 Ok(s)

@@ -72,6 +72,9 @@ struct HashReader<R> {
     inner: R,
     hasher: Sha256,
     n: u64,
+    /// Most uncompressed bytes allowed; reading past it fails and sets `exceeded`.
+    limit: u64,
+    exceeded: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl<R: Read> Read for HashReader<R> {
@@ -79,15 +82,39 @@ impl<R: Read> Read for HashReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.n += n as u64;
+        if self.n > self.limit {
+            self.exceeded.set(true);
+            return Err(io::Error::other("uncompressed size limit exceeded"));
+        }
         Ok(n)
     }
 }
 
-/// Unpacks a (compressed) layer tar from `reader` into the existing, empty directory `dest`.
+/// Unpacks a (compressed) layer tar from `reader` into the existing, empty directory `dest`;
+/// fails once more than `limit` uncompressed bytes have come (a decompression bomb).
 pub(crate) fn unpack(
     dest: &Path,
     reader: impl Read,
     compression: Compression,
+    limit: Option<u64>,
+) -> Result<UnpackStats> {
+    let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
+    let limit = limit.unwrap_or(u64::MAX);
+    match unpack_limited(dest, reader, compression, limit, exceeded.clone()) {
+        Err(_) if exceeded.get() => Err(Error::InvalidLayer {
+            entry: None,
+            reason: format!("the layer unpacks to more than {limit} bytes, the configured limit"),
+        }),
+        r => r,
+    }
+}
+
+fn unpack_limited(
+    dest: &Path,
+    reader: impl Read,
+    compression: Compression,
+    limit: u64,
+    exceeded: std::rc::Rc<std::cell::Cell<bool>>,
 ) -> Result<UnpackStats> {
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
@@ -105,6 +132,8 @@ pub(crate) fn unpack(
         inner: decompressed,
         hasher: Sha256::new(),
         n: 0,
+        limit,
+        exceeded,
     };
     let root = rustix::fs::open(dest, DIR_FLAGS, Mode::empty())
         .map_err(|e| Error::io_path("open unpack directory", dest, e))?;

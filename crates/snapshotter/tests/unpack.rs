@@ -288,6 +288,34 @@ fn broken_input_is_refused_cleanly() {
     }
 }
 
+#[test]
+fn a_decompression_bomb_stops_at_the_size_limit() {
+    let t = TestDir::new();
+    let sn = Snapshotter::open(&t.join("snap")).unwrap();
+    // 8 MiB of zeros: a few KiB compressed.
+    let mut l = Layer::new();
+    l.file("zeros", &vec![0u8; 8 << 20]);
+    let tar = l.build();
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let blob = compress(&tar, c);
+        assert!(blob.len() < 64 << 10, "{c:?} compresses to {}", blob.len());
+        let chain = Digest::sha256_of(format!("bomb {c:?}").as_bytes());
+        let mut x = sn.begin_layer(&chain, None).unwrap();
+        x.set_size_limit(1 << 20);
+        let e = x.unpack(&blob[..], c).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidLayer { reason, .. } if reason.contains("1048576 bytes")),
+            "{c:?}: {e}"
+        );
+        assert!(!sn.has_layer(&chain));
+        assert_tmp_empty(&t);
+        // Under a limit it fits, it unpacks.
+        let mut x = sn.begin_layer(&chain, None).unwrap();
+        x.set_size_limit(tar.len() as u64);
+        x.unpack(&blob[..], c).unwrap();
+    }
+}
+
 /// Unpacks `tar`, expects UnsafeEntry naming `entry`, and checks nothing escaped.
 fn refused(t: &TestDir, sn: &Snapshotter, tar: Vec<u8>, entry: &str) {
     let chain = Digest::sha256_of(&tar);

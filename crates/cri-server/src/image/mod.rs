@@ -61,6 +61,8 @@ pub struct Images {
     layers: SingleFlight<(), CriError>,
     blobs: SingleFlight<(), CriError>,
     pinned: HashSet<String>,
+    /// Most bytes one layer may unpack to (0: no limit).
+    max_layer_bytes: u64,
     /// Pulls hold it shared, garbage collection exclusively: GC never deletes the
     /// blobs and layers of a pull that has not written its image record yet.
     gc: tokio::sync::RwLock<()>,
@@ -84,6 +86,8 @@ struct UnpackPlan {
     parent: Option<Digest>,
     compression: Compression,
     expected_diff: Digest,
+    /// `images.max_layer_bytes` (0: none).
+    max_bytes: u64,
 }
 
 impl UnpackPlan {
@@ -97,9 +101,19 @@ impl UnpackPlan {
         let mut ext = snapshots
             .begin_layer(&self.chain, self.parent.as_ref())
             .map_err(snap_err(format!("layer {blob}")))?;
+        if self.max_bytes > 0 {
+            ext.set_size_limit(self.max_bytes);
+        }
         let stats = ext
             .unpack(reader, self.compression)
-            .map_err(snap_err(format!("unpacking layer {blob}")))?;
+            .map_err(snap_err(format!(
+                "unpacking layer {blob}{}",
+                if self.max_bytes > 0 {
+                    " (images.max_layer_bytes applies)"
+                } else {
+                    ""
+                }
+            )))?;
         if stats.diff_id != self.expected_diff {
             return Err(CriError::Internal(format!(
                 "layer {blob}: uncompressed digest {} does not match the config's diff id {}",
@@ -165,6 +179,7 @@ impl Images {
             content,
             snapshots,
             downloads: Arc::new(Semaphore::new(cfg.max_concurrent_downloads)),
+            max_layer_bytes: cfg.max_layer_bytes,
             registry: Arc::new(Registry::new(cfg.clone())),
             layers: SingleFlight::default(),
             blobs: SingleFlight::default(),
@@ -406,6 +421,7 @@ impl Images {
             parent,
             compression,
             expected_diff: digest(&rec.diff_id, "diff id")?,
+            max_bytes: self.max_layer_bytes,
         };
         let extraction = if self.content.has(&blob) {
             let content = self.content.clone();
