@@ -348,7 +348,7 @@ fn route<B: Backend>(
     resp
 }
 
-/// Milliseconds since `EPOCH` of the last byte moved.
+/// When the last byte moved, in milliseconds since the connection was upgraded.
 struct LastActive {
     start: Instant,
     ms: AtomicU64,
