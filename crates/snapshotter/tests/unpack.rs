@@ -292,13 +292,14 @@ fn broken_input_is_refused_cleanly() {
 fn a_decompression_bomb_stops_at_the_size_limit() {
     let t = TestDir::new();
     let sn = Snapshotter::open(&t.join("snap")).unwrap();
-    // 8 MiB of zeros: a few KiB compressed.
+    // 8 MiB of zeros: far less than the 1 MiB limit compressed (how much less depends
+    // on the zlib backend cargo picks for the build).
     let mut l = Layer::new();
     l.file("zeros", &vec![0u8; 8 << 20]);
     let tar = l.build();
     for c in [Compression::Gzip, Compression::Zstd] {
         let blob = compress(&tar, c);
-        assert!(blob.len() < 64 << 10, "{c:?} compresses to {}", blob.len());
+        assert!(blob.len() < 256 << 10, "{c:?} compresses to {}", blob.len());
         let chain = Digest::sha256_of(format!("bomb {c:?}").as_bytes());
         let mut x = sn.begin_layer(&chain, None).unwrap();
         x.set_size_limit(1 << 20);
