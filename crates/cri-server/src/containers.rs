@@ -752,12 +752,12 @@ impl Containers {
                 matches!(shim.state(""), Ok(s) if s.status == client::ProcessStatus::Created);
             if !created_only && !grace.is_zero() {
                 let _ = shim.kill("", signal, false);
-                if wait_timeout(&shim, grace) {
+                if wait_timeout(&shim, "", grace) {
                     return Ok(());
                 }
             }
             let _ = shim.kill("", 9, true);
-            let _ = wait_timeout(&shim, Duration::from_secs(10));
+            let _ = wait_timeout(&shim, "", Duration::from_secs(10));
             Ok(())
         })
         .await?;
@@ -1360,15 +1360,7 @@ fn stream_execs(socket: &std::path::Path, id: &str) -> Option<(Shim, Vec<String>
 fn reap_execs(shim: &Shim, id: &str, execs: &[String]) {
     for exec in execs {
         let _ = shim.kill(exec, 9, false);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            match shim.state(exec) {
-                Ok(s) if s.status != client::ProcessStatus::Stopped => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                _ => break,
-            }
-        }
+        wait_timeout(shim, exec, Duration::from_secs(10));
         match shim.delete(exec) {
             Ok(_) => {
                 warn!(container_id = %id, exec_id = %exec, "recovery: killed a streaming exec whose client went with the previous daemon")
@@ -1380,10 +1372,12 @@ fn reap_execs(shim: &Shim, id: &str, execs: &[String]) {
     }
 }
 
-fn wait_timeout(shim: &Shim, grace: Duration) -> bool {
+/// Waits up to `grace` for a process (`""`: the container's init) to stop; true when it
+/// did (or the shim no longer knows it).
+fn wait_timeout(shim: &Shim, exec_id: &str, grace: Duration) -> bool {
     let deadline = std::time::Instant::now() + grace;
     while std::time::Instant::now() < deadline {
-        match shim.state("") {
+        match shim.state(exec_id) {
             Ok(s) if s.status == client::ProcessStatus::Stopped => return true,
             Err(_) => return true,
             _ => std::thread::sleep(Duration::from_millis(20)),

@@ -306,73 +306,54 @@ impl RuntimeBackend {
             }
         }
         if !outputs.is_empty() {
-            let [out, err] = paths.clone();
+            let [out, err] = paths;
             on_shim(&c, "attaching", move |shim| {
                 shim.attach(out.as_deref(), err.as_deref())
             })
             .await?;
         }
-        let pumps: Vec<JoinHandle<()>> = outputs
+        let mut pumps: Vec<JoinHandle<()>> = outputs
             .into_iter()
             .map(|(rx, client)| pump_out(rx, client))
             .collect();
         let resize_pump = resize
             .filter(|_| tty)
             .map(|r| pump_resize(&c, String::new(), r));
-        let stdin_pump = match stdin {
-            Some(mut client) if c.config.stdin => {
-                let fifo = stdin_fifo(&c.bundle);
-                let mut tx = match pipe::OpenOptions::new().open_sender(&fifo) {
-                    Ok(tx) => tx,
-                    // No reader: the shim closed the container's stdin (stdin_once, or
-                    // CloseIO earlier). What the client sends goes nowhere.
-                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                        let mut client = client;
-                        let sink = tokio::spawn(async move {
-                            let _ = copy(&mut client, &mut tokio::io::sink()).await;
-                        });
-                        return self
-                            .attach_outputs(c, pumps, Some(sink), resize_pump, gone, dir)
-                            .await;
-                    }
-                    Err(e) => return Err(format!("opening the container's stdin: {e}")),
-                };
-                let once = c.config.stdin_once;
-                let c2 = c.clone();
-                Some(tokio::spawn(async move {
-                    let _ = copy(&mut client, &mut tx).await;
-                    drop(tx);
-                    if once {
-                        let r = on_shim(&c2, "closing stdin", |s| s.close_stdin("")).await;
-                        if let Err(e) = r {
-                            debug!("{e}");
+        // The container's stdin, when it has one still open. No reader (ENXIO): the
+        // shim closed it already (stdin_once, or CloseIO earlier).
+        let tx = if c.config.stdin && stdin.is_some() {
+            match pipe::OpenOptions::new().open_sender(stdin_fifo(&c.bundle)) {
+                Ok(tx) => Some(tx),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+                Err(e) => return Err(format!("opening the container's stdin: {e}")),
+            }
+        } else {
+            None
+        };
+        let stdin_pump = stdin.map(|mut client| {
+            let once = c.config.stdin_once;
+            let c2 = c.clone();
+            tokio::spawn(async move {
+                match tx {
+                    Some(mut tx) => {
+                        let _ = copy(&mut client, &mut tx).await;
+                        drop(tx);
+                        if once {
+                            let r = on_shim(&c2, "closing stdin", |s| s.close_stdin("")).await;
+                            if let Err(e) = r {
+                                debug!("{e}");
+                            }
                         }
                     }
-                }))
-            }
-            Some(mut client) => {
-                // The container has no stdin: what the client sends goes nowhere.
-                Some(tokio::spawn(async move {
-                    let _ = copy(&mut client, &mut tokio::io::sink()).await;
-                }))
-            }
-            None => None,
-        };
-        self.attach_outputs(c, pumps, stdin_pump, resize_pump, gone, dir)
-            .await
-    }
-
-    /// The rest of an attach: attached until the container's output ends (it exited),
-    /// or, with no output asked for, until the input ends; or until the client goes.
-    async fn attach_outputs(
-        &self,
-        _c: ContainerRecord,
-        mut pumps: Vec<JoinHandle<()>>,
-        stdin_pump: Option<JoinHandle<()>>,
-        resize_pump: Option<JoinHandle<()>>,
-        gone: tokio_util::sync::CancellationToken,
-        dir: FifoDir,
-    ) -> Result<Outcome, String> {
+                    // No stdin to give it to: what the client sends goes nowhere.
+                    None => {
+                        let _ = copy(&mut client, &mut tokio::io::sink()).await;
+                    }
+                }
+            })
+        });
+        // Attached until the container's output ends (it exited), or, with no output
+        // asked for, until the input ends; or until the client goes.
         let outcome = if pumps.is_empty() {
             match stdin_pump {
                 Some(p) => {
