@@ -262,18 +262,24 @@ pub struct Finished {
 impl Finished {
     /// The exit code the status reports (0 for Success).
     pub fn exit_code(&self) -> Result<i32> {
-        let v: serde_json::Value = serde_json::from_slice(&self.error)
-            .with_context(|| format!("status {:?}", String::from_utf8_lossy(&self.error)))?;
-        match v["status"].as_str() {
-            Some("Success") => Ok(0),
-            Some("Failure") if v["reason"] == "NonZeroExitCode" => v["details"]["causes"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["reason"] == "ExitCode"))
-                .and_then(|c| c["message"].as_str())
-                .and_then(|m| m.parse().ok())
-                .ok_or_else(|| anyhow!("no exit code in {v}")),
-            _ => bail!("failure status: {v}"),
-        }
+        exit_code(&self.error)
+    }
+}
+
+/// The exit code a v4+ error-stream status reports: 0 for `Success`, the `ExitCode`
+/// cause of a `NonZeroExitCode` failure; anything else is an error.
+pub fn exit_code(status: &[u8]) -> Result<i32> {
+    let v: serde_json::Value = serde_json::from_slice(status)
+        .with_context(|| format!("status {:?}", String::from_utf8_lossy(status)))?;
+    match v["status"].as_str() {
+        Some("Success") => Ok(0),
+        Some("Failure") if v["reason"] == "NonZeroExitCode" => v["details"]["causes"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["reason"] == "ExitCode"))
+            .and_then(|c| c["message"].as_str())
+            .and_then(|m| m.parse().ok())
+            .ok_or_else(|| anyhow!("no exit code in {v}")),
+        _ => bail!("failure status: {v}"),
     }
 }
 

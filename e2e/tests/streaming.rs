@@ -313,12 +313,7 @@ async fn exec_with_a_tty_sees_resizes() {
     read_all(stdout).await;
     let (error, _) = cmd.error.split();
     let status = read_all(error).await;
-    let f = Finished {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        error: status,
-    };
-    assert_eq!(f.exit_code().unwrap(), 5);
+    assert_eq!(exit_code(&status).unwrap(), 5);
     cmd.conn.session.close();
 
     // Attach to a tty container: raw terminal output, and a resize reaches its pty.
@@ -371,12 +366,7 @@ async fn exec_over_websocket_v5_and_v4() {
     let ch = ws.collect(DEADLINE).await.unwrap();
     assert_eq!(ch[1], b"over websocket\n");
     assert_eq!(ch[2], b"done\n");
-    let f = Finished {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        error: ch[3].clone(),
-    };
-    assert_eq!(f.exit_code().unwrap(), 0);
+    assert_eq!(exit_code(&ch[3]).unwrap(), 0);
 
     // v4: exit code 3, stdout and stderr apart.
     let want = Want {
@@ -391,12 +381,7 @@ async fn exec_over_websocket_v5_and_v4() {
     let ch = ws.collect(DEADLINE).await.unwrap();
     assert_eq!(ch[1], b"out\n");
     assert_eq!(ch[2], b"err\n");
-    let f = Finished {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        error: ch[3].clone(),
-    };
-    assert_eq!(f.exit_code().unwrap(), 3);
+    assert_eq!(exit_code(&ch[3]).unwrap(), 3);
 
     // An unknown subprotocol is refused.
     let url = e.exec_url(&id, &["true"], want).await;
@@ -487,12 +472,7 @@ async fn attach_two_attachers_and_the_log_keeps_every_line() {
         .unwrap();
     let ch = b.collect(DEADLINE).await.unwrap();
     b_seen.push_str(&String::from_utf8_lossy(&ch[1]));
-    let f = Finished {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        error: ch[3].clone(),
-    };
-    assert_eq!(f.exit_code().unwrap(), 0);
+    assert_eq!(exit_code(&ch[3]).unwrap(), 0);
 
     // The log has every line from 0, including all the attachers saw.
     let log = log_lines(&e.log_of("counter")).join("\n");
