@@ -30,8 +30,8 @@ use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::image::Images;
 use crate::sandbox::Sandboxes;
-use crate::store::{ContainerRecord, ContainerState, PodState, Reserve, Store};
 use crate::util::{Locks, blocking, nanos_of, now_nanos};
+use crius_store::{ContainerRecord, ContainerState, PodState, Reserve, Store};
 
 /// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
 const EXEC_SYNC_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
@@ -149,15 +149,16 @@ impl Containers {
     }
 
     async fn record(&self, id: &str) -> CriResult<Option<ContainerRecord>> {
-        let store = self.store.clone();
         let id = id.to_string();
-        blocking(move || Ok(store.container(&id)?)).await
+        self.store.container(&id).await.map_err(CriError::from)
     }
 
     async fn save(&self, rec: &ContainerRecord) -> CriResult<()> {
-        let store = self.store.clone();
         let rec = rec.clone();
-        blocking(move || Ok(store.update_container(&rec)?)).await
+        self.store
+            .update_container(&rec)
+            .await
+            .map_err(CriError::from)
     }
 
     /// Resolves a full id or a unique prefix of one.
@@ -173,6 +174,7 @@ impl Containers {
         let field = field.to_string();
         blocking(move || {
             let mut m: Vec<ContainerRecord> = store
+                .blocking()
                 .containers()?
                 .into_iter()
                 .filter(|c| c.id.starts_with(&want))
@@ -278,7 +280,7 @@ impl Containers {
         self.creations
             .run(
                 &key,
-                || match store.container_id_by_name(&reserved)? {
+                || match store.blocking().container_id_by_name(&reserved)? {
                     Some(existing) => Err(CriError::AlreadyExists(format!(
                         "container name {reserved:?} is already reserved by container {existing}"
                     ))),
@@ -297,10 +299,10 @@ impl Containers {
     async fn create_named(
         self: &Arc<Self>,
         name: String,
-        pod: crate::store::PodRecord,
+        pod: crius_store::PodRecord,
         config: cri::ContainerConfig,
         sandbox_config: cri::PodSandboxConfig,
-        image: crate::store::ImageRecord,
+        image: crius_store::ImageRecord,
         run: crate::image::ImageRunConfig,
         runtime: PathBuf,
     ) -> CriResult<String> {
@@ -341,9 +343,13 @@ impl Containers {
             gid: 0,
             supplemental_groups: Vec::new(),
         };
-        let store = self.store.clone();
         let first = rec.clone();
-        match blocking(move || Ok(store.insert_container(&first)?)).await? {
+        match self
+            .store
+            .insert_container(&first)
+            .await
+            .map_err(CriError::from)?
+        {
             Reserve::Done => {}
             Reserve::Taken(existing) => {
                 return Err(CriError::AlreadyExists(format!(
@@ -363,9 +369,12 @@ impl Containers {
                 if let Err(undo) = self.release(&rec).await {
                     warn!(container_id = %id, error = %undo, "undoing a failed container left something behind");
                 }
-                let store = self.store.clone();
                 let cid = id.clone();
-                let _ = blocking(move || Ok(store.delete_container(&cid)?)).await;
+                let _ = self
+                    .store
+                    .delete_container(&cid)
+                    .await
+                    .map_err(CriError::from);
                 Err(e)
             }
         }
@@ -374,7 +383,7 @@ impl Containers {
     async fn build(
         &self,
         rec: &mut ContainerRecord,
-        pod: &crate::store::PodRecord,
+        pod: &crius_store::PodRecord,
         sandbox_config: &cri::PodSandboxConfig,
         run: &crate::image::ImageRunConfig,
     ) -> CriResult<()> {
@@ -795,17 +804,24 @@ impl Containers {
             return Ok(());
         };
         self.release(&rec).await?;
-        let store = self.store.clone();
         let cid = rec.id.clone();
-        blocking(move || Ok(store.delete_container(&cid)?)).await?;
+        self.store
+            .delete_container(&cid)
+            .await
+            .map_err(CriError::from)?;
         drop(guard);
         self.locks.forget(&rec.id);
         info!(container_id = %rec.id, "container removed");
         // Its image may have been removed while it ran: the layers it kept alive are
         // garbage now.
-        let store = self.store.clone();
         let image_ref = rec.image_ref.clone();
-        if blocking(move || Ok(store.image(&image_ref)?.is_none())).await? {
+        if self
+            .store
+            .image(&image_ref)
+            .await
+            .map(|i| i.is_none())
+            .map_err(CriError::from)?
+        {
             self.images.collect_garbage().await?;
         }
         Ok(())
@@ -832,6 +848,7 @@ impl Containers {
         let pod_id = pod_id.to_string();
         blocking(move || {
             Ok(store
+                .blocking()
                 .containers()?
                 .into_iter()
                 .filter(|c| c.pod_id == pod_id)
@@ -860,8 +877,7 @@ impl Containers {
         &self,
         filter: Option<cri::ContainerFilter>,
     ) -> CriResult<Vec<cri::Container>> {
-        let store = self.store.clone();
-        let all = blocking(move || Ok(store.containers()?)).await?;
+        let all = self.store.containers().await.map_err(CriError::from)?;
         let f = filter.unwrap_or_default();
         let mut out: Vec<cri::Container> = all
             .iter()
@@ -1018,10 +1034,7 @@ impl Containers {
     }
 
     /// PodSandboxStats: the pod's containers' stats, and their CPU and memory summed.
-    pub async fn pod_stats(
-        &self,
-        pod: &crate::store::PodRecord,
-    ) -> CriResult<cri::PodSandboxStats> {
+    pub async fn pod_stats(&self, pod: &crius_store::PodRecord) -> CriResult<cri::PodSandboxStats> {
         let ts = now_nanos();
         let mut containers = Vec::new();
         let mut processes: Option<u64> = None;
@@ -1116,8 +1129,7 @@ impl Containers {
         filter: Option<cri::ContainerStatsFilter>,
     ) -> CriResult<Vec<cri::ContainerStats>> {
         let f = filter.unwrap_or_default();
-        let store = self.store.clone();
-        let all = blocking(move || Ok(store.containers()?)).await?;
+        let all = self.store.containers().await.map_err(CriError::from)?;
         let mut out = Vec::new();
         for c in all.iter().filter(|c| c.state != ContainerState::Creating) {
             if (!f.id.is_empty() && !c.id.starts_with(&f.id))
@@ -1263,16 +1275,17 @@ impl Containers {
     /// Start-up recovery: undo half-made containers, re-watch running ones, settle
     /// those whose shims are gone.
     pub async fn recover(self: &Arc<Self>) -> CriResult<()> {
-        let store = self.store.clone();
-        let all = blocking(move || Ok(store.containers()?)).await?;
+        let all = self.store.containers().await.map_err(CriError::from)?;
         for c in all {
             match c.state {
                 ContainerState::Creating => {
                     warn!(container_id = %c.id, "recovery: container was half-made when criusd stopped; removing it");
                     self.release(&c).await?;
-                    let store = self.store.clone();
                     let id = c.id.clone();
-                    blocking(move || Ok(store.delete_container(&id)?)).await?;
+                    self.store
+                        .delete_container(&id)
+                        .await
+                        .map_err(CriError::from)?;
                 }
                 ContainerState::Running => {
                     self.watch(c.id.clone(), c.bundle.clone(), c.socket.clone());

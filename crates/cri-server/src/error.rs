@@ -3,7 +3,7 @@
 
 use tonic::{Code, Status};
 
-use crate::store::StoreError;
+use crius_store::StoreError;
 
 /// A failed CRI call, by what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]

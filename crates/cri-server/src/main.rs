@@ -12,7 +12,6 @@ mod podfiles;
 mod sandbox;
 mod server;
 mod singleflight;
-mod store;
 mod streaming;
 mod sys;
 mod util;
@@ -258,7 +257,7 @@ impl BridgeHandle {
     }
 }
 
-fn network_backend(config: &Config, store: &store::Store) -> Result<Backends> {
+fn network_backend(config: &Config, store: &crius_store::Store) -> Result<Backends> {
     use crate::config::NetworkBackendKind as Kind;
     let net = &config.network;
     let leases: Arc<dyn crius_cni::LeaseStore> = Arc::new(store.clone());
@@ -293,7 +292,7 @@ async fn serve(config: Config) -> Result<()> {
     let store_path = config.state_dir.join("store.redb");
     let store = {
         let p = store_path.clone();
-        tokio::task::spawn_blocking(move || store::Store::open(&p))
+        tokio::task::spawn_blocking(move || crius_store::Store::open(&p))
             .await
             .context("opening the store")??
     };

@@ -28,9 +28,9 @@ use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::pinns::{self, PinRequest};
 use crate::podfiles::{self, PodFiles};
-use crate::store::{PinnedNamespaces, PodRecord, PodState, Reserve, Store};
 use crate::util::{Locks, blocking, now_nanos};
 use crate::validate::{self, ValidPod};
+use crius_store::{PinnedNamespaces, PodRecord, PodState, Reserve, Store};
 
 /// How long the namespace helper may take.
 const PIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,8 +85,7 @@ impl Sandboxes {
 
     /// Network requests for every pod whose network should exist (start-up reconcile).
     pub async fn live_network_requests(&self) -> CriResult<Vec<PodNetworkRequest>> {
-        let store = self.store.clone();
-        let pods = blocking(move || Ok(store.pods()?)).await?;
+        let pods = self.store.pods().await.map_err(CriError::from)?;
         Ok(pods
             .iter()
             .filter(|p| p.state == PodState::Ready)
@@ -107,7 +106,7 @@ impl Sandboxes {
         self.creations
             .run(
                 &name,
-                || match store.pod_id_by_name(&name)? {
+                || match store.blocking().pod_id_by_name(&name)? {
                     Some(id) => Err(already_exists(&name, &id)),
                     None => Ok(()),
                 },
@@ -139,9 +138,13 @@ impl Sandboxes {
             ips: Vec::new(),
             infra_pid: None,
         };
-        let store = self.store.clone();
         let first = rec.clone();
-        match blocking(move || Ok(store.insert_pod(&first)?)).await? {
+        match self
+            .store
+            .insert_pod(&first)
+            .await
+            .map_err(CriError::from)?
+        {
             Reserve::Done => {}
             Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
         }
@@ -155,9 +158,8 @@ impl Sandboxes {
                 if let Err(undo) = self.release(&rec).await {
                     warn!(pod_id = %id, error = %undo, "undoing a failed sandbox left something behind");
                 }
-                let store = self.store.clone();
                 let rid = id.clone();
-                if let Err(undo) = blocking(move || Ok(store.delete_pod(&rid)?)).await {
+                if let Err(undo) = self.store.delete_pod(&rid).await.map_err(CriError::from) {
                     warn!(pod_id = %id, error = %undo, "deleting the record of a failed sandbox");
                 }
                 Err(e)
@@ -199,9 +201,8 @@ impl Sandboxes {
                 .map_err(|e| CriError::internal("starting the pod's infra process", e))?;
             rec.infra_pid = Some(pid);
             // Recorded at once, so that a failure below (or a crash) still stops it.
-            let store = self.store.clone();
             let r = rec.clone();
-            blocking(move || Ok(store.update_pod(&r)?)).await?;
+            self.store.update_pod(&r).await.map_err(CriError::from)?;
         }
         if let Some(net) = self.net_request(rec) {
             let status = self
@@ -219,9 +220,8 @@ impl Sandboxes {
             }
         }
         rec.state = PodState::Ready;
-        let store = self.store.clone();
         let ready = rec.clone();
-        blocking(move || Ok(store.update_pod(&ready)?)).await
+        self.store.update_pod(&ready).await.map_err(CriError::from)
     }
 
     /// Releases the pod's network, infra process and namespaces (what StopPodSandbox
@@ -255,10 +255,11 @@ impl Sandboxes {
         let want = id.to_string();
         let field = field.to_string();
         blocking(move || {
-            if let Some(rec) = store.pod(&want)? {
+            if let Some(rec) = store.blocking().pod(&want)? {
                 return Ok(Some(rec));
             }
             let mut matches: Vec<PodRecord> = store
+                .blocking()
                 .pods()?
                 .into_iter()
                 .filter(|p| p.id.starts_with(&want))
@@ -286,9 +287,8 @@ impl Sandboxes {
             return Ok(());
         };
         let _guard = self.locks.lock(&found.id).await;
-        let store = self.store.clone();
         let fid = found.id.clone();
-        let Some(mut rec) = blocking(move || Ok(store.pod(&fid)?)).await? else {
+        let Some(mut rec) = self.store.pod(&fid).await.map_err(CriError::from)? else {
             return Ok(());
         };
         if rec.state == PodState::NotReady {
@@ -296,9 +296,11 @@ impl Sandboxes {
         }
         self.stop_resources(&rec).await?;
         rec.state = PodState::NotReady;
-        let store = self.store.clone();
         let stopped = rec.clone();
-        blocking(move || Ok(store.update_pod(&stopped)?)).await?;
+        self.store
+            .update_pod(&stopped)
+            .await
+            .map_err(CriError::from)?;
         info!(pod_id = %rec.id, "pod sandbox stopped");
         Ok(())
     }
@@ -309,15 +311,13 @@ impl Sandboxes {
             return Ok(());
         };
         let guard = self.locks.lock(&found.id).await;
-        let store = self.store.clone();
         let fid = found.id.clone();
-        let Some(rec) = blocking(move || Ok(store.pod(&fid)?)).await? else {
+        let Some(rec) = self.store.pod(&fid).await.map_err(CriError::from)? else {
             return Ok(());
         };
         self.release(&rec).await?;
-        let store = self.store.clone();
         let rid = rec.id.clone();
-        blocking(move || Ok(store.delete_pod(&rid)?)).await?;
+        self.store.delete_pod(&rid).await.map_err(CriError::from)?;
         drop(guard);
         self.locks.forget(&rec.id);
         info!(pod_id = %rec.id, "pod sandbox removed");
@@ -393,8 +393,7 @@ impl Sandboxes {
         &self,
         filter: Option<cri::PodSandboxFilter>,
     ) -> CriResult<Vec<cri::PodSandbox>> {
-        let store = self.store.clone();
-        let pods = blocking(move || Ok(store.pods()?)).await?;
+        let pods = self.store.pods().await.map_err(CriError::from)?;
         let filter = filter.unwrap_or_default();
         let mut out: Vec<cri::PodSandbox> = pods
             .into_iter()
@@ -429,8 +428,7 @@ impl Sandboxes {
     /// Start-up recovery: undo half-made pods, mark pods whose namespaces are gone
     /// NotReady, restore missing pod files, release orphan pod directories.
     pub async fn recover(&self) -> CriResult<()> {
-        let store = self.store.clone();
-        let pods = blocking(move || Ok(store.pods()?)).await?;
+        let pods = self.store.pods().await.map_err(CriError::from)?;
         let mut known = std::collections::HashSet::new();
         for mut rec in pods {
             known.insert(rec.id.clone());
@@ -438,9 +436,8 @@ impl Sandboxes {
                 PodState::Creating => {
                     warn!(pod_id = %rec.id, pod = %rec.name, "recovery: sandbox was half-made when criusd stopped; removing it");
                     self.release(&rec).await?;
-                    let store = self.store.clone();
                     let id = rec.id.clone();
-                    blocking(move || Ok(store.delete_pod(&id)?)).await?;
+                    self.store.delete_pod(&id).await.map_err(CriError::from)?;
                     known.remove(&rec.id);
                 }
                 PodState::Ready => {
@@ -460,9 +457,8 @@ impl Sandboxes {
                         warn!(pod_id = %rec.id, pod = %rec.name, missing = ?missing, "recovery: pinned namespaces are gone; marking the sandbox NotReady");
                         self.stop_resources(&rec).await?;
                         rec.state = PodState::NotReady;
-                        let store = self.store.clone();
                         let r = rec.clone();
-                        blocking(move || Ok(store.update_pod(&r)?)).await?;
+                        self.store.update_pod(&r).await.map_err(CriError::from)?;
                     } else if !podfiles::all_present(&rec.dir) {
                         warn!(pod_id = %rec.id, "recovery: pod files were missing; rewriting them");
                         let host_network = rec.namespaces.net.is_none();

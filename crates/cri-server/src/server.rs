@@ -555,7 +555,7 @@ impl RuntimeService for Cri {
             .ok_or_else(|| {
                 CriError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id))
             })?;
-        if pod.state != crate::store::PodState::Ready {
+        if pod.state != crius_store::PodState::Ready {
             return Err(CriError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id

@@ -29,8 +29,8 @@ use tracing::{info, warn};
 use crate::config::ImagesConfig;
 use crate::error::{CriError, CriResult};
 use crate::singleflight::SingleFlight;
-use crate::store::{ImageRecord, LayerRecord, Store};
 use crate::util::{blocking, now_nanos};
+use crius_store::{ImageRecord, LayerRecord, Store};
 use manifest::{Descriptor, ImageConfigFile};
 use reference::Reference;
 use registry::{Registry, Source};
@@ -320,7 +320,7 @@ impl Images {
         let rec = record.clone();
         blocking(move || {
             // Keep references the image already had from earlier pulls.
-            if let Some(old) = store.image(&rec.id)? {
+            if let Some(old) = store.blocking().image(&rec.id)? {
                 let mut merged = rec.clone();
                 for t in old.repo_tags {
                     if !merged.repo_tags.contains(&t) {
@@ -333,9 +333,9 @@ impl Images {
                     }
                 }
                 merged.pulled_at = old.pulled_at;
-                store.put_image(&merged)?;
+                store.blocking().put_image(&merged)?;
             } else {
-                store.put_image(&rec)?;
+                store.blocking().put_image(&rec)?;
             }
             Ok(())
         })
@@ -603,7 +603,7 @@ impl Images {
             } else {
                 format!("sha256:{spec}")
             };
-            if let Some(img) = store.image(&as_id)? {
+            if let Some(img) = store.blocking().image(&as_id)? {
                 return Ok(Some(img));
             }
             if let Ok(r) = Reference::parse(&spec) {
@@ -617,8 +617,8 @@ impl Images {
                     }
                 }
                 for k in keys {
-                    if let Some(id) = store.image_id_by_ref(&k)? {
-                        return Ok(store.image(&id)?);
+                    if let Some(id) = store.blocking().image_id_by_ref(&k)? {
+                        return Ok(store.blocking().image(&id)?);
                     }
                 }
             }
@@ -626,6 +626,7 @@ impl Images {
             let hex = spec.trim_start_matches("sha256:");
             if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let mut found: Vec<ImageRecord> = store
+                    .blocking()
                     .images()?
                     .into_iter()
                     .filter(|i| i.id.trim_start_matches("sha256:").starts_with(hex))
@@ -712,7 +713,7 @@ impl Images {
             Some(spec) => self.find(&spec).await?.into_iter().collect::<Vec<_>>(),
             None => {
                 let store = self.store.clone();
-                let mut all = blocking(move || Ok(store.images()?)).await?;
+                let mut all = blocking(move || Ok(store.blocking().images()?)).await?;
                 all.sort_by_key(|i| i.pulled_at);
                 all
             }
@@ -744,14 +745,14 @@ impl Images {
         let id = img.id.clone();
         let gone = blocking(move || {
             if let Some(reference) = by_ref {
-                let left = store.remove_image_ref(&reference)?;
+                let left = store.blocking().remove_image_ref(&reference)?;
                 if left.is_some_and(|l| l.repo_tags.is_empty() && l.repo_digests.is_empty()) {
-                    store.delete_image(&id)?;
+                    store.blocking().delete_image(&id)?;
                     return Ok(true);
                 }
                 Ok(false)
             } else {
-                store.delete_image(&id)?;
+                store.blocking().delete_image(&id)?;
                 Ok(true)
             }
         })
@@ -772,7 +773,7 @@ impl Images {
         let content = self.content.clone();
         let snapshots = self.snapshots.clone();
         blocking(move || {
-            let images = store.images()?;
+            let images = store.blocking().images()?;
             let mut live_chains = HashSet::new();
             let mut live_blobs = HashSet::new();
             for img in &images {

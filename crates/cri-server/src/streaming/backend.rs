@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::{Backend, BoxWrite, Outcome, StdStreams, TermSize};
 use crate::containers::{Containers, stdin_fifo};
 use crate::sandbox::Sandboxes;
-use crate::store::ContainerRecord;
+use crius_store::ContainerRecord;
 
 /// How long output may keep coming after the process exited (the shim has drained
 /// its side already; this only bounds a background process holding the pipe).
