@@ -20,7 +20,7 @@ use crate::error::{CriError, CriResult};
 /// How long a finished result waits for a retry whose first client went away.
 pub const UNCLAIMED_RESULT_TTL: Duration = Duration::from_secs(600);
 
-type Outcome = Option<CriResult<String>>;
+type Outcome = Option<Result<String, Arc<CriError>>>;
 
 struct Entry {
     result: watch::Receiver<Outcome>,
@@ -61,7 +61,7 @@ impl Creations {
                     let task_entry = entry.clone();
                     let name = name.to_string();
                     tokio::spawn(async move {
-                        let result = work.await;
+                        let result = work.await.map_err(Arc::new);
                         if result.is_err() {
                             this.forget(&name, &task_entry);
                         } else {
@@ -85,7 +85,12 @@ impl Creations {
             .await
             .map_err(|_| CriError::Internal("the creation task vanished".into()))?
             .clone();
-        let result = outcome.unwrap_or_else(|| Err(CriError::Internal("no outcome".into())));
+        let result = match outcome {
+            Some(r) => r.map_err(CriError::Shared),
+            None => Err(CriError::Internal(
+                "a creation finished with no outcome".into(),
+            )),
+        };
         if result.is_ok() {
             // Handed to a client: from now on the same metadata is a duplicate.
             self.forget(name, &entry);

@@ -1,27 +1,82 @@
-//! The error vocabulary of the CRI server, mapped to gRPC statuses in one place
-//! (containerd's errdefs idea): handlers return [`CriError`], the edge converts.
+//! The error vocabulary of criusd, and the one place where an error becomes a gRPC
+//! status (containerd's errdefs idea).
+//!
+//! Managers return [`CriError`]: either a kind the caller can act on (a named invalid
+//! field, not found, already exists, failed precondition, …) or a component's own
+//! typed error, kept whole with its cause chain. [`CriError::code`] decides the gRPC
+//! code; [`status_message`] writes the message with every cause, so the kubelet's
+//! events say what failed and why.
 
+use std::sync::Arc;
+
+use crius_cni::NetworkError;
+use crius_store::StoreError;
 use tonic::{Code, Status};
 
-use crius_store::StoreError;
-
-/// A failed CRI call, by what the caller can do about it.
-#[derive(Debug, Clone, thiserror::Error)]
+/// A failed CRI call.
+#[derive(Debug, thiserror::Error)]
 pub enum CriError {
-    /// The request is malformed; the message names the field.
+    /// The request is malformed; `field` is its path, e.g. `config.metadata.name`.
     #[error("{field}: {message}")]
     InvalidArgument { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is well formed but the object is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// An RPC (or a part of one) crius does not serve.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A file system operation failed.
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call to a container's shim failed.
+    #[error("{context}")]
+    Shim {
+        context: String,
+        #[source]
+        source: crius_shim::client::Error,
+    },
+    /// The snapshotter (layers, writable snapshots, mounts) failed.
+    #[error("{context}")]
+    Snapshot {
+        context: String,
+        #[source]
+        source: crius_snapshotter::Error,
+    },
+    /// The namespace helper failed.
+    #[error("{context}")]
+    Pin {
+        context: String,
+        #[source]
+        source: crate::pinns::PinError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// One failure handed to several callers (a creation a retry joined).
+    #[error(transparent)]
+    Shared(Arc<CriError>),
+    /// A broken invariant of criusd itself (no outside cause).
     #[error("{0}")]
     Internal(String),
 }
+
+/// The result type of criusd's managers and services.
+pub type CriResult<T> = Result<T, CriError>;
 
 impl CriError {
     /// An invalid field: `field` is the request path, e.g. `config.metadata.name`.
@@ -32,31 +87,175 @@ impl CriError {
         }
     }
 
-    /// An internal failure with context.
+    /// A failure with only a text cause, for the code that still reports errors as
+    /// text (image pulls, spec generation).
     pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> CriError {
         CriError::Internal(format!("{context}: {err}"))
     }
-}
 
-impl From<StoreError> for CriError {
-    fn from(e: StoreError) -> Self {
-        CriError::Internal(e.to_string())
+    /// A file system failure while doing `context`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CriError {
+        let context = context.into();
+        move |source| CriError::Io { context, source }
     }
-}
 
-impl From<CriError> for Status {
-    fn from(e: CriError) -> Status {
-        let code = match &e {
+    /// A shim call failure while doing `context`.
+    pub fn shim(context: impl Into<String>) -> impl FnOnce(crius_shim::client::Error) -> CriError {
+        let context = context.into();
+        move |source| CriError::Shim { context, source }
+    }
+
+    /// A snapshotter failure while doing `context`.
+    pub fn snapshot(
+        context: impl Into<String>,
+    ) -> impl FnOnce(crius_snapshotter::Error) -> CriError {
+        let context = context.into();
+        move |source| CriError::Snapshot { context, source }
+    }
+
+    /// The gRPC code for this error: the one mapping in criusd.
+    pub fn code(&self) -> Code {
+        match self {
             CriError::InvalidArgument { .. } => Code::InvalidArgument,
             CriError::NotFound(_) => Code::NotFound,
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Unavailable(_) => Code::Unavailable,
-            CriError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CriError::Unimplemented(_) => Code::Unimplemented,
+            CriError::Io { source, .. } if is_disk_full(source) => Code::ResourceExhausted,
+            CriError::Io { .. } | CriError::Pin { .. } | CriError::Internal(_) => Code::Internal,
+            CriError::Shim { source, .. } => shim_code(source),
+            CriError::Snapshot { source, .. } => snapshot_code(source),
+            CriError::Store(e) if e.is_disk_full() => Code::ResourceExhausted,
+            CriError::Store(_) => Code::Internal,
+            CriError::Network(e) => network_code(e),
+            CriError::Shared(e) => e.code(),
+        }
     }
 }
 
-/// The result type of CRI handlers.
-pub type CriResult<T> = Result<T, CriError>;
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+fn shim_code(e: &crius_shim::client::Error) -> Code {
+    use crius_shim::client::Error;
+    match e {
+        // The shim (and so the container's runtime state) is gone: the container
+        // cannot do what was asked, but nothing is wrong with criusd.
+        Error::ShimGone(_) => Code::FailedPrecondition,
+        Error::Rpc { code, .. } => match code {
+            ttrpc::Code::NOT_FOUND => Code::NotFound,
+            ttrpc::Code::INVALID_ARGUMENT => Code::InvalidArgument,
+            ttrpc::Code::FAILED_PRECONDITION => Code::FailedPrecondition,
+            ttrpc::Code::ALREADY_EXISTS => Code::AlreadyExists,
+            ttrpc::Code::DEADLINE_EXCEEDED => Code::DeadlineExceeded,
+            ttrpc::Code::RESOURCE_EXHAUSTED => Code::ResourceExhausted,
+            _ => Code::Internal,
+        },
+        Error::Start(_) | Error::Connect { .. } | Error::Transport(_) => Code::Internal,
+    }
+}
+
+fn snapshot_code(e: &crius_snapshotter::Error) -> Code {
+    use crius_snapshotter::Error;
+    match e {
+        Error::NotFound { .. } => Code::NotFound,
+        Error::AlreadyExists { .. } => Code::AlreadyExists,
+        Error::InUse { .. } => Code::FailedPrecondition,
+        Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => Code::DataLoss,
+        _ if std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(is_disk_full) =>
+        {
+            Code::ResourceExhausted
+        }
+        _ => Code::Internal,
+    }
+}
+
+fn network_code(e: &NetworkError) -> Code {
+    match e {
+        NetworkError::HostPortInUse { .. } => Code::FailedPrecondition,
+        NetworkError::AddressesExhausted { .. } => Code::ResourceExhausted,
+        NetworkError::InvalidRequest { .. } => Code::InvalidArgument,
+        NetworkError::NotReady { .. } => Code::Unavailable,
+        NetworkError::Setup { .. } | NetworkError::Teardown { .. } => Code::Internal,
+    }
+}
+
+/// The error's message followed by each cause that adds something ("creating the
+/// container: runc create: exit status 1: ..."). A cause whose text the message
+/// already ends with is not repeated.
+pub fn status_message(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+impl From<CriError> for Status {
+    fn from(e: CriError) -> Status {
+        Status::new(e.code(), status_message(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_what_the_caller_can_do() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            CriError::io("writing config.json")(full).code(),
+            Code::ResourceExhausted
+        );
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(CriError::io("x")(other).code(), Code::Internal);
+        let taken = NetworkError::HostPortInUse {
+            pod_id: "p".into(),
+            host_port: 80,
+            protocol: crius_cni::Protocol::Tcp,
+            owner: "q".into(),
+        };
+        assert_eq!(CriError::from(taken).code(), Code::FailedPrecondition);
+        let pool = NetworkError::AddressesExhausted {
+            pod_id: "p".into(),
+            message: "10.88.0.0/30".into(),
+        };
+        assert_eq!(CriError::from(pool).code(), Code::ResourceExhausted);
+        let gone = crius_shim::client::Error::ShimGone("/s".into());
+        assert_eq!(
+            CriError::shim("stopping")(gone).code(),
+            Code::FailedPrecondition
+        );
+        let shared = CriError::Shared(Arc::new(CriError::AlreadyExists("n".into())));
+        assert_eq!(shared.code(), Code::AlreadyExists);
+    }
+
+    #[test]
+    fn the_message_keeps_the_cause_chain_without_repeats() {
+        let e = CriError::io("writing /run/x/config.json")(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        ));
+        let msg = status_message(&e);
+        assert!(msg.starts_with("writing /run/x/config.json: "), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        let status = Status::from(CriError::invalid(
+            "config.metadata.name",
+            "must not be empty",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "config.metadata.name: must not be empty");
+    }
+}

@@ -14,12 +14,44 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
+
+/// A failure of the namespace or infra helper, as the daemon sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("starting {what} {}", helper.display())]
+    Spawn {
+        what: &'static str,
+        helper: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} {} did not finish within {timeout:?}", helper.display())]
+    Timeout {
+        what: &'static str,
+        helper: PathBuf,
+        timeout: Duration,
+    },
+    #[error("{what} {} failed ({status}): {stderr}", helper.display())]
+    Failed {
+        what: &'static str,
+        helper: PathBuf,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the infra helper wrote {text:?}, not a pid")]
+    BadPid { text: String },
+}
 
 /// What the helper is asked to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,50 +254,6 @@ pub fn is_pinned(path: &Path) -> bool {
     matches!(nix::sys::statfs::statfs(path), Ok(s) if s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-/// Runs `helper` with `args` (as `what`, for messages) and waits for it, up to
-/// `timeout`. The helper learns the daemon's pid (see [`run_helper`]); a failure
-/// carries its stderr.
-async fn run(
-    helper: &Path,
-    args: &[std::ffi::OsString],
-    what: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let child = tokio::process::Command::new(helper)
-        .args(args)
-        .env(PARENT_ENV, std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting {what} {}: {e}", helper.display()))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            format!(
-                "{what} {} did not finish within {timeout:?}",
-                helper.display()
-            )
-        })?
-        .map_err(|e| format!("waiting for {what}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{what} {} failed ({}): {}",
-        helper.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-/// Starts the namespace helper and waits for it, up to `timeout`.
-pub async fn pin(helper: &Path, req: &PinRequest, timeout: Duration) -> Result<(), String> {
-    let args: Vec<std::ffi::OsString> = req.to_args().into_iter().map(Into::into).collect();
-    run(helper, &args, "namespace helper", timeout).await
-}
-
 /// Runs in the `criusd infra` helper: starts the pod's infra process, PID 1 of a new
 /// PID namespace that the pod's containers share, writes its host pid to `pidfile`
 /// and returns. The infra process detaches (own session), reaps whatever the
@@ -307,47 +295,12 @@ pub fn run_infra(pidfile: &Path) -> Result<(), String> {
     }
 }
 
-/// Starts the pod's infra process through the helper and returns its host pid.
-pub async fn start_infra(helper: &Path, dir: &Path, timeout: Duration) -> Result<u32, String> {
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let pidfile = dir.join("infra.pid");
-    let args = [
-        "infra".into(),
-        "--pidfile".into(),
-        pidfile.clone().into_os_string(),
-    ];
-    run(helper, &args, "infra helper", timeout).await?;
-    let text =
-        fs::read_to_string(&pidfile).map_err(|e| format!("reading {}: {e}", pidfile.display()))?;
-    let _ = fs::remove_file(&pidfile);
-    text.trim()
-        .parse()
-        .map_err(|e| format!("infra pid {text:?}: {e}"))
-}
-
 /// Whether `pid` is still the infra process started from `dir`'s pidfile helper
 /// (guards against pid reuse: its command line names the pod's directory).
 pub fn infra_alive(pid: u32, dir: &Path) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
         .unwrap_or(false)
-}
-
-/// Kills the infra process and waits until it is gone (at most `timeout`).
-pub async fn stop_infra(pid: u32, dir: &Path, timeout: Duration) {
-    if !infra_alive(pid, dir) {
-        return;
-    }
-    if let Ok(p) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    while infra_alive(pid, dir) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> CriResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| CriError::internal("blocking task", e))?
+        .map_err(|e| CriError::Internal(format!("a blocking task was lost: {e}")))?
 }
 
 /// Per-id async locks: slow work on one pod or container never holds a global lock.
@@ -49,4 +49,29 @@ impl Locks {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id);
     }
+}
+
+/// A new 64-hex-digit id, as containerd and CRI-O make them.
+pub fn new_id() -> CriResult<String> {
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).map_err(|e| CriError::Internal(format!("generating an id: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// Looks a binary up the way exec does: a path with a slash as is, else in PATH.
+pub fn find_binary(name: &std::path::Path) -> Option<std::path::PathBuf> {
+    let is_exec = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.as_os_str().to_string_lossy().contains('/') {
+        return is_exec(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
 }

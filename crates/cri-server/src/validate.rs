@@ -12,6 +12,12 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, Protocol};
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
 
+mod container;
+mod exec;
+
+pub use container::{ValidContainer, create_container};
+pub use exec::{port_forward, streams};
+
 /// Longest accepted metadata value (Kubernetes object names are at most 253).
 const MAX_NAME: usize = 253;
 /// Linux HOST_NAME_MAX.
@@ -47,8 +53,11 @@ fn component(field: &str, value: &str, may_be_empty: bool) -> CriResult<()> {
             ),
         ));
     }
-    if value.contains('\0') {
-        return Err(CriError::invalid(field, "must not contain a NUL byte"));
+    if value.contains(char::is_control) {
+        return Err(CriError::invalid(
+            field,
+            format!("{value:?} must not contain control characters (NUL, line breaks, ...)"),
+        ));
     }
     if value.contains('/') {
         return Err(CriError::invalid(
@@ -329,6 +338,12 @@ mod tests {
             (|m| m.uid.clear(), "config.metadata.uid"),
             (|m| m.name = "a/b".into(), "config.metadata.name"),
             (|m| m.namespace = "a\0b".into(), "config.metadata.namespace"),
+            // A line break would forge lines in criusd's own log.
+            (
+                |m| m.name = "web\n2026-01-01T00:00:00Z INFO forged".into(),
+                "config.metadata.name",
+            ),
+            (|m| m.uid = "u\r1".into(), "config.metadata.uid"),
             (|m| m.uid = "..".into(), "config.metadata.uid"),
         ] {
             let mut c = base();

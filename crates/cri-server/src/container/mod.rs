@@ -1,4 +1,320 @@
-//! Containers (issue 4).
+//! Containers: one crius-shim per container driving runc or crun. One file per
+//! operation: [`create`] (CreateContainer), [`lifecycle`] (Start, Stop, Remove),
+//! [`exits`] (the exit watcher), [`query`] (ContainerStatus, ListContainers),
+//! [`stats`], [`exec`] (ExecSync, ReopenContainerLog, UpdateContainerResources),
+//! [`recover`] (start-up).
+//!
+//! Invariants (what start-up recovery relies on):
+//! - A record is written in state `Creating`, with its name reserved, before anything
+//!   is made on the host; it becomes `Created` only when the shim holds a created
+//!   container. A `Creating` record found at start-up is undone.
+//! - Everything a container owns lives in its bundle `<run_dir>/containers/<id>/`
+//!   (config.json, the mounted rootfs, the exit record), its writable layer (keyed
+//!   by the container id), and its shim (socket `<run_dir>/s/<id prefix>.sock`).
+//!   A release undoes all of it and is safe on a half-made container; a failed
+//!   CreateContainer undoes exactly the steps it made, newest first.
+//! - The shim, not criusd, holds the container's stdio, writes its log and records its
+//!   exit durably; criusd can die at any moment. The exit watcher turns the shim's
+//!   exit record into the record's `Exited` state; at start-up the watch is
+//!   re-established, and a container whose shim is gone is reported from its exit
+//!   record, or as exited with reason `ShimDied`.
 
 pub mod seccomp;
 pub mod spec;
+
+mod create;
+mod exec;
+mod exits;
+mod lifecycle;
+mod query;
+mod recover;
+mod stats;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crius_store::{ContainerRecord, ContainerState, Store};
+use tracing::warn;
+
+use crate::config::Config;
+use crate::creations::Creations;
+use crate::error::{CriError, CriResult};
+use crate::host::{Rootfs, ShimAddr, ShimApi};
+use crate::image::Images;
+use crate::sandbox::Sandboxes;
+use crate::util::{Locks, blocking};
+
+pub use recover::STREAM_EXEC_PREFIX;
+
+/// The container manager.
+pub struct Containers {
+    config: Arc<Config>,
+    store: Store,
+    sandboxes: Arc<Sandboxes>,
+    images: Arc<Images>,
+    shims: Arc<dyn ShimApi>,
+    rootfs: Arc<dyn Rootfs>,
+    /// The crius-shim binary the shims are started from.
+    shim_binary: PathBuf,
+    oom_floor: i64,
+    /// The daemon's capability bounding set (containers cannot get more).
+    cap_bounding_set: u64,
+    locks: Locks,
+    creations: Arc<Creations>,
+    /// Running containers the exit watcher looks after.
+    watched: std::sync::Mutex<HashMap<String, exits::Watched>>,
+}
+
+/// The host effects the container manager is built over.
+pub struct Host {
+    pub shims: Arc<dyn ShimApi>,
+    pub rootfs: Arc<dyn Rootfs>,
+    pub shim_binary: PathBuf,
+}
+
+/// What a container has on the host, in the order CreateContainer makes it;
+/// released newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The bundle directory (config.json, FIFOs, exit record, shim scratch files).
+    Bundle,
+    /// The writable layer.
+    Layer,
+    /// The rootfs mount.
+    Mount,
+    /// The shim process.
+    Shim,
+    /// The container in the shim's runtime (`runc create`).
+    Task,
+}
+
+/// The FIFO a `stdin: true` container's stdin comes from. The shim holds it open
+/// read-write for the container's life, so attach sessions can come and go without the
+/// container seeing EOF; only CloseIO (stdin_once) ends its stdin.
+pub fn stdin_fifo(bundle: &Path) -> PathBuf {
+    bundle.join("stdin.fifo")
+}
+
+impl Containers {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        sandboxes: Arc<Sandboxes>,
+        images: Arc<Images>,
+        host: Host,
+    ) -> Containers {
+        let oom_floor = if spec::host_can_set_negative_oom_score_adj() {
+            i64::MIN
+        } else {
+            spec::own_oom_score_adj()
+        };
+        Containers {
+            config,
+            store,
+            sandboxes,
+            images,
+            shims: host.shims,
+            rootfs: host.rootfs,
+            shim_binary: host.shim_binary,
+            oom_floor,
+            cap_bounding_set: spec::own_capability_bounding_set(),
+            locks: Locks::default(),
+            creations: Arc::new(Creations::default()),
+            watched: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bundle_of(&self, id: &str) -> PathBuf {
+        self.config.run_dir.join("containers").join(id)
+    }
+
+    fn socket_of(&self, id: &str) -> PathBuf {
+        self.config
+            .run_dir
+            .join("s")
+            .join(format!("{}.sock", &id[..id.len().min(24)]))
+    }
+
+    /// Resolves a full id or a unique prefix of one.
+    async fn resolve(&self, id: &str, field: &str) -> CriResult<Option<ContainerRecord>> {
+        if id.is_empty() {
+            return Err(CriError::invalid(field, "must not be empty"));
+        }
+        if let Some(rec) = self.store.container(id).await? {
+            return Ok(Some(rec));
+        }
+        let mut m: Vec<ContainerRecord> = self
+            .store
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|c| c.id.starts_with(id))
+            .collect();
+        match m.len() {
+            0 => Ok(None),
+            1 => Ok(m.pop()),
+            n => Err(CriError::invalid(
+                field,
+                format!("{id:?} is a prefix of {n} container ids; give more of it"),
+            )),
+        }
+    }
+
+    /// A container by full id or unique prefix, which must exist.
+    async fn must(&self, id: &str) -> CriResult<ContainerRecord> {
+        self.resolve(id, "container_id")
+            .await?
+            .ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    }
+
+    /// A running container, for the exec and streaming calls.
+    pub async fn running(&self, id: &str) -> CriResult<ContainerRecord> {
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The containers of a pod.
+    async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
+        Ok(self
+            .store
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|c| c.pod_id == pod_id)
+            .collect())
+    }
+
+    /// Undoes one step. Idempotent.
+    fn undo(
+        shims: &dyn ShimApi,
+        rootfs: &dyn Rootfs,
+        rec: &ContainerRecord,
+        step: Step,
+    ) -> CriResult<()> {
+        let at = ShimAddr {
+            socket: &rec.socket,
+            id: &rec.id,
+        };
+        match step {
+            Step::Task => {
+                // Best effort, as the container may be gone already: its runtime
+                // state lives in the bundle, which goes last.
+                if let Err(e) = shims.kill(at, "", 9, true) {
+                    tracing::debug!(container_id = %rec.id, error = %e, "killing the container");
+                }
+                if let Err(e) = shims.delete(at, "") {
+                    tracing::debug!(container_id = %rec.id, error = %e, "deleting the container");
+                }
+                Ok(())
+            }
+            Step::Shim => {
+                if let Err(e) = shims.shutdown(at) {
+                    tracing::debug!(container_id = %rec.id, error = %e, "shutting the shim down");
+                }
+                match std::fs::remove_file(&rec.socket) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(CriError::io(format!("removing {}", rec.socket.display()))(
+                            e,
+                        ))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Step::Mount => rootfs.unmount(&rec.bundle.join("rootfs")),
+            Step::Layer => rootfs.remove_layer(&rec.id),
+            Step::Bundle => match std::fs::remove_dir_all(&rec.bundle) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CriError::io(format!(
+                    "removing {}",
+                    rec.bundle.display()
+                ))(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Undoes the steps of a failed creation, newest first, every one of them even
+    /// when one fails (what cannot be undone now is found again at start-up).
+    async fn undo_made(&self, rec: &ContainerRecord, made: Vec<Step>) {
+        let (shims, rootfs, rec) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
+        let _ = blocking(move || {
+            for step in made.iter().rev() {
+                if let Err(e) = Self::undo(&*shims, &*rootfs, &rec, *step) {
+                    warn!(container_id = %rec.id, ?step, error = %e, "undoing a step of a failed container");
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Undoes everything a container has on the host. Safe on a half-made one. A
+    /// container whose shim is gone has its runtime state force-deleted by a one-off
+    /// shim instead. Stops at the first failure (every step is idempotent: the caller
+    /// can retry).
+    async fn release(&self, rec: &ContainerRecord) -> CriResult<()> {
+        let (shims, rootfs, rec) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
+        blocking(move || {
+            if shims.is_alive(&rec.socket) {
+                Self::undo(&*shims, &*rootfs, &rec, Step::Task)?;
+                Self::undo(&*shims, &*rootfs, &rec, Step::Shim)?;
+            } else {
+                shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
+                Self::undo(&*shims, &*rootfs, &rec, Step::Shim)?;
+            }
+            for step in [Step::Mount, Step::Layer, Step::Bundle] {
+                Self::undo(&*shims, &*rootfs, &rec, step)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The CRI state of a stored state.
+fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
+    use k8s_cri::v1::ContainerState as Cri;
+    match s {
+        ContainerState::Creating | ContainerState::Created => Cri::ContainerCreated,
+        ContainerState::Running => Cri::ContainerRunning,
+        ContainerState::Exited => Cri::ContainerExited,
+    }
+}
+
+/// Signal numbers by name (the image's STOPSIGNAL).
+fn signal_number(name: &str) -> Option<u32> {
+    let n = name.trim().to_uppercase();
+    if n.is_empty() {
+        return Some(15);
+    }
+    if let Ok(v) = n.parse::<u32>() {
+        return Some(v);
+    }
+    let n = n.strip_prefix("SIG").unwrap_or(&n);
+    Some(match n {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "WINCH" => 28,
+        "PWR" => 30,
+        "STOP" => 19,
+        "CONT" => 18,
+        _ => {
+            let rt = n.strip_prefix("RTMIN+")?.parse::<u32>().ok()?;
+            34 + rt
+        }
+    })
+}

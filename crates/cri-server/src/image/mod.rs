@@ -58,8 +58,8 @@ pub struct Images {
     snapshots: Arc<Snapshotter>,
     registry: Arc<Registry>,
     downloads: Arc<Semaphore>,
-    layers: SingleFlight<(), CriError>,
-    blobs: SingleFlight<(), CriError>,
+    layers: SingleFlight<(), Arc<CriError>>,
+    blobs: SingleFlight<(), Arc<CriError>>,
     pinned: HashSet<String>,
     /// Most bytes one layer may unpack to (0: no limit).
     max_layer_bytes: u64,
@@ -220,10 +220,15 @@ impl Images {
             self.blobs
                 .run(
                     &desc.digest.clone(),
-                    CriError::Internal("config download task vanished".into()),
-                    async move { this.fetch_blob_to_store(&src, &desc).await },
+                    Arc::new(CriError::Internal("config download task vanished".into())),
+                    async move {
+                        this.fetch_blob_to_store(&src, &desc)
+                            .await
+                            .map_err(Arc::new)
+                    },
                 )
-                .await?;
+                .await
+                .map_err(CriError::Shared)?;
         }
         let config_bytes = self.config_bytes(&image_id).await?;
         let config = ImageConfigFile::parse(&config_bytes)
@@ -285,14 +290,16 @@ impl Images {
                     .layers
                     .run(
                         &key,
-                        CriError::Internal("layer task vanished".into()),
+                        Arc::new(CriError::Internal("layer task vanished".into())),
                         async move {
                             this2
                                 .ensure_layer(&src, &desc, &rec, parent, parent_committed)
                                 .await
+                                .map_err(Arc::new)
                         },
                     )
-                    .await;
+                    .await
+                    .map_err(CriError::Shared);
                 let _ = done.send(Some(result.is_ok()));
                 result
             });

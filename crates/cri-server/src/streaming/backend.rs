@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::{Backend, BoxWrite, Outcome, StdStreams, TermSize};
-use crate::containers::{Containers, stdin_fifo};
+use crate::container::{Containers, stdin_fifo};
 use crate::sandbox::Sandboxes;
 use crius_store::ContainerRecord;
 
@@ -170,7 +170,7 @@ impl RuntimeBackend {
         let dir = FifoDir::create(&self.dir)?;
         let exec_id = format!(
             "{}{}",
-            crate::containers::STREAM_EXEC_PREFIX,
+            crate::container::STREAM_EXEC_PREFIX,
             &crate::sandbox::new_id().map_err(|e| e.to_string())?[..16]
         );
         let mut pio = ProcessIo {

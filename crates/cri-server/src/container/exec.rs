@@ -1,0 +1,139 @@
+//! ExecSync, ReopenContainerLog and UpdateContainerResources: calls into a
+//! container's shim.
+
+use std::time::Duration;
+
+use crius_store::{ContainerRecord, ContainerState};
+use k8s_cri::v1 as cri;
+
+use super::{Containers, spec};
+use crate::error::{CriError, CriResult};
+use crate::host::ShimAddr;
+use crate::util::{blocking, new_id};
+
+/// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
+const EXEC_SYNC_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
+/// ExecSync's timeout when the request gives none (0): a day bounds it all the same.
+const EXEC_SYNC_MAX_SECS: u64 = 86_400;
+
+impl Containers {
+    /// The OCI `process` for a command run in container `c` (ExecSync, Exec): the
+    /// container's own process with other arguments.
+    pub fn exec_process(c: &ContainerRecord, cmd: &[String], tty: bool) -> CriResult<Vec<u8>> {
+        let path = c.bundle.join("config.json");
+        let bytes =
+            std::fs::read(&path).map_err(CriError::io(format!("reading {}", path.display())))?;
+        let spec: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            CriError::Internal(format!(
+                "the container's {} is unreadable: {e}",
+                path.display()
+            ))
+        })?;
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(tty);
+        if tty {
+            let env = process["env"].as_array().cloned().unwrap_or_default();
+            if !env
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                let mut env = env;
+                env.push(serde_json::json!("TERM=xterm"));
+                process["env"] = serde_json::Value::Array(env);
+            }
+        }
+        serde_json::to_vec(&process)
+            .map_err(|e| CriError::Internal(format!("encoding the exec process: {e}")))
+    }
+
+    /// ExecSync.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> CriResult<cri::ExecSyncResponse> {
+        if cmd.is_empty() {
+            return Err(CriError::invalid("cmd", "must not be empty"));
+        }
+        let c = self.running(id).await?;
+        let json = Self::exec_process(&c, &cmd, false)?;
+        let exec_id = format!("x{}", &new_id()?[..16]);
+        let secs = if timeout <= 0 {
+            EXEC_SYNC_MAX_SECS
+        } else {
+            u64::try_from(timeout).unwrap_or(EXEC_SYNC_MAX_SECS)
+        };
+        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
+        let out = blocking(move || {
+            shims.exec_sync(
+                ShimAddr {
+                    socket: &socket,
+                    id: &cid,
+                },
+                &exec_id,
+                &json,
+                Duration::from_secs(secs),
+                EXEC_SYNC_OUTPUT_LIMIT,
+            )
+        })
+        .await?;
+        Ok(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
+    /// ReopenContainerLog.
+    pub async fn reopen_log(&self, id: &str) -> CriResult<()> {
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
+        blocking(move || {
+            shims.reopen_log(ShimAddr {
+                socket: &socket,
+                id: &cid,
+            })
+        })
+        .await
+    }
+
+    /// UpdateContainerResources.
+    pub async fn update(
+        &self,
+        id: &str,
+        linux: Option<cri::LinuxContainerResources>,
+    ) -> CriResult<()> {
+        let c = self.must(id).await?;
+        let Some(r) = linux else {
+            return Ok(());
+        };
+        let resources = spec::linux_resources(&r)?;
+        let json = serde_json::to_vec(&resources)
+            .map_err(|e| CriError::Internal(format!("encoding resources: {e}")))?;
+        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
+        blocking(move || {
+            shims.update(
+                ShimAddr {
+                    socket: &socket,
+                    id: &cid,
+                },
+                &json,
+            )
+        })
+        .await?;
+        let _guard = self.locks.lock(&c.id).await;
+        let mut rec = self.must(&c.id).await?;
+        if let Some(l) = rec.config.linux.as_mut() {
+            l.resources = Some(r);
+        }
+        Ok(self.store.update_container(&rec).await?)
+    }
+}

@@ -1,0 +1,141 @@
+//! The exit watcher: one task for every running container. The shim writes the exit
+//! record before it reports an exit, so the record appearing is the exit; a shim
+//! that no longer answers is checked for less often. No thread or connection is held
+//! per container.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_shim::client::{self, ExitStatus};
+use crius_store::{ContainerRecord, ContainerState};
+use tracing::{info, warn};
+
+use super::Containers;
+use crate::error::CriResult;
+use crate::util::{blocking, nanos_of, now_nanos};
+
+/// How often the exit watcher looks for exit records.
+const EXIT_POLL: Duration = Duration::from_millis(100);
+/// Every how many polls it also checks that each shim still answers.
+const SHIM_PROBE_EVERY: u32 = 20;
+
+/// What the exit watcher needs to know of one running container.
+pub(super) struct Watched {
+    exit_file: PathBuf,
+    socket: PathBuf,
+    ticks: u32,
+}
+
+impl Containers {
+    /// Puts a running container under the exit watcher.
+    pub(super) fn watch(&self, rec: &ContainerRecord) {
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        w.insert(
+            rec.id.clone(),
+            Watched {
+                exit_file: rec.bundle.join("exit.json"),
+                socket: rec.socket.clone(),
+                ticks: 0,
+            },
+        );
+    }
+
+    /// Takes a container from the exit watcher.
+    pub(super) fn unwatch(&self, id: &str) {
+        let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        w.remove(id);
+    }
+
+    /// Starts the exit watcher task.
+    pub fn start_exit_watcher(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(EXIT_POLL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                this.poll_exits().await;
+            }
+        });
+    }
+
+    /// One round of the exit watcher.
+    async fn poll_exits(&self) {
+        let candidates: Vec<(String, PathBuf, PathBuf, bool)> = {
+            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            w.iter_mut()
+                .map(|(id, x)| {
+                    x.ticks = x.ticks.wrapping_add(1);
+                    let probe_shim = x.ticks % SHIM_PROBE_EVERY == 0;
+                    (
+                        id.clone(),
+                        x.exit_file.clone(),
+                        x.socket.clone(),
+                        probe_shim,
+                    )
+                })
+                .collect()
+        };
+        for (id, exit_file, socket, probe_shim) in candidates {
+            let exited = exit_file.exists();
+            let shim_gone = !exited && probe_shim && {
+                let shims = self.shims.clone();
+                blocking(move || Ok(!shims.is_alive(&socket)))
+                    .await
+                    .unwrap_or(false)
+            };
+            if exited || shim_gone {
+                let _guard = self.locks.lock(&id).await;
+                if let Err(e) = self.settle(&id, None).await {
+                    warn!(container_id = %id, error = %e, "recording the container's exit");
+                    continue;
+                }
+                self.unwatch(&id);
+            }
+        }
+    }
+
+    /// Records an exit: from the exit record the shim wrote, or from the exit the
+    /// shim reported (`waited`), or, with neither, as `ShimDied`.
+    pub(super) async fn settle(&self, id: &str, waited: Option<ExitStatus>) -> CriResult<()> {
+        let Some(mut rec) = self.store.container(id).await? else {
+            return Ok(());
+        };
+        if rec.state == ContainerState::Exited {
+            return Ok(());
+        }
+        let exit_file = rec.bundle.join("exit.json");
+        let record = blocking(move || Ok(client::read_exit_file(&exit_file).ok().flatten()))
+            .await
+            .ok()
+            .flatten();
+        match (record, waited) {
+            (Some(x), _) => {
+                rec.exit_code = i32::try_from(x.exit_code).unwrap_or(255);
+                rec.finished_at = i64::try_from(x.exited_at_unix_nanos).unwrap_or(i64::MAX);
+                rec.reason = if x.oom_killed {
+                    "OOMKilled".into()
+                } else if x.exit_code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                };
+            }
+            (None, Some(st)) => {
+                rec.exit_code = i32::try_from(st.code).unwrap_or(255);
+                rec.finished_at = nanos_of(st.at);
+                rec.reason = if st.code == 0 { "Completed" } else { "Error" }.into();
+            }
+            (None, None) => {
+                rec.exit_code = 255;
+                rec.finished_at = now_nanos();
+                rec.reason = "ShimDied".into();
+                rec.message = "the container's shim died without recording an exit".into();
+            }
+        }
+        rec.state = ContainerState::Exited;
+        info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+        Ok(self.store.update_container(&rec).await?)
+    }
+}

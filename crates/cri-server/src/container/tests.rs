@@ -1,0 +1,396 @@
+//! CreateContainer's undo, removal and start-up recovery, over the recording fake
+//! host: these run as any user.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crius_snapshotter::{ContentStore, Digest, Snapshotter};
+use crius_store::{
+    ContainerState, ImageRecord, PinnedNamespaces, PodRecord, PodState, Reserve, Store,
+};
+use k8s_cri::v1 as cri;
+
+use super::{Containers, Host, signal_number};
+use crate::config::{Config, RuntimeHandler};
+use crate::host::fake::FakeHost;
+use crate::image::Images;
+use crate::sandbox::Sandboxes;
+use crate::validate;
+
+struct Rig {
+    _root: tempfile::TempDir,
+    config: Arc<Config>,
+    store: Store,
+    images: Arc<Images>,
+    pod: PodRecord,
+    image: String,
+}
+
+const POD_ID: &str = "pod0";
+
+impl Rig {
+    async fn new() -> Rig {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            run_dir: root.path().join("run"),
+            state_dir: root.path().join("state"),
+            ..Config::default()
+        };
+        // Any installed binary will do: the fake shim never runs it.
+        config.runtimes.insert(
+            "runc".into(),
+            RuntimeHandler {
+                path: PathBuf::from("/bin/sh"),
+            },
+        );
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        let store = Store::open(&config.state_dir.join("store.redb")).unwrap();
+        let content = Arc::new(ContentStore::open(&config.state_dir.join("content")).unwrap());
+        let snapshots = Arc::new(Snapshotter::open(&config.state_dir.join("snapshots")).unwrap());
+        let images = Arc::new(Images::new(
+            store.clone(),
+            content.clone(),
+            snapshots,
+            &config.images,
+        ));
+        // An image with no layers: its config in the content store, its record in the
+        // store.
+        let image_config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"StopSignal":"SIGUSR1"},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let digest = Digest::sha256_of(image_config);
+        content
+            .ingest(&digest, Some(image_config.len() as u64), &image_config[..])
+            .unwrap();
+        store
+            .put_image(&ImageRecord {
+                id: digest.as_str().to_string(),
+                repo_tags: vec!["docker.io/library/busybox:latest".into()],
+                repo_digests: vec![],
+                manifest_digest: digest.as_str().to_string(),
+                layers: vec![],
+                size: 1,
+                pulled_at: 1,
+            })
+            .await
+            .unwrap();
+        let dir = config.run_dir.join("pods").join(POD_ID);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pod = PodRecord {
+            id: POD_ID.into(),
+            name: "web_default_uid_0".into(),
+            state: PodState::Ready,
+            created_at: 1,
+            runtime_handler: "runc".into(),
+            config: cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "default".into(),
+                    uid: "uid".into(),
+                    attempt: 0,
+                }),
+                log_directory: root.path().join("logs").display().to_string(),
+                ..Default::default()
+            },
+            dir,
+            namespaces: PinnedNamespaces::default(),
+            ips: vec![],
+            infra_pid: None,
+        };
+        assert_eq!(store.insert_pod(&pod).await.unwrap(), Reserve::Done);
+        Rig {
+            _root: root,
+            config: Arc::new(config),
+            store,
+            images,
+            pod,
+            image: "busybox".into(),
+        }
+    }
+
+    fn containers(&self, host: &Arc<FakeHost>) -> Arc<Containers> {
+        let sandboxes = Arc::new(Sandboxes::new(
+            self.config.clone(),
+            self.store.clone(),
+            host.clone(),
+            host.clone(),
+        ));
+        Arc::new(Containers::new(
+            self.config.clone(),
+            self.store.clone(),
+            sandboxes,
+            self.images.clone(),
+            Host {
+                shims: host.clone(),
+                rootfs: host.clone(),
+                shim_binary: PathBuf::from("/nonexistent/crius-shim"),
+            },
+        ))
+    }
+
+    fn request(&self, name: &str, privileged: bool) -> validate::ValidContainer {
+        validate::create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: self.pod.id.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: self.image.clone(),
+                    ..Default::default()
+                }),
+                log_path: format!("{name}/0.log"),
+                stdin: true,
+                linux: Some(cri::LinuxContainerConfig {
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        privileged,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .unwrap()
+    }
+
+    fn bundles(&self) -> Vec<String> {
+        match std::fs::read_dir(self.config.run_dir.join("containers")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The steps CreateContainer makes through the host, in order, and their undo.
+const STEPS: &[(&str, &[&str])] = &[
+    ("rootfs.create_layer", &["rootfs.remove_layer"]),
+    ("rootfs.mount", &["rootfs.unmount"]),
+    ("shim.launch", &["shim.shutdown"]),
+    ("shim.create", &["shim.kill", "shim.delete"]),
+];
+
+fn names(log: &[String], undo: bool) -> Vec<String> {
+    log.iter()
+        .filter(|e| FakeHost::is_undo(e) == undo)
+        .map(|e| e.split(' ').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_undoes_exactly_the_steps_before_it() {
+    for n in 0..STEPS.len() {
+        let rig = Rig::new().await;
+        let host = Arc::new(FakeHost::default());
+        host.fail_at(n);
+        let containers = rig.containers(&host);
+        let err = containers
+            .create(rig.request("app", false))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        let log = host.log();
+        let made: Vec<&str> = STEPS[..=n].iter().map(|s| s.0).collect();
+        assert_eq!(names(&log, false), made, "failing step {n}: {log:?}");
+        let undone: Vec<&str> = STEPS[..n]
+            .iter()
+            .rev()
+            .flat_map(|s| s.1.iter().copied())
+            .collect();
+        assert_eq!(names(&log, true), undone, "failing step {n}: {log:?}");
+        assert!(rig.store.containers().await.unwrap().is_empty(), "step {n}");
+        assert!(rig.bundles().is_empty(), "step {n}: {:?}", rig.bundles());
+        // The name is free again: a retry can succeed.
+        containers.create(rig.request("app", false)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_spec_refusal_undoes_the_rootfs_and_names_the_field() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    // A privileged container in an unprivileged pod: refused by the spec generator,
+    // after the rootfs was made (the spec reads the container's /etc/passwd).
+    let err = rig
+        .containers(&host)
+        .create(rig.request("app", true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("privileged"), "{err}");
+    assert_eq!(
+        names(&host.log(), true),
+        ["rootfs.unmount", "rootfs.remove_layer"]
+    );
+    assert!(rig.bundles().is_empty());
+    assert!(rig.store.containers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_container_made_started_stopped_and_removed_leaves_nothing() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(rec.state, ContainerState::Created);
+    assert_eq!(
+        rec.stop_signal, "SIGUSR1",
+        "the image's stop signal is kept"
+    );
+    assert!(rec.bundle.join("config.json").is_file());
+    assert!(rec.bundle.join("stdin.fifo").exists());
+    assert!(rec.log_path.as_ref().unwrap().parent().unwrap().is_dir());
+    containers.start(&id).await.unwrap();
+    assert_eq!(
+        rig.store.container(&id).await.unwrap().unwrap().state,
+        ContainerState::Running
+    );
+    containers.stop(&id, 0).await.unwrap();
+    let stopped = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, ContainerState::Exited);
+    assert_eq!(stopped.exit_code, 137);
+    host.clear_log();
+    containers.remove(&id).await.unwrap();
+    containers.remove(&id).await.unwrap();
+    assert_eq!(
+        names(&host.log(), true),
+        [
+            "shim.kill",
+            "shim.delete",
+            "shim.shutdown",
+            "rootfs.unmount",
+            "rootfs.remove_layer"
+        ]
+    );
+    assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(rig.bundles().is_empty());
+}
+
+#[tokio::test]
+async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    host.fail_undo("rootfs.unmount");
+    host.fail_at(3);
+    containers
+        .create(rig.request("app", false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        names(&host.log(), true),
+        ["shim.shutdown", "rootfs.unmount", "rootfs.remove_layer"],
+        "every undo runs, the failing one too"
+    );
+    assert!(rig.store.containers().await.unwrap().is_empty());
+
+    // RemoveContainer stops at the failure, keeps the record, and succeeds once the
+    // host lets it.
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    host.fail_undo("rootfs.unmount");
+    assert!(containers.remove(&id).await.is_err());
+    assert!(rig.store.container(&id).await.unwrap().is_some());
+    let host = Arc::new(FakeHost::default());
+    rig.containers(&host).remove(&id).await.unwrap();
+    assert!(rig.store.container(&id).await.unwrap().is_none());
+    assert!(rig.bundles().is_empty());
+}
+
+/// Creates a container and rewrites its record's state, as a crash would leave it.
+async fn leave(rig: &Rig, host: &Arc<FakeHost>, name: &str, state: ContainerState) -> String {
+    let containers = rig.containers(host);
+    let id = containers.create(rig.request(name, false)).await.unwrap();
+    if state == ContainerState::Running {
+        containers.start(&id).await.unwrap();
+    }
+    let mut rec = rig.store.container(&id).await.unwrap().unwrap();
+    rec.state = state;
+    rig.store.update_container(&rec).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn recovery_undoes_half_made_containers_whether_or_not_their_shim_lives() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let alive = leave(&rig, &host, "alive", ContainerState::Creating).await;
+    let dead = leave(&rig, &host, "dead", ContainerState::Creating).await;
+    let dead_socket = rig.store.container(&dead).await.unwrap().unwrap().socket;
+    host.kill_shim(&dead_socket);
+    host.clear_log();
+    rig.containers(&host).recover().await.unwrap();
+    let log = host.log();
+    let of = |id: &str| -> Vec<String> {
+        log.iter()
+            .filter(|e| e.ends_with(id))
+            .map(|e| e.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(
+        of(&alive),
+        [
+            "shim.kill",
+            "shim.delete",
+            "shim.shutdown",
+            "rootfs.unmount",
+            "rootfs.remove_layer"
+        ]
+    );
+    assert_eq!(
+        of(&dead),
+        [
+            "shim.force_delete",
+            "shim.shutdown",
+            "rootfs.unmount",
+            "rootfs.remove_layer"
+        ]
+    );
+    assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(rig.bundles().is_empty());
+}
+
+#[tokio::test]
+async fn recovery_settles_containers_whose_shim_is_gone_and_keeps_the_rest() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let running = leave(&rig, &host, "running", ContainerState::Running).await;
+    let created = leave(&rig, &host, "created", ContainerState::Created).await;
+    let orphan = leave(&rig, &host, "orphan", ContainerState::Created).await;
+    let exited = leave(&rig, &host, "exited", ContainerState::Exited).await;
+    let socket = rig.store.container(&orphan).await.unwrap().unwrap().socket;
+    host.kill_shim(&socket);
+    host.clear_log();
+    rig.containers(&host).recover().await.unwrap();
+    assert!(
+        names(&host.log(), true).is_empty(),
+        "recovery removes nothing that is whole: {:?}",
+        host.log()
+    );
+    let state = |id: String| {
+        let store = rig.store.clone();
+        async move { store.container(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(state(running).await.state, ContainerState::Running);
+    assert_eq!(state(created).await.state, ContainerState::Created);
+    assert_eq!(state(exited).await.state, ContainerState::Exited);
+    let settled = state(orphan).await;
+    assert_eq!(settled.state, ContainerState::Exited);
+    assert_eq!(settled.reason, "ShimDied");
+    assert_eq!(settled.exit_code, 255);
+}
+
+#[test]
+fn stop_signals() {
+    assert_eq!(signal_number(""), Some(15));
+    assert_eq!(signal_number("SIGUSR1"), Some(10));
+    assert_eq!(signal_number("usr1"), Some(10));
+    assert_eq!(signal_number("9"), Some(9));
+    assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
+    assert_eq!(signal_number("SIGBOGUS"), None);
+}

@@ -1,0 +1,386 @@
+//! A recording fake of every host effect (shims, root file systems, namespaces and
+//! the pod network), for unit tests that run without root.
+//!
+//! Every call is appended to one log as `"<trait>.<method> <subject>"`. Calls that
+//! make something ("do" steps) are counted, and [`FakeHost::fail_at`] makes the N-th
+//! of them (0-based) fail; calls that remove something ("undo" steps) never fail
+//! unless [`FakeHost::fail_undo`] names them. The fake keeps just enough state to
+//! answer plausibly: a launched shim is alive until shut down, a created init is
+//! `Created`, a started one `Running`.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crius_cni::{BackendStatus, NetworkBackend, NetworkError, PodNetworkRequest, PodNetworkStatus};
+use crius_shim::client::{
+    ExecSyncOutput, ExitStatus, Metrics, ProcessIo, ProcessState, ProcessStatus, StartOptions,
+};
+use futures_util::future::BoxFuture;
+
+use super::{Namespaces, Rootfs, ShimAddr, ShimApi};
+use crate::error::{CriError, CriResult};
+use crate::pinns::PinRequest;
+
+/// The pid the fake gives every container's init and infra process.
+pub const FAKE_PID: u32 = 4242;
+
+#[derive(Default)]
+struct State {
+    log: Vec<String>,
+    done: usize,
+    fail_at: Option<usize>,
+    fail_undo: HashSet<&'static str>,
+    alive: HashSet<String>,
+    created: HashSet<String>,
+    running: HashSet<String>,
+    pinned: HashSet<String>,
+    infra: HashSet<String>,
+}
+
+/// The fake host. Share it as `Arc<FakeHost>` behind each trait.
+#[derive(Default)]
+pub struct FakeHost {
+    state: Mutex<State>,
+}
+
+/// The undo steps, by name.
+const UNDO: &[&str] = &[
+    "shim.kill",
+    "shim.delete",
+    "shim.shutdown",
+    "shim.force_delete",
+    "rootfs.unmount",
+    "rootfs.remove_layer",
+    "ns.unpin",
+    "ns.stop_infra",
+    "net.teardown",
+];
+
+impl FakeHost {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the `n`-th "do" call from now on (0-based) fail.
+    pub fn fail_at(&self, n: usize) {
+        let mut s = self.lock();
+        s.fail_at = Some(s.done + n);
+    }
+
+    /// Makes every call of the undo step `name` (e.g. `"rootfs.unmount"`) fail.
+    pub fn fail_undo(&self, name: &'static str) {
+        self.lock().fail_undo.insert(name);
+    }
+
+    /// Every call so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// Forgets the log (state stays).
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Whether a step name is an undo step.
+    pub fn is_undo(entry: &str) -> bool {
+        UNDO.iter().any(|u| entry.split(' ').next() == Some(u))
+    }
+
+    /// Pretends the shim at `socket` died (its container keeps its other state).
+    pub fn kill_shim(&self, socket: &Path) {
+        self.lock().alive.remove(&socket.display().to_string());
+    }
+
+    /// Logs a call; fails it when it is the chosen "do" call or a failing undo.
+    fn call(&self, name: &'static str, subject: &str) -> CriResult<()> {
+        let mut s = self.lock();
+        s.log.push(format!("{name} {subject}"));
+        if UNDO.contains(&name) {
+            if s.fail_undo.contains(name) {
+                return Err(CriError::Internal(format!("injected failure of {name}")));
+            }
+            return Ok(());
+        }
+        let n = s.done;
+        s.done += 1;
+        if s.fail_at == Some(n) {
+            return Err(CriError::Internal(format!(
+                "injected failure of {name} (call {n})"
+            )));
+        }
+        Ok(())
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.lock())
+    }
+}
+
+fn key(at: ShimAddr<'_>) -> String {
+    at.socket.display().to_string()
+}
+
+impl ShimApi for FakeHost {
+    fn launch(&self, opts: &StartOptions) -> CriResult<()> {
+        self.call("shim.launch", &opts.id)?;
+        let k = opts.socket.display().to_string();
+        self.with(|s| s.alive.insert(k));
+        Ok(())
+    }
+
+    fn create(&self, at: ShimAddr<'_>, _io: &ProcessIo) -> CriResult<u32> {
+        self.call("shim.create", at.id)?;
+        self.with(|s| s.created.insert(key(at)));
+        Ok(FAKE_PID)
+    }
+
+    fn start(&self, at: ShimAddr<'_>, _exec_id: &str) -> CriResult<u32> {
+        self.call("shim.start", at.id)?;
+        self.with(|s| s.running.insert(key(at)));
+        Ok(FAKE_PID)
+    }
+
+    fn state(&self, at: ShimAddr<'_>, _exec_id: &str) -> CriResult<ProcessState> {
+        let k = key(at);
+        let (alive, running, created) = self.with(|s| {
+            (
+                s.alive.contains(&k),
+                s.running.contains(&k),
+                s.created.contains(&k),
+            )
+        });
+        if !alive {
+            return Err(CriError::shim("reading the process state")(
+                crius_shim::client::Error::ShimGone(at.socket.to_path_buf()),
+            ));
+        }
+        let (status, exit) = match (running, created) {
+            (true, _) => (ProcessStatus::Running, None),
+            (false, true) => (ProcessStatus::Created, None),
+            (false, false) => (
+                ProcessStatus::Stopped,
+                Some(ExitStatus {
+                    code: 137,
+                    at: SystemTime::now(),
+                }),
+            ),
+        };
+        Ok(ProcessState {
+            pid: FAKE_PID,
+            status,
+            exit,
+        })
+    }
+
+    fn kill(&self, at: ShimAddr<'_>, _exec_id: &str, _signal: u32, _all: bool) -> CriResult<()> {
+        self.call("shim.kill", at.id)?;
+        let k = key(at);
+        self.with(|s| {
+            s.running.remove(&k);
+            s.created.remove(&k);
+        });
+        Ok(())
+    }
+
+    fn delete(&self, at: ShimAddr<'_>, _exec_id: &str) -> CriResult<()> {
+        self.call("shim.delete", at.id)
+    }
+
+    fn shutdown(&self, at: ShimAddr<'_>) -> CriResult<()> {
+        self.call("shim.shutdown", at.id)?;
+        let k = key(at);
+        self.with(|s| s.alive.remove(&k));
+        Ok(())
+    }
+
+    fn stats(&self, _at: ShimAddr<'_>) -> CriResult<Metrics> {
+        Ok(Metrics {
+            cpu_usage_ns: 1,
+            memory_usage: 2,
+            memory_working_set: 3,
+            memory_rss: 4,
+            pids: 1,
+        })
+    }
+
+    fn exec_sync(
+        &self,
+        at: ShimAddr<'_>,
+        _exec_id: &str,
+        _process_json: &[u8],
+        _timeout: Duration,
+        _output_limit: u64,
+    ) -> CriResult<ExecSyncOutput> {
+        self.call("shim.exec_sync", at.id)?;
+        Ok(ExecSyncOutput {
+            exit_code: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            timed_out: false,
+            truncated: false,
+        })
+    }
+
+    fn reopen_log(&self, at: ShimAddr<'_>) -> CriResult<()> {
+        self.call("shim.reopen_log", at.id)
+    }
+
+    fn update(&self, at: ShimAddr<'_>, _resources_json: &[u8]) -> CriResult<()> {
+        self.call("shim.update", at.id)
+    }
+
+    fn list_execs(&self, _at: ShimAddr<'_>) -> CriResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn is_alive(&self, socket: &Path) -> bool {
+        let k = socket.display().to_string();
+        self.with(|s| s.alive.contains(&k))
+    }
+
+    fn force_delete(&self, id: &str, _bundle: &Path, _runtime: &Path) -> CriResult<()> {
+        self.call("shim.force_delete", id)
+    }
+}
+
+impl Rootfs for FakeHost {
+    fn create_layer(&self, key: &str, _parent: Option<&str>) -> CriResult<()> {
+        self.call("rootfs.create_layer", key)
+    }
+
+    fn mount(&self, key: &str, _target: &Path) -> CriResult<()> {
+        self.call("rootfs.mount", key)
+    }
+
+    fn unmount(&self, target: &Path) -> CriResult<()> {
+        // The subject is the container id: the rootfs is `<bundle>/rootfs`.
+        let id = target
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.call("rootfs.unmount", &id)
+    }
+
+    fn remove_layer(&self, key: &str) -> CriResult<()> {
+        self.call("rootfs.remove_layer", key)
+    }
+
+    fn usage(&self, _key: &str) -> Option<crius_snapshotter::Usage> {
+        None
+    }
+}
+
+/// The pod id of a pod directory path (`<run_dir>/pods/<id>/...`).
+fn pod_of(path: &Path) -> String {
+    let mut comps = path.components().map(|c| c.as_os_str().to_string_lossy());
+    while let Some(c) = comps.next() {
+        if c == "pods" {
+            return comps.next().map(|c| c.into_owned()).unwrap_or_default();
+        }
+    }
+    path.display().to_string()
+}
+
+impl Namespaces for FakeHost {
+    fn pin<'a>(&'a self, req: &'a PinRequest) -> BoxFuture<'a, CriResult<()>> {
+        Box::pin(async move {
+            self.call("ns.pin", &pod_of(&req.dir))?;
+            // Like the helper: one file per pinned namespace.
+            std::fs::create_dir_all(&req.dir).map_err(CriError::io("fake pin"))?;
+            for (on, kind) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+                if on {
+                    let p = req.dir.join(kind);
+                    std::fs::write(&p, b"").map_err(CriError::io("fake pin"))?;
+                    self.with(|s| s.pinned.insert(p.display().to_string()));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn unpin(&self, dir: &Path) -> CriResult<()> {
+        self.call("ns.unpin", &pod_of(dir))?;
+        let prefix = dir.display().to_string();
+        self.with(|s| s.pinned.retain(|p| !p.starts_with(&prefix)));
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CriError::io("fake unpin")(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn start_infra<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, CriResult<u32>> {
+        Box::pin(async move {
+            self.call("ns.start_infra", &pod_of(dir))?;
+            let k = dir.display().to_string();
+            self.with(|s| s.infra.insert(k));
+            Ok(FAKE_PID)
+        })
+    }
+
+    fn stop_infra<'a>(&'a self, _pid: u32, dir: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self.call("ns.stop_infra", &pod_of(dir));
+            let k = dir.display().to_string();
+            self.with(|s| s.infra.remove(&k));
+        })
+    }
+
+    fn is_pinned(&self, path: &Path) -> bool {
+        let k = path.display().to_string();
+        self.with(|s| s.pinned.contains(&k))
+    }
+
+    fn infra_alive(&self, _pid: u32, dir: &Path) -> bool {
+        let k = dir.display().to_string();
+        self.with(|s| s.infra.contains(&k))
+    }
+}
+
+impl NetworkBackend for FakeHost {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            ready: true,
+            reason: String::new(),
+            message: String::new(),
+        }
+    }
+
+    fn setup<'a>(
+        &'a self,
+        req: &'a PodNetworkRequest,
+    ) -> BoxFuture<'a, Result<PodNetworkStatus, NetworkError>> {
+        Box::pin(async move {
+            self.call("net.setup", &req.pod_id)
+                .map_err(|e| NetworkError::Setup {
+                    pod_id: req.pod_id.clone(),
+                    message: e.to_string(),
+                })?;
+            let ip: IpAddr = [10, 0, 0, 2].into();
+            Ok(PodNetworkStatus { ips: vec![ip] })
+        })
+    }
+
+    fn teardown<'a>(
+        &'a self,
+        req: &'a PodNetworkRequest,
+    ) -> BoxFuture<'a, Result<(), NetworkError>> {
+        Box::pin(async move {
+            self.call("net.teardown", &req.pod_id)
+                .map_err(|e| NetworkError::Teardown {
+                    pod_id: req.pod_id.clone(),
+                    message: e.to_string(),
+                })
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! criusd, the crius CRI v1 server, as a library: `main.rs` is only its command line.
+//!
+//! Layout (see docs/architecture.md for the whole picture):
+//! - [`daemon`]: wiring and start-up order; [`config`]: the TOML configuration;
+//! - [`services`]: the gRPC services, one file per RPC group, all calls through one
+//!   wrapper (span, error mapping, latency hook); [`validate`]: request checks;
+//! - [`sandbox`] and [`container`]: the managers, one file per operation;
+//! - [`host`]: host effects behind traits (shim, rootfs, namespaces), with a recording
+//!   fake for unprivileged undo tests; [`pinns`]: the namespace helper process;
+//! - [`error`]: the error vocabulary and its one mapping to gRPC codes.
+#![deny(unsafe_code)]
+
+pub mod config;
+mod container;
+mod creations;
+pub mod daemon;
+pub mod error;
+mod host;
+mod image;
+pub mod pinns;
+mod podfiles;
+mod sandbox;
+mod services;
+mod singleflight;
+mod streaming;
+mod sys;
+mod util;
+mod validate;

@@ -1,0 +1,207 @@
+//! Pod sandboxes: namespaces, pod files and network, tracked in the store. One file
+//! per operation: [`run`] (RunPodSandbox), [`stop`] (StopPodSandbox, RemovePodSandbox),
+//! [`query`] (PodSandboxStatus, ListPodSandbox), [`recover`] (start-up).
+//!
+//! Invariants (what start-up recovery relies on):
+//! - A record is written in state `Creating`, with its name reserved, before anything
+//!   is made on the host; it turns `Ready` only when everything exists. A `Creating`
+//!   record found at start-up is therefore the remains of a crash and is undone.
+//! - Everything a pod owns on the host lives under `<run_dir>/pods/<id>/` or is
+//!   released by the network backend's idempotent `teardown`; a release undoes it all
+//!   and is safe on a half-made pod. A pod directory with no record is an orphan and
+//!   is released at start-up.
+//! - A failed RunPodSandbox undoes exactly the steps it made, newest first.
+//! - Slow work (helper process, network) runs under the pod's own lock, never a
+//!   global one.
+//! - RunPodSandbox work runs in its own task, so a client that gives up does not
+//!   abort it half-way; its result waits for the kubelet's retry (CRI-O's
+//!   resourcestore idea, see `crate::creations`).
+
+mod network;
+mod query;
+mod recover;
+mod run;
+mod stop;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crius_cni::NetworkBackend;
+use crius_store::{PodRecord, Store};
+use k8s_cri::v1 as cri;
+
+use crate::config::Config;
+use crate::creations::Creations;
+use crate::error::{CriError, CriResult};
+use crate::host::Namespaces;
+use crate::util::Locks;
+
+pub use crate::util::new_id;
+pub use network::network_request;
+
+/// The pod sandbox manager.
+pub struct Sandboxes {
+    config: Arc<Config>,
+    store: Store,
+    network: Arc<dyn NetworkBackend>,
+    ns: Arc<dyn Namespaces>,
+    locks: Locks,
+    creations: Arc<Creations>,
+}
+
+/// What a pod has on the host, in the order it is made; released newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// `<run_dir>/pods/<id>/` and the pod files in it.
+    Dir,
+    /// Namespaces pinned under `<dir>/ns`.
+    Pinned,
+    /// The infra process holding the pod's PID namespace.
+    Infra(u32),
+    /// The pod's network (veth, address, rules).
+    Network,
+}
+
+impl Sandboxes {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        network: Arc<dyn NetworkBackend>,
+        ns: Arc<dyn Namespaces>,
+    ) -> Sandboxes {
+        Sandboxes {
+            config,
+            store,
+            network,
+            ns,
+            locks: Locks::default(),
+            creations: Arc::new(Creations::default()),
+        }
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.config.run_dir.join("pods")
+    }
+
+    /// The network backend's name (for verbose status).
+    pub fn network_name(&self) -> &'static str {
+        self.network.name()
+    }
+
+    /// Resolves a full id or a unique prefix of one.
+    async fn resolve(&self, id: &str, field: &str) -> CriResult<Option<PodRecord>> {
+        if id.is_empty() {
+            return Err(CriError::invalid(field, "must not be empty"));
+        }
+        if let Some(rec) = self.store.pod(id).await? {
+            return Ok(Some(rec));
+        }
+        let mut matches: Vec<PodRecord> = self
+            .store
+            .pods()
+            .await?
+            .into_iter()
+            .filter(|p| p.id.starts_with(id))
+            .collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(matches.pop()),
+            n => Err(CriError::invalid(
+                field,
+                format!("{id:?} is a prefix of {n} sandbox ids; give more of it"),
+            )),
+        }
+    }
+
+    /// A pod by full id or unique prefix.
+    pub async fn get(&self, id: &str) -> CriResult<Option<PodRecord>> {
+        self.resolve(id, "pod_sandbox_id").await
+    }
+
+    /// A pod by full id or unique prefix, which must exist.
+    pub async fn must(&self, id: &str) -> CriResult<PodRecord> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    /// Everything the record says the pod may have on the host, in making order.
+    fn steps_of(rec: &PodRecord) -> Vec<Step> {
+        let mut steps = vec![Step::Dir, Step::Pinned];
+        if let Some(pid) = rec.infra_pid {
+            steps.push(Step::Infra(pid));
+        }
+        if rec.namespaces.net.is_some() {
+            steps.push(Step::Network);
+        }
+        steps
+    }
+
+    /// Undoes `steps` newest first. Stops at the first failure (each step is
+    /// idempotent, so the caller can retry the whole release).
+    async fn unwind(&self, rec: &PodRecord, steps: &[Step]) -> CriResult<()> {
+        for step in steps.iter().rev() {
+            self.undo(rec, *step).await?;
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, rec: &PodRecord, step: Step) -> CriResult<()> {
+        match step {
+            Step::Network => match network_request(rec) {
+                Some(net) => Ok(self.network.teardown(&net).await?),
+                None => Ok(()),
+            },
+            Step::Infra(pid) => {
+                self.ns.stop_infra(pid, &rec.dir.join("infra")).await;
+                Ok(())
+            }
+            Step::Pinned => self.ns.unpin(&rec.dir.join("ns")),
+            Step::Dir => remove_dir(&rec.dir),
+        }
+    }
+
+    /// Releases what StopPodSandbox frees: the network, the infra process and the
+    /// namespaces (the directory and its files stay).
+    async fn stop_resources(&self, rec: &PodRecord) -> CriResult<()> {
+        let steps: Vec<Step> = Self::steps_of(rec)
+            .into_iter()
+            .filter(|s| *s != Step::Dir)
+            .collect();
+        self.unwind(rec, &steps).await
+    }
+
+    /// Undoes everything a pod has on the host. Safe on a half-made pod.
+    async fn release(&self, rec: &PodRecord) -> CriResult<()> {
+        self.unwind(rec, &Self::steps_of(rec)).await
+    }
+}
+
+fn host_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The pod's hostname: its own, or the node's for host-network pods and pods that
+/// set none.
+fn pod_hostname(config: &cri::PodSandboxConfig, host_network: bool) -> String {
+    if host_network || config.hostname.is_empty() {
+        host_hostname()
+    } else {
+        config.hostname.clone()
+    }
+}
+
+/// Removes a pod directory (its namespaces must already be unpinned).
+fn remove_dir(dir: &std::path::Path) -> CriResult<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CriError::io(format!("removing {}", dir.display()))(e)),
+    }
+}

@@ -1,0 +1,151 @@
+//! RunPodSandbox: reserve the name with a `Creating` record, then make the pod's
+//! directory and files, pin its namespaces, start its infra process (shared PID
+//! namespace only) and set up its network; on a failure, undo what was made.
+
+use std::sync::Arc;
+
+use crius_store::{PinnedNamespaces, PodRecord, PodState, Reserve};
+use tracing::{info, warn};
+
+use super::{Sandboxes, Step, network_request, pod_hostname};
+use crate::error::{CriError, CriResult};
+use crate::pinns::PinRequest;
+use crate::podfiles::{self, PodFiles};
+use crate::util::{new_id, now_nanos};
+use crate::validate::ValidPod;
+
+fn already_exists(name: &str, id: &str) -> CriError {
+    CriError::AlreadyExists(format!(
+        "pod sandbox name {name:?} is already reserved by sandbox {id}"
+    ))
+}
+
+impl Sandboxes {
+    /// RunPodSandbox of a validated request. Returns the sandbox id.
+    pub async fn run(self: &Arc<Self>, pod: ValidPod) -> CriResult<String> {
+        let name = pod.reserved_name.clone();
+        let store = self.store.clone();
+        let this = self.clone();
+        self.creations
+            .run(
+                &name,
+                || match store.blocking().pod_id_by_name(&name)? {
+                    Some(id) => Err(already_exists(&name, &id)),
+                    None => Ok(()),
+                },
+                async move { this.create(pod).await },
+            )
+            .await
+    }
+
+    async fn create(self: &Arc<Self>, pod: ValidPod) -> CriResult<String> {
+        let id = new_id()?;
+        let _guard = self.locks.lock(&id).await;
+        let dir = self.pods_dir().join(&id);
+        let ns_dir = dir.join("ns");
+        let own_ns = |on: bool, kind: &str| on.then(|| PinRequest::path(&ns_dir, kind));
+        let mut rec = PodRecord {
+            id: id.clone(),
+            name: pod.reserved_name.clone(),
+            state: PodState::Creating,
+            created_at: now_nanos(),
+            runtime_handler: pod.runtime_handler.clone(),
+            config: pod.config.clone(),
+            dir: dir.clone(),
+            namespaces: PinnedNamespaces {
+                net: own_ns(!pod.host_network, "net"),
+                ipc: own_ns(!pod.host_ipc, "ipc"),
+                uts: own_ns(!pod.host_network, "uts"),
+            },
+            ips: Vec::new(),
+            infra_pid: None,
+        };
+        match self.store.insert_pod(&rec).await? {
+            Reserve::Done => {}
+            Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
+        }
+        let mut made = Vec::new();
+        match self.build(&mut rec, &pod, &mut made).await {
+            Ok(()) => {
+                info!(pod_id = %id, pod = %rec.name, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(pod_id = %id, pod = %rec.name, error = %e, "pod sandbox creation failed; undoing it");
+                self.undo_made(&rec, &made).await;
+                if let Err(undo) = self.store.delete_pod(&id).await {
+                    warn!(pod_id = %id, error = %undo, "deleting the record of a failed sandbox");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes the steps of a failed creation, newest first, every one of them even
+    /// when one fails (what cannot be undone now is found again at start-up).
+    async fn undo_made(&self, rec: &PodRecord, made: &[Step]) {
+        for step in made.iter().rev() {
+            if let Err(e) = self.undo(rec, *step).await {
+                warn!(pod_id = %rec.id, ?step, error = %e, "undoing a step of a failed sandbox");
+            }
+        }
+    }
+
+    /// The host-side steps of RunPodSandbox, after the record exists. Each step that
+    /// succeeds is pushed to `made` at once.
+    async fn build(
+        &self,
+        rec: &mut PodRecord,
+        pod: &ValidPod,
+        made: &mut Vec<Step>,
+    ) -> CriResult<()> {
+        let dir = rec.dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(CriError::io(format!("creating {}", dir.display())))?;
+        made.push(Step::Dir);
+        let hostname = pod_hostname(&rec.config, pod.host_network);
+        podfiles::write_all(
+            &dir,
+            &PodFiles {
+                hostname: &hostname,
+                dns: rec.config.dns_config.as_ref(),
+                host_network: pod.host_network,
+                ips: &[],
+            },
+        )
+        .map_err(CriError::io("writing pod files"))?;
+        let req = PinRequest {
+            dir: dir.join("ns"),
+            net: rec.namespaces.net.is_some(),
+            ipc: rec.namespaces.ipc.is_some(),
+            uts: rec.namespaces.uts.is_some(),
+            hostname: rec.namespaces.uts.is_some().then(|| hostname.clone()),
+        };
+        if req.net || req.ipc || req.uts {
+            self.ns.pin(&req).await?;
+            made.push(Step::Pinned);
+        }
+        if pod.pod_pid {
+            let pid = self.ns.start_infra(&dir.join("infra")).await?;
+            made.push(Step::Infra(pid));
+            rec.infra_pid = Some(pid);
+            // Recorded at once, so that a crash from here on still stops it.
+            self.store.update_pod(rec).await?;
+        }
+        if let Some(net) = network_request(rec) {
+            let status = self.network.setup(&net).await?;
+            made.push(Step::Network);
+            rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
+            if !rec.ips.is_empty() {
+                podfiles::write_atomic(
+                    &dir.join("hosts"),
+                    podfiles::hosts(&hostname, &rec.ips).as_bytes(),
+                )
+                .map_err(CriError::io("writing the pod's hosts file"))?;
+            }
+        }
+        rec.state = PodState::Ready;
+        self.store.update_pod(rec).await?;
+        Ok(())
+    }
+}

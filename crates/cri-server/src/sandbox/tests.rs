@@ -1,0 +1,240 @@
+//! RunPodSandbox's undo and start-up recovery, over the recording fake host: these
+//! run as any user.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crius_store::{PodState, Store};
+use k8s_cri::v1 as cri;
+
+use super::Sandboxes;
+use crate::config::Config;
+use crate::error::CriError;
+use crate::host::fake::FakeHost;
+use crate::validate::{self, ValidPod};
+
+struct Rig {
+    _root: tempfile::TempDir,
+    config: Arc<Config>,
+    store: Store,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let root = tempfile::tempdir().unwrap();
+        let config = Config {
+            run_dir: root.path().join("run"),
+            state_dir: root.path().join("state"),
+            ..Config::default()
+        };
+        std::fs::create_dir_all(config.run_dir.join("pods")).unwrap();
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        let store = Store::open(&config.state_dir.join("store.redb")).unwrap();
+        Rig {
+            _root: root,
+            config: Arc::new(config),
+            store,
+        }
+    }
+
+    /// A manager over `host`, sharing this rig's store and directories.
+    fn sandboxes(&self, host: &Arc<FakeHost>) -> Arc<Sandboxes> {
+        Arc::new(Sandboxes::new(
+            self.config.clone(),
+            self.store.clone(),
+            host.clone(),
+            host.clone(),
+        ))
+    }
+
+    fn pod_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.config.run_dir.join("pods"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// A pod with its own network, IPC and UTS namespaces and, with `shared_pid`, a pod
+/// PID namespace.
+fn pod(name: &str, shared_pid: bool) -> ValidPod {
+    let config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: if shared_pid {
+                        cri::NamespaceMode::Pod as i32
+                    } else {
+                        cri::NamespaceMode::Container as i32
+                    },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    validate::pod_sandbox(Some(config), "", &Config::default()).unwrap()
+}
+
+/// The steps RunPodSandbox makes through the host, in order, and their undo.
+const STEPS: &[(&str, &str)] = &[
+    ("ns.pin", "ns.unpin"),
+    ("ns.start_infra", "ns.stop_infra"),
+    ("net.setup", "net.teardown"),
+];
+
+fn names(log: &[String], undo: bool) -> Vec<String> {
+    log.iter()
+        .filter(|e| FakeHost::is_undo(e) == undo)
+        .map(|e| e.split(' ').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failure_at_each_step_undoes_exactly_the_steps_before_it() {
+    for n in 0..STEPS.len() {
+        let rig = Rig::new();
+        let host = Arc::new(FakeHost::default());
+        host.fail_at(n);
+        let err = rig
+            .sandboxes(&host)
+            .run(pod("web", true))
+            .await
+            .unwrap_err();
+        let log = host.log();
+        let made: Vec<&str> = STEPS[..=n].iter().map(|s| s.0).collect();
+        assert_eq!(names(&log, false), made, "failing step {n}: {log:?}");
+        let undone: Vec<&str> = STEPS[..n].iter().rev().map(|s| s.1).collect();
+        assert_eq!(names(&log, true), undone, "failing step {n}: {log:?}");
+        assert!(err.to_string().contains("injected"), "{err}");
+        assert!(rig.store.pods().await.unwrap().is_empty(), "step {n}");
+        assert!(rig.pod_dirs().is_empty(), "step {n}: {:?}", rig.pod_dirs());
+        // The name is free again: a retry can succeed.
+        rig.sandboxes(&host).run(pod("web", true)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_pod_made_and_removed_leaves_nothing() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let sandboxes = rig.sandboxes(&host);
+    let id = sandboxes.run(pod("web", true)).await.unwrap();
+    let rec = rig.store.pod(&id).await.unwrap().unwrap();
+    assert_eq!(rec.state, PodState::Ready);
+    assert_eq!(rec.ips, vec!["10.0.0.2".to_string()]);
+    let hosts = std::fs::read_to_string(rec.dir.join("hosts")).unwrap();
+    assert!(hosts.contains("10.0.0.2\tweb"), "{hosts}");
+    host.clear_log();
+    sandboxes.stop(&id).await.unwrap();
+    assert_eq!(
+        names(&host.log(), true),
+        ["net.teardown", "ns.stop_infra", "ns.unpin"]
+    );
+    assert!(rec.dir.join("hosts").exists(), "stop keeps the pod's files");
+    sandboxes.remove(&id).await.unwrap();
+    sandboxes.remove(&id).await.unwrap();
+    assert!(rig.store.pods().await.unwrap().is_empty());
+    assert!(rig.pod_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn a_duplicate_name_is_refused_naming_the_holder() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let sandboxes = rig.sandboxes(&host);
+    let id = sandboxes.run(pod("web", false)).await.unwrap();
+    match sandboxes.run(pod("web", false)).await {
+        Err(CriError::AlreadyExists(m)) => assert!(m.contains(&id), "{m}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+}
+
+/// Writes a record as a crash would have left it.
+async fn leave(
+    rig: &Rig,
+    host: &Arc<FakeHost>,
+    name: &str,
+    state: PodState,
+    infra: bool,
+) -> String {
+    let id = rig.sandboxes(host).run(pod(name, infra)).await.unwrap();
+    let mut rec = rig.store.pod(&id).await.unwrap().unwrap();
+    rec.state = state;
+    rig.store.update_pod(&rec).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn recovery_undoes_half_made_pods() {
+    let rig = Rig::new();
+    let before = Arc::new(FakeHost::default());
+    let half = leave(&rig, &before, "half", PodState::Creating, true).await;
+    // After a restart: a new daemon, whose host knows nothing of the old one.
+    let host = Arc::new(FakeHost::default());
+    rig.sandboxes(&host).recover().await.unwrap();
+    assert_eq!(
+        host.log(),
+        [
+            format!("net.teardown {half}"),
+            format!("ns.stop_infra {half}"),
+            format!("ns.unpin {half}"),
+        ]
+    );
+    assert!(rig.store.pod(&half).await.unwrap().is_none());
+    assert!(rig.pod_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn recovery_keeps_live_pods_and_stops_those_whose_namespaces_are_gone() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let live = leave(&rig, &host, "live", PodState::Ready, false).await;
+    let stopped = leave(&rig, &host, "stopped", PodState::NotReady, false).await;
+    // Same host: the namespaces are still pinned.
+    host.clear_log();
+    rig.sandboxes(&host).recover().await.unwrap();
+    assert!(host.log().is_empty(), "{:?}", host.log());
+    assert_eq!(
+        rig.store.pod(&live).await.unwrap().unwrap().state,
+        PodState::Ready
+    );
+    // A reboot: nothing is pinned any more.
+    let rebooted = Arc::new(FakeHost::default());
+    rig.sandboxes(&rebooted).recover().await.unwrap();
+    assert_eq!(
+        rebooted.log(),
+        [format!("net.teardown {live}"), format!("ns.unpin {live}")],
+        "the NotReady pod {stopped} is left alone"
+    );
+    assert_eq!(
+        rig.store.pod(&live).await.unwrap().unwrap().state,
+        PodState::NotReady
+    );
+    assert_eq!(rig.pod_dirs().len(), 2, "stopped pods keep their directory");
+}
+
+#[tokio::test]
+async fn recovery_rewrites_missing_pod_files_and_removes_orphan_directories() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let id = leave(&rig, &host, "web", PodState::Ready, false).await;
+    let dir = rig.config.run_dir.join("pods").join(&id);
+    std::fs::remove_file(dir.join("resolv.conf")).unwrap();
+    let orphan = rig.config.run_dir.join("pods").join("orphan");
+    std::fs::create_dir_all(orphan.join("ns")).unwrap();
+    host.clear_log();
+    rig.sandboxes(&host).recover().await.unwrap();
+    assert!(dir.join("resolv.conf").is_file());
+    assert!(!Path::new(&orphan).exists());
+    assert_eq!(host.log(), ["ns.unpin orphan"]);
+}

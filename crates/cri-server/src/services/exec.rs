@@ -1,0 +1,65 @@
+//! ExecSync, and Exec, Attach and PortForward, which validate and hand out a URL on
+//! the streaming server.
+
+use crius_store::PodState;
+use k8s_cri::v1 as cri;
+
+use super::Cri;
+use crate::error::{CriError, CriResult};
+use crate::streaming::Request as Stream;
+use crate::validate;
+
+impl Cri {
+    pub(super) async fn exec_sync(
+        &self,
+        req: cri::ExecSyncRequest,
+    ) -> CriResult<cri::ExecSyncResponse> {
+        self.containers
+            .exec_sync(&req.container_id, req.cmd, req.timeout)
+            .await
+    }
+
+    pub(super) async fn exec(&self, req: cri::ExecRequest) -> CriResult<cri::ExecResponse> {
+        if req.cmd.is_empty() {
+            return Err(CriError::invalid("cmd", "must not be empty"));
+        }
+        validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let c = self.containers.running(&req.container_id).await?;
+        let url = self.streaming.url(Stream::Exec(cri::ExecRequest {
+            container_id: c.id,
+            ..req
+        }))?;
+        Ok(cri::ExecResponse { url })
+    }
+
+    pub(super) async fn attach(&self, req: cri::AttachRequest) -> CriResult<cri::AttachResponse> {
+        validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let c = self.containers.running(&req.container_id).await?;
+        let url = self.streaming.url(Stream::Attach(cri::AttachRequest {
+            container_id: c.id,
+            ..req
+        }))?;
+        Ok(cri::AttachResponse { url })
+    }
+
+    pub(super) async fn port_forward(
+        &self,
+        req: cri::PortForwardRequest,
+    ) -> CriResult<cri::PortForwardResponse> {
+        validate::port_forward(&req.pod_sandbox_id, &req.port)?;
+        let pod = self.sandboxes.must(&req.pod_sandbox_id).await?;
+        if pod.state != PodState::Ready {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let url = self
+            .streaming
+            .url(Stream::PortForward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.id,
+                ..req
+            }))?;
+        Ok(cri::PortForwardResponse { url })
+    }
+}

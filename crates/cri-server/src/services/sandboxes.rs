@@ -1,0 +1,63 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+
+use k8s_cri::v1 as cri;
+
+use super::Cri;
+use crate::error::CriResult;
+use crate::validate;
+
+impl Cri {
+    pub(super) async fn run_pod_sandbox(
+        &self,
+        req: cri::RunPodSandboxRequest,
+    ) -> CriResult<cri::RunPodSandboxResponse> {
+        let pod = validate::pod_sandbox(req.config, &req.runtime_handler, &self.config)?;
+        let md = pod.config.metadata.clone().unwrap_or_default();
+        let span = tracing::Span::current();
+        span.record("pod", md.name.as_str());
+        let pod_sandbox_id = self.sandboxes.run(pod).await?;
+        span.record("pod_id", pod_sandbox_id.as_str());
+        Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+    }
+
+    /// Stops the pod's containers, then the pod.
+    pub(super) async fn stop_pod_sandbox(
+        &self,
+        req: cri::StopPodSandboxRequest,
+    ) -> CriResult<cri::StopPodSandboxResponse> {
+        if let Some(pod) = self.sandboxes.get(&req.pod_sandbox_id).await? {
+            self.containers.stop_pod(&pod.id).await?;
+        }
+        self.sandboxes.stop(&req.pod_sandbox_id).await?;
+        Ok(cri::StopPodSandboxResponse {})
+    }
+
+    /// Removes the pod's containers, then the pod.
+    pub(super) async fn remove_pod_sandbox(
+        &self,
+        req: cri::RemovePodSandboxRequest,
+    ) -> CriResult<cri::RemovePodSandboxResponse> {
+        if let Some(pod) = self.sandboxes.get(&req.pod_sandbox_id).await? {
+            self.containers.remove_pod(&pod.id).await?;
+        }
+        self.sandboxes.remove(&req.pod_sandbox_id).await?;
+        Ok(cri::RemovePodSandboxResponse {})
+    }
+
+    pub(super) async fn pod_sandbox_status(
+        &self,
+        req: cri::PodSandboxStatusRequest,
+    ) -> CriResult<cri::PodSandboxStatusResponse> {
+        self.sandboxes
+            .status(&req.pod_sandbox_id, req.verbose)
+            .await
+    }
+
+    pub(super) async fn list_pod_sandbox(
+        &self,
+        req: cri::ListPodSandboxRequest,
+    ) -> CriResult<cri::ListPodSandboxResponse> {
+        let items = self.sandboxes.list(req.filter).await?;
+        Ok(cri::ListPodSandboxResponse { items })
+    }
+}
