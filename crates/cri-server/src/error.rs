@@ -19,6 +19,9 @@ pub enum CriError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit is reached; retrying later may succeed.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -44,6 +47,25 @@ impl From<StoreError> for CriError {
     }
 }
 
+impl From<crius_streaming::StreamError> for CriError {
+    fn from(e: crius_streaming::StreamError) -> Self {
+        use crius_streaming::StreamError;
+        match e {
+            StreamError::TooManyPending { .. } => CriError::ResourceExhausted(e.to_string()),
+            e => {
+                // The message with its sources: CriError keeps text only.
+                let mut msg = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    msg = format!("{msg}: {s}");
+                    source = s.source();
+                }
+                CriError::Internal(msg)
+            }
+        }
+    }
+}
+
 impl From<CriError> for Status {
     fn from(e: CriError) -> Status {
         let code = match &e {
@@ -52,6 +74,7 @@ impl From<CriError> for Status {
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Unavailable(_) => Code::Unavailable,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

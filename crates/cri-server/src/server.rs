@@ -513,7 +513,8 @@ impl RuntimeService for Cri {
             .url(crate::streaming::Request::Exec(cri::ExecRequest {
                 container_id: c.id,
                 ..req
-            }))?;
+            }))
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
@@ -529,7 +530,8 @@ impl RuntimeService for Cri {
             .url(crate::streaming::Request::Attach(cri::AttachRequest {
                 container_id: c.id,
                 ..req
-            }))?;
+            }))
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::AttachResponse { url }))
     }
 
@@ -562,12 +564,15 @@ impl RuntimeService for Cri {
             ))
             .into());
         }
-        let url = self.streaming.url(crate::streaming::Request::PortForward(
-            cri::PortForwardRequest {
-                pod_sandbox_id: pod.id,
-                ..req
-            },
-        ))?;
+        let url = self
+            .streaming
+            .url(crate::streaming::Request::PortForward(
+                cri::PortForwardRequest {
+                    pod_sandbox_id: pod.id,
+                    ..req
+                },
+            ))
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
