@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crius_e2e::stream::Want;
+use crius_e2e::stream::{Finished, Want, spdy_command};
 use crius_streaming::{
     Backend, BoxRead, BoxWrite, ConnectError, Outcome, Request, StdStreams, StreamServer,
     StreamingConfig, TermSize,
@@ -47,6 +47,16 @@ where
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs a remote command over SPDY `protocol` to its end, `input` on its stdin.
+pub async fn spdy_run(url: &str, protocol: &str, want: Want, input: &[u8]) -> Finished {
+    spdy_command(url, protocol, want)
+        .await
+        .unwrap()
+        .run(input, DEADLINE)
+        .await
+        .unwrap()
 }
 
 /// What one exec or attach was given.
@@ -81,6 +91,24 @@ impl Fake {
 
     pub fn gone(&self) -> usize {
         self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` calls have begun.
+    pub async fn calls_reach(&self, n: usize) {
+        eventually(&format!("{n} calls"), || {
+            let done = self.calls.lock().unwrap().len() >= n;
+            async move { done.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Waits until `n` commands have seen their client go.
+    pub async fn gone_reaches(&self, n: usize) {
+        eventually(&format!("{n} commands to see their client go"), || {
+            let done = self.gone() >= n;
+            async move { done.then_some(()) }
+        })
+        .await;
     }
 
     /// Records the call, starts recording its terminal sizes, and hands back the

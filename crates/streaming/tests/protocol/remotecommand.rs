@@ -81,12 +81,7 @@ async fn a_failure_is_an_internal_error_status_or_its_message() {
         ..Default::default()
     };
     let url = h.exec(&["fail", "boom"], want);
-    let f = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
     let v: serde_json::Value = serde_json::from_slice(&f.error).unwrap();
     assert_eq!(v["status"], "Failure");
     assert_eq!(v["reason"], "InternalError");
@@ -94,12 +89,7 @@ async fn a_failure_is_an_internal_error_status_or_its_message() {
     assert!(exit_code(&f.error).is_err());
 
     let url = h.exec(&["fail", "boom"], want);
-    let f = spdy_command(&url, "v2.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v2.channel.k8s.io", want, b"").await;
     assert_eq!(f.error, b"boom");
 }
 
@@ -145,12 +135,7 @@ async fn a_large_output_arrives_whole() {
         ..Default::default()
     };
     let url = h.exec(&["big", "4194304"], want);
-    let f = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
     assert_eq!(f.stdout.len(), 4 << 20);
     assert!(f.stdout.iter().all(|b| *b == b'x'));
     assert_exit("v4.channel.k8s.io", &f.error, 0);
@@ -266,12 +251,7 @@ async fn a_tty_over_spdy_gets_resizes_and_no_stderr() {
 async fn before_v3_a_tty_has_no_resize_stream() {
     let h = Harness::start(config()).await;
     let url = h.exec(&["exit", "0"], TTY);
-    let f = spdy_command(&url, "v2.channel.k8s.io", TTY)
-        .await
-        .unwrap()
-        .run(b"x\n", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v2.channel.k8s.io", TTY, b"x\n").await;
     assert_eq!(f.stdout, b"x\n");
     let calls = h.fake.calls();
     assert!(!calls[0].resize && !calls[0].stderr, "{calls:?}");
@@ -297,12 +277,7 @@ async fn a_tty_over_websocket_gets_resizes() {
 async fn attach_over_spdy_and_websocket() {
     let h = Harness::start(config()).await;
     let url = h.attach(ALL);
-    let f = spdy_command(&url, "v4.channel.k8s.io", ALL)
-        .await
-        .unwrap()
-        .run(b"to the container\n", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", ALL, b"to the container\n").await;
     assert_eq!(f.stdout, b"to the container\n");
     assert_eq!(f.stderr, b"attached to c1\n");
     assert_exit("v4.channel.k8s.io", &f.error, 0);
@@ -339,32 +314,16 @@ async fn a_client_that_vanishes_stops_its_command() {
     let h = Harness::start(config()).await;
     let url = h.exec(&["wait"], ALL);
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
-    eventually("the exec to start", || {
-        let n = h.fake.calls().len();
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
+    h.fake.calls_reach(1).await;
     cmd.conn.session.close();
     drop(cmd);
-    eventually("the exec to see its SPDY client go", || {
-        let n = h.fake.gone();
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
+    h.fake.gone_reaches(1).await;
 
     let url = h.exec(&["wait"], ALL);
     let ws = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
-    eventually("the exec to start", || {
-        let n = h.fake.calls().len();
-        async move { (n == 2).then_some(()) }
-    })
-    .await;
+    h.fake.calls_reach(2).await;
     drop(ws);
-    eventually("the exec to see its WebSocket client go", || {
-        let n = h.fake.gone();
-        async move { (n == 2).then_some(()) }
-    })
-    .await;
+    h.fake.gone_reaches(2).await;
 }
 
 #[tokio::test]
@@ -372,18 +331,10 @@ async fn shutting_the_server_down_ends_its_streams() {
     let h = Harness::start(config()).await;
     let url = h.exec(&["wait"], ALL);
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
-    eventually("the exec to start", || {
-        let n = h.fake.calls().len();
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
+    h.fake.calls_reach(1).await;
     let next = h.exec(&["exit", "0"], ALL);
     h.stop.cancel();
-    eventually("the exec to be stopped", || {
-        let n = h.fake.gone();
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
+    h.fake.gone_reaches(1).await;
     tokio::time::timeout(DEADLINE, cmd.conn.session.closed())
         .await
         .expect("the session outlived the server");

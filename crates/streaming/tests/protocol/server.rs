@@ -17,21 +17,19 @@ const STDOUT: Want = Want {
     tty: false,
 };
 
-/// An SPDY upgrade request for `url` offering `v4.channel.k8s.io`: its status.
+/// The answer to an SPDY upgrade request for `url` offering `protocol`.
+async fn spdy_head(url: &str, protocol: &str) -> Head {
+    let headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "SPDY/3.1"),
+        ("X-Stream-Protocol-Version", protocol),
+    ];
+    upgrade_request(url, "POST", &headers).await.unwrap().0
+}
+
+/// The status an SPDY upgrade request for `url` offering `v4.channel.k8s.io` gets.
 async fn spdy_status(url: &str) -> u16 {
-    upgrade_request(
-        url,
-        "POST",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "SPDY/3.1"),
-            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
-        ],
-    )
-    .await
-    .unwrap()
-    .0
-    .status
+    spdy_head(url, "v4.channel.k8s.io").await.status
 }
 
 #[tokio::test]
@@ -45,12 +43,7 @@ async fn a_token_works_once_on_its_own_path_and_not_after_its_ttl() {
     let token = url.rsplit('/').next().unwrap().to_string();
     assert_eq!(token.len(), 40, "{url}");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let f = spdy_command(&url, "v4.channel.k8s.io", STDOUT)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", STDOUT, b"").await;
     assert_eq!(f.exit_code().unwrap(), 0);
     // Used.
     assert_eq!(spdy_status(&url).await, 404);
@@ -103,12 +96,7 @@ async fn waiting_requests_are_bounded() {
         "{err:?}"
     );
     // A request that connects makes room for one more.
-    let f = spdy_command(&urls[0], "v4.channel.k8s.io", STDOUT)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&urls[0], "v4.channel.k8s.io", STDOUT, b"").await;
     assert_eq!(f.exit_code().unwrap(), 0);
     h.server.url(req()).unwrap();
     assert!(matches!(
@@ -121,17 +109,7 @@ async fn waiting_requests_are_bounded() {
 async fn no_protocol_in_common_is_refused_with_the_servers_list() {
     let h = Harness::start(config()).await;
     let url = h.exec(&["exit", "0"], STDOUT);
-    let (head, _) = upgrade_request(
-        &url,
-        "POST",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "SPDY/3.1"),
-            ("X-Stream-Protocol-Version", "v9.channel.k8s.io"),
-        ],
-    )
-    .await
-    .unwrap();
+    let head = spdy_head(&url, "v9.channel.k8s.io").await;
     assert_eq!(head.status, 403);
     assert_eq!(
         head.header("x-accepted-stream-protocol-versions"),
@@ -142,17 +120,7 @@ async fn no_protocol_in_common_is_refused_with_the_servers_list() {
     assert!(head.body.contains("v9.channel.k8s.io"), "{}", head.body);
 
     let url = h.port_forward(&[80]);
-    let (head, _) = upgrade_request(
-        &url,
-        "POST",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "SPDY/3.1"),
-            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
-        ],
-    )
-    .await
-    .unwrap();
+    let head = spdy_head(&url, "v4.channel.k8s.io").await;
     assert_eq!(head.status, 403);
     assert_eq!(
         head.header("x-accepted-stream-protocol-versions"),
@@ -214,11 +182,7 @@ async fn an_idle_stream_is_closed() {
         .await
         .expect("the idle session was not closed");
     assert!(start.elapsed() >= Duration::from_secs(1));
-    eventually("the idle exec to be stopped", || {
-        let n = h.fake.gone();
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
+    h.fake.gone_reaches(1).await;
 
     // Traffic keeps a stream open past the limit.
     let url = h.exec(&["exit", "0"], ALL);
@@ -288,12 +252,7 @@ async fn tls_serves_spdy_and_websocket() {
     let h = Harness::start(tls_config(&cert, &key)).await;
     let url = h.exec(&["exit", "7"], ALL);
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let f = spdy_command(&url, "v4.channel.k8s.io", ALL)
-        .await
-        .unwrap()
-        .run(b"secret\n", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", ALL, b"secret\n").await;
     assert_eq!(f.stdout, b"secret\n");
     assert_eq!(f.exit_code().unwrap(), 7);
 
@@ -381,11 +340,6 @@ async fn an_unspecified_address_gives_loopback_urls() {
     .await;
     let url = h.exec(&["exit", "0", "any"], STDOUT);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let f = spdy_command(&url, "v4.channel.k8s.io", STDOUT)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let f = spdy_run(&url, "v4.channel.k8s.io", STDOUT, b"").await;
     assert_eq!(f.stdout, b"any\n");
 }
