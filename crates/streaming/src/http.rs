@@ -211,8 +211,8 @@ fn served(upgrade: Upgrade, port_forward: bool) -> (&'static [&'static str], &'s
     }
 }
 
-/// The subprotocol to speak given what the client `offered` in `header`; `Err` is the
-/// refusal's message when there is none in common.
+/// What the client offered in `header`, and the subprotocol to speak; `Err` is the
+/// refusal's message when they have none in common.
 fn choose(
     headers: &HeaderMap,
     header: &str,
@@ -421,6 +421,22 @@ mod tests {
         assert_eq!(negotiate(&c, SPDY_REMOTECOMMAND), None);
         let c = vec!["portforward.k8s.io".to_string()];
         assert_eq!(negotiate(&c, SPDY_PORTFORWARD), Some("portforward.k8s.io"));
+    }
+
+    #[test]
+    fn a_client_offering_nothing_gets_the_first_version() {
+        let none = HeaderMap::new();
+        let pick = |upgrade, pf| choose(&none, "x-stream-protocol-version", upgrade, pf);
+        assert_eq!(pick(Upgrade::Spdy, false).unwrap().1, "channel.k8s.io");
+        assert_eq!(pick(Upgrade::Spdy, true).unwrap().1, "portforward.k8s.io");
+        assert_eq!(pick(Upgrade::WebSocket, true).unwrap().1, "channel.k8s.io");
+        let mut h = HeaderMap::new();
+        h.insert("x-stream-protocol-version", HeaderValue::from_static("v9"));
+        let err = choose(&h, "x-stream-protocol-version", Upgrade::Spdy, false).unwrap_err();
+        assert!(
+            err.contains("v9") && err.contains("v5.channel.k8s.io"),
+            "{err}"
+        );
     }
 
     #[test]
