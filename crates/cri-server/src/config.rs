@@ -272,67 +272,6 @@ impl NetworkConfig {
     }
 }
 
-/// The streaming server's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StreamingConfig {
-    pub address: String,
-    pub port: u16,
-    pub tls_cert_file: PathBuf,
-    pub tls_key_file: PathBuf,
-    pub token_ttl_secs: u64,
-    pub stream_creation_timeout_secs: u64,
-    pub idle_timeout_secs: u64,
-}
-
-impl Default for StreamingConfig {
-    fn default() -> Self {
-        StreamingConfig {
-            address: "127.0.0.1".into(),
-            port: 0,
-            tls_cert_file: PathBuf::new(),
-            tls_key_file: PathBuf::new(),
-            token_ttl_secs: 60,
-            stream_creation_timeout_secs: 30,
-            idle_timeout_secs: 14_400,
-        }
-    }
-}
-
-impl StreamingConfig {
-    /// The listen address, checked.
-    pub fn ip(&self) -> Result<std::net::IpAddr, ConfigError> {
-        self.address
-            .parse()
-            .map_err(|e| invalid("streaming.address", format!("{:?}: {e}", self.address)))
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.ip()?;
-        let cert = self.tls_cert_file.as_os_str().is_empty();
-        let key = self.tls_key_file.as_os_str().is_empty();
-        if cert != key {
-            return Err(invalid(
-                "streaming.tls_cert_file",
-                "tls_cert_file and tls_key_file must be given together",
-            ));
-        }
-        for (key, v) in [
-            ("streaming.token_ttl_secs", self.token_ttl_secs),
-            (
-                "streaming.stream_creation_timeout_secs",
-                self.stream_creation_timeout_secs,
-            ),
-            ("streaming.idle_timeout_secs", self.idle_timeout_secs),
-        ] {
-            if v == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// criusd's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -347,7 +286,7 @@ pub struct Config {
     pub shim_path: PathBuf,
     pub images: ImagesConfig,
     pub network: NetworkConfig,
-    pub streaming: StreamingConfig,
+    pub streaming: crius_streaming::StreamingConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -377,7 +316,7 @@ impl Default for Config {
             shim_path: PathBuf::new(),
             images: ImagesConfig::default(),
             network: NetworkConfig::default(),
-            streaming: StreamingConfig::default(),
+            streaming: crius_streaming::StreamingConfig::default(),
             runtimes,
         }
     }
@@ -508,7 +447,9 @@ impl Config {
             }
         }
         self.network.bridge_config()?;
-        self.streaming.validate()?;
+        self.streaming
+            .validate()
+            .map_err(|e| invalid(e.key, e.message))?;
         if self.network.cni_plugin_timeout_secs == 0 {
             return Err(invalid(
                 "network.cni_plugin_timeout_secs",
@@ -631,6 +572,15 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("network"));
         let err = Config::parse("[network]\nbackend = \"flannel\"\n").unwrap_err();
         assert!(err.contains("backend"), "{err}");
+    }
+
+    #[test]
+    fn streaming_values_are_checked() {
+        let c = Config::parse("[streaming]\nidle_timeout_secs = 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`streaming.idle_timeout_secs`"), "{err}");
+        let err = Config::parse("[streaming]\nidle_timeout = 5\n").unwrap_err();
+        assert!(err.contains("idle_timeout"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub enum CriError {
     /// The request is well formed but the object is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A limit is reached; retrying later may succeed.
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("{0}")]
@@ -67,6 +68,8 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Stream(#[from] crius_streaming::StreamError),
     /// One failure handed to several callers (a creation a retry joined).
     #[error(transparent)]
     Shared(Arc<CriError>),
@@ -131,6 +134,10 @@ impl CriError {
             CriError::Store(e) if e.is_disk_full() => Code::ResourceExhausted,
             CriError::Store(_) => Code::Internal,
             CriError::Network(e) => network_code(e),
+            CriError::Stream(crius_streaming::StreamError::TooManyPending { .. }) => {
+                Code::ResourceExhausted
+            }
+            CriError::Stream(_) => Code::Internal,
             CriError::Shared(e) => e.code(),
         }
     }

@@ -26,10 +26,10 @@ use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{Backend, BoxWrite, Outcome, StdStreams, TermSize};
 use crate::container::{Containers, stdin_fifo};
 use crate::sandbox::Sandboxes;
 use crius_store::ContainerRecord;
+use crius_streaming::{Backend, BoxRead, BoxWrite, ConnectError, Outcome, StdStreams, TermSize};
 
 /// How long output may keep coming after the process exited (the shim has drained
 /// its side already; this only bounds a background process holding the pipe).
@@ -144,6 +144,162 @@ fn pump_resize(
     })
 }
 
+/// An exec's FIFOs, our ends open, and the [`ProcessIo`] naming them for the shim.
+struct ExecFifos {
+    dir: FifoDir,
+    pio: ProcessIo,
+    outputs: Vec<(pipe::Receiver, BoxWrite)>,
+    stdin: Option<(BoxRead, pipe::Sender)>,
+}
+
+/// Makes a FIFO for each stream the client opened, our ends opening first: a reader
+/// for each output, a read-write end for input (so the shim's open never waits and its
+/// reads see EOF only when we close).
+fn exec_fifos(
+    dir: FifoDir,
+    tty: bool,
+    stdin: Option<BoxRead>,
+    stdout: Option<BoxWrite>,
+    stderr: Option<BoxWrite>,
+) -> Result<ExecFifos, String> {
+    let mut pio = ProcessIo {
+        terminal: tty,
+        ..Default::default()
+    };
+    let mut outputs = Vec::new();
+    for (name, client, slot) in [
+        ("stdout", stdout, &mut pio.stdout),
+        ("stderr", if tty { None } else { stderr }, &mut pio.stderr),
+    ] {
+        if let Some(client) = client {
+            let (p, rx) = output_fifo(&dir, name)?;
+            *slot = p.display().to_string();
+            outputs.push((rx, client));
+        }
+    }
+    let stdin = match stdin {
+        Some(client) => {
+            let p = dir.fifo("stdin")?;
+            let tx = pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(&p)
+                .map_err(|e| format!("opening {}: {e}", p.display()))?;
+            pio.stdin = p.display().to_string();
+            Some((client, tx))
+        }
+        None => None,
+    };
+    Ok(ExecFifos {
+        dir,
+        pio,
+        outputs,
+        stdin,
+    })
+}
+
+/// Pumps a started exec's streams until it exits (its output then gets
+/// [`OUTPUT_GRACE`] to drain) or the client goes (the process is then killed).
+async fn supervise_exec(
+    c: &ContainerRecord,
+    exec_id: &str,
+    outputs: Vec<(pipe::Receiver, BoxWrite)>,
+    stdin: Option<(BoxRead, pipe::Sender)>,
+    resize: Option<tokio::sync::mpsc::Receiver<TermSize>>,
+    gone: &tokio_util::sync::CancellationToken,
+) -> Result<Outcome, String> {
+    let mut pumps: Vec<JoinHandle<()>> = outputs
+        .into_iter()
+        .map(|(rx, client)| pump_out(rx, client))
+        .collect();
+    let stdin_pump = stdin.map(|(mut client, mut tx)| {
+        tokio::spawn(async move {
+            let _ = copy(&mut client, &mut tx).await;
+            // Dropping our end: the shim sees EOF and closes the process's stdin.
+        })
+    });
+    let resize_pump = resize.map(|r| pump_resize(c, exec_id.to_string(), r));
+    let mut wait = {
+        let id = exec_id.to_string();
+        let c2 = c.clone();
+        tokio::spawn(
+            async move { on_shim(&c2, "waiting for the exec", move |s| s.wait(&id)).await },
+        )
+    };
+    let exit = tokio::select! {
+        r = &mut wait => Some(r),
+        () = gone.cancelled() => None,
+    };
+    let outcome = match exit {
+        Some(r) => {
+            let status = r.map_err(|e| e.to_string())??;
+            // Output the shim drained before reporting the exit is still in flight.
+            let all = futures_util::future::join_all(pumps.iter_mut());
+            if tokio::time::timeout(OUTPUT_GRACE, all).await.is_err() {
+                debug!(%exec_id, "output still open after the exit; closing it");
+            }
+            match status.code {
+                0 => Outcome::Success,
+                n => Outcome::ExitCode(i32::try_from(n).unwrap_or(i32::MAX)),
+            }
+        }
+        None => {
+            // The client went away: the process goes too.
+            let id = exec_id.to_string();
+            if let Err(e) =
+                on_shim(c, "killing the exec", move |s| s.kill(&id, SIGKILL, false)).await
+            {
+                warn!(%exec_id, "{e}");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+            Outcome::Error("the client went away".into())
+        }
+    };
+    abort_all(pumps.into_iter().chain(stdin_pump).chain(resize_pump));
+    Ok(outcome)
+}
+
+/// Copies an attacher's input into the container's stdin, when it has one still open
+/// (with `stdin_once`, the end of the input closes it); otherwise the input is read and
+/// dropped.
+fn attach_stdin(
+    c: &ContainerRecord,
+    stdin: Option<BoxRead>,
+) -> Result<Option<JoinHandle<()>>, String> {
+    // The container's stdin, when it has one still open. No reader (ENXIO): the
+    // shim closed it already (stdin_once, or CloseIO earlier).
+    let tx = if c.config.stdin && stdin.is_some() {
+        match pipe::OpenOptions::new().open_sender(stdin_fifo(&c.bundle)) {
+            Ok(tx) => Some(tx),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
+            Err(e) => return Err(format!("opening the container's stdin: {e}")),
+        }
+    } else {
+        None
+    };
+    Ok(stdin.map(|mut client| {
+        let once = c.config.stdin_once;
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            match tx {
+                Some(mut tx) => {
+                    let _ = copy(&mut client, &mut tx).await;
+                    drop(tx);
+                    if once {
+                        let r = on_shim(&c2, "closing stdin", |s| s.close_stdin("")).await;
+                        if let Err(e) = r {
+                            debug!("{e}");
+                        }
+                    }
+                }
+                // No stdin to give it to: what the client sends goes nowhere.
+                None => {
+                    let _ = copy(&mut client, &mut tokio::io::sink()).await;
+                }
+            }
+        })
+    }))
+}
+
 impl RuntimeBackend {
     async fn exec_inner(&self, req: cri::ExecRequest, io: StdStreams) -> Result<Outcome, String> {
         let c = self
@@ -173,35 +329,12 @@ impl RuntimeBackend {
             crate::container::STREAM_EXEC_PREFIX,
             &crate::sandbox::new_id().map_err(|e| e.to_string())?[..16]
         );
-        let mut pio = ProcessIo {
-            terminal: tty,
-            ..Default::default()
-        };
-        // Our ends open first: a reader for each output, a read-write end for input
-        // (so the shim's open never waits and its reads see EOF only when we close).
-        let mut outputs = Vec::new();
-        for (name, client, slot) in [
-            ("stdout", stdout, &mut pio.stdout),
-            ("stderr", if tty { None } else { stderr }, &mut pio.stderr),
-        ] {
-            if let Some(client) = client {
-                let (p, rx) = output_fifo(&dir, name)?;
-                *slot = p.display().to_string();
-                outputs.push((rx, client));
-            }
-        }
-        let stdin_tx = match stdin {
-            Some(client) => {
-                let p = dir.fifo("stdin")?;
-                let tx = pipe::OpenOptions::new()
-                    .read_write(true)
-                    .open_sender(&p)
-                    .map_err(|e| format!("opening {}: {e}", p.display()))?;
-                pio.stdin = p.display().to_string();
-                Some((client, tx))
-            }
-            None => None,
-        };
+        let ExecFifos {
+            dir,
+            pio,
+            outputs,
+            stdin,
+        } = exec_fifos(dir, tty, stdin, stdout, stderr)?;
         {
             let id = exec_id.clone();
             on_shim(&c, "starting the exec", move |shim| {
@@ -215,54 +348,7 @@ impl RuntimeBackend {
             .await?;
         }
         debug!(container = %c.id, %exec_id, "exec started");
-        let mut pumps: Vec<JoinHandle<()>> = outputs
-            .into_iter()
-            .map(|(rx, client)| pump_out(rx, client))
-            .collect();
-        let stdin_pump = stdin_tx.map(|(mut client, mut tx)| {
-            tokio::spawn(async move {
-                let _ = copy(&mut client, &mut tx).await;
-                // Dropping our end: the shim sees EOF and closes the process's stdin.
-            })
-        });
-        let resize_pump = resize.map(|r| pump_resize(&c, exec_id.clone(), r));
-        let mut wait = {
-            let id = exec_id.clone();
-            let c2 = c.clone();
-            tokio::spawn(
-                async move { on_shim(&c2, "waiting for the exec", move |s| s.wait(&id)).await },
-            )
-        };
-        let exit = tokio::select! {
-            r = &mut wait => Some(r),
-            () = gone.cancelled() => None,
-        };
-        let outcome = match exit {
-            Some(r) => {
-                let status = r.map_err(|e| e.to_string())??;
-                // Output the shim drained before reporting the exit is still in flight.
-                let all = futures_util::future::join_all(pumps.iter_mut());
-                if tokio::time::timeout(OUTPUT_GRACE, all).await.is_err() {
-                    debug!(%exec_id, "output still open after the exit; closing it");
-                }
-                match status.code {
-                    0 => Outcome::Success,
-                    n => Outcome::ExitCode(i32::try_from(n).unwrap_or(i32::MAX)),
-                }
-            }
-            None => {
-                // The client went away: the process goes too.
-                let id = exec_id.clone();
-                if let Err(e) =
-                    on_shim(&c, "killing the exec", move |s| s.kill(&id, SIGKILL, false)).await
-                {
-                    warn!(%exec_id, "{e}");
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-                Outcome::Error("the client went away".into())
-            }
-        };
-        abort_all(pumps.into_iter().chain(stdin_pump).chain(resize_pump));
+        let outcome = supervise_exec(&c, &exec_id, outputs, stdin, resize, &gone).await?;
         let id = exec_id.clone();
         if let Err(e) = on_shim(&c, "deleting the exec", move |s| s.delete(&id)).await {
             debug!(%exec_id, "{e}");
@@ -319,39 +405,7 @@ impl RuntimeBackend {
         let resize_pump = resize
             .filter(|_| tty)
             .map(|r| pump_resize(&c, String::new(), r));
-        // The container's stdin, when it has one still open. No reader (ENXIO): the
-        // shim closed it already (stdin_once, or CloseIO earlier).
-        let tx = if c.config.stdin && stdin.is_some() {
-            match pipe::OpenOptions::new().open_sender(stdin_fifo(&c.bundle)) {
-                Ok(tx) => Some(tx),
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => None,
-                Err(e) => return Err(format!("opening the container's stdin: {e}")),
-            }
-        } else {
-            None
-        };
-        let stdin_pump = stdin.map(|mut client| {
-            let once = c.config.stdin_once;
-            let c2 = c.clone();
-            tokio::spawn(async move {
-                match tx {
-                    Some(mut tx) => {
-                        let _ = copy(&mut client, &mut tx).await;
-                        drop(tx);
-                        if once {
-                            let r = on_shim(&c2, "closing stdin", |s| s.close_stdin("")).await;
-                            if let Err(e) = r {
-                                debug!("{e}");
-                            }
-                        }
-                    }
-                    // No stdin to give it to: what the client sends goes nowhere.
-                    None => {
-                        let _ = copy(&mut client, &mut tokio::io::sink()).await;
-                    }
-                }
-            })
-        });
+        let stdin_pump = attach_stdin(&c, stdin)?;
         // Attached until the container's output ends (it exited), or, with no output
         // asked for, until the input ends; or until the client goes.
         let outcome = if pumps.is_empty() {
@@ -425,31 +479,27 @@ fn connect_in(netns: Option<&Path>, port: u16) -> Result<std::net::TcpStream, St
     Ok(s)
 }
 
+/// A failed exec or attach, logged, as the outcome the client is told.
+fn logged(what: &str, container: &str, r: Result<Outcome, String>) -> Outcome {
+    r.unwrap_or_else(|e| {
+        warn!(%container, "{what}: {e}");
+        Outcome::Error(e)
+    })
+}
+
 impl Backend for RuntimeBackend {
     async fn exec(&self, req: cri::ExecRequest, io: StdStreams) -> Outcome {
         let id = req.container_id.clone();
-        match self.exec_inner(req, io).await {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(container = %id, "exec: {e}");
-                Outcome::Error(e)
-            }
-        }
+        logged("exec", &id, self.exec_inner(req, io).await)
     }
 
     async fn attach(&self, req: cri::AttachRequest, io: StdStreams) -> Outcome {
         let id = req.container_id.clone();
-        match self.attach_inner(req, io).await {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(container = %id, "attach: {e}");
-                Outcome::Error(e)
-            }
-        }
+        logged("attach", &id, self.attach_inner(req, io).await)
     }
 
-    async fn connect(&self, pod_id: &str, port: u16) -> Result<TcpStream, String> {
-        self.connect_inner(pod_id, port).await
+    async fn connect(&self, pod_id: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        Ok(self.connect_inner(pod_id, port).await?)
     }
 }
 

@@ -14,16 +14,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crius_spdy::session::{Role, Session, SessionConfig, StreamWriter};
+use crius_spdy::session::{Incoming, Session, Stream, StreamWriter};
 use crius_spdy::{Headers, RstStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::status::{ResizeDecoder, error_stream_payload};
-use super::ws::{Layout, Mux};
-use super::{Backend, BoxRead, BoxWrite, Limits, Outcome, Request, StdStreams, TermSize};
+use crate::status::{ResizeDecoder, error_stream_payload};
+use crate::ws::{Layout, Mux};
+use crate::{Backend, BoxRead, BoxWrite, Limits, Outcome, Request, StdStreams, TermSize};
 
 /// How long a finished stream waits for the client to close the connection itself.
 const LINGER: Duration = Duration::from_secs(5);
@@ -78,12 +78,16 @@ fn opts(r: &Request) -> Opts {
     }
 }
 
-async fn run<B: Backend>(backend: &B, parked: Request, io: StdStreams) -> Outcome {
-    match parked {
+/// Runs the command on `io`: how it ended, or `None` when the client went meanwhile
+/// (nothing more is written to it then).
+async fn run<B: Backend>(backend: &B, parked: Request, io: StdStreams) -> Option<Outcome> {
+    let gone = io.gone.clone();
+    let outcome = match parked {
         Request::Exec(r) => backend.exec(r, io).await,
         Request::Attach(r) => backend.attach(r, io).await,
         Request::PortForward(_) => Outcome::Error("not a remote command".into()),
-    }
+    };
+    (!gone.is_cancelled()).then_some(outcome)
 }
 
 /// Feeds a resize stream's sizes into a channel until it ends.
@@ -106,7 +110,7 @@ fn resize_pump(mut r: impl AsyncRead + Send + Unpin + 'static) -> mpsc::Receiver
                     }
                 }
                 Err(e) => {
-                    debug!("resize stream: {e}");
+                    debug!("resize stream: {}", crate::chain(&e));
                     return;
                 }
             }
@@ -117,21 +121,8 @@ fn resize_pump(mut r: impl AsyncRead + Send + Unpin + 'static) -> mpsc::Receiver
 
 const STREAM_TYPES: &[&str] = &["error", "stdin", "stdout", "stderr", "resize"];
 
-pub(super) async fn serve_spdy<T, B>(
-    io: T,
-    protocol: &str,
-    parked: Request,
-    backend: Arc<B>,
-    limits: Limits,
-    gone: CancellationToken,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    B: Backend,
-{
-    let v = version(protocol);
-    let o = opts(&parked);
-    let (session, mut incoming) = Session::new(io, Role::Server, SessionConfig::default());
-    super::link_session(&session, &gone);
+/// The streams a request needs, by `streamType`.
+fn wanted(o: Opts, v: Version) -> Vec<&'static str> {
     let mut want = vec!["error"];
     if o.stdin {
         want.push("stdin");
@@ -145,6 +136,19 @@ pub(super) async fn serve_spdy<T, B>(
     if o.tty && v >= Version::V3 {
         want.push("resize");
     }
+    want
+}
+
+/// Answers the client's streams until every one in `want` is there; `None` when the
+/// client went, or did not open them all within the stream creation timeout (the
+/// session is then closed).
+async fn accept_streams(
+    session: &Session,
+    incoming: &mut Incoming,
+    want: &[&'static str],
+    limits: Limits,
+    gone: &CancellationToken,
+) -> Option<HashMap<&'static str, Stream>> {
     let mut got = HashMap::new();
     let deadline = tokio::time::Instant::now() + limits.stream_creation;
     while want.iter().any(|w| !got.contains_key(*w)) {
@@ -153,28 +157,44 @@ pub(super) async fn serve_spdy<T, B>(
             () = tokio::time::sleep_until(deadline) => {
                 warn!(?want, got = ?got.keys().collect::<Vec<_>>(), "streams not created in time");
                 session.close();
-                return;
+                return None;
             }
-            () = gone.cancelled() => return,
+            () = gone.cancelled() => return None,
         };
-        let Some(inc) = inc else { return };
+        let inc = inc?;
         let kind = inc.headers().get("streamtype").unwrap_or("").to_string();
         let Some(known) = STREAM_TYPES.iter().find(|t| **t == kind) else {
             debug!(%kind, "refusing a stream of unknown type");
             inc.reset(RstStatus::REFUSED_STREAM);
             continue;
         };
-        match inc.reply(Headers::new()) {
-            Ok(s) => {
-                // A stream the request does not need is accepted and ignored (v1
-                // clients open stdin regardless).
-                if want.contains(known) {
-                    got.insert(*known, s);
-                }
-            }
-            Err(_) => return,
+        let s = inc.reply(Headers::new()).ok()?;
+        // A stream the request does not need is accepted and ignored (v1 clients
+        // open stdin regardless).
+        if want.contains(known) {
+            got.insert(*known, s);
         }
     }
+    Some(got)
+}
+
+pub(crate) async fn serve_spdy<T, B>(
+    io: T,
+    protocol: &str,
+    parked: Request,
+    backend: Arc<B>,
+    limits: Limits,
+    gone: CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    B: Backend,
+{
+    let v = version(protocol);
+    let (session, mut incoming) = crate::spdy_session(io, &gone);
+    let want = wanted(opts(&parked), v);
+    let Some(mut got) = accept_streams(&session, &mut incoming, &want, limits, &gone).await else {
+        return;
+    };
     // Streams opened later are answered and ignored.
     tokio::spawn(async move {
         while let Some(inc) = incoming.accept().await {
@@ -204,10 +224,9 @@ pub(super) async fn serve_spdy<T, B>(
         resize,
         gone: gone.clone(),
     };
-    let outcome = run(&*backend, parked, streams).await;
-    if gone.is_cancelled() {
+    let Some(outcome) = run(&*backend, parked, streams).await else {
         return;
-    }
+    };
     if let Some(payload) = error_stream_payload(&outcome, v >= Version::V4) {
         let _ = error.write_all(&payload).await;
     }
@@ -221,7 +240,7 @@ pub(super) async fn serve_spdy<T, B>(
     session.close();
 }
 
-pub(super) async fn serve_ws<T, B>(
+pub(crate) async fn serve_ws<T, B>(
     io: T,
     protocol: &str,
     parked: Request,
@@ -260,10 +279,9 @@ pub(super) async fn serve_ws<T, B>(
         resize: mux.resize(),
         gone: gone.clone(),
     };
-    let outcome = run(&*backend, parked, streams).await;
-    if gone.is_cancelled() {
+    let Some(outcome) = run(&*backend, parked, streams).await else {
         return;
-    }
+    };
     if let Some(payload) = error_stream_payload(&outcome, v >= Version::V4) {
         mux.send(ERROR, payload).await;
     }

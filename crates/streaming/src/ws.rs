@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use super::status::{ResizeDecoder, TermSize};
+use crate::status::{ResizeDecoder, TermSize};
 
 /// `[255, ch]`: the client closed channel `ch` (v5 only).
 const CLOSE_SIGNAL: u8 = 255;
@@ -55,6 +55,9 @@ pub(crate) struct Layout {
     pub(crate) close_signal: bool,
 }
 
+type Sink<T> = futures_util::stream::SplitSink<WebSocketStream<T>, Message>;
+type Source<T> = futures_util::stream::SplitStream<WebSocketStream<T>>;
+
 impl Mux {
     /// Starts the reader and writer tasks on an upgraded connection. `gone` is
     /// cancelled when the client closes or the socket fails; cancelling it stops both.
@@ -66,8 +69,8 @@ impl Mux {
         config.max_message_size = Some(16 << 20);
         config.max_frame_size = Some(16 << 20);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::channel::<Out>(64);
+        let (sink, stream) = ws.split();
+        let (tx, rx) = mpsc::channel::<Out>(64);
         let mut inputs = HashMap::new();
         let mut feeds: HashMap<u8, DuplexStream> = HashMap::new();
         for ch in &layout.inputs {
@@ -76,93 +79,12 @@ impl Mux {
             feeds.insert(*ch, ours);
         }
         let (resize_tx, resize_rx) = mpsc::channel(16);
-        let resize_ch = layout.resize;
-        let close_signal = layout.close_signal;
-
-        let reader_gone = gone.clone();
-        tokio::spawn(async move {
-            let mut decoder = ResizeDecoder::default();
-            loop {
-                let msg = tokio::select! {
-                    m = stream.next() => m,
-                    () = reader_gone.cancelled() => break,
-                };
-                let data = match msg {
-                    Some(Ok(Message::Binary(d))) => d,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    // Pings are answered by the library; text (base64 protocols) unsupported.
-                    Some(Ok(_)) => continue,
-                };
-                let Some((&ch, payload)) = data.split_first() else {
-                    continue;
-                };
-                if close_signal && ch == CLOSE_SIGNAL {
-                    if let Some(target) = payload.first() {
-                        // Dropping our end gives the consumer EOF.
-                        if let Some(mut feed) = feeds.remove(target) {
-                            let _ = feed.shutdown().await;
-                        }
-                    }
-                    continue;
-                }
-                if Some(ch) == resize_ch {
-                    match decoder.feed(payload) {
-                        Ok(sizes) => {
-                            for s in sizes {
-                                if resize_tx.send(s).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                        Err(e) => tracing::debug!("websocket stream: {e}"),
-                    }
-                    continue;
-                }
-                if let Some(feed) = feeds.get_mut(&ch) {
-                    if feed.write_all(payload).await.is_err() {
-                        // The consumer is gone; drop what it would have read.
-                        feeds.remove(&ch);
-                    }
-                }
-            }
-            reader_gone.cancel();
-        });
-
-        let writer_gone = gone.clone();
-        let writer = tokio::spawn(async move {
-            loop {
-                let out = tokio::select! {
-                    o = rx.recv() => o,
-                    () = writer_gone.cancelled() => None,
-                };
-                match out {
-                    Some(Out::Data(ch, bytes)) => {
-                        let mut msg = Vec::with_capacity(bytes.len() + 1);
-                        msg.push(ch);
-                        msg.extend_from_slice(&bytes);
-                        if sink.send(Message::Binary(msg.into())).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(Out::Close) => {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code: CloseCode::Normal,
-                                reason: "".into(),
-                            })))
-                            .await;
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            let _ = sink.close().await;
-            writer_gone.cancel();
-        });
-
+        let resize = layout.resize.map(|_| resize_rx);
+        tokio::spawn(read_socket(stream, layout, feeds, resize_tx, gone.clone()));
+        let writer = tokio::spawn(write_socket(sink, rx, gone));
         Mux {
             inputs,
-            resize: resize_ch.map(|_| resize_rx),
+            resize,
             tx,
             writer,
         }
@@ -197,6 +119,100 @@ impl Mux {
         drop(self.tx);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.writer).await;
     }
+}
+
+/// The reader task: client messages to their channels' feeds, resize messages
+/// decoded, `[255, ch]` closing a feed; cancels `gone` when the client closes.
+async fn read_socket<T>(
+    mut stream: Source<T>,
+    layout: Layout,
+    mut feeds: HashMap<u8, DuplexStream>,
+    resize_tx: mpsc::Sender<TermSize>,
+    gone: CancellationToken,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut decoder = ResizeDecoder::default();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            () = gone.cancelled() => break,
+        };
+        let data = match msg {
+            Some(Ok(Message::Binary(d))) => d,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            // Pings are answered by the library; text (base64 protocols) unsupported.
+            Some(Ok(_)) => continue,
+        };
+        let Some((&ch, payload)) = data.split_first() else {
+            continue;
+        };
+        if layout.close_signal && ch == CLOSE_SIGNAL {
+            if let Some(target) = payload.first() {
+                // Dropping our end gives the consumer EOF.
+                if let Some(mut feed) = feeds.remove(target) {
+                    let _ = feed.shutdown().await;
+                }
+            }
+            continue;
+        }
+        if Some(ch) == layout.resize {
+            match decoder.feed(payload) {
+                Ok(sizes) => {
+                    for s in sizes {
+                        if resize_tx.send(s).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("websocket stream: {}", crate::chain(&e)),
+            }
+            continue;
+        }
+        if let Some(feed) = feeds.get_mut(&ch) {
+            if feed.write_all(payload).await.is_err() {
+                // The consumer is gone; drop what it would have read.
+                feeds.remove(&ch);
+            }
+        }
+    }
+    gone.cancel();
+}
+
+/// The writer task: queued output as channel messages, then a normal close; cancels
+/// `gone` when it ends.
+async fn write_socket<T>(mut sink: Sink<T>, mut rx: mpsc::Receiver<Out>, gone: CancellationToken)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let out = tokio::select! {
+            o = rx.recv() => o,
+            () = gone.cancelled() => None,
+        };
+        match out {
+            Some(Out::Data(ch, bytes)) => {
+                let mut msg = Vec::with_capacity(bytes.len() + 1);
+                msg.push(ch);
+                msg.extend_from_slice(&bytes);
+                if sink.send(Message::Binary(msg.into())).await.is_err() {
+                    break;
+                }
+            }
+            Some(Out::Close) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    })))
+                    .await;
+                break;
+            }
+            None => break,
+        }
+    }
+    let _ = sink.close().await;
+    gone.cancel();
 }
 
 /// Output on one channel, as an `AsyncWrite`. Shutdown is a no-op: the channel protocol

@@ -22,7 +22,7 @@ pub enum Outcome {
 
 /// The error-stream payload for `Outcome` under a protocol that uses JSON status
 /// (`json`), or plain text otherwise. `None`: nothing to write.
-pub fn error_stream_payload(outcome: &Outcome, json: bool) -> Option<Vec<u8>> {
+pub(crate) fn error_stream_payload(outcome: &Outcome, json: bool) -> Option<Vec<u8>> {
     if !json {
         return match outcome {
             Outcome::Success => None,
@@ -59,8 +59,10 @@ pub fn error_stream_payload(outcome: &Outcome, json: bool) -> Option<Vec<u8>> {
 /// A terminal size as the resize stream sends it (`{"Width":80,"Height":24}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct TermSize {
+    /// Columns.
     #[serde(rename = "Width")]
     pub width: u16,
+    /// Rows.
     #[serde(rename = "Height")]
     pub height: u16,
 }
@@ -69,15 +71,24 @@ pub struct TermSize {
 /// (Go's json.Encoder adds a newline; nothing else separates them). Feed bytes as they
 /// come; complete objects are returned, an incomplete tail is kept.
 #[derive(Default)]
-pub struct ResizeDecoder {
+pub(crate) struct ResizeDecoder {
     buf: Vec<u8>,
 }
 
 /// The most a resize stream may hold without completing an object.
 const MAX_PENDING: usize = 4096;
 
+/// A resize stream that cannot be decoded; the stream is dropped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResizeError {
+    #[error("bad resize message")]
+    Malformed(#[source] serde_json::Error),
+    #[error("resize message longer than {max} bytes")]
+    TooLong { max: usize },
+}
+
 impl ResizeDecoder {
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<TermSize>, String> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<TermSize>, ResizeError> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut consumed = 0;
@@ -90,7 +101,7 @@ impl ResizeDecoder {
                         consumed = it.byte_offset();
                     }
                     Some(Err(e)) if e.is_eof() => break,
-                    Some(Err(e)) => return Err(format!("bad resize message: {e}")),
+                    Some(Err(e)) => return Err(ResizeError::Malformed(e)),
                     None => {
                         consumed = it.byte_offset();
                         break;
@@ -100,7 +111,7 @@ impl ResizeDecoder {
         }
         self.buf.drain(..consumed);
         if self.buf.len() > MAX_PENDING {
-            return Err("resize message too long".into());
+            return Err(ResizeError::TooLong { max: MAX_PENDING });
         }
         Ok(out)
     }
@@ -157,7 +168,10 @@ mod tests {
         );
         let got = d.feed(b"dth\":1,\"Height\":2}").unwrap();
         assert_eq!(got.len(), 1);
-        assert!(d.feed(b"not json").is_err());
+        assert!(matches!(
+            d.feed(b"not json"),
+            Err(ResizeError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -165,6 +179,9 @@ mod tests {
         let mut d = ResizeDecoder::default();
         let mut big = b"{\"Width\":".to_vec();
         big.extend(std::iter::repeat_n(b' ', 5000));
-        assert!(d.feed(&big).is_err());
+        assert!(matches!(
+            d.feed(&big),
+            Err(ResizeError::TooLong { max: MAX_PENDING })
+        ));
     }
 }

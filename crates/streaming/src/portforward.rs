@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crius_spdy::session::{IncomingStream, Role, Session, SessionConfig, Stream};
+use crius_spdy::session::{IncomingStream, Stream};
 use crius_spdy::{Headers, RstStatus};
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -26,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::ws::{Layout, Mux};
-use super::{Backend, Limits};
+use crate::ws::{Layout, Mux};
+use crate::{Backend, Limits};
 
 /// A port from a header or query value.
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -35,6 +35,21 @@ fn parse_port(s: &str) -> Result<u16, String> {
         Ok(0) | Err(_) => Err(format!("invalid port {s:?}: must be 1-65535")),
         Ok(p) => Ok(p),
     }
+}
+
+/// A connection to `port` in `pod`, or the message for the client's error stream.
+async fn dial<B: Backend>(
+    backend: &B,
+    pod: &str,
+    port: Result<u16, String>,
+) -> Result<TcpStream, String> {
+    let p = port?;
+    backend.connect(pod, p).await.map_err(|e| {
+        format!(
+            "error forwarding port {p} to pod {pod}: {}",
+            crate::chain(&*e)
+        )
+    })
 }
 
 /// Copies between a TCP connection and a client stream until both directions end or
@@ -101,7 +116,7 @@ fn request_id(inc: &IncomingStream, kind: &str) -> String {
     }
 }
 
-pub(super) async fn serve_spdy<T, B>(
+pub(crate) async fn serve_spdy<T, B>(
     io: T,
     req: cri::PortForwardRequest,
     backend: Arc<B>,
@@ -112,8 +127,7 @@ pub(super) async fn serve_spdy<T, B>(
     B: Backend,
 {
     let pod = req.pod_sandbox_id;
-    let (session, mut incoming) = Session::new(io, Role::Server, SessionConfig::default());
-    super::link_session(&session, &gone);
+    let (session, mut incoming) = crate::spdy_session(io, &gone);
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -197,14 +211,7 @@ async fn forward_pair<B: Backend>(
 ) {
     let (data_r, mut data_w) = data.split();
     let (_, mut err_w) = error.split();
-    let result = match parse_port(port) {
-        Ok(p) => backend
-            .connect(pod, p)
-            .await
-            .map_err(|e| format!("error forwarding port {p} to pod {pod}: {e}")),
-        Err(e) => Err(e),
-    };
-    match result {
+    match dial(backend, pod, parse_port(port)).await {
         Ok(tcp) => splice(tcp, data_r, &mut data_w, gone, false).await,
         Err(msg) => {
             let _ = err_w.write_all(msg.as_bytes()).await;
@@ -214,7 +221,7 @@ async fn forward_pair<B: Backend>(
     let _ = err_w.shutdown().await;
 }
 
-pub(super) async fn serve_ws<T, B>(
+pub(crate) async fn serve_ws<T, B>(
     io: T,
     req: cri::PortForwardRequest,
     query: &str,
@@ -269,14 +276,7 @@ pub(super) async fn serve_ws<T, B>(
         let pod = pod.clone();
         let gone = gone.clone();
         tasks.push(tokio::spawn(async move {
-            let conn = match port {
-                Ok(p) => backend
-                    .connect(&pod, p)
-                    .await
-                    .map_err(|e| format!("error forwarding port {p} to pod {pod}: {e}")),
-                Err(e) => Err(e),
-            };
-            match conn {
+            match dial(&*backend, &pod, port).await {
                 Ok(tcp) => splice(tcp, input, &mut out, &gone, true).await,
                 Err(msg) => {
                     let _ = err.write_all(msg.as_bytes()).await;

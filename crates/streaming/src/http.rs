@@ -4,26 +4,24 @@
 //! with an idle timeout around it.
 
 use std::convert::Infallible;
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Backend, Request, StreamServer, portforward, remotecommand};
+use crate::idle::{Activity, idle_watch};
+use crate::{Backend, Limits, Request, StreamError, StreamServer, portforward, remotecommand};
 
 /// Remote command subprotocols over SPDY, most preferred first. `v5` over SPDY is `v4`
 /// (the close signal it adds is WebSocket's; SPDY half-closes streams itself).
@@ -48,38 +46,47 @@ const WS_PORTFORWARD: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
 /// How long a TLS handshake or an HTTP request head may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A loaded certificate and key.
+type Body = Full<Bytes>;
+
+/// A loaded certificate and key, from [`StreamServer::bind`], for
+/// [`StreamServer::serve`].
 pub struct Tls(tokio_rustls::TlsAcceptor);
 
 impl Tls {
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Tls, StreamError> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_err = |source| StreamError::TlsCert {
+            path: cert.to_path_buf(),
+            source,
+        };
         let certs = CertificateDer::pem_file_iter(cert)
-            .with_context(|| format!("streaming.tls_cert_file {}", cert.display()))?
+            .map_err(cert_err)?
             .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("streaming.tls_cert_file {}", cert.display()))?;
+            .map_err(cert_err)?;
         if certs.is_empty() {
-            anyhow::bail!(
-                "streaming.tls_cert_file {}: no certificate in it",
-                cert.display()
-            );
+            return Err(StreamError::NoCertificate {
+                path: cert.to_path_buf(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .with_context(|| format!("streaming.tls_key_file {}", key.display()))?;
-        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|source| StreamError::TlsKey {
+            path: key.to_path_buf(),
+            source,
+        })?;
+        let tls_err = |what| move |source| StreamError::Tls { what, source };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .context("streaming TLS: protocol versions")?
+            .map_err(tls_err("protocol versions"))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .context("streaming TLS: the certificate and key do not go together")?;
+            .map_err(tls_err("the certificate and key do not go together"))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
 }
 
-pub(super) async fn accept_loop<B: Backend>(
+pub(crate) async fn accept_loop<B: Backend>(
     server: Arc<StreamServer>,
     listener: tokio::net::TcpListener,
     tls: Option<Tls>,
@@ -145,7 +152,7 @@ async fn serve_conn<B, T>(
     }
 }
 
-fn plain(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(msg.into() + "\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -192,12 +199,133 @@ fn upgrade_kind(headers: &HeaderMap) -> Option<Upgrade> {
     }
 }
 
+/// What is served over one upgrade for one kind of request: the subprotocols, most
+/// preferred first, and the one a client that offers none speaks (clients from before
+/// negotiation).
+fn served(upgrade: Upgrade, port_forward: bool) -> (&'static [&'static str], &'static str) {
+    match (upgrade, port_forward) {
+        (Upgrade::Spdy, true) => (SPDY_PORTFORWARD, "portforward.k8s.io"),
+        (Upgrade::Spdy, false) => (SPDY_REMOTECOMMAND, "channel.k8s.io"),
+        (Upgrade::WebSocket, true) => (WS_PORTFORWARD, "channel.k8s.io"),
+        (Upgrade::WebSocket, false) => (WS_REMOTECOMMAND, "channel.k8s.io"),
+    }
+}
+
+/// What the client offered in `header`, and the subprotocol to speak; `Err` is the
+/// refusal's message when they have none in common.
+fn choose(
+    headers: &HeaderMap,
+    header: &str,
+    upgrade: Upgrade,
+    port_forward: bool,
+) -> Result<(Vec<String>, &'static str), String> {
+    let offered = header_list(headers, header);
+    let (ours, default) = served(upgrade, port_forward);
+    if offered.is_empty() {
+        return Ok((offered, default));
+    }
+    match negotiate(&offered, ours) {
+        Some(p) => Ok((offered, p)),
+        None => Err(format!(
+            "client supports {offered:?}, server supports {ours:?}"
+        )),
+    }
+}
+
+/// The answer to an upgrade request.
+enum Switch {
+    /// `101`, speaking this subprotocol.
+    To(Response<Body>, &'static str),
+    /// A refusal to send as it is.
+    Refused(Response<Body>),
+}
+
+/// A `101 Switching Protocols` to `upgrade`.
+fn switching(upgrade: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+    resp
+}
+
+/// The answer to an SPDY upgrade: `101` and the chosen protocol, or `403` listing ours.
+fn spdy_switch(headers: &HeaderMap, port_forward: bool) -> Switch {
+    let chosen = match choose(
+        headers,
+        "x-stream-protocol-version",
+        Upgrade::Spdy,
+        port_forward,
+    ) {
+        Ok((_, chosen)) => chosen,
+        Err(msg) => {
+            let mut r = plain(
+                StatusCode::FORBIDDEN,
+                format!("unable to upgrade: unable to negotiate protocol: {msg}"),
+            );
+            let (ours, _) = served(Upgrade::Spdy, port_forward);
+            if let Ok(v) = HeaderValue::from_str(&ours.join(", ")) {
+                r.headers_mut()
+                    .insert("x-accepted-stream-protocol-versions", v);
+            }
+            return Switch::Refused(r);
+        }
+    };
+    let mut resp = switching("SPDY/3.1");
+    resp.headers_mut().insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(chosen),
+    );
+    Switch::To(resp, chosen)
+}
+
+/// The answer to a WebSocket upgrade: `101` and the chosen protocol, or `400`.
+fn ws_switch(headers: &HeaderMap, port_forward: bool) -> Switch {
+    let key = headers
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec());
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (Some(key), true) = (key, version_ok) else {
+        return Switch::Refused(plain(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+        ));
+    };
+    let (offered, chosen) = match choose(
+        headers,
+        "sec-websocket-protocol",
+        Upgrade::WebSocket,
+        port_forward,
+    ) {
+        Ok(v) => v,
+        Err(msg) => {
+            return Switch::Refused(plain(
+                StatusCode::BAD_REQUEST,
+                format!("unable to negotiate a websocket protocol: {msg}"),
+            ));
+        }
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let mut resp = switching("websocket");
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
+    if !offered.is_empty() {
+        h.insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
+    }
+    Switch::To(resp, chosen)
+}
+
 fn route<B: Backend>(
     server: Arc<StreamServer>,
     backend: Arc<B>,
     mut req: hyper::Request<Incoming>,
     shutdown: CancellationToken,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let path = req.uri().path().trim_start_matches('/');
     let Some((kind, token)) = path.split_once('/') else {
         return plain(StatusCode::NOT_FOUND, "not found");
@@ -206,18 +334,12 @@ fn route<B: Backend>(
         return plain(StatusCode::NOT_FOUND, "not found");
     }
     // The token is spent by this request whatever happens next.
-    let Some(parked) = server.tokens.consume(token) else {
+    let Some(parked) = server.tokens.consume(token).filter(|p| p.path() == kind) else {
         return plain(
             StatusCode::NOT_FOUND,
             "unknown, used or expired streaming token",
         );
     };
-    if parked.path() != kind {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "unknown, used or expired streaming token",
-        );
-    }
     let Some(upgrade) = upgrade_kind(req.headers()) else {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -225,102 +347,41 @@ fn route<B: Backend>(
         );
     };
     let port_forward = matches!(parked, Request::PortForward(_));
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    let protocol = match upgrade {
-        Upgrade::Spdy => {
-            let offered = header_list(req.headers(), "x-stream-protocol-version");
-            let ours = if port_forward {
-                SPDY_PORTFORWARD
-            } else {
-                SPDY_REMOTECOMMAND
-            };
-            let chosen = if offered.is_empty() {
-                // Clients from before negotiation speak the first version.
-                if port_forward {
-                    "portforward.k8s.io"
-                } else {
-                    "channel.k8s.io"
-                }
-            } else {
-                match negotiate(&offered, ours) {
-                    Some(p) => p,
-                    None => {
-                        let mut r = plain(
-                            StatusCode::FORBIDDEN,
-                            format!(
-                                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {ours:?}"
-                            ),
-                        );
-                        if let Ok(v) = HeaderValue::from_str(&ours.join(", ")) {
-                            r.headers_mut()
-                                .insert("x-accepted-stream-protocol-versions", v);
-                        }
-                        return r;
-                    }
-                }
-            };
-            h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            h.insert(
-                "x-stream-protocol-version",
-                HeaderValue::from_static(chosen),
-            );
-            chosen
-        }
-        Upgrade::WebSocket => {
-            let key = req
-                .headers()
-                .get("sec-websocket-key")
-                .map(|k| k.as_bytes().to_vec());
-            let version_ok = req
-                .headers()
-                .get("sec-websocket-version")
-                .is_some_and(|v| v.as_bytes() == b"13");
-            let (Some(key), true) = (key, version_ok) else {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "websocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
-                );
-            };
-            let offered = header_list(req.headers(), "sec-websocket-protocol");
-            let ours = if port_forward {
-                WS_PORTFORWARD
-            } else {
-                WS_REMOTECOMMAND
-            };
-            let chosen = if offered.is_empty() {
-                "channel.k8s.io"
-            } else {
-                match negotiate(&offered, ours) {
-                    Some(p) => p,
-                    None => {
-                        return plain(
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "unable to negotiate a websocket protocol: client supports {offered:?}, server supports {ours:?}"
-                            ),
-                        );
-                    }
-                }
-            };
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            if let Ok(v) = HeaderValue::from_str(&accept) {
-                h.insert("sec-websocket-accept", v);
-            }
-            if !offered.is_empty() {
-                h.insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
-            }
-            chosen
-        }
+    let switched = match upgrade {
+        Upgrade::Spdy => spdy_switch(req.headers(), port_forward),
+        Upgrade::WebSocket => ws_switch(req.headers(), port_forward),
     };
-    let query = req.uri().query().unwrap_or("").to_string();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let limits = server.limits;
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
+    let (resp, protocol) = match switched {
+        Switch::To(resp, protocol) => (resp, protocol),
+        Switch::Refused(refusal) => return refusal,
+    };
+    let upgraded = Upgraded {
+        on_upgrade: hyper::upgrade::on(&mut req),
+        kind: upgrade,
+        protocol,
+        query: req.uri().query().unwrap_or("").to_string(),
+    };
+    tokio::spawn(upgraded.serve(parked, backend, server.limits, shutdown));
+    resp
+}
+
+/// A connection answered with `101`, to be served once hyper hands it over.
+struct Upgraded {
+    on_upgrade: OnUpgrade,
+    kind: Upgrade,
+    protocol: &'static str,
+    query: String,
+}
+
+impl Upgraded {
+    async fn serve<B: Backend>(
+        self,
+        parked: Request,
+        backend: Arc<B>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) {
+        let upgraded = match self.on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 debug!("streaming upgrade failed: {e}");
@@ -330,12 +391,13 @@ fn route<B: Backend>(
         let gone = shutdown.child_token();
         let (io, last) = Activity::new(TokioIo::new(upgraded));
         tokio::spawn(idle_watch(last, limits.idle, gone.clone()));
-        match (upgrade, parked) {
+        let protocol = self.protocol;
+        match (self.kind, parked) {
             (Upgrade::Spdy, Request::PortForward(r)) => {
                 portforward::serve_spdy(io, r, backend, limits, gone).await;
             }
             (Upgrade::WebSocket, Request::PortForward(r)) => {
-                portforward::serve_ws(io, r, &query, backend, gone).await;
+                portforward::serve_ws(io, r, &self.query, backend, gone).await;
             }
             (Upgrade::Spdy, parked) => {
                 remotecommand::serve_spdy(io, protocol, parked, backend, limits, gone).await;
@@ -343,100 +405,6 @@ fn route<B: Backend>(
             (Upgrade::WebSocket, parked) => {
                 remotecommand::serve_ws(io, protocol, parked, backend, gone).await;
             }
-        }
-    });
-    resp
-}
-
-/// When the last byte moved, in milliseconds since the connection was upgraded.
-struct LastActive {
-    start: Instant,
-    ms: AtomicU64,
-}
-
-impl LastActive {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Duration {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// An upgraded connection that notes when bytes last moved either way.
-pub(crate) struct Activity<T> {
-    inner: T,
-    last: Arc<LastActive>,
-}
-
-impl<T> Activity<T> {
-    fn new(inner: T) -> (Self, Arc<LastActive>) {
-        let last = Arc::new(LastActive {
-            start: Instant::now(),
-            ms: AtomicU64::new(0),
-        });
-        (
-            Activity {
-                inner,
-                last: last.clone(),
-            },
-            last,
-        )
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.last.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Cancels `gone` once nothing has moved for `limit`; ends when `gone` is cancelled.
-async fn idle_watch(last: Arc<LastActive>, limit: Duration, gone: CancellationToken) {
-    let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = gone.cancelled() => return,
-        }
-        if last.idle() >= limit {
-            info!(idle_secs = limit.as_secs(), "closing an idle stream");
-            gone.cancel();
-            return;
         }
     }
 }
@@ -453,6 +421,22 @@ mod tests {
         assert_eq!(negotiate(&c, SPDY_REMOTECOMMAND), None);
         let c = vec!["portforward.k8s.io".to_string()];
         assert_eq!(negotiate(&c, SPDY_PORTFORWARD), Some("portforward.k8s.io"));
+    }
+
+    #[test]
+    fn a_client_offering_nothing_gets_the_first_version() {
+        let none = HeaderMap::new();
+        let pick = |upgrade, pf| choose(&none, "x-stream-protocol-version", upgrade, pf);
+        assert_eq!(pick(Upgrade::Spdy, false).unwrap().1, "channel.k8s.io");
+        assert_eq!(pick(Upgrade::Spdy, true).unwrap().1, "portforward.k8s.io");
+        assert_eq!(pick(Upgrade::WebSocket, true).unwrap().1, "channel.k8s.io");
+        let mut h = HeaderMap::new();
+        h.insert("x-stream-protocol-version", HeaderValue::from_static("v9"));
+        let err = choose(&h, "x-stream-protocol-version", Upgrade::Spdy, false).unwrap_err();
+        assert!(
+            err.contains("v9") && err.contains("v5.channel.k8s.io"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,27 +10,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::StreamError;
+
 /// Random bytes per token (160 bits; the URL carries them hex-encoded).
 const TOKEN_BYTES: usize = 20;
 
-/// Why a request could not be parked.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("too many streaming requests waiting ({0}); try again later")]
-    Full(usize),
-    #[error("generating a token: {0}")]
-    Random(String),
-}
-
 /// The token cache.
-pub struct Tokens<T> {
+pub(crate) struct Tokens<T> {
     ttl: Duration,
     max: usize,
     inner: Mutex<HashMap<String, (Instant, T)>>,
 }
 
 impl<T> Tokens<T> {
-    pub fn new(ttl: Duration, max: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
         Tokens {
             ttl,
             max,
@@ -43,25 +36,25 @@ impl<T> Tokens<T> {
     }
 
     /// Parks `req` and returns its new token.
-    pub fn insert(&self, req: T) -> Result<String, TokenError> {
+    pub(crate) fn insert(&self, req: T) -> Result<String, StreamError> {
         self.insert_at(req, Instant::now())
     }
 
-    fn insert_at(&self, req: T, now: Instant) -> Result<String, TokenError> {
+    fn insert_at(&self, req: T, now: Instant) -> Result<String, StreamError> {
         let mut buf = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut buf).map_err(|e| TokenError::Random(e.to_string()))?;
+        getrandom::fill(&mut buf).map_err(StreamError::Random)?;
         let token = hex::encode(buf);
         let mut map = self.lock();
         map.retain(|_, (expires, _)| *expires > now);
         if map.len() >= self.max {
-            return Err(TokenError::Full(self.max));
+            return Err(StreamError::TooManyPending { max: self.max });
         }
         map.insert(token.clone(), (now + self.ttl, req));
         Ok(token)
     }
 
     /// Takes the request a token stands for: `None` when it is unknown, used or expired.
-    pub fn consume(&self, token: &str) -> Option<T> {
+    pub(crate) fn consume(&self, token: &str) -> Option<T> {
         self.consume_at(token, Instant::now())
     }
 
@@ -72,7 +65,7 @@ impl<T> Tokens<T> {
 
     /// Requests waiting (expired ones included until the next insert).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().len()
     }
 }
@@ -117,7 +110,10 @@ mod tests {
         let now = Instant::now();
         t.insert_at(1, now).unwrap();
         t.insert_at(2, now).unwrap();
-        assert!(matches!(t.insert_at(3, now), Err(TokenError::Full(2))));
+        assert!(matches!(
+            t.insert_at(3, now),
+            Err(StreamError::TooManyPending { max: 2 })
+        ));
         // Once the first two expire there is room again.
         let later = now + Duration::from_secs(6);
         let tok = t.insert_at(4, later).unwrap();
