@@ -607,8 +607,54 @@ async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up(handler: &str) {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let st = e.wait_exited(&id).await;
-    assert!(!st.reason.is_empty(), "exited with a reason: {st:?}");
+    // The container's processes outlive their shim: it is still running, and says
+    // why, until it is stopped through its cgroup.
+    let pid = pid_of(&mut e, &id).await;
+    let rt = e.d.rt.clone();
+    let orphaned = eventually(DEADLINE, "criusd to notice the dead shim", || {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let st = rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            st.message.contains("shim died").then_some(st)
+        }
+    })
+    .await;
+    assert_eq!(
+        orphaned.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "never exited while its process runs: {orphaned:?}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container's process {pid} still runs"
+    );
+    e.d.rt
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    let st = e.status(&id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32, "{st:?}");
+    assert_eq!(st.exit_code, 137, "sleep as PID 1 ignores SIGTERM: {st:?}");
+    eventually(DEADLINE, "the orphaned process to be gone", || {
+        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+        async move { gone.then_some(()) }
+    })
+    .await;
     // A second container, running, is stopped and removed with its pod.
     let id2 = e
         .create(e.config("other", &["/bin/sleep", "1000"], &[]))

@@ -234,6 +234,9 @@ async fn start_managers(
             binary: shim_binary.clone(),
         }),
         rootfs: Arc::new(host::rootfs::SnapshotRootfs { snapshots }),
+        procs: Arc::new(host::cgroup::CgroupProcesses {
+            root: std::path::PathBuf::from("/sys/fs/cgroup"),
+        }),
         shim_binary,
     };
     let containers = Arc::new(container::Containers::new(

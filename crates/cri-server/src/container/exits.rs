@@ -18,13 +18,16 @@ use crate::util::{blocking, nanos_of, now_nanos};
 /// How often the exit watcher looks for exit records.
 const EXIT_POLL: Duration = Duration::from_millis(100);
 /// Every how many polls it also checks that each shim still answers.
-const SHIM_PROBE_EVERY: u32 = 20;
+pub(super) const SHIM_PROBE_EVERY: u32 = 20;
 
 /// What the exit watcher needs to know of one running container.
 pub(super) struct Watched {
     exit_file: PathBuf,
     socket: PathBuf,
     ticks: u32,
+    /// The shim is gone and processes of the container still run: their cgroup is
+    /// looked at every round.
+    orphaned: bool,
 }
 
 impl Containers {
@@ -37,6 +40,7 @@ impl Containers {
                 exit_file: rec.bundle.join("exit.json"),
                 socket: rec.socket.clone(),
                 ticks: 0,
+                orphaned: false,
             },
         );
     }
@@ -61,8 +65,8 @@ impl Containers {
     }
 
     /// One round of the exit watcher.
-    async fn poll_exits(&self) {
-        let candidates: Vec<(String, PathBuf, PathBuf, bool)> = {
+    pub(super) async fn poll_exits(&self) {
+        let candidates: Vec<(String, PathBuf, PathBuf, bool, bool)> = {
             let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
             w.iter_mut()
                 .map(|(id, x)| {
@@ -73,32 +77,73 @@ impl Containers {
                         x.exit_file.clone(),
                         x.socket.clone(),
                         probe_shim,
+                        x.orphaned,
                     )
                 })
                 .collect()
         };
-        for (id, exit_file, socket, probe_shim) in candidates {
+        for (id, exit_file, socket, probe_shim, orphaned) in candidates {
             let exited = exit_file.exists();
-            let shim_gone = !exited && probe_shim && {
-                let shims = self.shims.clone();
-                blocking(move || Ok(!shims.is_alive(&socket)))
-                    .await
-                    .unwrap_or(false)
-            };
-            if exited || shim_gone {
-                let _guard = self.locks.lock(&id).await;
-                if let Err(e) = self.settle(&id, None).await {
-                    warn!(container_id = %id, error = %e, "recording the container's exit");
-                    continue;
+            let shim_gone = orphaned
+                || (!exited && probe_shim && {
+                    let shims = self.shims.clone();
+                    blocking(move || Ok(!shims.is_alive(&socket)))
+                        .await
+                        .unwrap_or(false)
+                });
+            if !exited && !shim_gone {
+                continue;
+            }
+            let _guard = self.locks.lock(&id).await;
+            if !exited {
+                match self.still_running_without_shim(&id, orphaned).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(container_id = %id, error = %e, "looking for the processes of a container whose shim is gone");
+                        continue;
+                    }
                 }
-                self.unwatch(&id);
+            }
+            if let Err(e) = self.settle(&id, None, None).await {
+                warn!(container_id = %id, error = %e, "recording the container's exit");
+                continue;
+            }
+            self.unwatch(&id);
+        }
+    }
+
+    /// For a container whose shim is gone: whether processes of it still run in its
+    /// cgroup. The first time they are found, the record says so and the watcher
+    /// looks at the cgroup every round from then on.
+    async fn still_running_without_shim(&self, id: &str, known: bool) -> CriResult<bool> {
+        let Some(mut rec) = self.store.container(id).await? else {
+            return Ok(false);
+        };
+        if self.orphan_pids(&rec).await?.is_empty() {
+            return Ok(false);
+        }
+        if !known {
+            warn!(container_id = %id, "the container's shim is gone; its processes still run");
+            rec.message = super::orphans::ORPHANED.to_string();
+            self.store.update_container(&rec).await?;
+            let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(x) = w.get_mut(id) {
+                x.orphaned = true;
             }
         }
+        Ok(true)
     }
 
     /// Records an exit: from the exit record the shim wrote, or from the exit the
     /// shim reported (`waited`), or, with neither, as `ShimDied`.
-    pub(super) async fn settle(&self, id: &str, waited: Option<ExitStatus>) -> CriResult<()> {
+    /// `note`, when given, becomes the record's message.
+    pub(super) async fn settle(
+        &self,
+        id: &str,
+        waited: Option<ExitStatus>,
+        note: Option<&str>,
+    ) -> CriResult<()> {
         let Some(mut rec) = self.store.container(id).await? else {
             return Ok(());
         };
@@ -133,6 +178,9 @@ impl Containers {
                 rec.reason = "ShimDied".into();
                 rec.message = "the container's shim died without recording an exit".into();
             }
+        }
+        if let Some(note) = note {
+            rec.message = note.to_string();
         }
         rec.state = ContainerState::Exited;
         info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");

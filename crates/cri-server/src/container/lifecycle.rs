@@ -14,6 +14,10 @@ use crate::error::{CriError, CriResult};
 use crate::host::{ShimAddr, ShimApi};
 use crate::util::{blocking, now_nanos};
 
+/// What the record says of a container stopped after its shim died.
+const STOPPED_ORPHAN: &str =
+    "the container's shim had died; criusd stopped its processes through its cgroup";
+
 /// How long a SIGKILLed container may take to be reaped before StopContainer gives up
 /// waiting (the exit watcher records it whenever it goes).
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -69,9 +73,26 @@ impl Containers {
                 socket: &socket,
                 id: &cid,
             };
-            Ok(stop_init(&*shims, at, signal, grace))
+            Ok(shims
+                .is_alive(at.socket)
+                .then(|| stop_init(&*shims, at, signal, grace)))
         })
         .await?;
+        let (waited, note) = match waited {
+            Some(exit) => (exit, None),
+            None => {
+                // The shim is gone: its processes (if any) are stopped through the
+                // container's cgroup. A container that never started has only the
+                // runtime's init, which goes at once.
+                let grace = if rec.state == ContainerState::Created {
+                    Duration::ZERO
+                } else {
+                    grace
+                };
+                let exit = self.stop_orphan(&rec, signal, grace).await?;
+                (exit, exit.map(|_| STOPPED_ORPHAN))
+            }
+        };
         let _guard = self.locks.lock(&rec.id).await;
         if rec.state == ContainerState::Created {
             let mut r = self.must(&rec.id).await?;
@@ -81,7 +102,8 @@ impl Containers {
             r.reason = "Error".into();
             return Ok(self.store.update_container(&r).await?);
         }
-        self.settle(&rec.id, waited).await
+        self.unwatch(&rec.id);
+        self.settle(&rec.id, waited, note).await
     }
 
     /// RemoveContainer: stops it first.

@@ -16,8 +16,12 @@
 //! - The shim, not criusd, holds the container's stdio, writes its log and records its
 //!   exit durably; criusd can die at any moment. The exit watcher turns the shim's
 //!   exit record into the record's `Exited` state; at start-up the watch is
-//!   re-established, and a container whose shim is gone is reported from its exit
-//!   record, or as exited with reason `ShimDied`.
+//!   re-established.
+//! - A container is never reported exited while a process of it runs. When its shim
+//!   is gone without an exit record, its processes are found through its cgroup
+//!   ([`orphans`]): while any runs it stays `Running`, StopContainer signals them
+//!   there, and it is reported exited (reason `ShimDied` unless criusd stopped it)
+//!   once the cgroup is empty.
 
 pub mod seccomp;
 pub mod spec;
@@ -26,6 +30,7 @@ mod create;
 mod exec;
 mod exits;
 mod lifecycle;
+mod orphans;
 mod query;
 mod recover;
 mod stats;
@@ -43,7 +48,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
-use crate::host::{Rootfs, ShimAddr, ShimApi};
+use crate::host::{Processes, Rootfs, ShimAddr, ShimApi};
 use crate::image::Images;
 use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
@@ -58,6 +63,7 @@ pub struct Containers {
     images: Arc<Images>,
     shims: Arc<dyn ShimApi>,
     rootfs: Arc<dyn Rootfs>,
+    procs: Arc<dyn Processes>,
     /// The crius-shim binary the shims are started from.
     shim_binary: PathBuf,
     oom_floor: i64,
@@ -73,6 +79,7 @@ pub struct Containers {
 pub struct Host {
     pub shims: Arc<dyn ShimApi>,
     pub rootfs: Arc<dyn Rootfs>,
+    pub procs: Arc<dyn Processes>,
     pub shim_binary: PathBuf,
 }
 
@@ -119,6 +126,7 @@ impl Containers {
             images,
             shims: host.shims,
             rootfs: host.rootfs,
+            procs: host.procs,
             shim_binary: host.shim_binary,
             oom_floor,
             cap_bounding_set: spec::own_capability_bounding_set(),

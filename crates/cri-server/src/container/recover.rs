@@ -51,7 +51,9 @@ impl Containers {
                     let (shims, socket) = (self.shims.clone(), c.socket.clone());
                     if !blocking(move || Ok(shims.is_alive(&socket))).await? {
                         warn!(container_id = %c.id, "recovery: the shim of a created container is gone");
-                        self.settle(&c.id, None).await?;
+                        // Only the runtime's init can be left in its cgroup: it goes.
+                        self.stop_orphan(&c, 9, std::time::Duration::ZERO).await?;
+                        self.settle(&c.id, None, None).await?;
                     }
                 }
                 ContainerState::Exited => {}

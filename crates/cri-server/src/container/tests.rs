@@ -121,6 +121,7 @@ impl Rig {
             Host {
                 shims: host.clone(),
                 rootfs: host.clone(),
+                procs: host.clone(),
                 shim_binary: PathBuf::from("/nonexistent/crius-shim"),
             },
         ))
@@ -383,6 +384,79 @@ async fn recovery_settles_containers_whose_shim_is_gone_and_keeps_the_rest() {
     assert_eq!(settled.state, ContainerState::Exited);
     assert_eq!(settled.reason, "ShimDied");
     assert_eq!(settled.exit_code, 255);
+}
+
+/// Runs the exit watcher until it has looked at every shim once.
+async fn watch_round(containers: &Containers) {
+    for _ in 0..super::exits::SHIM_PROBE_EVERY {
+        containers.poll_exits().await;
+    }
+}
+
+#[tokio::test]
+async fn a_container_whose_shim_died_runs_on_until_stopped_through_its_cgroup() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    containers.start(&id).await.unwrap();
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    // The init (4242) ignores SIGTERM, as a PID 1 without a handler does; a child
+    // of it (77) does not.
+    host.kill_shim_leaving(&rec.socket, &rec.bundle, &[4242, 77]);
+    host.ignore_signals(4242);
+    watch_round(&containers).await;
+    let running = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(
+        running.state,
+        ContainerState::Running,
+        "processes still run"
+    );
+    assert!(running.message.contains("shim died"), "{running:?}");
+    host.clear_log();
+    containers.stop(&id, 1).await.unwrap();
+    let log = host.log();
+    assert_eq!(
+        log[0], "proc.signal 4242 10",
+        "the image's stop signal to the init: {log:?}"
+    );
+    assert!(log.contains(&"proc.signal 4242 9".to_string()), "{log:?}");
+    let stopped = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, ContainerState::Exited);
+    assert_eq!(stopped.exit_code, 137);
+    assert!(
+        stopped.message.contains("through its cgroup"),
+        "{stopped:?}"
+    );
+    containers.remove(&id).await.unwrap();
+    assert!(rig.bundles().is_empty());
+}
+
+#[tokio::test]
+async fn a_container_whose_shim_died_with_it_is_reported_exited() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    containers.start(&id).await.unwrap();
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    host.kill_shim_leaving(&rec.socket, &rec.bundle, &[4242]);
+    watch_round(&containers).await;
+    assert_eq!(
+        rig.store.container(&id).await.unwrap().unwrap().state,
+        ContainerState::Running
+    );
+    // The processes end by themselves: the next round reports the exit.
+    host.kill_shim_leaving(&rec.socket, &rec.bundle, &[]);
+    containers.poll_exits().await;
+    let exited = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(exited.state, ContainerState::Exited);
+    assert_eq!(
+        (exited.exit_code, exited.reason.as_str()),
+        (255, "ShimDied")
+    );
+    // A stop now is a no-op that succeeds.
+    containers.stop(&id, 10).await.unwrap();
 }
 
 #[test]

@@ -38,6 +38,10 @@ struct State {
     running: HashSet<String>,
     pinned: HashSet<String>,
     infra: HashSet<String>,
+    /// Processes left in a container's cgroup, by bundle.
+    orphans: std::collections::HashMap<String, Vec<u32>>,
+    /// Processes that ignore every signal but SIGKILL.
+    stubborn: HashSet<u32>,
 }
 
 /// The fake host. Share it as `Arc<FakeHost>` behind each trait.
@@ -48,6 +52,7 @@ pub struct FakeHost {
 
 /// The undo steps, by name.
 const UNDO: &[&str] = &[
+    "proc.signal",
     "shim.kill",
     "shim.delete",
     "shim.shutdown",
@@ -93,6 +98,19 @@ impl FakeHost {
     /// Pretends the shim at `socket` died (its container keeps its other state).
     pub fn kill_shim(&self, socket: &Path) {
         self.lock().alive.remove(&socket.display().to_string());
+    }
+
+    /// Pretends the shim at `socket` died and left `pids` running in the cgroup of
+    /// the container whose bundle is `bundle`.
+    pub fn kill_shim_leaving(&self, socket: &Path, bundle: &Path, pids: &[u32]) {
+        self.kill_shim(socket);
+        let k = bundle.display().to_string();
+        self.with(|s| s.orphans.insert(k, pids.to_vec()));
+    }
+
+    /// Makes `pid` survive every signal but SIGKILL.
+    pub fn ignore_signals(&self, pid: u32) {
+        self.with(|s| s.stubborn.insert(pid));
     }
 
     /// Logs a call; fails it when it is the chosen "do" call or a failing undo.
@@ -244,6 +262,25 @@ impl ShimApi for FakeHost {
 
     fn force_delete(&self, id: &str, _bundle: &Path, _runtime: &Path) -> CriResult<()> {
         self.call("shim.force_delete", id)
+    }
+}
+
+impl super::Processes for FakeHost {
+    fn pids(&self, bundle: &Path) -> CriResult<Vec<u32>> {
+        let k = bundle.display().to_string();
+        Ok(self.with(|s| s.orphans.get(&k).cloned().unwrap_or_default()))
+    }
+
+    fn signal(&self, pid: u32, signal: u32) -> CriResult<()> {
+        self.call("proc.signal", &format!("{pid} {signal}"))?;
+        self.with(|s| {
+            if signal == 9 || !s.stubborn.contains(&pid) {
+                for pids in s.orphans.values_mut() {
+                    pids.retain(|p| *p != pid);
+                }
+            }
+        });
+        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
-//! Host effects behind small traits: the container's shim, its root file system, and
-//! the pod's pinned namespaces (the pod network is `crius_cni::NetworkBackend`).
+//! Host effects behind small traits: the container's shim, its root file system, its
+//! processes when the shim is gone, and the pod's pinned namespaces (the pod network is `crius_cni::NetworkBackend`).
 //!
 //! The managers make every change to the host through these traits, so that their
 //! undo paths and start-up recovery are unit-tested without root: the recording
@@ -23,6 +23,7 @@ use futures_util::future::BoxFuture;
 use crate::error::CriResult;
 use crate::pinns::PinRequest;
 
+pub mod cgroup;
 #[cfg(test)]
 pub mod fake;
 pub mod ns;
@@ -91,6 +92,15 @@ pub trait Rootfs: Send + Sync {
     fn remove_layer(&self, key: &str) -> CriResult<()>;
     /// Bytes and inodes the writable layer holds.
     fn usage(&self, key: &str) -> Option<crius_snapshotter::Usage>;
+}
+
+/// A container's processes through its cgroup, for when its shim is gone. Blocking.
+pub trait Processes: Send + Sync {
+    /// The pids in the cgroup of the container whose bundle is `bundle`; empty when
+    /// the cgroup (or the bundle) is gone.
+    fn pids(&self, bundle: &Path) -> CriResult<Vec<u32>>;
+    /// Sends `signal` to `pid`; a process already gone is fine.
+    fn signal(&self, pid: u32, signal: u32) -> CriResult<()>;
 }
 
 /// A pod's pinned namespaces and its infra process (the holder of a shared PID
