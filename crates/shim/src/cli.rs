@@ -34,8 +34,10 @@ use std::sync::Arc;
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
 
+use crate::crius_service::CriusService;
 use crate::runtime::Runtime;
-use crate::service::{Config, CriusService, Shim, TaskService};
+use crate::service::{Config, Shim};
+use crate::task::TaskService;
 use crate::{exitfile, reaper, sys};
 
 #[derive(Default, Debug)]

@@ -22,8 +22,11 @@ mod attach;
 mod cli;
 pub mod client;
 pub mod crilog;
+mod crius_service;
+mod execsync;
 mod exitfile;
 mod oom;
+mod procs;
 mod publisher;
 mod reaper;
 mod runtime;
@@ -31,6 +34,7 @@ mod service;
 mod stats;
 mod stdio;
 mod sys;
+mod task;
 
 pub use exitfile::ExitRecord;
 
