@@ -243,6 +243,15 @@ mod tests {
         }
     }
 
+    /// Reads `r` to its end in a thread.
+    fn read_all(mut r: File) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        })
+    }
+
     /// A FIFO-like pipe: (our read end, the write end the tee gets, non-blocking).
     fn pipe() -> (File, File) {
         let (r, w) = sys::pipe().unwrap();
@@ -260,8 +269,8 @@ mod tests {
     #[test]
     fn tees_in_order_and_ends() {
         let tee = Arc::new(Tee::default());
-        let (mut r1, w1) = pipe();
-        let (mut r2, w2) = pipe();
+        let (r1, w1) = pipe();
+        let (r2, w2) = pipe();
         tee.attach(w1).unwrap();
         tee.attach(w2).unwrap();
         let mut want = Vec::new();
@@ -270,16 +279,7 @@ mod tests {
             tee.send(c.as_bytes());
             want.extend_from_slice(c.as_bytes());
         }
-        let t1 = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            r1.read_to_end(&mut v).unwrap();
-            v
-        });
-        let t2 = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            r2.read_to_end(&mut v).unwrap();
-            v
-        });
+        let (t1, t2) = (read_all(r1), read_all(r2));
         tee.end();
         assert_eq!(t1.join().unwrap(), want);
         assert_eq!(t2.join().unwrap(), want);
@@ -292,14 +292,10 @@ mod tests {
     fn drops_a_reader_that_falls_behind() {
         let tee = Arc::new(Tee::default());
         let (mut slow, w1) = pipe();
-        let (mut fast, w2) = pipe();
+        let (fast, w2) = pipe();
         tee.attach(w1).unwrap();
         tee.attach(w2).unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            fast.read_to_end(&mut v).unwrap();
-            v.len()
-        });
+        let reader = read_all(fast);
         let chunk = vec![b'x'; 8192];
         // Pipe (64 KiB) + queue limit, and then some.
         let n = (QUEUE_LIMIT + (1 << 20)) / chunk.len();
@@ -313,7 +309,7 @@ mod tests {
         slow.read_to_end(&mut v).unwrap();
         assert!(!v.is_empty() && v.len() < n * chunk.len());
         tee.end();
-        assert_eq!(reader.join().unwrap(), n * chunk.len());
+        assert_eq!(reader.join().unwrap().len(), n * chunk.len());
     }
 
     #[test]

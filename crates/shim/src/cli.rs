@@ -22,7 +22,7 @@
 //! `start` prints `unix://<socket>` on stdout once the server is accepting connections.
 
 use std::collections::hash_map::DefaultHasher;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
@@ -34,8 +34,10 @@ use std::sync::Arc;
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
 
+use crate::crius_service::CriusService;
 use crate::runtime::Runtime;
-use crate::service::{Config, CriusService, Shim, TaskService};
+use crate::service::{Config, Shim};
+use crate::task::TaskService;
 use crate::{exitfile, reaper, sys};
 
 #[derive(Default, Debug)]
@@ -142,36 +144,66 @@ impl Args {
 
     /// The arguments that start the server with the same configuration.
     fn server_args(&self, socket: &Path) -> Vec<OsString> {
-        let mut v: Vec<OsString> = Vec::new();
-        let mut push = |k: &str, val: &dyn AsRef<std::ffi::OsStr>| {
-            v.push(OsString::from(k));
-            v.push(val.as_ref().to_owned());
-        };
-        push("-id", &self.id);
-        push("-bundle", &self.bundle());
-        push("-socket", &socket);
-        if !self.namespace.is_empty() {
-            push("-namespace", &self.namespace);
+        let bundle = self.bundle();
+        ServerFlags {
+            id: &self.id,
+            bundle: &bundle,
+            socket,
+            namespace: &self.namespace,
+            address: &self.address,
+            runtime: self.runtime.as_deref(),
+            runtime_root: self.runtime_root.as_deref(),
+            log_path: self.log_path.as_deref(),
+            exit_file: self.exit_file.as_deref(),
+            shim_log: self.shim_log.as_deref(),
         }
-        if !self.address.is_empty() {
-            push("-address", &self.address);
-        }
-        if let Some(r) = &self.runtime {
-            push("-runtime", r);
-        }
-        if let Some(r) = &self.runtime_root {
-            push("-runtime-root", r);
-        }
-        if let Some(l) = &self.log_path {
-            push("-log-path", l);
-        }
-        if let Some(e) = &self.exit_file {
-            push("-exit-file", e);
-        }
-        if let Some(s) = &self.shim_log {
-            push("-shim-log", s);
-        }
-        v
+        .to_args()
+    }
+}
+
+/// The flags that configure a shim server, as `start` passes them on to the server it
+/// spawns and as the client passes them to `start`. Empty text and `None` are left out
+/// (the server's default).
+pub(crate) struct ServerFlags<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) bundle: &'a Path,
+    pub(crate) socket: &'a Path,
+    pub(crate) namespace: &'a str,
+    pub(crate) address: &'a str,
+    pub(crate) runtime: Option<&'a Path>,
+    pub(crate) runtime_root: Option<&'a Path>,
+    pub(crate) log_path: Option<&'a Path>,
+    pub(crate) exit_file: Option<&'a Path>,
+    pub(crate) shim_log: Option<&'a Path>,
+}
+
+impl ServerFlags<'_> {
+    /// `-flag value` pairs, in a fixed order.
+    pub(crate) fn to_args(&self) -> Vec<OsString> {
+        let always = [
+            ("-id", OsStr::new(self.id)),
+            ("-bundle", self.bundle.as_os_str()),
+            ("-socket", self.socket.as_os_str()),
+        ];
+        let texts = [("-namespace", self.namespace), ("-address", self.address)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, OsStr::new(v)));
+        let paths = [
+            ("-runtime", self.runtime),
+            ("-runtime-root", self.runtime_root),
+            ("-log-path", self.log_path),
+            ("-exit-file", self.exit_file),
+            ("-shim-log", self.shim_log),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?.as_os_str())));
+        always
+            .into_iter()
+            .chain(texts)
+            .chain(paths)
+            .flat_map(|(k, v)| [OsString::from(k), v.to_owned()])
+            .collect()
     }
 }
 
@@ -408,5 +440,51 @@ mod tests {
         assert_eq!(b.id, "y");
         assert_eq!(b.socket, Some(PathBuf::from("/s")));
         assert!(parse(vec![OsString::from("-bogus"), OsString::from("1")]).is_err());
+    }
+
+    #[test]
+    fn server_flags_round_trip() {
+        let argv = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let a = parse(argv(&[
+            "-namespace",
+            "ns",
+            "-id",
+            "x",
+            "-bundle",
+            "/b",
+            "-runtime-root",
+            "/rr",
+            "-log-path",
+            "/l",
+            "start",
+        ]))
+        .unwrap();
+        let args = a.server_args(Path::new("/s"));
+        assert_eq!(
+            args,
+            argv(&[
+                "-id",
+                "x",
+                "-bundle",
+                "/b",
+                "-socket",
+                "/s",
+                "-namespace",
+                "ns",
+                "-runtime-root",
+                "/rr",
+                "-log-path",
+                "/l",
+            ])
+        );
+        let b = parse(args).unwrap();
+        assert_eq!(b.action, None, "the server itself");
+        assert_eq!((b.id.as_str(), b.namespace.as_str()), ("x", "ns"));
+        assert_eq!(b.address, "");
+        assert_eq!(b.socket.as_deref(), Some(Path::new("/s")));
+        assert_eq!(b.runtime, None);
+        assert_eq!(b.runtime_root.as_deref(), Some(Path::new("/rr")));
+        assert_eq!(b.log_path.as_deref(), Some(Path::new("/l")));
+        assert_eq!((b.exit_file, b.shim_log), (None, None));
     }
 }

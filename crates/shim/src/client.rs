@@ -9,8 +9,7 @@
 //! probes without a call. The container's exit can then still be read from its exit
 //! file ([`read_exit_file`]), written by the shim before it reported the exit.
 
-use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +26,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use ttrpc::context::Context;
 
+use crate::cli::ServerFlags;
 use crate::proto::shim::{AttachRequest, ExecSyncRequest, ListExecsRequest, ReopenLogRequest};
 use crate::proto::shim_ttrpc::CriusClient;
 
@@ -182,47 +182,31 @@ impl std::fmt::Debug for Shim {
 /// Starts a shim for a container and connects to it. Returns once the shim serves.
 /// The shim is detached: it outlives the caller.
 pub fn start(opts: &StartOptions) -> Result<Shim, Error> {
-    let mut args: Vec<OsString> = vec!["-id".into(), opts.id.clone().into()];
-    let mut push = |k: &str, v: &Path| {
-        args.push(k.into());
-        args.push(v.as_os_str().to_owned());
-    };
-    push("-bundle", &opts.bundle);
-    push("-socket", &opts.socket);
-    push("-runtime", &opts.runtime);
-    if let Some(p) = &opts.runtime_root {
-        push("-runtime-root", p);
+    let mut args = ServerFlags {
+        id: &opts.id,
+        bundle: &opts.bundle,
+        socket: &opts.socket,
+        namespace: "",
+        address: "",
+        runtime: Some(&opts.runtime),
+        runtime_root: opts.runtime_root.as_deref(),
+        log_path: opts.log_path.as_deref(),
+        exit_file: opts.exit_file.as_deref(),
+        shim_log: opts.shim_log.as_deref(),
     }
-    if let Some(p) = &opts.log_path {
-        push("-log-path", p);
-    }
-    if let Some(p) = &opts.exit_file {
-        push("-exit-file", p);
-    }
-    if let Some(p) = &opts.shim_log {
-        push("-shim-log", p);
-    }
+    .to_args();
     args.push("start".into());
-    let mut child = Command::new(&opts.shim_binary)
+    let out = Command::new(&opts.shim_binary)
         .args(&args)
         .current_dir(&opts.bundle)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .map_err(|e| Error::Start(format!("{}: {e}", opts.shim_binary.display())))?;
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Start(format!("{}: {}", out.status, err.trim())));
     }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let status = child.wait().map_err(|e| Error::Start(e.to_string()))?;
-    if !status.success() {
-        return Err(Error::Start(format!("{status}: {}", err.trim())));
-    }
+    let out = String::from_utf8_lossy(&out.stdout);
     let addr = out.trim();
     let path = addr.strip_prefix("unix://").unwrap_or(addr);
     connect(Path::new(path), &opts.id)
@@ -291,6 +275,45 @@ fn ctx_timeout(d: Duration) -> Context {
 /// Default deadline for calls that do not wait on the container.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A request that names the container (and no process).
+trait ForContainer {
+    fn for_container(id: String) -> Self;
+}
+
+/// A request that names one of the container's processes (`exec_id`; "" = the init).
+trait ForProcess {
+    fn for_process(id: String, exec_id: String) -> Self;
+}
+
+macro_rules! named_requests {
+    (container: $($c:ident),+; process: $($p:ident),+ $(,)?) => {
+        $(impl ForContainer for $c {
+            fn for_container(id: String) -> Self {
+                $c { id, ..Default::default() }
+            }
+        })+
+        $(impl ForProcess for $p {
+            fn for_process(id: String, exec_id: String) -> Self {
+                $p { id, exec_id, ..Default::default() }
+            }
+        })+
+    };
+}
+
+named_requests!(
+    container: CreateTaskRequest, PidsRequest, StatsRequest, UpdateTaskRequest, ConnectRequest,
+        ShutdownRequest, ReopenLogRequest, ListExecsRequest, AttachRequest;
+    process: StartRequest, StateRequest, KillRequest, WaitRequest, DeleteRequest,
+        ExecProcessRequest, ResizePtyRequest, CloseIORequest, ExecSyncRequest,
+);
+
+fn rpc_error(s: &ttrpc::proto::Status) -> Error {
+    Error::Rpc {
+        code: s.code(),
+        message: s.message().to_string(),
+    }
+}
+
 impl Shim {
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
@@ -304,10 +327,7 @@ impl Shim {
 
     fn map(&self, e: ttrpc::Error) -> Error {
         match e {
-            ttrpc::Error::RpcStatus(s) => Error::Rpc {
-                code: s.code(),
-                message: s.message().to_string(),
-            },
+            ttrpc::Error::RpcStatus(s) => rpc_error(&s),
             other => {
                 // A dying shim's listening socket can outlive its main thread by a
                 // moment: probe a few times before calling it a transport error.
@@ -322,46 +342,59 @@ impl Shim {
         }
     }
 
+    /// A request naming this shim's container.
+    fn container_req<Q: ForContainer>(&self) -> Q {
+        Q::for_container(self.id.clone())
+    }
+
+    /// A request naming the init (`""`) or an exec of this shim's container.
+    fn process_req<Q: ForProcess>(&self, exec_id: &str) -> Q {
+        Q::for_process(self.id.clone(), exec_id.to_string())
+    }
+
+    /// Sends `req` by `method` of `client` with the default deadline; maps a failure.
+    fn call<C, Q, R>(
+        &self,
+        client: &C,
+        method: impl FnOnce(&C, Context, &Q) -> ttrpc::Result<R>,
+        req: &Q,
+    ) -> Result<R, Error> {
+        self.call_within(ctx_timeout(CALL_TIMEOUT), client, method, req)
+    }
+
+    /// [`Shim::call`] with the context `ctx` (its deadline, or none).
+    fn call_within<C, Q, R>(
+        &self,
+        ctx: Context,
+        client: &C,
+        method: impl FnOnce(&C, Context, &Q) -> ttrpc::Result<R>,
+        req: &Q,
+    ) -> Result<R, Error> {
+        method(client, ctx, req).map_err(|e| self.map(e))
+    }
+
     /// Creates the container (`runc create`); returns the init pid.
     pub fn create(&self, io: &ProcessIo) -> Result<u32, Error> {
         let req = CreateTaskRequest {
-            id: self.id.clone(),
             terminal: io.terminal,
             stdin: io.stdin.clone(),
             stdout: io.stdout.clone(),
             stderr: io.stderr.clone(),
-            ..Default::default()
+            ..self.container_req()
         };
-        self.task
-            .create(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.task, TaskClient::create, &req)
             .map(|r| r.pid)
-            .map_err(|e| self.map(e))
     }
 
     /// Starts the container's init (empty `exec_id`) or a registered exec; returns its pid.
     pub fn start(&self, exec_id: &str) -> Result<u32, Error> {
-        let req = StartRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
-        self.task
-            .start(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.task, TaskClient::start, &self.process_req(exec_id))
             .map(|r| r.pid)
-            .map_err(|e| self.map(e))
     }
 
     /// State of the init (empty `exec_id`) or an exec.
     pub fn state(&self, exec_id: &str) -> Result<ProcessState, Error> {
-        let req = StateRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
-        let r = self
-            .task
-            .state(ctx_timeout(CALL_TIMEOUT), &req)
-            .map_err(|e| self.map(e))?;
+        let r = self.call(&self.task, TaskClient::state, &self.process_req(exec_id))?;
         let status = match r.status.enum_value() {
             Ok(Status::CREATED) => ProcessStatus::Created,
             Ok(Status::RUNNING) => ProcessStatus::Running,
@@ -378,43 +411,25 @@ impl Shim {
     /// Sends a signal to the init (`all`: to every process of the container) or an exec.
     pub fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), Error> {
         let req = KillRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
             signal,
             all,
-            ..Default::default()
+            ..self.process_req(exec_id)
         };
-        self.task
-            .kill(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.task, TaskClient::kill, &req).map(drop)
     }
 
     /// Waits for the init or an exec to exit (no deadline).
     pub fn wait(&self, exec_id: &str) -> Result<ExitStatus, Error> {
-        let req = WaitRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
-        self.task
-            .wait(ctx(), &req)
+        let req = self.process_req(exec_id);
+        self.call_within(ctx(), &self.task, TaskClient::wait, &req)
             .map(|r| to_exit(r.exit_status, &r.exited_at))
-            .map_err(|e| self.map(e))
     }
 
     /// Deletes the container (`runc delete`; init must have exited or never started)
     /// or a finished exec.
     pub fn delete(&self, exec_id: &str) -> Result<ExitStatus, Error> {
-        let req = DeleteRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
-        self.task
-            .delete(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.task, TaskClient::delete, &self.process_req(exec_id))
             .map(|r| to_exit(r.exit_status, &r.exited_at))
-            .map_err(|e| self.map(e))
     }
 
     /// Registers an exec (an OCI `process` as JSON); run it with [`Shim::start`].
@@ -423,19 +438,14 @@ impl Shim {
         spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
         spec.value = process_json.to_vec();
         let req = ExecProcessRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
             terminal: io.terminal,
             stdin: io.stdin.clone(),
             stdout: io.stdout.clone(),
             stderr: io.stderr.clone(),
             spec: MessageField::some(spec),
-            ..Default::default()
+            ..self.process_req(exec_id)
         };
-        self.task
-            .exec(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.task, TaskClient::exec, &req).map(drop)
     }
 
     /// Runs a process in the container and captures its output (at most `output_limit`
@@ -448,19 +458,17 @@ impl Shim {
         output_limit: u64,
     ) -> Result<ExecSyncOutput, Error> {
         let req = ExecSyncRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
             process_json: process_json.to_vec(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             output_limit,
-            ..Default::default()
+            ..self.process_req(exec_id)
         };
         let c = if timeout.is_zero() {
             ctx()
         } else {
             ctx_timeout(timeout + CALL_TIMEOUT)
         };
-        let r = self.crius.exec_sync(c, &req).map_err(|e| self.map(e))?;
+        let r = self.call_within(c, &self.crius, CriusClient::exec_sync, &req)?;
         Ok(ExecSyncOutput {
             exit_code: r.exit_code,
             stdout: r.stdout,
@@ -473,54 +481,32 @@ impl Shim {
     /// Resizes the pty of the init or an exec.
     pub fn resize_pty(&self, exec_id: &str, width: u32, height: u32) -> Result<(), Error> {
         let req = ResizePtyRequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
             width,
             height,
-            ..Default::default()
+            ..self.process_req(exec_id)
         };
-        self.task
-            .resize_pty(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.task, TaskClient::resize_pty, &req)
+            .map(drop)
     }
 
     /// Closes the stdin of the init or an exec.
     pub fn close_stdin(&self, exec_id: &str) -> Result<(), Error> {
         let req = CloseIORequest {
-            id: self.id.clone(),
-            exec_id: exec_id.to_string(),
             stdin: true,
-            ..Default::default()
+            ..self.process_req(exec_id)
         };
-        self.task
-            .close_io(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.task, TaskClient::close_io, &req).map(drop)
     }
 
     /// Host pids of every process in the container.
     pub fn pids(&self) -> Result<Vec<u32>, Error> {
-        let req = PidsRequest {
-            id: self.id.clone(),
-            ..Default::default()
-        };
-        self.task
-            .pids(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.task, TaskClient::pids, &self.container_req())
             .map(|r| r.processes.iter().map(|p| p.pid).collect())
-            .map_err(|e| self.map(e))
     }
 
     /// The container's cgroup metrics, decoded.
     pub fn stats(&self) -> Result<Metrics, Error> {
-        let req = StatsRequest {
-            id: self.id.clone(),
-            ..Default::default()
-        };
-        let resp = self
-            .task
-            .stats(ctx_timeout(CALL_TIMEOUT), &req)
-            .map_err(|e| self.map(e))?;
+        let resp = self.call(&self.task, TaskClient::stats, &self.container_req())?;
         let any = resp.stats.into_option().unwrap_or_default();
         Metrics::decode(&any.type_url, &any.value).map_err(|message| Error::Rpc {
             code: ttrpc::Code::INTERNAL,
@@ -534,38 +520,22 @@ impl Shim {
         any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
         any.value = resources_json.to_vec();
         let req = UpdateTaskRequest {
-            id: self.id.clone(),
             resources: MessageField::some(any),
-            ..Default::default()
+            ..self.container_req()
         };
-        self.task
-            .update(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.task, TaskClient::update, &req).map(drop)
     }
 
     /// Reopens the CRI log file (after the kubelet renamed it).
     pub fn reopen_log(&self) -> Result<(), Error> {
-        let req = ReopenLogRequest {
-            id: self.id.clone(),
-            ..Default::default()
-        };
-        self.crius
-            .reopen_log(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.crius, CriusClient::reopen_log, &self.container_req())
+            .map(drop)
     }
 
     /// The execs the shim holds (ExecSync's included).
     pub fn list_execs(&self) -> Result<Vec<String>, Error> {
-        let req = ListExecsRequest {
-            id: self.id.clone(),
-            ..Default::default()
-        };
-        self.crius
-            .list_execs(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.crius, CriusClient::list_execs, &self.container_req())
             .map(|r| r.exec_ids)
-            .map_err(|e| self.map(e))
     }
 
     /// Tees the container's output to FIFOs the caller created and already holds open
@@ -591,45 +561,29 @@ impl Shim {
             }
         };
         let req = AttachRequest {
-            id: self.id.clone(),
             stdout: path(stdout)?,
             stderr: path(stderr)?,
-            ..Default::default()
+            ..self.container_req()
         };
-        self.crius
-            .attach(ctx_timeout(CALL_TIMEOUT), &req)
-            .map(|_| ())
-            .map_err(|e| self.map(e))
+        self.call(&self.crius, CriusClient::attach, &req).map(drop)
     }
 
     /// (shim pid, init pid).
     pub fn connect_info(&self) -> Result<(u32, u32), Error> {
-        let req = ConnectRequest {
-            id: self.id.clone(),
-            ..Default::default()
-        };
-        self.task
-            .connect(ctx_timeout(CALL_TIMEOUT), &req)
+        self.call(&self.task, TaskClient::connect, &self.container_req())
             .map(|r| (r.shim_pid, r.task_pid))
-            .map_err(|e| self.map(e))
     }
 
     /// Asks the shim to exit (it refuses while a process runs unless `now`) and waits up
     /// to 5 s for its socket to go away.
     pub fn shutdown(&self, now: bool) -> Result<(), Error> {
         let req = ShutdownRequest {
-            id: self.id.clone(),
             now,
-            ..Default::default()
+            ..self.container_req()
         };
         match self.task.shutdown(ctx_timeout(CALL_TIMEOUT), &req) {
             Ok(_) => {}
-            Err(ttrpc::Error::RpcStatus(s)) => {
-                return Err(Error::Rpc {
-                    code: s.code(),
-                    message: s.message().to_string(),
-                });
-            }
+            Err(ttrpc::Error::RpcStatus(s)) => return Err(rpc_error(&s)),
             // The shim may close the connection as it exits.
             Err(_) => {}
         }

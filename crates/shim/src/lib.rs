@@ -15,6 +15,13 @@
 //! durable exit record), `runtime-log.json` (runc's/crun's `--log`), `.crius-runtime/`
 //! (the runtime's `--root` by default) and short-lived `*.pid`, `exec-*.json`,
 //! `console*.sock` scratch files. The caller owns the bundle and removes it.
+//!
+//! Inside: `cli` (the command line), `task` (the Task service) and `crius_service` (the
+//! Crius service, with ExecSync's capture in `execsync`) over `service` (what both share,
+//! and the errors they answer with); `procs` (the process table: launching, exit
+//! watching, waits; its invariants), `runtime` (runc/crun), `reaper` (the only
+//! `waitpid`), `stdio` and `attach` (the copiers and attachers), `crilog`, `exitfile`,
+//! `oom`, `stats`, `publisher` (containerd's events) and `sys` (the `unsafe` libc calls).
 
 #![warn(missing_docs)]
 
@@ -22,8 +29,11 @@ mod attach;
 mod cli;
 pub mod client;
 pub mod crilog;
+mod crius_service;
+mod execsync;
 mod exitfile;
 mod oom;
+mod procs;
 mod publisher;
 mod reaper;
 mod runtime;
@@ -31,6 +41,7 @@ mod service;
 mod stats;
 mod stdio;
 mod sys;
+mod task;
 
 pub use exitfile::ExitRecord;
 

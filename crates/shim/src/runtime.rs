@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use crate::reaper;
 use crate::sys;
@@ -40,6 +40,24 @@ impl Stdio3 {
             stdin: Stdio::null(),
             stdout: Stdio::null(),
             stderr: Stdio::null(),
+        }
+    }
+}
+
+/// What [`Runtime::launch`] starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Launch<'a> {
+    /// `create`: the container's init, from the bundle's `config.json`.
+    Create { bundle: &'a Path },
+    /// `exec --detach`: another process, from an OCI `process` JSON file.
+    Exec { process_file: &'a Path },
+}
+
+impl Launch<'_> {
+    fn command(self) -> &'static str {
+        match self {
+            Launch::Create { .. } => "create",
+            Launch::Exec { .. } => "exec",
         }
     }
 }
@@ -93,6 +111,31 @@ impl Runtime {
         }
     }
 
+    /// Starts `cmd` through the reaper (so that its exit is not lost).
+    fn spawn(&self, cmd: &mut Command) -> Result<Child, RuntimeError> {
+        reaper::spawn(cmd).map_err(|source| RuntimeError::Spawn {
+            binary: self.name(),
+            source,
+        })
+    }
+
+    /// Waits for a command started by [`Runtime::spawn`]; a non-zero exit is `Failed`,
+    /// with the runtime's logged error or else `stderr`.
+    fn finish(&self, child: Child, what: &str, stderr: &[u8]) -> Result<(), RuntimeError> {
+        let pid = i32::try_from(child.id()).unwrap_or(-1);
+        drop(child);
+        let code = sys::exit_code(reaper::wait(pid));
+        if code != 0 {
+            return Err(RuntimeError::Failed {
+                binary: self.name(),
+                command: what.to_string(),
+                code,
+                message: self.last_error(stderr),
+            });
+        }
+        Ok(())
+    }
+
     /// Runs one command to completion; returns its stdout.
     fn run(
         &self,
@@ -100,15 +143,11 @@ impl Runtime {
         what: &str,
         input: Option<&[u8]>,
     ) -> Result<Vec<u8>, RuntimeError> {
-        let spawn_err = |source| RuntimeError::Spawn {
-            binary: self.name(),
-            source,
-        };
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if input.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = reaper::spawn(&mut cmd).map_err(spawn_err)?;
+        let mut child = self.spawn(&mut cmd)?;
         drop(cmd);
         if let (Some(data), Some(mut w)) = (input, child.stdin.take()) {
             let _ = w.write_all(data);
@@ -121,84 +160,49 @@ impl Runtime {
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_end(&mut err);
         }
-        let pid = i32::try_from(child.id()).unwrap_or(-1);
-        let status = reaper::wait(pid);
-        let code = sys::exit_code(status);
-        if code != 0 {
-            return Err(RuntimeError::Failed {
-                binary: self.name(),
-                command: what.to_string(),
-                code,
-                message: self.last_error(&err),
-            });
-        }
+        self.finish(child, what, &err)?;
         Ok(out)
     }
 
-    /// Runs a command whose stdio is the container's (create, exec).
-    fn run_with_stdio(
+    /// Starts a process of the container (`create` or `exec --detach`) with the
+    /// container's stdio, its pid written to `pid_file`, and a pty through
+    /// `console_socket` when given. Returns when the runtime has exited, leaving the
+    /// process behind, reparented to the shim.
+    pub(crate) fn launch(
         &self,
-        mut cmd: Command,
-        what: &str,
+        id: &str,
+        what: Launch<'_>,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
         stdio: Stdio3,
     ) -> Result<(), RuntimeError> {
-        cmd.stdin(stdio.stdin)
+        let mut cmd = match what {
+            Launch::Create { bundle } => {
+                let mut c = self.command(&["create", "--bundle"]);
+                c.arg(bundle).current_dir(bundle);
+                c
+            }
+            Launch::Exec { process_file } => {
+                let mut c = self.command(&["exec", "--detach", "--process"]);
+                c.arg(process_file);
+                c
+            }
+        };
+        cmd.arg("--pid-file").arg(pid_file);
+        if let Some(s) = console_socket {
+            cmd.arg("--console-socket").arg(s);
+        }
+        cmd.arg(id)
+            .stdin(stdio.stdin)
             .stdout(stdio.stdout)
             .stderr(stdio.stderr);
-        let child = reaper::spawn(&mut cmd).map_err(|source| RuntimeError::Spawn {
-            binary: self.name(),
-            source,
-        })?;
+        let child = self.spawn(&mut cmd)?;
         // Drop our copies of the container's pipe ends now, so EOF can reach the readers.
         drop(cmd);
-        let pid = i32::try_from(child.id()).unwrap_or(-1);
-        drop(child);
-        let code = sys::exit_code(reaper::wait(pid));
+        let res = self.finish(child, what.command(), b"");
         // runc has left the container's process behind, reparented to us.
         reaper::note_child();
-        if code != 0 {
-            return Err(RuntimeError::Failed {
-                binary: self.name(),
-                command: what.to_string(),
-                code,
-                message: self.last_error(b""),
-            });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        console_socket: Option<&Path>,
-        stdio: Stdio3,
-    ) -> Result<(), RuntimeError> {
-        let mut cmd = self.command(&["create", "--bundle"]);
-        cmd.arg(bundle).arg("--pid-file").arg(pid_file);
-        if let Some(s) = console_socket {
-            cmd.arg("--console-socket").arg(s);
-        }
-        cmd.arg(id).current_dir(bundle);
-        self.run_with_stdio(cmd, "create", stdio)
-    }
-
-    pub(crate) fn exec(
-        &self,
-        id: &str,
-        process_file: &Path,
-        pid_file: &Path,
-        console_socket: Option<&Path>,
-        stdio: Stdio3,
-    ) -> Result<(), RuntimeError> {
-        let mut cmd = self.command(&["exec", "--detach", "--process"]);
-        cmd.arg(process_file).arg("--pid-file").arg(pid_file);
-        if let Some(s) = console_socket {
-            cmd.arg("--console-socket").arg(s);
-        }
-        cmd.arg(id);
-        self.run_with_stdio(cmd, "exec", stdio)
+        res
     }
 
     pub(crate) fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -239,11 +243,14 @@ impl Runtime {
     }
 }
 
-/// Reads a pid file written by the runtime.
-pub(crate) fn read_pid_file(path: &Path) -> std::io::Result<i32> {
+/// Reads a pid file written by the runtime, and removes it.
+pub(crate) fn take_pid_file(path: &Path) -> std::io::Result<i32> {
     let mut s = String::new();
     File::open(path)?.read_to_string(&mut s)?;
-    s.trim()
+    let pid = s
+        .trim()
         .parse()
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad pid file"))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad pid file"))?;
+    let _ = std::fs::remove_file(path);
+    Ok(pid)
 }

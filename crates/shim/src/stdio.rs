@@ -24,7 +24,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::attach::Tee;
@@ -135,14 +134,6 @@ impl ProcIo {
     }
 }
 
-fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new()
-        .name(name.into())
-        .stack_size(128 * 1024)
-        .spawn(f)
-        .map(|_| ())
-}
-
 fn open_sink(path: &str) -> io::Result<File> {
     if let Some(p) = path.strip_prefix("file://") {
         OpenOptions::new().create(true).append(true).open(p)
@@ -153,7 +144,7 @@ fn open_sink(path: &str) -> io::Result<File> {
 }
 
 fn copy_out(src: File, sink: Sink, done: Sender<()>) -> io::Result<()> {
-    spawn_thread("copy-out", move || {
+    sys::spawn_small("copy-out", move || {
         match sink {
             Sink::Log(log, stream, tee) => {
                 log.copy_from(src, stream, |chunk| tee.send(chunk));
@@ -189,7 +180,7 @@ fn copy_in(path: &str, mode: StdinMode, dst: Arc<Stdin>) -> io::Result<()> {
         StdinMode::UntilEof => libc::O_RDONLY,
     };
     let src = sys::open_fifo(Path::new(path), access | libc::O_NONBLOCK)?;
-    spawn_thread("copy-in", move || {
+    sys::spawn_small("copy-in", move || {
         pump_in(&src, &dst);
         dst.take();
     })
@@ -313,7 +304,7 @@ impl ConsoleSocket {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         let (tx, rx) = mpsc::channel();
-        spawn_thread("console", move || {
+        sys::spawn_small("console", move || {
             let r = listener.accept().and_then(|(s, _)| sys::recv_fd(&s));
             let _ = tx.send(r);
         })?;

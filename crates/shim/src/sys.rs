@@ -1,4 +1,5 @@
-//! The crate's only `unsafe`: thin, checked wrappers over libc calls that std lacks.
+//! The crate's only `unsafe`: thin, checked wrappers over libc calls that std lacks;
+//! and [`spawn_small`], how the shim starts its worker threads.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -156,6 +157,17 @@ pub(crate) fn set_blocking(fd: RawFd) -> io::Result<()> {
     let fl = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
     // SAFETY: F_SETFL takes an integer flag argument.
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) }).map(|_| ())
+}
+
+/// Starts a named thread with a 128 KiB stack. The shim's workers (output copiers, exit
+/// watchers, ExecSync's capture) do little, and an idle shim keeps several: small stacks
+/// keep its resident memory small.
+pub(crate) fn spawn_small(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .map(|_| ())
 }
 
 /// Exits immediately without running destructors or atexit handlers (used by the
