@@ -1,4 +1,6 @@
 //! Containers (issue 4).
 
+#[cfg(test)]
+mod golden;
 pub mod seccomp;
 pub mod spec;
