@@ -795,11 +795,7 @@ pub fn normalise_message(message: &str, root: &Path) -> String {
 
 fn replace_root(v: &mut Value, root: &str) {
     match v {
-        Value::String(s) => {
-            if s.contains(root) {
-                *s = s.replace(root, "<root>");
-            }
-        }
+        Value::String(s) if s.contains(root) => *s = s.replace(root, "<root>"),
         Value::Array(a) => a.iter_mut().for_each(|x| replace_root(x, root)),
         Value::Object(o) => o.values_mut().for_each(|x| replace_root(x, root)),
         _ => {}
