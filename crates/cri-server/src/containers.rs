@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use crius_shim::client::{self, ProcessIo, Shim};
 use crius_snapshotter::{Digest, Snapshotter};
+use crius_spec::{HostFacts, ImageConfig, PodNamespaces, SpecInput};
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::container::spec::{self, PodNamespaces, SpecInput};
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::image::Images;
@@ -87,9 +87,8 @@ pub struct Containers {
     images: Arc<Images>,
     snapshots: Arc<Snapshotter>,
     shim_binary: PathBuf,
-    oom_floor: i64,
-    /// The daemon's capability bounding set (containers cannot get more).
-    cap_bounding_set: u64,
+    /// What spec generation needs to know of the node (probed once).
+    host: HostFacts,
     locks: Locks,
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
@@ -117,11 +116,6 @@ impl Containers {
         snapshots: Arc<Snapshotter>,
         shim_binary: PathBuf,
     ) -> Containers {
-        let oom_floor = if spec::host_can_set_negative_oom_score_adj() {
-            i64::MIN
-        } else {
-            spec::own_oom_score_adj()
-        };
         Containers {
             config,
             store,
@@ -129,8 +123,7 @@ impl Containers {
             images,
             snapshots,
             shim_binary,
-            oom_floor,
-            cap_bounding_set: spec::own_capability_bounding_set(),
+            host: HostFacts::probe(),
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
@@ -425,16 +418,20 @@ impl Containers {
         // devices; it runs on the blocking pool with owned copies of its inputs.
         let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
         let (config, sandbox) = (rec.config.clone(), sandbox_config.clone());
-        let (image, pod_dir) = (run.clone(), pod.dir.clone());
-        let (driver, floor, bounding) = (
-            self.config.cgroup_driver(),
-            self.oom_floor,
-            self.cap_bounding_set,
-        );
+        let image = ImageConfig {
+            entrypoint: run.entrypoint.clone(),
+            cmd: run.cmd.clone(),
+            env: run.env.clone(),
+            working_dir: run.working_dir.clone(),
+            user: run.user.clone(),
+            stop_signal: run.stop_signal.clone(),
+        };
+        let pod_dir = pod.dir.clone();
+        let (driver, host) = (self.config.cgroup_driver(), self.host.clone());
         let profiles = self.config.state_dir.join("seccomp");
         let (rootfs_c, bundle_c) = (rootfs.clone(), bundle.clone());
         let generated = blocking(move || {
-            let generated = spec::generate(&SpecInput {
+            let generated = crius_spec::generate(&SpecInput {
                 container_id: &container_id,
                 sandbox_id: &sandbox_id,
                 config: &config,
@@ -445,9 +442,8 @@ impl Containers {
                 shm: None,
                 namespaces: &namespaces,
                 cgroup_driver: driver,
-                oom_score_adj_floor: floor,
                 seccomp_profile_root: &profiles,
-                cap_bounding_set: bounding,
+                host: &host,
             })?;
             let json = serde_json::to_vec_pretty(&generated.spec)
                 .map_err(|e| CriError::internal("serializing the OCI spec", e))?;
@@ -1149,26 +1145,9 @@ impl Containers {
     /// The OCI `process` for a command run in container `c` (ExecSync, Exec): the
     /// container's own process with other arguments.
     pub fn exec_process(c: &ContainerRecord, cmd: &[String], tty: bool) -> CriResult<Vec<u8>> {
-        let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                CriError::Internal("the container's config.json is unreadable".into())
-            })?;
-        let mut process = spec["process"].clone();
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(tty);
-        if tty {
-            let env = process["env"].as_array().cloned().unwrap_or_default();
-            if !env
-                .iter()
-                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
-            {
-                let mut env = env;
-                env.push(serde_json::json!("TERM=xterm"));
-                process["env"] = serde_json::Value::Array(env);
-            }
-        }
+        let config = std::fs::read(c.bundle.join("config.json"))
+            .map_err(|e| CriError::internal("the container's config.json is unreadable", e))?;
+        let process = crius_spec::exec_process(&config, cmd, tty)?;
         serde_json::to_vec(&process).map_err(|e| CriError::internal("exec process", e))
     }
 
@@ -1241,7 +1220,7 @@ impl Containers {
         let Some(r) = linux else {
             return Ok(());
         };
-        let resources = spec::linux_resources(&r)?;
+        let resources = crius_spec::linux_resources(&r, &self.host)?;
         let json =
             serde_json::to_vec(&resources).map_err(|e| CriError::internal("resources", e))?;
         let socket = c.socket.clone();

@@ -1,6 +1,7 @@
 //! The error vocabulary of the CRI server, mapped to gRPC statuses in one place
 //! (containerd's errdefs idea): handlers return [`CriError`], the edge converts.
 
+use crius_spec::SpecError;
 use tonic::{Code, Status};
 
 use crate::store::StoreError;
@@ -44,6 +45,29 @@ impl From<StoreError> for CriError {
     }
 }
 
+/// Spec generation's refusals keep their field; the node's failures become Internal
+/// with their whole cause chain.
+impl From<SpecError> for CriError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::InvalidField { field, message } => {
+                CriError::InvalidArgument { field, message }
+            }
+            SpecError::Unsupported { .. } => CriError::FailedPrecondition(e.to_string()),
+            SpecError::Io { .. } | SpecError::Build { .. } | SpecError::Corrupt { .. } => {
+                let mut message = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    message.push_str(": ");
+                    message.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                CriError::Internal(message)
+            }
+        }
+    }
+}
+
 impl From<CriError> for Status {
     fn from(e: CriError) -> Status {
         let code = match &e {
@@ -60,3 +84,35 @@ impl From<CriError> for Status {
 
 /// The result type of CRI handlers.
 pub type CriResult<T> = Result<T, CriError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_errors_map_by_what_the_caller_can_do() {
+        let e = CriError::from(SpecError::InvalidField {
+            field: "config.x".into(),
+            message: "bad".into(),
+        });
+        assert!(matches!(&e, CriError::InvalidArgument { field, .. } if field == "config.x"));
+        assert_eq!(Status::from(e).code(), Code::InvalidArgument);
+        let e = CriError::from(SpecError::Unsupported {
+            field: "config.y".into(),
+            message: "not yet".into(),
+        });
+        assert_eq!(e.to_string(), "config.y: not yet");
+        assert_eq!(Status::from(e).code(), Code::FailedPrecondition);
+        let e = CriError::from(SpecError::Io {
+            context: "reading etc/passwd in the rootfs".into(),
+            source: std::io::Error::other("boom"),
+        });
+        assert_eq!(e.to_string(), "reading etc/passwd in the rootfs: boom");
+        assert_eq!(Status::from(e).code(), Code::Internal);
+        let e = CriError::from(SpecError::Corrupt {
+            context: "the container's config.json has no process".into(),
+            source: None,
+        });
+        assert_eq!(e.to_string(), "the container's config.json has no process");
+    }
+}

@@ -2,7 +2,6 @@
 #![deny(unsafe_code)]
 
 mod config;
-mod container;
 mod containers;
 mod creations;
 mod error;

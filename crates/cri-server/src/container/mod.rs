@@ -1,6 +1,0 @@
-//! Containers (issue 4).
-
-#[cfg(test)]
-mod golden;
-pub mod seccomp;
-pub mod spec;
