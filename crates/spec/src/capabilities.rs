@@ -30,7 +30,7 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 /// Every capability the OCI spec (and so runc) knows.
-pub const ALL_CAPABILITIES: &[&str] = &[
+pub(crate) const ALL_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_CONTROL",
     "CAP_AUDIT_READ",
     "CAP_AUDIT_WRITE",

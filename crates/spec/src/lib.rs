@@ -47,7 +47,7 @@ use std::path::Path;
 use k8s_cri::v1 as cri;
 use oci_spec::runtime::{Linux, LinuxBuilder, RootBuilder, Spec, SpecBuilder};
 
-pub use capabilities::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
+pub use capabilities::DEFAULT_CAPABILITIES;
 pub use error::SpecError;
 pub use host::{HostFacts, IdListError, IdSet};
 pub use namespaces::PodNamespaces;
@@ -58,7 +58,7 @@ pub use sysctl::{OwnNamespaces, check_sysctl};
 use error::{Result, build, unsupported};
 
 /// PATH when neither the image nor the request sets one.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// containerd's default masked paths.
 const DEFAULT_MASKED_PATHS: &[&str] = &[
@@ -311,6 +311,7 @@ fn annotations(input: &SpecInput) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::ALL_CAPABILITIES;
     use std::collections::BTreeSet;
     use std::path::PathBuf;
 
