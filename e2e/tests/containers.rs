@@ -645,7 +645,11 @@ async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up(handler: &str) {
         .await
         .unwrap();
     let st = e.status(&id).await;
-    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32, "{st:?}");
+    assert_eq!(
+        st.state,
+        cri::ContainerState::ContainerExited as i32,
+        "{st:?}"
+    );
     assert_eq!(st.exit_code, 137, "sleep as PID 1 ignores SIGTERM: {st:?}");
     eventually(DEADLINE, "the orphaned process to be gone", || {
         let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()

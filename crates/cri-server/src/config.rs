@@ -131,11 +131,7 @@ pub enum CgroupDriverSetting {
 }
 
 /// The cgroup driver actually in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupDriver {
-    Cgroupfs,
-    Systemd,
-}
+pub use crius_spec::CgroupDriver;
 
 /// One RuntimeClass handler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crius_cni::NetworkError;
+use crius_spec::SpecError;
 use crius_store::StoreError;
 use tonic::{Code, Status};
 
@@ -68,6 +69,10 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// Spec generation failed on the node (its refusals of fields are
+    /// `InvalidArgument`).
+    #[error(transparent)]
+    Spec(SpecError),
     #[error(transparent)]
     Stream(#[from] crius_streaming::StreamError),
     /// One failure handed to several callers (a creation a retry joined).
@@ -134,6 +139,8 @@ impl CriError {
             CriError::Store(e) if e.is_disk_full() => Code::ResourceExhausted,
             CriError::Store(_) => Code::Internal,
             CriError::Network(e) => network_code(e),
+            CriError::Spec(SpecError::Unsupported { .. }) => Code::FailedPrecondition,
+            CriError::Spec(_) => Code::Internal,
             CriError::Stream(crius_streaming::StreamError::TooManyPending { .. }) => {
                 Code::ResourceExhausted
             }
@@ -210,6 +217,18 @@ pub fn status_message(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A refused field stays a named invalid argument; everything else is kept whole.
+impl From<SpecError> for CriError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::InvalidField { field, message } => {
+                CriError::InvalidArgument { field, message }
+            }
+            e => CriError::Spec(e),
+        }
+    }
+}
+
 impl From<CriError> for Status {
     fn from(e: CriError) -> Status {
         Status::new(e.code(), status_message(&e))
@@ -246,6 +265,17 @@ mod tests {
             CriError::shim("stopping")(gone).code(),
             Code::FailedPrecondition
         );
+        let unsupported = CriError::from(SpecError::Unsupported {
+            field: "config.y".into(),
+            message: "not yet".into(),
+        });
+        assert_eq!(unsupported.to_string(), "config.y: not yet");
+        assert_eq!(unsupported.code(), Code::FailedPrecondition);
+        let refused = CriError::from(SpecError::InvalidField {
+            field: "config.x".into(),
+            message: "bad".into(),
+        });
+        assert!(matches!(&refused, CriError::InvalidArgument { field, .. } if field == "config.x"));
         let shared = CriError::Shared(Arc::new(CriError::AlreadyExists("n".into())));
         assert_eq!(shared.code(), Code::AlreadyExists);
     }

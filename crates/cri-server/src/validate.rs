@@ -194,17 +194,6 @@ pub fn pod_sandbox(
                 "must not contain a NUL byte",
             ));
         }
-        for key in linux.sysctls.keys() {
-            if key.is_empty()
-                || key.contains(['\0', ' '])
-                || key.split(['.', '/']).any(|p| p == "..")
-            {
-                return Err(CriError::invalid(
-                    "config.linux.sysctls",
-                    format!("{key:?} is not a sysctl name"),
-                ));
-            }
-        }
         if let Some(ns) = linux
             .security_context
             .as_ref()
@@ -215,6 +204,16 @@ pub fn pod_sandbox(
                 namespace_mode(&format!("{prefix}.network"), ns.network)? == NamespaceMode::Node;
             host_ipc = namespace_mode(&format!("{prefix}.ipc"), ns.ipc)? == NamespaceMode::Node;
             pod_pid = namespace_mode(&format!("{prefix}.pid"), ns.pid)? == NamespaceMode::Pod;
+        }
+        // A host-network pod has the host's UTS namespace too.
+        let own = crius_spec::OwnNamespaces {
+            network: !host_network,
+            ipc: !host_ipc,
+            uts: !host_network,
+        };
+        for (key, value) in &linux.sysctls {
+            let field = format!("config.linux.sysctls[{key}]");
+            crius_spec::check_sysctl(&field, key, value, own)?;
         }
     }
 
@@ -304,12 +303,11 @@ mod tests {
         }];
         c.linux = Some(LinuxPodSandboxConfig {
             cgroup_parent: "/kubepods/besteffort/pod0b1c".into(),
-            sysctls: [(
-                "net.ipv4.ip_unprivileged_port_start".to_string(),
-                "0".to_string(),
-            )]
-            .into_iter()
-            .collect(),
+            // A host-network pod (network: NODE) may set IPC sysctls only: its own IPC
+            // namespace (ipc: POD) is the pod's, its network namespace the host's.
+            sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())]
+                .into_iter()
+                .collect(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: 2,
@@ -360,6 +358,58 @@ mod tests {
             field_of(pod_sandbox(None, "", &Config::default())),
             "config"
         );
+    }
+
+    fn with_sysctl(name: &str, value: &str, host_network: bool) -> PodSandboxConfig {
+        let mut c = base();
+        c.linux = Some(LinuxPodSandboxConfig {
+            sysctls: [(name.to_string(), value.to_string())]
+                .into_iter()
+                .collect(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: if host_network { 2 } else { 0 },
+                    pid: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn namespaced_sysctls_are_accepted() {
+        for name in [
+            "net.ipv4.ip_unprivileged_port_start",
+            "kernel.shm_rmid_forced",
+            "net/ipv4/ping_group_range",
+        ] {
+            let c = with_sysctl(name, "0", false);
+            pod_sandbox(Some(c), "", &Config::default()).unwrap();
+        }
+        // IPC sysctls need only the pod's own IPC namespace.
+        let c = with_sysctl("kernel.shm_rmid_forced", "1", true);
+        pod_sandbox(Some(c), "", &Config::default()).unwrap();
+    }
+
+    #[test]
+    fn other_sysctls_are_refused_naming_them() {
+        for (name, value, host_network) in [
+            ("kernel.panic", "1", false),
+            ("foo.bar", "1", false),
+            ("net/../../kernel/panic", "1", false),
+            ("net.ipv4.ip_forward", "1\n", false),
+            ("net.ipv4.ip_forward", "1", true),
+        ] {
+            let c = with_sysctl(name, value, host_network);
+            assert_eq!(
+                field_of(pod_sandbox(Some(c), "", &Config::default())),
+                format!("config.linux.sysctls[{name}]"),
+                "{name:?}={value:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crius_shim::client::{ProcessIo, StartOptions};
+use crius_spec::{ImageConfig, PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
-use super::spec::{self, PodNamespaces, SpecInput};
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
 use crate::host::ShimAddr;
@@ -265,17 +265,22 @@ impl Containers {
         };
         let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
         let (config, sandbox) = (rec.config.clone(), plan.sandbox_config.clone());
-        let (image, pod_dir) = (plan.run.clone(), pod.dir.clone());
-        let (driver, floor, bounding) = (
-            self.config.cgroup_driver(),
-            self.oom_floor,
-            self.cap_bounding_set,
-        );
+        let run = &plan.run;
+        let image = ImageConfig {
+            entrypoint: run.entrypoint.clone(),
+            cmd: run.cmd.clone(),
+            env: run.env.clone(),
+            working_dir: run.working_dir.clone(),
+            user: run.user.clone(),
+            stop_signal: run.stop_signal.clone(),
+        };
+        let pod_dir = pod.dir.clone();
+        let (driver, host) = (self.config.cgroup_driver(), self.host_facts.clone());
         let profiles = self.config.state_dir.join("seccomp");
         let bundle = rec.bundle.clone();
         let generated = blocking(move || {
             let rootfs = bundle.join("rootfs");
-            let generated = spec::generate(&SpecInput {
+            let generated = crius_spec::generate(&SpecInput {
                 container_id: &container_id,
                 sandbox_id: &sandbox_id,
                 config: &config,
@@ -286,9 +291,8 @@ impl Containers {
                 shm: None,
                 namespaces: &namespaces,
                 cgroup_driver: driver,
-                oom_score_adj_floor: floor,
                 seccomp_profile_root: &profiles,
-                cap_bounding_set: bounding,
+                host: &host,
             })?;
             let json = serde_json::to_vec_pretty(&generated.spec)
                 .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crius_store::{ContainerRecord, ContainerState};
 use k8s_cri::v1 as cri;
 
-use super::{Containers, spec};
+use super::Containers;
 use crate::error::{CriError, CriResult};
 use crate::host::ShimAddr;
 use crate::util::{blocking, new_id};
@@ -23,26 +23,7 @@ impl Containers {
         let path = c.bundle.join("config.json");
         let bytes =
             std::fs::read(&path).map_err(CriError::io(format!("reading {}", path.display())))?;
-        let spec: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CriError::Internal(format!(
-                "the container's {} is unreadable: {e}",
-                path.display()
-            ))
-        })?;
-        let mut process = spec["process"].clone();
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(tty);
-        if tty {
-            let env = process["env"].as_array().cloned().unwrap_or_default();
-            if !env
-                .iter()
-                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
-            {
-                let mut env = env;
-                env.push(serde_json::json!("TERM=xterm"));
-                process["env"] = serde_json::Value::Array(env);
-            }
-        }
+        let process = crius_spec::exec_process(&bytes, cmd, tty)?;
         serde_json::to_vec(&process)
             .map_err(|e| CriError::Internal(format!("encoding the exec process: {e}")))
     }
@@ -115,7 +96,7 @@ impl Containers {
         let Some(r) = linux else {
             return Ok(());
         };
-        let resources = spec::linux_resources(&r)?;
+        let resources = crius_spec::linux_resources(&r, &self.host_facts)?;
         let json = serde_json::to_vec(&resources)
             .map_err(|e| CriError::Internal(format!("encoding resources: {e}")))?;
         let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());

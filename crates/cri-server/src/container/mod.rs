@@ -23,9 +23,6 @@
 //!   there, and it is reported exited (reason `ShimDied` unless criusd stopped it)
 //!   once the cgroup is empty.
 
-pub mod seccomp;
-pub mod spec;
-
 mod create;
 mod exec;
 mod exits;
@@ -66,9 +63,8 @@ pub struct Containers {
     procs: Arc<dyn Processes>,
     /// The crius-shim binary the shims are started from.
     shim_binary: PathBuf,
-    oom_floor: i64,
-    /// The daemon's capability bounding set (containers cannot get more).
-    cap_bounding_set: u64,
+    /// What spec generation needs to know of the node (probed once).
+    host_facts: crius_spec::HostFacts,
     locks: Locks,
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
@@ -114,11 +110,6 @@ impl Containers {
         images: Arc<Images>,
         host: Host,
     ) -> Containers {
-        let oom_floor = if spec::host_can_set_negative_oom_score_adj() {
-            i64::MIN
-        } else {
-            spec::own_oom_score_adj()
-        };
         Containers {
             config,
             store,
@@ -128,8 +119,7 @@ impl Containers {
             rootfs: host.rootfs,
             procs: host.procs,
             shim_binary: host.shim_binary,
-            oom_floor,
-            cap_bounding_set: spec::own_capability_bounding_set(),
+            host_facts: crius_spec::HostFacts::probe(),
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),

@@ -219,7 +219,7 @@ async fn a_spec_refusal_undoes_the_rootfs_and_names_the_field() {
         .create(rig.request("app", true))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(err.to_string().contains("privileged"), "{err}");
     assert_eq!(
         names(&host.log(), true),

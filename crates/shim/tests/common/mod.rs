@@ -127,22 +127,7 @@ impl Fixture {
     }
 
     pub fn write_config(&self, args: &[&str], terminal: bool) {
-        let caps = json!([
-            "CAP_CHOWN",
-            "CAP_DAC_OVERRIDE",
-            "CAP_FSETID",
-            "CAP_FOWNER",
-            "CAP_MKNOD",
-            "CAP_NET_RAW",
-            "CAP_SETGID",
-            "CAP_SETUID",
-            "CAP_SETFCAP",
-            "CAP_SETPCAP",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_SYS_CHROOT",
-            "CAP_KILL",
-            "CAP_AUDIT_WRITE"
-        ]);
+        let caps = json!(crius_spec::DEFAULT_CAPABILITIES);
         let spec = json!({
             "ociVersion": "1.0.2",
             "process": {

@@ -1,5 +1,6 @@
-//! Seccomp profiles for containers: the built-in `RuntimeDefault` profile and
-//! `Localhost` profiles read from JSON files.
+//! linux.seccomp: the security context's profile — none (unconfined, and always for a
+//! privileged container), the built-in `RuntimeDefault` profile, or a `Localhost`
+//! profile read from a JSON file.
 //!
 //! # The built-in profile
 //!
@@ -24,12 +25,19 @@
 //! aarch64 + arm), so that a 32-bit syscall cannot bypass the list.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxSeccomp;
-use serde_json::{Value, json};
+use k8s_cri::v1 as cri;
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
+    LinuxSyscallBuilder,
+};
+use serde::Deserialize;
+use serde_json::Value;
 
-use crate::error::CriError;
+use crate::SC;
+use crate::error::{Result, build, invalid};
 
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
@@ -154,23 +162,62 @@ const PERSONALITY_FLAGS: &[u64] = &[
 /// AF_VSOCK.
 const AF_VSOCK: u64 = 40;
 
+/// A seccomp architecture by its libseccomp name.
+fn arch(name: &str) -> Option<Arch> {
+    Some(match name {
+        "SCMP_ARCH_X86_64" => Arch::ScmpArchX86_64,
+        "SCMP_ARCH_X86" => Arch::ScmpArchX86,
+        "SCMP_ARCH_X32" => Arch::ScmpArchX32,
+        "SCMP_ARCH_AARCH64" => Arch::ScmpArchAarch64,
+        "SCMP_ARCH_ARM" => Arch::ScmpArchArm,
+        "SCMP_ARCH_RISCV64" => Arch::ScmpArchRiscv64,
+        "SCMP_ARCH_S390X" => Arch::ScmpArchS390x,
+        "SCMP_ARCH_S390" => Arch::ScmpArchS390,
+        "SCMP_ARCH_PPC64LE" => Arch::ScmpArchPpc64le,
+        "SCMP_ARCH_PPC64" => Arch::ScmpArchPpc64,
+        _ => return None,
+    })
+}
+
 /// The seccomp architectures for the host: the native ABI and its compat ABIs.
-fn architectures() -> Vec<&'static str> {
-    match std::env::consts::ARCH {
-        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "aarch64" => vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "x86" => vec!["SCMP_ARCH_X86"],
-        "arm" => vec!["SCMP_ARCH_ARM"],
-        "riscv64" => vec!["SCMP_ARCH_RISCV64"],
-        "s390x" => vec!["SCMP_ARCH_S390X", "SCMP_ARCH_S390"],
-        "powerpc64" => vec!["SCMP_ARCH_PPC64LE", "SCMP_ARCH_PPC64"],
-        _ => vec![],
-    }
+fn architectures() -> Vec<Arch> {
+    let names: &[&str] = match std::env::consts::ARCH {
+        "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "x86" => &["SCMP_ARCH_X86"],
+        "arm" => &["SCMP_ARCH_ARM"],
+        "riscv64" => &["SCMP_ARCH_RISCV64"],
+        "s390x" => &["SCMP_ARCH_S390X", "SCMP_ARCH_S390"],
+        "powerpc64" => &["SCMP_ARCH_PPC64LE", "SCMP_ARCH_PPC64"],
+        _ => &[],
+    };
+    names.iter().filter_map(|n| arch(n)).collect()
+}
+
+/// A rule returning `errno` for `names`, when every condition of `args` holds.
+fn errno_rule(names: &[&str], errno: u32, args: Vec<LinuxSeccompArg>) -> Result<LinuxSyscall> {
+    let b = LinuxSyscallBuilder::default()
+        .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .action(LinuxSeccompAction::ScmpActErrno)
+        .errno_ret(errno);
+    let b = if args.is_empty() { b } else { b.args(args) };
+    b.build().map_err(build("seccomp profile"))
+}
+
+/// The condition "argument `index` masked with `mask` equals `value`".
+fn masked_eq(index: usize, mask: u64, value: u64) -> Result<LinuxSeccompArg> {
+    LinuxSeccompArgBuilder::default()
+        .index(index)
+        .value(mask)
+        .value_two(value)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .map_err(build("seccomp profile"))
 }
 
 /// The built-in `RuntimeDefault` profile for a container whose bounding set is `caps`
 /// (names with the `CAP_` prefix).
-pub fn default_profile(caps: &BTreeSet<String>) -> Result<LinuxSeccomp, CriError> {
+pub(crate) fn default_profile(caps: &BTreeSet<String>) -> Result<LinuxSeccomp> {
     let has = |c: &str| caps.contains(c);
     let mut refused: Vec<&str> = Vec::new();
     for (names, needs) in GUARDED {
@@ -178,59 +225,45 @@ pub fn default_profile(caps: &BTreeSet<String>) -> Result<LinuxSeccomp, CriError
             refused.extend_from_slice(names);
         }
     }
-    let mut syscalls = vec![json!({
-        "names": refused,
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": EPERM,
-    })];
+    let mut syscalls = vec![errno_rule(&refused, EPERM, vec![])?];
     if !has("CAP_SYS_ADMIN") {
+        // On s390x the flags are the second argument.
+        let index = if std::env::consts::ARCH == "s390x" {
+            1
+        } else {
+            0
+        };
         for flag in CLONE_NS_FLAGS {
-            syscalls.push(json!({
-                "names": ["clone"],
-                "action": "SCMP_ACT_ERRNO",
-                "errnoRet": EPERM,
-                // On s390x the flags are the second argument.
-                "args": [{
-                    "index": if std::env::consts::ARCH == "s390x" { 1 } else { 0 },
-                    "value": flag,
-                    "valueTwo": flag,
-                    "op": "SCMP_CMP_MASKED_EQ",
-                }],
-            }));
+            syscalls.push(errno_rule(
+                &["clone"],
+                EPERM,
+                vec![masked_eq(index, *flag, *flag)?],
+            )?);
         }
-        syscalls.push(json!({
-            "names": ["clone3"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": ENOSYS,
-        }));
+        syscalls.push(errno_rule(&["clone3"], ENOSYS, vec![])?);
     }
     for flag in PERSONALITY_FLAGS {
         // MASKED_EQ with bit 31 in the mask: the flag is set and bit 31 is clear, which
         // keeps the query value 0xffffffff allowed.
-        syscalls.push(json!({
-            "names": ["personality"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": EPERM,
-            "args": [{
-                "index": 0,
-                "value": flag | 0x8000_0000,
-                "valueTwo": flag,
-                "op": "SCMP_CMP_MASKED_EQ",
-            }],
-        }));
+        syscalls.push(errno_rule(
+            &["personality"],
+            EPERM,
+            vec![masked_eq(0, flag | 0x8000_0000, *flag)?],
+        )?);
     }
-    syscalls.push(json!({
-        "names": ["socket"],
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": EPERM,
-        "args": [{ "index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ" }],
-    }));
-    let profile = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": architectures(),
-        "syscalls": syscalls,
-    });
-    serde_json::from_value(profile).map_err(|e| CriError::internal("built-in seccomp profile", e))
+    let vsock = LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(AF_VSOCK)
+        .op(LinuxSeccompOperator::ScmpCmpEq)
+        .build()
+        .map_err(build("seccomp profile"))?;
+    syscalls.push(errno_rule(&["socket"], EPERM, vec![vsock])?);
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(architectures())
+        .syscalls(syscalls)
+        .build()
+        .map_err(build("seccomp profile"))
 }
 
 /// The Docker/libseccomp names of the host architecture, as `archMap` lists them.
@@ -285,8 +318,8 @@ fn excludes_match(filter: &Value, caps: &BTreeSet<String>) -> bool {
             .any(|a| is_host_arch(a))
 }
 
-/// Converts a Docker-format profile (archMap, includes/excludes, `name`) into the OCI
-/// form; an OCI-form profile passes through unchanged.
+/// Converts a Docker-format profile document (archMap, includes/excludes, `name`) into
+/// the OCI form; an OCI-form document passes through unchanged.
 fn normalize(mut v: Value, caps: &BTreeSet<String>) -> Value {
     let Some(obj) = v.as_object_mut() else {
         return v;
@@ -336,20 +369,102 @@ fn normalize(mut v: Value, caps: &BTreeSet<String>) -> Value {
     v
 }
 
+/// An OCI-form profile document, as runc reads one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileDoc {
+    default_action: LinuxSeccompAction,
+    #[serde(default)]
+    default_errno_ret: Option<u32>,
+    #[serde(default)]
+    architectures: Option<Vec<Arch>>,
+    #[serde(default)]
+    flags: Option<Vec<LinuxSeccompFilterFlag>>,
+    #[serde(default)]
+    listener_path: Option<PathBuf>,
+    #[serde(default)]
+    listener_metadata: Option<String>,
+    #[serde(default)]
+    syscalls: Option<Vec<SyscallDoc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SyscallDoc {
+    names: Vec<String>,
+    action: LinuxSeccompAction,
+    #[serde(default)]
+    errno_ret: Option<u32>,
+    #[serde(default)]
+    args: Option<Vec<ArgDoc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArgDoc {
+    index: usize,
+    value: u64,
+    #[serde(default)]
+    value_two: Option<u64>,
+    op: LinuxSeccompOperator,
+}
+
+impl ProfileDoc {
+    fn build(self) -> Result<LinuxSeccomp> {
+        let mut syscalls = None;
+        if let Some(list) = self.syscalls {
+            let mut out = Vec::with_capacity(list.len());
+            for s in list {
+                let mut rule = LinuxSyscallBuilder::default()
+                    .names(s.names)
+                    .action(s.action)
+                    .build()
+                    .map_err(build("seccomp profile"))?;
+                rule.set_errno_ret(s.errno_ret);
+                if let Some(args) = s.args {
+                    let mut built = Vec::with_capacity(args.len());
+                    for a in args {
+                        let b = LinuxSeccompArgBuilder::default()
+                            .index(a.index)
+                            .value(a.value)
+                            .op(a.op);
+                        let b = match a.value_two {
+                            Some(v) => b.value_two(v),
+                            None => b,
+                        };
+                        built.push(b.build().map_err(build("seccomp profile"))?);
+                    }
+                    rule.set_args(Some(built));
+                }
+                out.push(rule);
+            }
+            syscalls = Some(out);
+        }
+        let mut profile = LinuxSeccompBuilder::default()
+            .default_action(self.default_action)
+            .build()
+            .map_err(build("seccomp profile"))?;
+        profile.set_default_errno_ret(self.default_errno_ret);
+        profile.set_architectures(self.architectures);
+        profile.set_flags(self.flags);
+        profile.set_listener_path(self.listener_path);
+        profile.set_listener_metadata(self.listener_metadata);
+        profile.set_syscalls(syscalls);
+        Ok(profile)
+    }
+}
+
 /// Reads a `Localhost` profile. `field` names the CRI field for errors; `reference` is
 /// an absolute path or one relative to `root`. Docker-format profiles are accepted.
-pub fn load_localhost(
+fn load_localhost(
     field: &str,
     reference: &str,
     root: &Path,
     caps: &BTreeSet<String>,
-) -> Result<LinuxSeccomp, CriError> {
+) -> Result<LinuxSeccomp> {
     let reference = reference.strip_prefix("localhost/").unwrap_or(reference);
     if reference.is_empty() {
-        return Err(CriError::invalid(
-            field,
-            "a Localhost seccomp profile needs a path",
-        ));
+        return Err(invalid(field, "a Localhost seccomp profile needs a path"));
     }
     let path = if Path::new(reference).is_absolute() {
         Path::new(reference).to_path_buf()
@@ -357,26 +472,68 @@ pub fn load_localhost(
         root.join(reference)
     };
     let text = std::fs::read(&path).map_err(|e| {
-        CriError::invalid(
+        invalid(
             field,
             format!("reading seccomp profile {}: {e}", path.display()),
         )
     })?;
     let value: Value = serde_json::from_slice(&text).map_err(|e| {
-        CriError::invalid(
+        invalid(
             field,
             format!("seccomp profile {} is not JSON: {e}", path.display()),
         )
     })?;
-    serde_json::from_value(normalize(value, caps)).map_err(|e| {
-        CriError::invalid(
+    let doc: ProfileDoc = serde_json::from_value(normalize(value, caps)).map_err(|e| {
+        invalid(
             field,
             format!(
                 "seccomp profile {} is not a valid profile: {e}",
                 path.display()
             ),
         )
-    })
+    })?;
+    doc.build()
+}
+
+/// linux.seccomp from the security context; `None`: unconfined. `caps` is the
+/// container's bounding set; relative `Localhost` references are found under `root`.
+#[allow(deprecated)] // seccomp_profile_path: still sent by older kubelets
+pub(crate) fn seccomp_profile(
+    sc: &cri::LinuxContainerSecurityContext,
+    privileged: bool,
+    caps: &BTreeSet<String>,
+    root: &Path,
+) -> Result<Option<LinuxSeccomp>> {
+    use cri::security_profile::ProfileType;
+    if privileged {
+        return Ok(None);
+    }
+    if let Some(p) = &sc.seccomp {
+        let field = format!("{SC}.seccomp");
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => default_profile(caps).map(Some),
+            Ok(ProfileType::Unconfined) => Ok(None),
+            Ok(ProfileType::Localhost) => load_localhost(
+                &format!("{field}.localhost_ref"),
+                &p.localhost_ref,
+                root,
+                caps,
+            )
+            .map(Some),
+            Err(_) => Err(invalid(
+                format!("{field}.profile_type"),
+                format!("unknown profile type {}", p.profile_type),
+            )),
+        };
+    }
+    let path = sc.seccomp_profile_path.as_str();
+    let field = format!("{SC}.seccomp_profile_path");
+    match path {
+        "" | "unconfined" => Ok(None),
+        "runtime/default" | "docker/default" => default_profile(caps).map(Some),
+        p if p.starts_with("localhost/") => load_localhost(&field, p, root, caps).map(Some),
+        p => Err(invalid(field, format!("unknown seccomp profile {p:?}"))),
+    }
 }
 
 #[cfg(test)]
@@ -512,6 +669,146 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not JSON"), "{e}");
+    }
+
+    #[test]
+    fn architectures_are_the_hosts_abis() {
+        for name in [
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_X86",
+            "SCMP_ARCH_X32",
+            "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_ARM",
+            "SCMP_ARCH_RISCV64",
+            "SCMP_ARCH_S390X",
+            "SCMP_ARCH_S390",
+            "SCMP_ARCH_PPC64LE",
+            "SCMP_ARCH_PPC64",
+        ] {
+            let a = arch(name).unwrap();
+            assert_eq!(serde_json::to_value(a).unwrap(), name);
+        }
+        let v = names(&default_profile(&BTreeSet::new()).unwrap());
+        let want: &[&str] = match std::env::consts::ARCH {
+            "x86_64" => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "aarch64" => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            _ => return,
+        };
+        assert_eq!(v["architectures"], serde_json::json!(want));
+    }
+
+    #[test]
+    fn default_profile_argument_filters() {
+        let v = names(&default_profile(&BTreeSet::new()).unwrap());
+        let rules = v["syscalls"].as_array().unwrap();
+        let clone: Vec<&Value> = rules.iter().filter(|r| r["names"][0] == "clone").collect();
+        assert_eq!(clone.len(), CLONE_NS_FLAGS.len());
+        assert_eq!(clone[0]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(clone[0]["args"][0]["value"], 0x0002_0000);
+        assert_eq!(clone[0]["args"][0]["valueTwo"], 0x0002_0000);
+        assert_eq!(clone[0]["errnoRet"], EPERM);
+        let p = rules
+            .iter()
+            .find(|r| r["names"][0] == "personality")
+            .unwrap();
+        assert_eq!(p["args"][0]["value"], 0x8004_0000u64);
+        assert_eq!(p["args"][0]["valueTwo"], 0x0004_0000);
+        let s = rules.iter().find(|r| r["names"][0] == "socket").unwrap();
+        assert_eq!(
+            s["args"],
+            serde_json::json!([{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ"}])
+        );
+        let c3 = rules.iter().find(|r| r["names"][0] == "clone3").unwrap();
+        assert_eq!(c3["errnoRet"], ENOSYS);
+        assert!(c3.get("args").is_none());
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn the_security_context_picks_the_profile() {
+        use cri::security_profile::ProfileType;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mine.json"),
+            r#"{"defaultAction":"SCMP_ACT_LOG","syscalls":[]}"#,
+        )
+        .unwrap();
+        let caps = BTreeSet::new();
+        let pick = |sc: &cri::LinuxContainerSecurityContext, privileged| {
+            seccomp_profile(sc, privileged, &caps, dir.path())
+                .map(|p| p.map(|p| names(&p)["defaultAction"].clone()))
+        };
+        let mut sc = cri::LinuxContainerSecurityContext::default();
+        assert_eq!(pick(&sc, false).unwrap(), None, "no profile: unconfined");
+        sc.seccomp = Some(cri::SecurityProfile::default()); // RuntimeDefault
+        assert_eq!(pick(&sc, false).unwrap().unwrap(), "SCMP_ACT_ALLOW");
+        assert_eq!(pick(&sc, true).unwrap(), None, "privileged: unconfined");
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: "mine.json".into(),
+        });
+        assert_eq!(pick(&sc, false).unwrap().unwrap(), "SCMP_ACT_LOG");
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: ProfileType::Unconfined as i32,
+            ..Default::default()
+        });
+        assert_eq!(pick(&sc, false).unwrap(), None);
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: 7,
+            ..Default::default()
+        });
+        let e = pick(&sc, false).unwrap_err();
+        assert_eq!(
+            e.field(),
+            Some(format!("{SC}.seccomp.profile_type").as_str())
+        );
+        // The deprecated string field.
+        sc.seccomp = None;
+        for (path, want) in [
+            ("runtime/default", Some("SCMP_ACT_ALLOW")),
+            ("docker/default", Some("SCMP_ACT_ALLOW")),
+            ("unconfined", None),
+            ("localhost/mine.json", Some("SCMP_ACT_LOG")),
+        ] {
+            sc.seccomp_profile_path = path.into();
+            let got = pick(&sc, false).unwrap();
+            assert_eq!(got.as_ref().and_then(Value::as_str), want, "{path}");
+        }
+        sc.seccomp_profile_path = "weird".into();
+        let e = pick(&sc, false).unwrap_err();
+        assert_eq!(
+            e.field(),
+            Some(format!("{SC}.seccomp_profile_path").as_str())
+        );
+    }
+
+    #[test]
+    fn oci_profile_fields_pass_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "meta",
+            "syscalls": [
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38,
+                 "args": [{"index": 1, "value": 5, "valueTwo": 4, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": []}
+            ]
+        });
+        std::fs::write(dir.path().join("p.json"), body.to_string()).unwrap();
+        let p = load_localhost("f", "p.json", dir.path(), &BTreeSet::new()).unwrap();
+        assert_eq!(names(&p), body);
+        std::fs::write(
+            dir.path().join("q.json"),
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["x"]}]}"#,
+        )
+        .unwrap();
+        let e = load_localhost("f", "q.json", dir.path(), &BTreeSet::new()).unwrap_err();
+        assert!(e.to_string().contains("not a valid profile"), "{e}");
     }
 
     #[test]
