@@ -219,6 +219,80 @@ async fn pull_by_tag_and_digest_status_list_remove() {
     d.finish().await;
 }
 
+/// Committed layer directories in the daemon's snapshotter.
+fn stored_layer_dirs(d: &Daemon) -> Vec<String> {
+    let dir = d.state_dir().join("snapshots/layers");
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_by_its_only_tag_removes_the_image_and_frees_its_layers() {
+    let mut d = Daemon::start("img-rmi-tag").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let pushed = push_busybox(&reg, "test/rmi", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let tag_ref = pushed.reference(&reg.host);
+    let digest_ref = format!("{}/test/rmi@{}", reg.host, pushed.manifest_digest);
+    let id = pull(&mut d, &tag_ref, None).await.expect("pull by tag");
+    assert_eq!(id, pushed.config_digest);
+    assert!(!stored_layer_dirs(&d).is_empty(), "the layer was unpacked");
+    for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        assert_eq!(reg.blob_gets(blob), 1, "{blob} fetched once");
+    }
+
+    // `crictl rmi REPO:TAG`: the image goes with all its references.
+    remove(&mut d, &tag_ref).await;
+    let listed = list(&mut d).await;
+    assert!(
+        listed.is_empty(),
+        "nothing is listed after removing the image by its tag: {listed:?}"
+    );
+    for name in [&tag_ref, &digest_ref, &id] {
+        assert!(
+            status(&mut d, name, false).await.image.is_none(),
+            "ImageStatus {name} after RemoveImage by tag"
+        );
+    }
+    assert!(
+        stored_layer_dirs(&d).is_empty(),
+        "layer directories left: {:?}",
+        stored_layer_dirs(&d)
+    );
+    assert!(
+        stored_blobs(&d).is_empty(),
+        "blobs left: {:?}",
+        stored_blobs(&d)
+    );
+
+    // The next pull is no cache hit: every blob comes from the registry again.
+    assert_eq!(pull(&mut d, &tag_ref, None).await.expect("pull again"), id);
+    for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        assert_eq!(reg.blob_gets(blob), 2, "{blob} fetched again");
+    }
+    // By the digest reference and by an id prefix, likewise.
+    remove(&mut d, &digest_ref).await;
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_blobs(&d).is_empty());
+    pull(&mut d, &tag_ref, None)
+        .await
+        .expect("pull a third time");
+    remove(&mut d, &id.trim_start_matches("sha256:")[..12]).await;
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_layer_dirs(&d).is_empty());
+    assert!(stored_blobs(&d).is_empty());
+    drop(reg);
+    d.finish().await;
+}
+
 /// Mounts the image's read-only view from the daemon's snapshotter and returns
 /// the mount point (unmount it with `crius_snapshotter::unmount`).
 fn mount_view(d: &Daemon, top_chain_id: &str) -> std::path::PathBuf {
