@@ -28,9 +28,9 @@ use crate::config::Config;
 use crate::container::spec::{self, PodNamespaces, SpecInput};
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
-use crate::image::Images;
 use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking, nanos_of, now_nanos};
+use crius_images::Images;
 use crius_store::{ContainerRecord, ContainerState, PodState, Reserve, Store};
 
 /// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
@@ -303,7 +303,7 @@ impl Containers {
         config: cri::ContainerConfig,
         sandbox_config: cri::PodSandboxConfig,
         image: crius_store::ImageRecord,
-        run: crate::image::ImageRunConfig,
+        run: crius_images::ImageRunConfig,
         runtime: PathBuf,
     ) -> CriResult<String> {
         let md = config.metadata.clone().unwrap_or_default();
@@ -385,7 +385,7 @@ impl Containers {
         rec: &mut ContainerRecord,
         pod: &crius_store::PodRecord,
         sandbox_config: &cri::PodSandboxConfig,
-        run: &crate::image::ImageRunConfig,
+        run: &crius_images::ImageRunConfig,
     ) -> CriResult<()> {
         let bundle = rec.bundle.clone();
         let rootfs = bundle.join("rootfs");

@@ -6,12 +6,10 @@ mod container;
 mod containers;
 mod creations;
 mod error;
-mod image;
 mod pinns;
 mod podfiles;
 mod sandbox;
 mod server;
-mod singleflight;
 mod streaming;
 mod sys;
 mod util;
@@ -309,7 +307,7 @@ async fn serve(config: Config) -> Result<()> {
         .context("opening the image stores")??
     };
     let snapshots = Arc::new(snapshots);
-    let images = Arc::new(image::Images::new(
+    let images = Arc::new(crius_images::Images::new(
         store.clone(),
         Arc::new(content),
         snapshots.clone(),

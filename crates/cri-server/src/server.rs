@@ -581,7 +581,7 @@ impl RuntimeService for Cri {
 /// The image service.
 pub struct ImageApi {
     pub config: Arc<Config>,
-    pub images: Arc<crate::image::Images>,
+    pub images: Arc<crius_images::Images>,
 }
 
 #[tonic::async_trait]
@@ -590,7 +590,11 @@ impl ImageService for ImageApi {
         &self,
         request: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        let images = self.images.list(request.into_inner().filter).await?;
+        let images = self
+            .images
+            .list(request.into_inner().filter)
+            .await
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
 
@@ -605,7 +609,7 @@ impl ImageService for ImageApi {
         if spec.is_empty() {
             return Err(CriError::invalid("image.image", "must not be empty").into());
         }
-        let Some(img) = self.images.find(&spec).await? else {
+        let Some(img) = self.images.find(&spec).await.map_err(CriError::from)? else {
             return Ok(Response::new(cri::ImageStatusResponse {
                 image: None,
                 info: HashMap::new(),
@@ -613,18 +617,15 @@ impl ImageService for ImageApi {
         };
         let mut info = HashMap::new();
         if req.verbose {
-            let detail = serde_json::json!({
-                "id": img.id,
-                "manifestDigest": img.manifest_digest,
-                "layers": img.layers,
-                "size": img.size,
-                "imageSpec": self.images.config_json(&img).await?,
-                "runConfig": self.images.run_config(&img).await?,
-            });
+            let detail = self
+                .images
+                .status_detail(&img)
+                .await
+                .map_err(CriError::from)?;
             info.insert("info".to_string(), detail.to_string());
         }
         Ok(Response::new(cri::ImageStatusResponse {
-            image: Some(self.images.to_cri(&img).await?),
+            image: Some(self.images.to_cri(&img).await.map_err(CriError::from)?),
             info,
         }))
     }
@@ -643,7 +644,8 @@ impl ImageService for ImageApi {
             .images
             .pull(&spec, req.auth.as_ref())
             .instrument(span)
-            .await?;
+            .await
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::PullImageResponse { image_ref: id }))
     }
 
@@ -660,7 +662,11 @@ impl ImageService for ImageApi {
         if spec.is_empty() {
             return Err(CriError::invalid("image.image", "must not be empty").into());
         }
-        self.images.remove(&spec).instrument(span).await?;
+        self.images
+            .remove(&spec)
+            .instrument(span)
+            .await
+            .map_err(CriError::from)?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
@@ -668,7 +674,11 @@ impl ImageService for ImageApi {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let resp = self.images.fs_info(self.config.state_dir.clone()).await?;
+        let resp = self
+            .images
+            .fs_info(self.config.state_dir.clone())
+            .await
+            .map_err(CriError::from)?;
         Ok(Response::new(resp))
     }
 }

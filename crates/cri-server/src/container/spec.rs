@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::CgroupDriver;
 use crate::error::CriError;
-use crate::image::ImageRunConfig;
+use crius_images::ImageRunConfig;
 
 use super::seccomp;
 
