@@ -192,15 +192,30 @@ async fn pull_by_tag_and_digest_status_list_remove() {
     let err = pull(&mut d, "UPPER/case", None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("image.image"), "{}", err.message());
+    // Too long a name, or control characters: refused before the registry is asked.
+    for bad in [
+        format!("{}/test/{}:v1", reg.host, "a".repeat(250)),
+        format!("{}/test/busybox:v1\0", reg.host),
+        format!("{}/test/busy\nbox:v1", reg.host),
+    ] {
+        let err = pull(&mut d, &bad, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("image.image"), "{}", err.message());
+    }
+    let log = std::fs::read_to_string(&reg.log_path).unwrap();
+    for never_requested in ["a".repeat(50), "%00".into(), "%0A".into(), "%0a".into()] {
+        assert!(
+            !log.contains(&never_requested),
+            "the registry was asked for a refused reference ({never_requested})"
+        );
+    }
 
-    // Removing the tag keeps the image (its digest reference is left).
+    // Removing it by its tag removes the image, its digest reference included.
     remove(&mut d, &tag_ref).await;
-    let img = status(&mut d, &id, false)
-        .await
-        .image
-        .expect("still there by digest");
-    assert!(img.repo_tags.is_empty());
+    assert!(status(&mut d, &id, false).await.image.is_none());
+    assert!(status(&mut d, &digest_ref, false).await.image.is_none());
     // Removing by id removes it and frees the bytes.
+    assert_eq!(pull(&mut d, &digest_ref, None).await.unwrap(), id);
     remove(&mut d, &id).await;
     remove(&mut d, &id).await; // idempotent
     assert!(status(&mut d, &id, false).await.image.is_none());
@@ -522,14 +537,15 @@ async fn auth_and_mirror() {
         .unwrap();
     let image = pushed.reference(&secured.host);
     let err = pull(&mut d, &image, None).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     assert!(err.message().contains("credentials"), "{}", err.message());
     let bad = cri::AuthConfig {
         username: "crius".into(),
         password: "wrong".into(),
         ..Default::default()
     };
-    assert!(pull(&mut d, &image, Some(bad)).await.is_err());
+    let err = pull(&mut d, &image, Some(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     let good = cri::AuthConfig {
         username: "crius".into(),
         password: "s3cret".into(),
@@ -711,6 +727,7 @@ async fn digest_mismatch_fails_and_leaves_nothing() {
     .await;
     let err = pull(&mut d, &image, None).await.unwrap_err();
     assert!(err.message().to_lowercase().contains("digest"), "{err}");
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
     assert!(list(&mut d).await.is_empty());
     assert!(
         !stored_blobs(&d).contains(&layer),
@@ -779,6 +796,7 @@ async fn stalled_registry_hits_the_progress_timeout() {
         .expect("the pull gives up by itself")
         .unwrap_err();
     assert!(err.message().contains("sent no data for 1s"), "{err}");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(2),
         "two attempts of one second each"
@@ -975,6 +993,7 @@ async fn malicious_layers_are_refused_and_write_nothing_outside() {
             "{name}: the error names the entry: {}",
             err.message()
         );
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err}");
         assert_eq!(
             std::fs::read_dir(&canary).unwrap().count(),
             0,
@@ -1031,6 +1050,7 @@ async fn a_decompression_bomb_stops_at_the_layer_limit() {
         "the error names the limit: {}",
         err.message()
     );
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     assert!(list(&mut d).await.is_empty());
     let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty(), "no layer left");

@@ -1,6 +1,9 @@
 //! RemoveImage and garbage collection.
 //!
-//! Garbage collection removes every layer and blob no image references. A layer a container's
+//! RemoveImage removes the image a spec names (by tag, digest reference, id or id
+//! prefix) with every reference to it, as the CRI defines it: removing an image
+//! by its tag does not leave it behind under its digest. Garbage collection then
+//! removes every layer and blob no image references. A layer a container's
 //! writable snapshot still sits on cannot be removed (the snapshotter refuses);
 //! it stays until that container goes, and the container's removal collects again.
 
@@ -12,47 +15,17 @@ use crate::error::{ImageError, Result};
 use crate::{Images, blocking};
 
 impl Images {
-    /// RemoveImage: by id removes the image; by tag or digest removes that reference
-    /// and the image once none is left. Unknown images are already removed.
+    /// RemoveImage: removes the image `spec` names, with all its references, then
+    /// collects garbage. An unknown image is already removed.
     pub async fn remove(&self, spec: &str) -> Result<()> {
         let Some(img) = self.find(spec).await? else {
             return Ok(());
         };
-        let by_ref = crate::reference::Reference::parse(spec).ok().and_then(|r| {
-            let keys: Vec<String> = r
-                .digest
-                .as_ref()
-                .map(|d| r.with_digest(d))
-                .into_iter()
-                .chain(r.tagged())
-                .collect();
-            keys.into_iter().find(|k| img.refs().any(|x| x == k))
-        });
-        let store = self.store.clone();
-        let id = img.id.clone();
-        let gone = blocking("removing an image", move || {
-            let failed = |e| ImageError::store("removing an image", store.path(), e);
-            if let Some(reference) = by_ref {
-                let left = store
-                    .blocking()
-                    .remove_image_ref(&reference)
-                    .map_err(failed)?;
-                if left.is_some_and(|l| l.repo_tags.is_empty() && l.repo_digests.is_empty()) {
-                    store.blocking().delete_image(&id).map_err(failed)?;
-                    return Ok(true);
-                }
-                Ok(false)
-            } else {
-                store.blocking().delete_image(&id).map_err(failed)?;
-                Ok(true)
-            }
-        })
-        .await?;
-        if gone {
-            info!(id = %img.id, "image removed");
-            self.collect_garbage().await?;
-        }
-        Ok(())
+        self.store.delete_image(&img.id).await.map_err(|e| {
+            ImageError::store(format!("removing image {}", img.id), self.store.path(), e)
+        })?;
+        info!(id = %img.id, references = ?img.refs().collect::<Vec<_>>(), "image removed");
+        self.collect_garbage().await
     }
 
     /// Removes layers and blobs that no image references (waiting for pulls in

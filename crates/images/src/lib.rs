@@ -18,8 +18,10 @@
 //!   transaction: an interrupted pull leaves no image, and a repeated pull reuses
 //!   every blob and layer that was already verified.
 //! - Concurrent pulls share work per blob (config) and per layer (chain id).
-//! - Garbage collection removes every layer and blob no image references, except
-//!   layers a container's writable snapshot still sits on.
+//! - Removing an image, by any of its references or its id, removes the record and
+//!   every reference at once; garbage collection then removes every layer and blob
+//!   no image references, except layers a container's writable snapshot still
+//!   sits on. No image without a reference is ever listed.
 //! - Garbage collection never runs while a pull holds blobs and layers whose image
 //!   record is not written yet.
 
