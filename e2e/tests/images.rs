@@ -1051,10 +1051,147 @@ async fn a_decompression_bomb_stops_at_the_layer_limit() {
         err.message()
     );
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    eprintln!("MSG: {}", err.message());
     assert!(list(&mut d).await.is_empty());
     let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty(), "no layer left");
     drop(reg);
     collect_leftovers(&mut d).await;
+    d.finish().await;
+}
+
+/// Bytes no compressor can shrink (xorshift64).
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Names in a directory (empty when it does not exist).
+fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_room() {
+    let mut d = Daemon::start("img-full").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    // 6 MiB that stay 6 MiB gzipped: the blob fills the disk first.
+    let big = tar_of(&[Entry::File(
+        "big".into(),
+        incompressible(6 << 20, 0x5eed),
+        0o644,
+    )]);
+    // 12 MiB of one byte: a tiny blob, and the unpacked file fills the disk.
+    let wide = tar_of(&[Entry::File("wide".into(), vec![b'x'; 12 << 20], 0o644)]);
+    let mut pushed = Vec::new();
+    for (repo, layer, store) in [
+        ("test/big", big, "content"),
+        ("test/wide", wide, "snapshots"),
+    ] {
+        let p = push_image(
+            &reg,
+            repo,
+            "v1",
+            &[(layer, Comp::Gzip)],
+            json!({}),
+            host_arch(),
+            false,
+        )
+        .await
+        .unwrap();
+        pushed.push((p, store));
+    }
+
+    // The state dir on an 8 MiB tmpfs of its own (the test root is unique).
+    d.stop().await.unwrap();
+    let state = d.state_dir();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=8m,mode=0755"),
+    )
+    .expect("mounting a tmpfs on the state dir");
+    d.spawn().await.unwrap();
+
+    for (p, store) in &pushed {
+        let image = p.reference(&reg.host);
+        let err = pull(&mut d, &image, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        let full = format!("no space left for {}", state.join(store).display());
+        assert!(
+            err.message().contains(&full),
+            "the message names the full store ({full}): {}",
+            err.message()
+        );
+        assert!(
+            err.message().starts_with(&format!("pulling {image}: ")),
+            "{}",
+            err.message()
+        );
+        // Nothing half-made is visible or left.
+        assert!(list(&mut d).await.is_empty());
+        assert!(status(&mut d, &image, false).await.image.is_none());
+        for dir in [
+            "content/ingest",
+            "snapshots/tmp",
+            "snapshots/layers",
+            "snapshots/chains",
+        ] {
+            assert!(
+                dir_entries(&state.join(dir)).is_empty(),
+                "{image}: {dir}: {:?}",
+                dir_entries(&state.join(dir))
+            );
+        }
+        assert!(
+            !stored_blobs(&d).contains(&p.layer_digests[0]),
+            "{image}: no partial layer blob"
+        );
+    }
+
+    // With room, the same pulls work.
+    nix::mount::mount(
+        None::<&str>,
+        &state,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT,
+        Some("size=64m"),
+    )
+    .expect("remounting the tmpfs bigger");
+    for (p, _) in &pushed {
+        assert_eq!(
+            pull(&mut d, &p.reference(&reg.host), None)
+                .await
+                .expect("pull with room"),
+            p.config_digest
+        );
+    }
+    assert_eq!(list(&mut d).await.len(), 2);
+    for (p, _) in &pushed {
+        remove(&mut d, &p.reference(&reg.host)).await;
+    }
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_blobs(&d).is_empty(), "{:?}", stored_blobs(&d));
+
+    d.stop().await.unwrap();
+    nix::mount::umount(&state).expect("unmounting the test tmpfs");
+    drop(reg);
     d.finish().await;
 }
