@@ -1,4 +1,6 @@
-//! Image pulls against real registries (issue 3).
+//! Image pulls against real registries: references, layers, indexes, auth and
+//! mirrors, RemoveImage and garbage collection, and failures (corrupt, stalled,
+//! hostile, too large, a full disk).
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1051,7 +1053,6 @@ async fn a_decompression_bomb_stops_at_the_layer_limit() {
         err.message()
     );
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-    eprintln!("MSG: {}", err.message());
     assert!(list(&mut d).await.is_empty());
     let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty(), "no layer left");

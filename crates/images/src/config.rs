@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
+    /// The user name sent with basic auth.
     pub username: String,
+    /// Its password.
     pub password: String,
 }
 
@@ -56,7 +58,9 @@ impl Default for ImagesConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config key `{key}`: {message}")]
 pub struct InvalidConfig {
+    /// The key, with its table (`images.pull_attempts`).
     pub key: String,
+    /// What is wrong with its value.
     pub message: String,
 }
 
