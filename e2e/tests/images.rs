@@ -1,4 +1,6 @@
-//! Image pulls against real registries (issue 3).
+//! Image pulls against real registries: references, layers, indexes, auth and
+//! mirrors, RemoveImage and garbage collection, and failures (corrupt, stalled,
+//! hostile, too large, a full disk).
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -192,15 +194,30 @@ async fn pull_by_tag_and_digest_status_list_remove() {
     let err = pull(&mut d, "UPPER/case", None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("image.image"), "{}", err.message());
+    // Too long a name, or control characters: refused before the registry is asked.
+    for bad in [
+        format!("{}/test/{}:v1", reg.host, "a".repeat(250)),
+        format!("{}/test/busybox:v1\0", reg.host),
+        format!("{}/test/busy\nbox:v1", reg.host),
+    ] {
+        let err = pull(&mut d, &bad, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("image.image"), "{}", err.message());
+    }
+    let log = std::fs::read_to_string(&reg.log_path).unwrap();
+    for never_requested in ["a".repeat(50), "%00".into(), "%0A".into(), "%0a".into()] {
+        assert!(
+            !log.contains(&never_requested),
+            "the registry was asked for a refused reference ({never_requested})"
+        );
+    }
 
-    // Removing the tag keeps the image (its digest reference is left).
+    // Removing it by its tag removes the image, its digest reference included.
     remove(&mut d, &tag_ref).await;
-    let img = status(&mut d, &id, false)
-        .await
-        .image
-        .expect("still there by digest");
-    assert!(img.repo_tags.is_empty());
+    assert!(status(&mut d, &id, false).await.image.is_none());
+    assert!(status(&mut d, &digest_ref, false).await.image.is_none());
     // Removing by id removes it and frees the bytes.
+    assert_eq!(pull(&mut d, &digest_ref, None).await.unwrap(), id);
     remove(&mut d, &id).await;
     remove(&mut d, &id).await; // idempotent
     assert!(status(&mut d, &id, false).await.image.is_none());
@@ -215,6 +232,80 @@ async fn pull_by_tag_and_digest_status_list_remove() {
         "no blob left: {:?}",
         stored_blobs(&d)
     );
+    drop(reg);
+    d.finish().await;
+}
+
+/// Committed layer directories in the daemon's snapshotter.
+fn stored_layer_dirs(d: &Daemon) -> Vec<String> {
+    let dir = d.state_dir().join("snapshots/layers");
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_by_its_only_tag_removes_the_image_and_frees_its_layers() {
+    let mut d = Daemon::start("img-rmi-tag").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    let pushed = push_busybox(&reg, "test/rmi", "v1", Comp::Gzip)
+        .await
+        .unwrap();
+    let tag_ref = pushed.reference(&reg.host);
+    let digest_ref = format!("{}/test/rmi@{}", reg.host, pushed.manifest_digest);
+    let id = pull(&mut d, &tag_ref, None).await.expect("pull by tag");
+    assert_eq!(id, pushed.config_digest);
+    assert!(!stored_layer_dirs(&d).is_empty(), "the layer was unpacked");
+    for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        assert_eq!(reg.blob_gets(blob), 1, "{blob} fetched once");
+    }
+
+    // `crictl rmi REPO:TAG`: the image goes with all its references.
+    remove(&mut d, &tag_ref).await;
+    let listed = list(&mut d).await;
+    assert!(
+        listed.is_empty(),
+        "nothing is listed after removing the image by its tag: {listed:?}"
+    );
+    for name in [&tag_ref, &digest_ref, &id] {
+        assert!(
+            status(&mut d, name, false).await.image.is_none(),
+            "ImageStatus {name} after RemoveImage by tag"
+        );
+    }
+    assert!(
+        stored_layer_dirs(&d).is_empty(),
+        "layer directories left: {:?}",
+        stored_layer_dirs(&d)
+    );
+    assert!(
+        stored_blobs(&d).is_empty(),
+        "blobs left: {:?}",
+        stored_blobs(&d)
+    );
+
+    // The next pull is no cache hit: every blob comes from the registry again.
+    assert_eq!(pull(&mut d, &tag_ref, None).await.expect("pull again"), id);
+    for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
+        assert_eq!(reg.blob_gets(blob), 2, "{blob} fetched again");
+    }
+    // By the digest reference and by an id prefix, likewise.
+    remove(&mut d, &digest_ref).await;
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_blobs(&d).is_empty());
+    pull(&mut d, &tag_ref, None)
+        .await
+        .expect("pull a third time");
+    remove(&mut d, &id.trim_start_matches("sha256:")[..12]).await;
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_layer_dirs(&d).is_empty());
+    assert!(stored_blobs(&d).is_empty());
     drop(reg);
     d.finish().await;
 }
@@ -448,14 +539,15 @@ async fn auth_and_mirror() {
         .unwrap();
     let image = pushed.reference(&secured.host);
     let err = pull(&mut d, &image, None).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     assert!(err.message().contains("credentials"), "{}", err.message());
     let bad = cri::AuthConfig {
         username: "crius".into(),
         password: "wrong".into(),
         ..Default::default()
     };
-    assert!(pull(&mut d, &image, Some(bad)).await.is_err());
+    let err = pull(&mut d, &image, Some(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     let good = cri::AuthConfig {
         username: "crius".into(),
         password: "s3cret".into(),
@@ -637,6 +729,7 @@ async fn digest_mismatch_fails_and_leaves_nothing() {
     .await;
     let err = pull(&mut d, &image, None).await.unwrap_err();
     assert!(err.message().to_lowercase().contains("digest"), "{err}");
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
     assert!(list(&mut d).await.is_empty());
     assert!(
         !stored_blobs(&d).contains(&layer),
@@ -705,6 +798,7 @@ async fn stalled_registry_hits_the_progress_timeout() {
         .expect("the pull gives up by itself")
         .unwrap_err();
     assert!(err.message().contains("sent no data for 1s"), "{err}");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(2),
         "two attempts of one second each"
@@ -901,6 +995,7 @@ async fn malicious_layers_are_refused_and_write_nothing_outside() {
             "{name}: the error names the entry: {}",
             err.message()
         );
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err}");
         assert_eq!(
             std::fs::read_dir(&canary).unwrap().count(),
             0,
@@ -957,10 +1052,147 @@ async fn a_decompression_bomb_stops_at_the_layer_limit() {
         "the error names the limit: {}",
         err.message()
     );
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     assert!(list(&mut d).await.is_empty());
     let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty(), "no layer left");
     drop(reg);
     collect_leftovers(&mut d).await;
+    d.finish().await;
+}
+
+/// Bytes no compressor can shrink (xorshift64).
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Names in a directory (empty when it does not exist).
+fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_room() {
+    let mut d = Daemon::start("img-full").await;
+    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
+        .await
+        .unwrap();
+    // 6 MiB that stay 6 MiB gzipped: the blob fills the disk first.
+    let big = tar_of(&[Entry::File(
+        "big".into(),
+        incompressible(6 << 20, 0x5eed),
+        0o644,
+    )]);
+    // 12 MiB of one byte: a tiny blob, and the unpacked file fills the disk.
+    let wide = tar_of(&[Entry::File("wide".into(), vec![b'x'; 12 << 20], 0o644)]);
+    let mut pushed = Vec::new();
+    for (repo, layer, store) in [
+        ("test/big", big, "content"),
+        ("test/wide", wide, "snapshots"),
+    ] {
+        let p = push_image(
+            &reg,
+            repo,
+            "v1",
+            &[(layer, Comp::Gzip)],
+            json!({}),
+            host_arch(),
+            false,
+        )
+        .await
+        .unwrap();
+        pushed.push((p, store));
+    }
+
+    // The state dir on an 8 MiB tmpfs of its own (the test root is unique).
+    d.stop().await.unwrap();
+    let state = d.state_dir();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=8m,mode=0755"),
+    )
+    .expect("mounting a tmpfs on the state dir");
+    d.spawn().await.unwrap();
+
+    for (p, store) in &pushed {
+        let image = p.reference(&reg.host);
+        let err = pull(&mut d, &image, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        let full = format!("no space left for {}", state.join(store).display());
+        assert!(
+            err.message().contains(&full),
+            "the message names the full store ({full}): {}",
+            err.message()
+        );
+        assert!(
+            err.message().starts_with(&format!("pulling {image}: ")),
+            "{}",
+            err.message()
+        );
+        // Nothing half-made is visible or left.
+        assert!(list(&mut d).await.is_empty());
+        assert!(status(&mut d, &image, false).await.image.is_none());
+        for dir in [
+            "content/ingest",
+            "snapshots/tmp",
+            "snapshots/layers",
+            "snapshots/chains",
+        ] {
+            assert!(
+                dir_entries(&state.join(dir)).is_empty(),
+                "{image}: {dir}: {:?}",
+                dir_entries(&state.join(dir))
+            );
+        }
+        assert!(
+            !stored_blobs(&d).contains(&p.layer_digests[0]),
+            "{image}: no partial layer blob"
+        );
+    }
+
+    // With room, the same pulls work.
+    nix::mount::mount(
+        None::<&str>,
+        &state,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT,
+        Some("size=64m"),
+    )
+    .expect("remounting the tmpfs bigger");
+    for (p, _) in &pushed {
+        assert_eq!(
+            pull(&mut d, &p.reference(&reg.host), None)
+                .await
+                .expect("pull with room"),
+            p.config_digest
+        );
+    }
+    assert_eq!(list(&mut d).await.len(), 2);
+    for (p, _) in &pushed {
+        remove(&mut d, &p.reference(&reg.host)).await;
+    }
+    assert!(list(&mut d).await.is_empty());
+    assert!(stored_blobs(&d).is_empty(), "{:?}", stored_blobs(&d));
+
+    d.stop().await.unwrap();
+    nix::mount::umount(&state).expect("unmounting the test tmpfs");
+    drop(reg);
     d.finish().await;
 }

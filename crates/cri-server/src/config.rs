@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crius_images::ImagesConfig;
 use serde::{Deserialize, Serialize};
 
 /// The complete default configuration, with comments; printed by `criusd config default`.
@@ -139,43 +140,6 @@ pub use crius_spec::CgroupDriver;
 pub struct RuntimeHandler {
     /// The OCI runtime binary: an absolute path, or a name looked up in PATH.
     pub path: PathBuf,
-}
-
-/// Credentials for one registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credential {
-    pub username: String,
-    pub password: String,
-}
-
-/// Image pull settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ImagesConfig {
-    pub max_concurrent_downloads: usize,
-    pub progress_timeout_secs: u64,
-    pub pull_attempts: u32,
-    pub insecure_registries: Vec<String>,
-    pub pinned_images: Vec<String>,
-    pub max_layer_bytes: u64,
-    pub mirrors: BTreeMap<String, Vec<String>>,
-    pub credentials: BTreeMap<String, Credential>,
-}
-
-impl Default for ImagesConfig {
-    fn default() -> Self {
-        ImagesConfig {
-            max_concurrent_downloads: 3,
-            progress_timeout_secs: 60,
-            pull_attempts: 3,
-            insecure_registries: Vec::new(),
-            pinned_images: Vec::new(),
-            max_layer_bytes: 0,
-            mirrors: BTreeMap::new(),
-            credentials: BTreeMap::new(),
-        }
-    }
 }
 
 /// Which pod network backend criusd uses.
@@ -417,31 +381,9 @@ impl Config {
                 ),
             ));
         }
-        if self.images.max_concurrent_downloads == 0 {
-            return Err(invalid(
-                "images.max_concurrent_downloads",
-                "must be at least 1",
-            ));
-        }
-        if self.images.progress_timeout_secs == 0 {
-            return Err(invalid(
-                "images.progress_timeout_secs",
-                "must be at least 1",
-            ));
-        }
-        if self.images.pull_attempts == 0 {
-            return Err(invalid("images.pull_attempts", "must be at least 1"));
-        }
-        for (host, mirrors) in &self.images.mirrors {
-            for (i, m) in mirrors.iter().enumerate() {
-                if m.is_empty() || m.contains(['/', ' ']) {
-                    return Err(invalid(
-                        format!("images.mirrors.{host:?}[{i}]"),
-                        format!("{m:?} must be a registry host[:port]"),
-                    ));
-                }
-            }
-        }
+        self.images
+            .validate()
+            .map_err(|e| invalid(e.key, e.message))?;
         self.network.bridge_config()?;
         self.streaming
             .validate()

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::{container, host, image, sandbox, services, streaming};
+use crate::{container, host, sandbox, services, streaming};
 
 /// The largest CRI message accepted or sent (the kubelet's own limit).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -187,7 +187,7 @@ async fn start_managers(
 ) -> Result<(
     Arc<sandbox::Sandboxes>,
     Arc<container::Containers>,
-    Arc<image::Images>,
+    Arc<crius_images::Images>,
     Arc<dyn crius_cni::NetworkBackend>,
 )> {
     let Stores {
@@ -195,7 +195,7 @@ async fn start_managers(
         content,
         snapshots,
     } = stores;
-    let images = Arc::new(image::Images::new(
+    let images = Arc::new(crius_images::Images::new(
         store.clone(),
         content,
         snapshots.clone(),

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crius_cni::NetworkError;
+use crius_images::ImageError;
 use crius_spec::SpecError;
 use crius_store::StoreError;
 use tonic::{Code, Status};
@@ -69,6 +70,10 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// An image pull, lookup or removal failed (its refusals of the reference are
+    /// `InvalidArgument`).
+    #[error(transparent)]
+    Image(ImageError),
     /// Spec generation failed on the node (its refusals of fields are
     /// `InvalidArgument`).
     #[error(transparent)]
@@ -93,12 +98,6 @@ impl CriError {
             field: field.into(),
             message: message.into(),
         }
-    }
-
-    /// A failure with only a text cause, for the code that still reports errors as
-    /// text (image pulls, spec generation).
-    pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> CriError {
-        CriError::Internal(format!("{context}: {err}"))
     }
 
     /// A file system failure while doing `context`.
@@ -139,6 +138,7 @@ impl CriError {
             CriError::Store(e) if e.is_disk_full() => Code::ResourceExhausted,
             CriError::Store(_) => Code::Internal,
             CriError::Network(e) => network_code(e),
+            CriError::Image(e) => image_code(e),
             CriError::Spec(SpecError::Unsupported { .. }) => Code::FailedPrecondition,
             CriError::Spec(_) => Code::Internal,
             CriError::Stream(crius_streaming::StreamError::TooManyPending { .. }) => {
@@ -190,6 +190,32 @@ fn snapshot_code(e: &crius_snapshotter::Error) -> Code {
     }
 }
 
+fn image_code(e: &ImageError) -> Code {
+    match e.root() {
+        ImageError::InvalidReference { .. } | ImageError::InvalidAuth { .. } => {
+            Code::InvalidArgument
+        }
+        ImageError::NotFound { .. } | ImageError::NoMatchingPlatform { .. } => Code::NotFound,
+        // What the registry refused is the authentication the request carried (or
+        // its absence); the remedy is other credentials (an imagePullSecret), which
+        // is what Unauthenticated means. PermissionDenied is for a caller who is
+        // identified and still not allowed.
+        ImageError::Unauthorized { .. } => Code::Unauthenticated,
+        ImageError::Unavailable { .. } => Code::Unavailable,
+        // Stalled past `images.progress_timeout_secs`: told apart from a registry
+        // that cannot be reached.
+        ImageError::Stalled { .. } => Code::DeadlineExceeded,
+        ImageError::Mismatch { .. } => Code::DataLoss,
+        ImageError::LayerTooLarge { .. } | ImageError::DiskFull { .. } => Code::ResourceExhausted,
+        ImageError::InvalidImage { .. } => Code::FailedPrecondition,
+        ImageError::Store { .. }
+        | ImageError::Snapshotter { .. }
+        | ImageError::Internal { .. }
+        | ImageError::Context { .. }
+        | ImageError::Shared(_) => Code::Internal,
+    }
+}
+
 fn network_code(e: &NetworkError) -> Code {
     match e {
         NetworkError::HostPortInUse { .. } => Code::FailedPrecondition,
@@ -215,6 +241,21 @@ pub fn status_message(e: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     out
+}
+
+/// A refused reference or auth field is a named invalid argument; everything else is
+/// kept whole.
+impl From<ImageError> for CriError {
+    fn from(e: ImageError) -> Self {
+        match e.root() {
+            ImageError::InvalidReference { .. } => CriError::InvalidArgument {
+                field: "image.image".into(),
+                message: e.report(),
+            },
+            ImageError::InvalidAuth { field, reason } => CriError::invalid(*field, *reason),
+            _ => CriError::Image(e),
+        }
+    }
 }
 
 /// A refused field stays a named invalid argument; everything else is kept whole.
@@ -294,5 +335,106 @@ mod tests {
         ));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "config.metadata.name: must not be empty");
+    }
+
+    fn io(msg: &str) -> crius_images::BoxError {
+        Box::new(std::io::Error::other(msg.to_string()))
+    }
+
+    fn pulling(source: ImageError) -> ImageError {
+        ImageError::Context {
+            context: "pulling docker.io/library/busybox:latest".into(),
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn image_errors_get_their_codes_and_keep_the_chain() {
+        let cases = [
+            (
+                ImageError::InvalidReference {
+                    reference: "a b".into(),
+                    reason: "contains white space".into(),
+                },
+                Code::InvalidArgument,
+                "image.image: image reference \"a b\": contains white space",
+            ),
+            (
+                pulling(ImageError::Unavailable {
+                    context: "fetching layer sha256:ab from docker.io".into(),
+                    source: io("connection refused"),
+                }),
+                Code::Unavailable,
+                "pulling docker.io/library/busybox:latest: fetching layer sha256:ab from docker.io: connection refused",
+            ),
+            (
+                pulling(ImageError::Stalled {
+                    context: "fetching layer sha256:ab".into(),
+                    secs: 5,
+                    source: None,
+                }),
+                Code::DeadlineExceeded,
+                "sent no data for 5s",
+            ),
+            (
+                pulling(ImageError::Mismatch {
+                    context: "fetching layer sha256:ab".into(),
+                    source: io("Invalid digest"),
+                }),
+                Code::DataLoss,
+                "fetching layer sha256:ab: Invalid digest",
+            ),
+            (
+                pulling(ImageError::LayerTooLarge {
+                    context: "unpacking layer sha256:ab".into(),
+                    limit: 1024,
+                }),
+                Code::ResourceExhausted,
+                "more than 1024 bytes (images.max_layer_bytes)",
+            ),
+            (
+                pulling(ImageError::DiskFull {
+                    context: "storing blob sha256:ab".into(),
+                    path: "/var/lib/crius/content".into(),
+                    source: Box::new(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+                }),
+                Code::ResourceExhausted,
+                "no space left for /var/lib/crius/content",
+            ),
+            (
+                pulling(ImageError::InvalidImage {
+                    context: "reading the manifest".into(),
+                    reason: "schema 1".into(),
+                    source: None,
+                }),
+                Code::FailedPrecondition,
+                "reading the manifest: schema 1",
+            ),
+            (
+                pulling(ImageError::Internal {
+                    context: "a task was lost".into(),
+                    source: None,
+                }),
+                Code::Internal,
+                "a task was lost",
+            ),
+            (
+                ImageError::Shared(std::sync::Arc::new(ImageError::InvalidAuth {
+                    field: "auth.auth",
+                    reason: "is not base64 of user:password",
+                })),
+                Code::InvalidArgument,
+                "auth.auth: is not base64 of user:password",
+            ),
+        ];
+        for (e, code, text) in cases {
+            let status = Status::from(CriError::from(e));
+            assert_eq!(status.code(), code, "{}", status.message());
+            assert!(
+                status.message().contains(text),
+                "{:?} should contain {text:?}",
+                status.message()
+            );
+        }
     }
 }

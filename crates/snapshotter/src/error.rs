@@ -76,6 +76,13 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The layer unpacked to more than the extraction's size limit
+    /// ([`crate::LayerExtraction::set_size_limit`]): a decompression bomb, or a limit set too low.
+    #[error("invalid layer: the layer unpacks to more than {limit} bytes, the configured limit")]
+    LayerTooLarge {
+        /// The limit, in uncompressed bytes.
+        limit: u64,
+    },
     /// On-disk metadata of the store is unreadable.
     #[error("corrupt metadata {path}: {reason}")]
     Corrupt {
@@ -120,6 +127,15 @@ impl Error {
         }
     }
 
+    /// True for I/O errors that say the file system is full or the quota used up
+    /// (`ENOSPC`, `EDQUOT`): freeing space, not retrying, is what helps.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => is_disk_full(source),
+            _ => false,
+        }
+    }
+
     /// True for [`Error::NotFound`] and for I/O errors of kind `NotFound`.
     pub fn is_not_found(&self) -> bool {
         match self {
@@ -130,5 +146,45 @@ impl Error {
     }
 }
 
+/// Whether an I/O error is `ENOSPC` or `EDQUOT`.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(e).is_some_and(|n| n == Errno::NOSPC || n == Errno::DQUOT)
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised() {
+        // /dev/full fails every write with ENOSPC: a real one, not a made-up code.
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full must exist");
+        let e = io::Write::write_all(&mut full, b"x").unwrap_err();
+        let err = Error::io_path("write", Path::new("/dev/full"), e);
+        assert!(err.is_disk_full(), "{err}");
+        let quota = Error::io("write", io::Error::from_raw_os_error(122));
+        assert!(
+            quota.is_disk_full(),
+            "EDQUOT is {}",
+            rustix::io::Errno::DQUOT.raw_os_error()
+        );
+        for other in [
+            Error::io("write", io::Error::from_raw_os_error(5)),
+            Error::io("write", io::Error::other("no space left on device")),
+            Error::NotFound {
+                what: "blob".into(),
+            },
+            Error::LayerTooLarge { limit: 1 },
+        ] {
+            assert!(!other.is_disk_full(), "{other}");
+        }
+    }
+}

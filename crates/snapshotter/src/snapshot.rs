@@ -69,6 +69,7 @@ struct LayerMeta {
 
 #[derive(Debug)]
 struct Inner {
+    root: PathBuf,
     layers: PathBuf,
     chains: PathBuf,
     snapshots: PathBuf,
@@ -166,6 +167,7 @@ impl Snapshotter {
             snapshots: root.join("snapshots"),
             tmp: root.join("tmp"),
             lock: root.join("lock"),
+            root: root.clone(),
             index_off: Path::new("/sys/module/overlay/parameters/index").exists(),
             options,
         };
@@ -177,6 +179,11 @@ impl Snapshotter {
         };
         sn.repair()?;
         Ok(sn)
+    }
+
+    /// The snapshotter's root directory (as an absolute path).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
     }
 
     fn repair(&self) -> Result<()> {
@@ -621,7 +628,7 @@ impl LayerExtraction {
     }
 
     /// Fails [`LayerExtraction::unpack`] once the layer has produced more than `bytes`
-    /// uncompressed (a decompression bomb), with an error that says so.
+    /// uncompressed (a decompression bomb), with [`Error::LayerTooLarge`].
     pub fn set_size_limit(&mut self, bytes: u64) {
         self.size_limit = Some(bytes);
     }

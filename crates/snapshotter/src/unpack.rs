@@ -101,10 +101,7 @@ pub(crate) fn unpack(
     let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
     let limit = limit.unwrap_or(u64::MAX);
     match unpack_limited(dest, reader, compression, limit, exceeded.clone()) {
-        Err(_) if exceeded.get() => Err(Error::InvalidLayer {
-            entry: None,
-            reason: format!("the layer unpacks to more than {limit} bytes, the configured limit"),
-        }),
+        Err(_) if exceeded.get() => Err(Error::LayerTooLarge { limit }),
         r => r,
     }
 }

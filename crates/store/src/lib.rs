@@ -47,6 +47,7 @@ pub enum Reserve {
 /// The synchronous store: each method is one redb transaction. Blocking.
 pub struct Db {
     db: redb::Database,
+    path: std::path::PathBuf,
 }
 
 impl Db {
@@ -58,7 +59,15 @@ impl Db {
             source: source.into(),
         })?;
         meta::init(&db, path)?;
-        Ok(Db { db })
+        Ok(Db {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file, as opened: what a "disk full" error names.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -75,6 +84,11 @@ impl Store {
         Ok(Store {
             db: Arc::new(Db::open(path)?),
         })
+    }
+
+    /// The database file, as opened.
+    pub fn path(&self) -> &Path {
+        self.db.path()
     }
 
     /// The synchronous API, for callers already on a blocking thread (several reads

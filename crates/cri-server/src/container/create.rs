@@ -14,9 +14,9 @@ use tracing::{info, warn};
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
 use crate::host::ShimAddr;
-use crate::image::ImageRunConfig;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
+use crius_images::ImageRunConfig;
 
 fn already_exists(name: &str, id: &str) -> CriError {
     CriError::AlreadyExists(format!(

@@ -46,9 +46,9 @@ use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
 use crate::host::{Processes, Rootfs, ShimAddr, ShimApi};
-use crate::image::Images;
 use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
+use crius_images::Images;
 
 pub use recover::STREAM_EXEC_PREFIX;
 

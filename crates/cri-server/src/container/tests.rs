@@ -13,9 +13,9 @@ use k8s_cri::v1 as cri;
 use super::{Containers, Host, signal_number};
 use crate::config::{Config, RuntimeHandler};
 use crate::host::fake::FakeHost;
-use crate::image::Images;
 use crate::sandbox::Sandboxes;
 use crate::validate;
+use crius_images::Images;
 
 struct Rig {
     _root: tempfile::TempDir,

@@ -39,14 +39,7 @@ impl ImageApi {
         };
         let mut info = HashMap::new();
         if req.verbose {
-            let detail = serde_json::json!({
-                "id": img.id,
-                "manifestDigest": img.manifest_digest,
-                "layers": img.layers,
-                "size": img.size,
-                "imageSpec": self.images.config_json(&img).await?,
-                "runConfig": self.images.run_config(&img).await?,
-            });
+            let detail = self.images.status_detail(&img).await?;
             info.insert("info".to_string(), detail.to_string());
         }
         Ok(cri::ImageStatusResponse {
@@ -77,6 +70,6 @@ impl ImageApi {
         &self,
         _req: cri::ImageFsInfoRequest,
     ) -> CriResult<cri::ImageFsInfoResponse> {
-        self.images.fs_info(self.config.state_dir.clone()).await
+        Ok(self.images.fs_info(self.config.state_dir.clone()).await?)
     }
 }

@@ -38,8 +38,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::container::Containers;
 use crate::error::{CriError, CriResult, status_message};
-use crate::image::Images;
 use crate::sandbox::Sandboxes;
+use crius_images::Images;
 
 /// Told the latency and outcome of every CRI call (the metrics endpoint implements
 /// it).

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 type Outcome<V, E> = watch::Receiver<Option<Result<V, E>>>;
 
 /// Shares the work for a key among concurrent callers.
-pub struct SingleFlight<V: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static> {
+pub(crate) struct SingleFlight<V: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static> {
     inflight: Mutex<HashMap<String, Outcome<V, E>>>,
 }
 
@@ -30,7 +30,7 @@ impl<V: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static> SingleF
     /// Runs `work` for `key` unless it is already running, and returns its result.
     /// The work runs in its own task (so it owns what it needs): a caller that goes
     /// away does not cancel it.
-    pub async fn run<F>(&self, key: &str, lost: E, work: F) -> Result<V, E>
+    pub(crate) async fn run<F>(&self, key: &str, lost: E, work: F) -> Result<V, E>
     where
         F: Future<Output = Result<V, E>> + Send + 'static,
     {

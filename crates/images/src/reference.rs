@@ -2,36 +2,48 @@
 //! "familiar" rules): `busybox` is `docker.io/library/busybox:latest`, a first
 //! component with a `.` or `:` or equal to `localhost` is a registry host, a tag
 //! defaults to `latest` unless a digest is given.
+//!
+//! A reference is refused before anything is sent to a registry when it is empty,
+//! holds white space or a control character (NUL included), or when its name (host
+//! and repository, after normalisation) is over [`MAX_NAME_LEN`] characters.
 
 use std::fmt;
 
+use crate::error::ImageError;
+
 /// The registry a reference with no host means.
-pub const DEFAULT_REGISTRY: &str = "docker.io";
+pub(crate) const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// The longest name (`host[:port]/repository`) accepted: the limit the distribution
+/// spec notes registries and clients place on it.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// No valid reference is longer: a longest name, `:`, a longest tag, `@`, a sha256
+/// digest. Longer input is refused before it is parsed.
+const MAX_REFERENCE_LEN: usize = MAX_NAME_LEN + 1 + 128 + 1 + 71;
 
 /// A fully qualified image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Reference {
+pub(crate) struct Reference {
     /// Registry host, with port if any (`docker.io`, `127.0.0.1:5000`).
-    pub registry: String,
+    pub(crate) registry: String,
     /// Repository path (`library/busybox`).
-    pub repository: String,
+    pub(crate) repository: String,
     /// Tag, when the reference has one (or no digest).
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
     /// `sha256:...` digest, when given.
-    pub digest: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
-/// Why a reference cannot be used; the message quotes it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("image reference {reference:?}: {reason}")]
-pub struct ReferenceError {
-    pub reference: String,
-    pub reason: String,
-}
-
-fn err(reference: &str, reason: impl Into<String>) -> ReferenceError {
-    ReferenceError {
-        reference: reference.to_string(),
+fn err(reference: &str, reason: impl Into<String>) -> ImageError {
+    // A reference too long to be valid is quoted by its start only.
+    let shown: String = reference.chars().take(MAX_REFERENCE_LEN).collect();
+    ImageError::InvalidReference {
+        reference: if shown.len() < reference.len() {
+            format!("{shown}...")
+        } else {
+            shown
+        },
         reason: reason.into(),
     }
 }
@@ -71,13 +83,25 @@ fn is_host(first: &str) -> bool {
 
 impl Reference {
     /// Parses and normalises a reference as the kubelet sends it.
-    pub fn parse(input: &str) -> Result<Reference, ReferenceError> {
-        let s = input.trim();
+    pub(crate) fn parse(input: &str) -> Result<Reference, ImageError> {
+        let s = input;
         if s.is_empty() {
             return Err(err(input, "is empty"));
         }
-        if s.len() > 4096 || s.contains(char::is_whitespace) {
-            return Err(err(input, "contains white space or is too long"));
+        if let Some(c) = s.chars().find(|c| c.is_control()) {
+            return Err(err(input, format!("contains the control character {c:?}")));
+        }
+        if s.contains(char::is_whitespace) {
+            return Err(err(input, "contains white space"));
+        }
+        if s.len() > MAX_REFERENCE_LEN {
+            return Err(err(
+                input,
+                format!(
+                    "is {} bytes long; no valid reference is longer than {MAX_REFERENCE_LEN} (a name holds at most {MAX_NAME_LEN} characters)",
+                    s.len()
+                ),
+            ));
         }
         let (name, digest) = match s.split_once('@') {
             Some((n, d)) => {
@@ -122,6 +146,15 @@ impl Reference {
                 ),
             ));
         }
+        let name_len = registry.len() + 1 + repository.len();
+        if name_len > MAX_NAME_LEN {
+            return Err(err(
+                input,
+                format!(
+                    "the name {registry}/{repository} is {name_len} characters long; at most {MAX_NAME_LEN} are allowed (host and repository together)"
+                ),
+            ));
+        }
         let tag = match (&tag, &digest) {
             (None, None) => Some("latest".to_string()),
             _ => tag,
@@ -135,23 +168,23 @@ impl Reference {
     }
 
     /// `registry/repository`, the name repo tags and digests are built on.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
 
     /// The tagged form (`docker.io/library/busybox:latest`), if the reference has a tag.
-    pub fn tagged(&self) -> Option<String> {
+    pub(crate) fn tagged(&self) -> Option<String> {
         self.tag.as_ref().map(|t| format!("{}:{t}", self.name()))
     }
 
     /// `name@digest` for a given manifest digest.
-    pub fn with_digest(&self, digest: &str) -> String {
+    pub(crate) fn with_digest(&self, digest: &str) -> String {
         format!("{}@{digest}", self.name())
     }
 }
 
 /// `localhost`, 127.0.0.0/8 or `[::1]`, with or without a port.
-pub fn is_loopback_host(host_port: &str) -> bool {
+pub(crate) fn is_loopback_host(host_port: &str) -> bool {
     let host = if let Some(rest) = host_port.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
@@ -232,6 +265,68 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    fn refusal(input: &str) -> String {
+        match Reference::parse(input) {
+            Err(ImageError::InvalidReference { reason, .. }) => reason,
+            other => panic!("{input:?}: expected InvalidReference, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn control_characters_and_white_space_are_refused() {
+        for bad in [
+            "busybox\0",
+            "bus\0ybox:latest",
+            "busybox\n",
+            "busybox\t:1",
+            "\u{7f}busybox",
+            "busybox\u{85}",
+            " busybox",
+            "busybox ",
+            "busy box",
+            "busybox:\u{a0}1",
+        ] {
+            let reason = refusal(bad);
+            assert!(
+                reason.contains("control character") || reason.contains("white space"),
+                "{bad:?}: {reason}"
+            );
+        }
+        // The message shows the character escaped, not raw.
+        let e = Reference::parse("a\0b").unwrap_err().to_string();
+        assert!(e.contains("\\0"), "{e}");
+        assert!(!e.contains('\0'), "{e}");
+    }
+
+    #[test]
+    fn names_over_255_characters_are_refused() {
+        // docker.io/library/ is 18 characters: 237 more make 255, 238 one too many.
+        let fits = "a".repeat(237);
+        assert_eq!(
+            Reference::parse(&fits).unwrap().name().len(),
+            MAX_NAME_LEN,
+            "a 255-character name is fine"
+        );
+        let reason = refusal(&"a".repeat(238));
+        assert!(reason.contains("256 characters"), "{reason}");
+        assert!(reason.contains("255"), "{reason}");
+        let host = format!("registry.example.com:5000/{}", "x".repeat(230));
+        assert!(refusal(&format!("{host}:v1")).contains("255"));
+        // Far too long: refused before parsing, and not quoted whole.
+        let huge = format!("{}:{}", "b".repeat(5000), "t".repeat(5000));
+        match Reference::parse(&huge) {
+            Err(ImageError::InvalidReference { reference, reason }) => {
+                assert!(reference.len() < 1000, "quoted {} bytes", reference.len());
+                assert!(reason.contains("10001 bytes"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A long tag and digest do not count towards the name.
+        let r = format!("reg.io/{}:{}@{D}", "n".repeat(200), "t".repeat(128));
+        assert!(r.len() > 255);
+        assert_eq!(Reference::parse(&r).unwrap().tag.unwrap().len(), 128);
     }
 
     #[test]

@@ -6,18 +6,18 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Every manifest media type crius accepts, for the Accept header.
-pub const ACCEPTED: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+pub(crate) const ACCEPTED: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
 
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
     pub media_type: String,
     pub digest: String,
@@ -30,7 +30,7 @@ pub struct Descriptor {
 
 /// A platform in an index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
+pub(crate) struct Platform {
     pub architecture: String,
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct Platform {
 /// A manifest or an index: which one is decided by media type and content.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Document {
+pub(crate) struct Document {
     #[serde(default)]
     pub schema_version: u32,
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct Document {
 
 /// What a fetched manifest turned out to be.
 #[derive(Debug, Clone)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Index(Vec<Descriptor>),
     Manifest {
         config: Descriptor,
@@ -64,7 +64,7 @@ pub enum Parsed {
 }
 
 /// Parses a manifest or index. `content_type` is the registry's header, if any.
-pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
+pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
     let doc: Document =
         serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     if doc.schema_version != 2 {
@@ -95,7 +95,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
 }
 
 /// The platform this node runs, in OCI terms.
-pub fn host_platform() -> Platform {
+pub(crate) fn host_platform() -> Platform {
     let (architecture, variant) = match std::env::consts::ARCH {
         "x86_64" => ("amd64", None),
         "aarch64" => ("arm64", Some("v8")),
@@ -115,7 +115,7 @@ pub fn host_platform() -> Platform {
 
 /// Chooses the manifest for `want` from an index: same os and architecture, and the
 /// same variant when both name one (arm64's `v8` is also matched by no variant).
-pub fn select<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
+pub(crate) fn select<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
     let matches = |d: &&Descriptor, strict_variant: bool| {
         let Some(p) = &d.platform else { return false };
         if p.os != want.os || p.architecture != want.architecture {
@@ -135,7 +135,7 @@ pub fn select<'a>(manifests: &'a [Descriptor], want: &Platform) -> Option<&'a De
 
 /// The parts of an image config crius uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfigFile {
+pub(crate) struct ImageConfigFile {
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]
@@ -147,7 +147,7 @@ pub struct ImageConfigFile {
 
 /// The `rootfs` of an image config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
+pub(crate) struct RootFs {
     #[serde(rename = "type", default)]
     pub kind: String,
     #[serde(default)]
@@ -157,7 +157,7 @@ pub struct RootFs {
 /// The run configuration of an image (Docker's names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,19 +180,19 @@ pub struct RunConfig {
 
 impl ImageConfigFile {
     /// Parses a config blob.
-    pub fn parse(bytes: &[u8]) -> Result<ImageConfigFile, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<ImageConfigFile, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("image config is not valid: {e}"))
     }
 
     /// The run config, or an empty one.
-    pub fn run(&self) -> RunConfig {
+    pub(crate) fn run(&self) -> RunConfig {
         self.config.clone().unwrap_or_default()
     }
 }
 
 /// The user an image's `USER` names: (uid, username), at most one of them set,
 /// as ImageStatus reports it. `1000`, `1000:1000` give a uid; `app`, `app:grp` a name.
-pub fn user_of(user: &str) -> (Option<i64>, String) {
+pub(crate) fn user_of(user: &str) -> (Option<i64>, String) {
     let name = user.split(':').next().unwrap_or_default();
     if name.is_empty() {
         return (None, String::new());
