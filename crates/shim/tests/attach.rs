@@ -7,7 +7,7 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use common::*;
 use crius_shim::client::{self, Error, ProcessIo, Shim};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(
+crius_testkit::runtime_matrix!(sync:
     two_attachers_and_the_log,
     attacher_leaves_midway,
     stalled_attacher_is_dropped,
@@ -30,14 +30,6 @@ both_runtimes!(
 
 const COUNTER: &str = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done";
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn mkfifo(path: &Path) {
-    let st = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
 
 /// The read end of an attach FIFO, opened before Attach as the caller must.
 struct Fifo {
@@ -267,7 +259,7 @@ fn finish(fx: Fixture, shim: &Shim, sp: &ShimProc) {
 
 /// Two attachers (one on both streams, one on stdout) get the same raw bytes, and the
 /// log still has every line.
-fn two_attachers_and_the_log(runtime: &str) {
+fn two_attachers_and_the_log(runtime: Runtime) {
     let script = "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.05; done";
     let fx = Fixture::new(runtime, &["sh", "-c", script]);
     let shim = fx.start_shim();
@@ -315,7 +307,7 @@ fn two_attachers_and_the_log(runtime: &str) {
 }
 
 /// An attacher that closes its FIFO is dropped; the other one and the log go on.
-fn attacher_leaves_midway(runtime: &str) {
+fn attacher_leaves_midway(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sh", "-c", COUNTER]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
@@ -360,7 +352,7 @@ fn attacher_leaves_midway(runtime: &str) {
 /// An attacher that never reads is dropped once it is 1 MiB behind; the log and a
 /// reading attacher miss nothing. Also: attaching to a created, not yet started
 /// container gets its output from the first byte.
-fn stalled_attacher_is_dropped(runtime: &str) {
+fn stalled_attacher_is_dropped(runtime: Runtime) {
     // 30000 lines of ~90 bytes (2.7 MB), in bursts of 100 lines, then idle.
     let script = "pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; \
                   i=0; while [ $i -lt 30000 ]; do echo line $i $pad; i=$((i+1)); \
@@ -417,7 +409,7 @@ fn stalled_attacher_is_dropped(runtime: &str) {
 
 /// With a terminal, the attacher gets the pty's raw output (CR LF line ends) on stdout;
 /// the stderr FIFO is never opened.
-fn attach_terminal(runtime: &str) {
+fn attach_terminal(runtime: Runtime) {
     let fx = Fixture::new(runtime, &[]);
     fx.write_config(&["sh", "-c", COUNTER], true);
     let shim = fx.start_shim();
@@ -461,7 +453,7 @@ fn attach_terminal(runtime: &str) {
 
 /// In crius mode the init's stdin FIFO is opened O_RDWR: writers come and go without
 /// ending the container's input; only CloseIO does.
-fn stdin_survives_writers(runtime: &str) {
+fn stdin_survives_writers(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done"]);
     let shim = fx.start_shim();
     let stdin = fx.dir.path().join("stdin.fifo");
@@ -519,7 +511,7 @@ fn stdin_survives_writers(runtime: &str) {
 
 /// The attacher's FIFO reads EOF when the container exits by itself; attaching after
 /// that fails.
-fn attacher_gets_eof_at_exit(runtime: &str) {
+fn attacher_gets_eof_at_exit(runtime: Runtime) {
     let fx = Fixture::new(
         runtime,
         &["sh", "-c", "sleep 1; echo bye; echo err >&2; exit 3"],
@@ -556,7 +548,7 @@ fn rpc_code(r: Result<(), Error>) -> (ttrpc::Code, String) {
 }
 
 /// The refusals: no reader, not a FIFO, no container, and a shim in containerd mode.
-fn attach_errors(runtime: &str) {
+fn attach_errors(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     let f = Fifo::new(&fx, "early");
@@ -614,7 +606,7 @@ fn attach_errors(runtime: &str) {
 }
 
 /// A Create that fails after the shim opened the stdin FIFO leaves nothing behind.
-fn failed_create_leaves_no_stdin_copier(runtime: &str) {
+fn failed_create_leaves_no_stdin_copier(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["cat"]);
     fx.patch_config(|v| v["root"]["path"] = serde_json::json!("no-such-rootfs"));
     let shim = fx.start_shim();
@@ -643,7 +635,7 @@ fn failed_create_leaves_no_stdin_copier(runtime: &str) {
 
 /// An exec's stdin FIFO is opened O_RDONLY: EOF once its writers are gone. If no writer
 /// ever comes, the copy-in thread still ends when the exec does.
-fn exec_stdin_never_opened(runtime: &str) {
+fn exec_stdin_never_opened(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();

@@ -125,7 +125,7 @@ fn shim_sockets() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn containerd_runs_a_container_through_crius_shim() {
-    let fx = Fixture::new("runc", &["true"]);
+    let fx = Fixture::new(Runtime::Runc, &["true"]);
     let dir = fx.dir.path().to_owned();
     let rootfs = fx.bundle().join("rootfs");
     let fifo_dir = dir.join("fifo");

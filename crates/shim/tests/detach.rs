@@ -10,7 +10,7 @@ use common::*;
 use crius_shim::client::{self, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(survives_its_starter, exit_while_disconnected, idle_rss);
+crius_testkit::runtime_matrix!(sync: survives_its_starter, exit_while_disconnected, idle_rss);
 
 fn status_field(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -21,7 +21,7 @@ fn status_field(pid: u32, key: &str) -> String {
         .unwrap()
 }
 
-fn survives_its_starter(runtime: &str) {
+fn survives_its_starter(runtime: Runtime) {
     let fx = Fixture::new(
         runtime,
         &[
@@ -88,7 +88,7 @@ fn survives_its_starter(runtime: &str) {
     fx.assert_clean();
 }
 
-fn idle_rss(runtime: &str) {
+fn idle_rss(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let t0 = std::time::Instant::now();
     let shim = fx.start_shim();
@@ -159,7 +159,7 @@ fn idle_rss(runtime: &str) {
 
 /// criusd is down when the container exits: on reconnect the exit is there, with the
 /// same code and time as the durable record, and the output is in the log.
-fn exit_while_disconnected(runtime: &str) {
+fn exit_while_disconnected(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sh", "-c", "sleep 0.3; echo late; exit 9"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();

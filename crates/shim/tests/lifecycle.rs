@@ -9,7 +9,7 @@ use common::*;
 use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(
+crius_testkit::runtime_matrix!(sync:
     oom_killed,
     delete_unstarted,
     kill_all,
@@ -23,7 +23,7 @@ both_runtimes!(
     shim_death_detected
 );
 
-fn run_to_exit(runtime: &str, script: &str, want: u32) {
+fn run_to_exit(runtime: Runtime, script: &str, want: u32) {
     let fx = Fixture::new(runtime, &["sh", "-c", script]);
     let shim = fx.start_shim();
     let pid = shim.create(&ProcessIo::default()).unwrap();
@@ -62,12 +62,12 @@ fn run_to_exit(runtime: &str, script: &str, want: u32) {
     fx.assert_clean();
 }
 
-fn exit_codes(runtime: &str) {
+fn exit_codes(runtime: Runtime) {
     run_to_exit(runtime, "exit 0", 0);
     run_to_exit(runtime, "echo bye; exit 3", 3);
 }
 
-fn kill_sigkill_137(runtime: &str) {
+fn kill_sigkill_137(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
@@ -98,7 +98,7 @@ fn kill_sigkill_137(runtime: &str) {
     fx.assert_clean();
 }
 
-fn cri_log_format(runtime: &str) {
+fn cri_log_format(runtime: Runtime) {
     // A 100 KiB line, short lines on both streams, an empty line, and output that ends
     // without a newline.
     let script = "echo first; echo oops >&2; echo; \
@@ -143,7 +143,7 @@ fn cri_log_format(runtime: &str) {
     fx.assert_clean();
 }
 
-fn reopen_log(runtime: &str) {
+fn reopen_log(runtime: Runtime) {
     let fx = Fixture::new(
         runtime,
         &[
@@ -186,7 +186,7 @@ fn reopen_log(runtime: &str) {
     fx.assert_clean();
 }
 
-fn exec(runtime: &str) {
+fn exec(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
@@ -272,7 +272,7 @@ fn exec(runtime: &str) {
     fx.assert_clean();
 }
 
-fn shim_death_detected(runtime: &str) {
+fn shim_death_detected(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
@@ -334,7 +334,7 @@ fn shim_death_detected(runtime: &str) {
     fx.assert_clean();
 }
 
-fn terminal(runtime: &str) {
+fn terminal(runtime: Runtime) {
     let fx = Fixture::new(runtime, &[]);
     fx.write_config(&["sh", "-c", "tty; stty size; read x; exit 4"], true);
     let shim = fx.start_shim();
@@ -395,15 +395,7 @@ fn terminal(runtime: &str) {
     fx.assert_clean();
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let st = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn stdin_and_close_io(runtime: &str) {
+fn stdin_and_close_io(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done; exit 2"]);
     let shim = fx.start_shim();
     let stdin = fx.dir.path().join("stdin.fifo");
@@ -434,7 +426,7 @@ fn stdin_and_close_io(runtime: &str) {
     fx.assert_clean();
 }
 
-fn delete_unstarted(runtime: &str) {
+fn delete_unstarted(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     let pid = shim.create(&ProcessIo::default()).unwrap();
@@ -447,7 +439,7 @@ fn delete_unstarted(runtime: &str) {
     fx.assert_clean();
 }
 
-fn kill_all(runtime: &str) {
+fn kill_all(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
@@ -464,7 +456,7 @@ fn kill_all(runtime: &str) {
     fx.assert_clean();
 }
 
-fn oom_killed(runtime: &str) {
+fn oom_killed(runtime: Runtime) {
     // The shell holds the whole command substitution in memory: far over 32 MiB.
     let fx = Fixture::new(
         runtime,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crius_shim::client::{self, ProcessStatus, Shim, StartOptions};
+pub use crius_testkit::Runtime;
 use serde_json::json;
 
 /// The shim under test: this build's, or `CRIUS_SHIM_BIN` (e.g. a release build, to
@@ -29,39 +30,12 @@ pub fn require_root() {
     assert_eq!(uid, "0", "crius-shim integration tests must run as root");
 }
 
-pub fn runtime_path(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("OCI runtime {name} is not installed");
-}
-
-/// The runtime binary to hand the shim. runc is used as installed. crun 1.8.1 refuses
-/// to run at all on this host's hybrid cgroup layout ("cgroups in hybrid mode not
-/// supported, drop all controllers from cgroupv2": hugetlb is left on the cgroup2
-/// mount), even with `--cgroup-manager=disabled`. Rather than change the shared host,
-/// crun runs through a wrapper that hides /sys/fs/cgroup/unified in a private mount
-/// namespace, so crun sees a pure cgroup v1 host; it is still the real crun doing
-/// everything.
-pub fn runtime_for(name: &str, dir: &Path) -> PathBuf {
-    let real = runtime_path(name);
-    if name != "crun" {
-        return real;
-    }
-    let wrapper = dir.join("crun-v1");
-    let script = format!(
-        "#!/bin/sh\nexec unshare --mount --propagation private /bin/sh -c \
-         'umount /sys/fs/cgroup/unified 2>/dev/null; exec {} \"$@\"' crun \"$@\"\n",
-        real.display()
-    );
-    std::fs::write(&wrapper, script).unwrap();
-    let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&wrapper, perm).unwrap();
-    wrapper
+/// The runtime binary to hand the shim (see [`Runtime::executable_in`]: crun runs
+/// through a wrapper written into `dir`).
+pub fn runtime_for(runtime: Runtime, dir: &Path) -> PathBuf {
+    runtime
+        .executable_in(dir)
+        .unwrap_or_else(|e| panic!("the {runtime} runtime for the tests: {e}"))
 }
 
 pub struct Fixture {
@@ -79,7 +53,7 @@ pub const APPLETS: &[&str] = &[
 
 impl Fixture {
     /// A bundle whose container runs `args`.
-    pub fn new(runtime: &str, args: &[&str]) -> Fixture {
+    pub fn new(runtime: Runtime, args: &[&str]) -> Fixture {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("crius-shim-t")
@@ -362,6 +336,15 @@ pub fn join_lines(
     lines
 }
 
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
 /// A process spec for exec.
 pub fn process_json(args: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -373,23 +356,4 @@ pub fn process_json(args: &[&str]) -> Vec<u8> {
         "noNewPrivileges": true
     }))
     .unwrap()
-}
-
-/// For each `name`, generates tests `name::runc` and `name::crun` calling `name(runtime)`.
-#[macro_export]
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn runc() {
-                    super::$name("runc")
-                }
-                #[test]
-                fn crun() {
-                    super::$name("crun")
-                }
-            }
-        )*
-    };
 }
