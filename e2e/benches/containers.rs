@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crius_e2e::bench::{self, stop_child};
 use crius_e2e::images::*;
-use crius_e2e::registry::*;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
@@ -176,11 +175,7 @@ fn runc_floor(root: &Path) -> Vec<Duration> {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-ctr");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-ctr").await;
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"]})).await;
     let image = bench::IMAGE;
     let (a, a_rss) = crius(&base.join("crius"), &reg.host, image).await;

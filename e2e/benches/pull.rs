@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use crius_e2e::bench::{self, start_containerd, stop_child};
 use crius_e2e::images::*;
-use crius_e2e::registry::*;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::*;
 
@@ -72,11 +71,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-pull");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-pull").await;
     let mut big = ImageBuilder::new("bench/big");
     for i in 0..LAYERS {
         let blob = file_layer(&format!("blob{i}"), noise(i as u64 + 1, LAYER_BYTES));

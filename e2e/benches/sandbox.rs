@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crius_e2e::bench::{self, start_containerd, stop_child};
-use crius_e2e::registry::*;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
 use serde_json::json;
@@ -77,11 +76,7 @@ async fn containerd(root: &Path, registry: &str, cni_dir: &Path) -> Vec<Duration
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-sandbox");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-sandbox").await;
     bench::pause_image("bench/pause").push(&reg).await.unwrap();
 
     let builtin = TestNetwork::unique();

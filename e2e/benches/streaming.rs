@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crius_e2e::bench::{self, stop_child};
-use crius_e2e::registry::*;
 use crius_e2e::stream::*;
 use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
@@ -187,11 +186,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-st");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-st").await;
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})).await;
     let a = crius(&base.join("crius"), &reg.host).await;
     let b = containerd(&base.join("containerd"), &reg.host).await;

@@ -36,6 +36,18 @@ pub fn release_bin(name: &str) -> PathBuf {
     }
 }
 
+/// The start of a benchmark run: fails unless root; a unique scratch root (remove
+/// it with [`force_clean`](crate::force_clean) at the end) and a loopback registry
+/// under it.
+pub async fn scratch(tag: &str) -> (PathBuf, TestRegistry) {
+    crate::require_root();
+    let base = crate::unique_root(tag);
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .expect("starting the benchmark's registry");
+    (base, reg)
+}
+
 /// The `p`th percentile of `times`, in milliseconds: the time at `len * p / 100` in
 /// sorted order.
 pub fn percentile_ms(times: &[Duration], p: usize) -> f64 {

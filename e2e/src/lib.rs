@@ -121,6 +121,17 @@ where
     }
 }
 
+/// Asserts that a call was refused with `code` and a message naming `names` (a
+/// field, an id, a value).
+#[track_caller]
+pub fn assert_refused(err: &tonic::Status, code: tonic::Code, names: &str) {
+    assert_eq!(err.code(), code, "{err}");
+    assert!(
+        err.message().contains(names),
+        "the message should name {names:?}: {err}"
+    );
+}
+
 /// Connects a gRPC channel to a unix socket.
 pub async fn connect(socket: &Path) -> Result<Channel> {
     let socket = socket.to_path_buf();

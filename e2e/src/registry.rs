@@ -150,6 +150,11 @@ impl TestRegistry {
         }
     }
 
+    /// A request to `path` on the registry, with its credentials.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.request(method, self.url(path)))
+    }
+
     async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
         self.http.get(self.url(path)).send().await
     }
@@ -158,20 +163,14 @@ impl TestRegistry {
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Result<String> {
         let digest = sha256(bytes);
         let head = self
-            .authed(
-                self.http
-                    .head(self.url(&format!("/v2/{repo}/blobs/{digest}"))),
-            )
+            .request(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
             .send()
             .await?;
         if head.status().is_success() {
             return Ok(digest);
         }
         let start = self
-            .authed(
-                self.http
-                    .post(self.url(&format!("/v2/{repo}/blobs/uploads/"))),
-            )
+            .request(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
             .send()
             .await?;
         if start.status().as_u16() != 202 {
@@ -208,9 +207,9 @@ impl TestRegistry {
         bytes: &[u8],
     ) -> Result<String> {
         let put = self
-            .authed(
-                self.http
-                    .put(self.url(&format!("/v2/{repo}/manifests/{reference}"))),
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
             )
             .header("content-type", media_type)
             .body(bytes.to_vec())

@@ -109,6 +109,15 @@ pub async fn pod_status(
     .map(|r| r.into_inner())
 }
 
+/// The pod's status (PodSandboxStatus must succeed).
+pub async fn pod_state(rt: &mut Rt, id: &str) -> cri::PodSandboxStatus {
+    pod_status(rt, id, false)
+        .await
+        .expect("PodSandboxStatus")
+        .status
+        .expect("a pod status")
+}
+
 /// The pod's IP in a PodSandboxStatus answer.
 pub fn pod_ip(resp: &cri::PodSandboxStatusResponse) -> String {
     resp.status

@@ -57,8 +57,7 @@ async fn lifecycle_logs_and_exit_codes(runtime: Runtime) {
     // A second container with the same name in the pod is refused.
     let again = ContainerBuilder::new("worker", &image).command(["/bin/true"]);
     let err = f.create(&pod, again).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
-    assert!(err.message().contains(&id));
+    assert_refused(&err, Code::AlreadyExists, &id);
 
     f.start_container(&id).await;
     let st = f.wait_exited(&id).await;
@@ -646,8 +645,7 @@ async fn create_retry_after_a_client_timeout_gets_the_first_container() {
     assert_eq!(all[0].id, id);
     // Answered: another identical request is a duplicate naming the container.
     let err = f.create(&pod, slow).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
-    assert!(err.message().contains(&id));
+    assert_refused(&err, Code::AlreadyExists, &id);
     f.finish().await;
 }
 
@@ -688,11 +686,7 @@ async fn shared_pod_pid_namespace_and_target_mode() {
     );
     // The kubelet restarts; the pod and its PID namespace are still there.
     f.d.crash_and_restart().await;
-    let st = pod_status(&mut f.d.rt, &pod, false)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = pod_state(&mut f.d.rt, &pod).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
     let ps = f.exec(&b, "ps -o args").await;
     assert!(String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
@@ -710,12 +704,7 @@ async fn shared_pod_pid_namespace_and_target_mode() {
         .command(["/bin/true"])
         .pid_mode(cri::NamespaceMode::Pod, "");
     let err = f.create(&other, c).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(
-        err.message().contains("namespace_options.pid"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::FailedPrecondition, "namespace_options.pid");
     remove_pod(&mut f.d.rt, &other).await.unwrap();
     f.finish().await;
 }

@@ -62,17 +62,35 @@ fn fetch_from_host(addr: &str) -> Option<String> {
     (!buf.is_empty()).then_some(buf)
 }
 
-/// Runs `fetch` until the server (started just before) answers, with a deadline.
-async fn until_served(what: &str, mut fetch: impl FnMut() -> Option<String>) -> String {
-    eventually(DEADLINE, what, || {
+/// Serves `reply` once on `port` in `netns` and runs `fetch` until it gets an answer
+/// (within the deadline); returns the answer once the server is done.
+async fn served(
+    netns: &str,
+    port: u16,
+    reply: &str,
+    what: &str,
+    mut fetch: impl FnMut() -> Option<String>,
+) -> String {
+    let mut server = serve_once(netns, port, reply);
+    let got = eventually(DEADLINE, what, || {
         let got = fetch();
         async move { got }
     })
-    .await
+    .await;
+    let _ = server.wait();
+    got
 }
 
 fn pod_with_port(name: &str, container_port: i32, host_port: i32) -> PodBuilder {
     PodBuilder::new(name).tcp_port(container_port, host_port)
+}
+
+/// A pod asking for `host_port` (TCP) is refused, naming the port.
+async fn assert_port_taken(d: &mut Daemon, name: &str, host_port: u16) {
+    let err = run_pod(&mut d.rt, pod_with_port(name, 9090, i32::from(host_port)))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains(&host_port.to_string()), "{err}");
 }
 
 fn free_tcp_port() -> u16 {
@@ -97,52 +115,38 @@ async fn bridge_pod_to_pod_host_port_and_restart() {
     assert_ne!(ip_a, ip_b);
 
     // Pod to pod across the bridge.
-    let mut server = serve_once(&ns_a, 7000, "from-a");
-    let got = until_served("pod b to reach pod a", || {
+    let got = served(&ns_a, 7000, "from-a", "pod b to reach pod a", || {
         fetch_from_pod(&ns_b, &ip_a, 7000)
     })
     .await;
     assert_eq!(got, "from-a");
-    let _ = server.wait();
 
     // hostPort from the host's loopback.
-    let mut server = serve_once(&ns_a, 8080, "via-hostport");
-    let got = until_served("127.0.0.1:hostPort", || {
+    let got = served(&ns_a, 8080, "via-hostport", "127.0.0.1:hostPort", || {
         fetch_from_host(&format!("127.0.0.1:{host_port}"))
     })
     .await;
     assert_eq!(got, "via-hostport");
-    let _ = server.wait();
 
     // The same host port and protocol again is refused, naming the port, and leaves nothing.
-    let err = run_pod(
-        &mut d.rt,
-        pod_with_port("net-c", 9090, i32::from(host_port)),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.message().contains(&host_port.to_string()), "{err}");
+    assert_port_taken(&mut d, "net-c", host_port).await;
     assert_eq!(list_pods(&mut d.rt, None).await.len(), 2);
 
     // A crash and restart keeps the pods' addresses and the hostPort working.
     d.crash_and_restart().await;
     let sa2 = pod_status(&mut d.rt, &a, false).await.unwrap();
     assert_eq!(pod_ip(&sa2), ip_a);
-    let mut server = serve_once(&ns_a, 8080, "after-restart");
-    let got = until_served("hostPort after restart", || {
-        fetch_from_host(&format!("127.0.0.1:{host_port}"))
-    })
+    let got = served(
+        &ns_a,
+        8080,
+        "after-restart",
+        "hostPort after restart",
+        || fetch_from_host(&format!("127.0.0.1:{host_port}")),
+    )
     .await;
     assert_eq!(got, "after-restart");
-    let _ = server.wait();
     // The port is still reserved after the restart.
-    let err = run_pod(
-        &mut d.rt,
-        pod_with_port("net-d", 9090, i32::from(host_port)),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.message().contains(&host_port.to_string()), "{err}");
+    assert_port_taken(&mut d, "net-d", host_port).await;
 
     remove_pod(&mut d.rt, &a).await.unwrap();
     remove_pod(&mut d.rt, &b).await.unwrap();
@@ -249,15 +253,17 @@ async fn cni_plugins_from_a_conflist() {
         pod_ip(&sa),
         cni.subnet
     );
-    let mut server = serve_once(&netns_of(&sa), 7000, "cni-pod");
     let ip_a = pod_ip(&sa);
     let ns_b = netns_of(&sb);
-    let got = until_served("pod to pod over the CNI bridge", || {
-        fetch_from_pod(&ns_b, &ip_a, 7000)
-    })
+    let got = served(
+        &netns_of(&sa),
+        7000,
+        "cni-pod",
+        "pod to pod over the CNI bridge",
+        || fetch_from_pod(&ns_b, &ip_a, 7000),
+    )
     .await;
     assert_eq!(got, "cni-pod");
-    let _ = server.wait();
 
     // DEL works after a restart (from the cached result).
     d.crash_and_restart().await;

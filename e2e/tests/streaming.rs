@@ -67,6 +67,14 @@ async fn assert_no_sessions(f: &Fixture) {
     .await;
 }
 
+/// A daemon started with `opts`, a busybox pod, and a container sleeping in it to
+/// exec into; returns the fixture, the image, the pod and the container.
+async fn with_sleeper(tag: &str, opts: Options) -> (Fixture, String, String, String) {
+    let (mut f, image, pod) = Fixture::with_busybox_pod(tag, opts).await;
+    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    (f, image, pod, id)
+}
+
 /// A container running `/bin/sh -c <script>`.
 fn sh(name: &str, image: &str, script: &str) -> ContainerBuilder {
     ContainerBuilder::new(name, image).sh(script)
@@ -84,6 +92,32 @@ const ALL: Want = Want {
     tty: false,
 };
 
+/// Stdout only.
+const OUT: Want = Want {
+    stdin: false,
+    stdout: true,
+    stderr: false,
+    tty: false,
+};
+
+/// Stdout and stderr.
+const OUT_ERR: Want = Want {
+    stdin: false,
+    stdout: true,
+    stderr: true,
+    tty: false,
+};
+
+/// Runs a remote command over SPDY at `url` with `input` as its stdin; its outcome.
+async fn spdy_run(url: &str, protocol: &str, want: Want, input: &[u8]) -> Finished {
+    spdy_command(url, protocol, want)
+        .await
+        .unwrap()
+        .run(input, DEADLINE)
+        .await
+        .unwrap()
+}
+
 /// The lines of CRI log records, in order.
 fn log_lines(text: &str) -> Vec<String> {
     text.lines()
@@ -93,8 +127,7 @@ fn log_lines(text: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_over_spdy_every_version() {
-    let (mut f, image, pod) = Fixture::with_busybox_pod("st-exec", Options::default()).await;
-    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    let (mut f, _, _, id) = with_sleeper("st-exec", Options::default()).await;
 
     // v4: stdin echoed, stderr apart, exit code 3 as NonZeroExitCode.
     let url = exec_url(
@@ -112,44 +145,24 @@ async fn exec_over_spdy_every_version() {
     assert_eq!(done.exit_code().unwrap(), 3);
 
     // v5 over SPDY is v4; success is a Success status.
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
+    let want = OUT;
     let url = exec_url(&mut f, &id, &["sh", "-c", "id -u; exit 0"], want).await;
-    let done = spdy_command(&url, "v5.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let done = spdy_run(&url, "v5.channel.k8s.io", want, b"").await;
     assert_eq!(done.stdout, b"1000\n");
     assert_eq!(done.exit_code().unwrap(), 0);
 
     // v2 and v1 carry a plain-text error, and nothing on success.
     for proto in ["v2.channel.k8s.io", "channel.k8s.io"] {
-        let want = Want {
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
+        let want = OUT_ERR;
         let url = exec_url(&mut f, &id, &["sh", "-c", "echo v; exit 4"], want).await;
-        let done = spdy_command(&url, proto, want)
-            .await
-            .unwrap()
-            .run(b"", DEADLINE)
-            .await
-            .unwrap();
+        let done = spdy_run(&url, proto, want, b"").await;
         assert_eq!(done.stdout, b"v\n", "{proto}");
         let msg = String::from_utf8_lossy(&done.error).to_string();
         assert!(msg.contains("exit code: 4"), "{proto}: {msg:?}");
     }
 
     // A large output arrives whole (no stall at SPDY's 64 KiB window).
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
+    let want = OUT;
     let url = exec_url(
         &mut f,
         &id,
@@ -157,12 +170,7 @@ async fn exec_over_spdy_every_version() {
         want,
     )
     .await;
-    let done = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let done = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
     assert_eq!(done.stdout.len(), 4 << 20);
 
     assert_no_sessions(&f).await;
@@ -196,8 +204,7 @@ async fn ask_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_with_a_tty_sees_resizes() {
-    let (mut f, image, pod) = Fixture::with_busybox_pod("st-tty", Options::default()).await;
-    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    let (mut f, image, pod, id) = with_sleeper("st-tty", Options::default()).await;
     let want = Want {
         stdin: true,
         stdout: true,
@@ -261,8 +268,7 @@ async fn exec_with_a_tty_sees_resizes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_over_websocket_v5_and_v4() {
-    let (mut f, image, pod) = Fixture::with_busybox_pod("st-ws", Options::default()).await;
-    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    let (mut f, _, _, id) = with_sleeper("st-ws", Options::default()).await;
 
     // v5: stdin ends with the close signal; cat then exits 0.
     let url = exec_url(&mut f, &id, &["sh", "-c", "cat; echo done >&2"], ALL).await;
@@ -278,11 +284,7 @@ async fn exec_over_websocket_v5_and_v4() {
     assert_eq!(exit_code(&ch[3]).unwrap(), 0);
 
     // v4: exit code 3, stdout and stderr apart.
-    let want = Want {
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
+    let want = OUT_ERR;
     let url = exec_url(
         &mut f,
         &id,
@@ -326,11 +328,7 @@ async fn attach_two_attachers_and_the_log_keeps_every_line() {
         "i=0; while [ $i -lt 100000 ]; do echo line-$i; i=$((i+1)); sleep 0.02; done",
     );
     let id = f.run(&pod, counter).await;
-    let want = Want {
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
+    let want = OUT_ERR;
     // One attacher over SPDY, one over WebSocket.
     let url = attach_url(&mut f, &id, want).await;
     let a = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
@@ -436,12 +434,7 @@ async fn attach_stdin_survives_attachers_and_stdin_once_closes_it() {
         let cfg = sh(name, &image, script).stdin_once().log_path(log_path);
         let id = f.run(&pod, cfg).await;
         let url = attach_url(&mut f, &id, both).await;
-        let done = spdy_command(&url, "v4.channel.k8s.io", both)
-            .await
-            .unwrap()
-            .run(b"x\n", DEADLINE)
-            .await
-            .unwrap();
+        let done = spdy_run(&url, "v4.channel.k8s.io", both, b"x\n").await;
         let out = String::from_utf8_lossy(&done.stdout).to_string();
         assert!(
             out.contains("got-x") && out.contains("stdin-closed"),
@@ -562,26 +555,17 @@ async fn port_forward_twenty_connections_to_httpd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
-    let (mut f, image, pod) = Fixture::with_busybox_pod(
+    let (mut f, _, pod, id) = with_sleeper(
         "st-token",
         Options::config("[streaming]\ntoken_ttl_secs = 1\n"),
     )
     .await;
-    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
+    let want = OUT;
     let url = exec_url(&mut f, &id, &["true"], want).await;
     // The token is 160 random bits.
     let token = url.rsplit('/').next().unwrap();
     assert!(token.len() >= 32, "{token}");
-    let done = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
+    let done = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
     assert_eq!(done.exit_code().unwrap(), 0);
     // Used: 404, no stream.
     let (head, _) = upgrade_request(
@@ -672,20 +656,18 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
             })
             .await
             .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("port[0]"), "{}", err.message());
+    assert_refused(&err, Code::InvalidArgument, "port[0]");
     assert_no_sessions(&f).await;
     f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vanished_or_idle_client_leaves_nothing_behind() {
-    let (mut f, image, pod) = Fixture::with_busybox_pod(
+    let (mut f, _, _, id) = with_sleeper(
         "st-gone",
         Options::config("[streaming]\nidle_timeout_secs = 2\n"),
     )
     .await;
-    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
     // The client vanishes mid-stream: its process is killed, its FIFOs removed.
     let url = exec_url(&mut f, &id, &["sleep", "7371"], ALL).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
@@ -767,15 +749,7 @@ fn make_certs(
     std::fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n).display().to_string();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_cmd("openssl", args).unwrap();
     };
     run(&[
         "req",
@@ -844,19 +818,11 @@ async fn exec_over_tls_spdy_and_websocket() {
     let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
     let url = exec_url(&mut f, &id, &["sh", "-c", "cat; exit 7"], ALL).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let done = spdy_command(&url, "v4.channel.k8s.io", ALL)
-        .await
-        .unwrap()
-        .run(b"secret\n", DEADLINE)
-        .await
-        .unwrap();
+    let done = spdy_run(&url, "v4.channel.k8s.io", ALL, b"secret\n").await;
     assert_eq!(done.stdout, b"secret\n");
     assert_eq!(done.exit_code().unwrap(), 7);
     // WebSocket over TLS too.
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
+    let want = OUT;
     let url = exec_url(&mut f, &id, &["echo", "wss"], want).await;
     let mut ws = ws_connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
     let ch = ws.collect(DEADLINE).await.unwrap();

@@ -252,19 +252,15 @@ fn check_suffix(log: &[Vec<u8>], prefix: &str, got: &[u8]) -> usize {
 
 fn finish(fx: Fixture, shim: &Shim, sp: &ShimProc) {
     sp.assert_no_plumbing();
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(shim);
 }
 
 /// Two attachers (one on both streams, one on stdout) get the same raw bytes, and the
 /// log still has every line.
 fn two_attachers_and_the_log(runtime: Runtime) {
     let script = "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.05; done";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, script);
+    let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
         log_lines(&fx, Stream::Stdout).len() >= 3
     });
@@ -308,10 +304,8 @@ fn two_attachers_and_the_log(runtime: Runtime) {
 
 /// An attacher that closes its FIFO is dropped; the other one and the log go on.
 fn attacher_leaves_midway(runtime: Runtime) {
-    let fx = Fixture::new(runtime, &["sh", "-c", COUNTER]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, COUNTER);
+    let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
         !log_lines(&fx, Stream::Stdout).is_empty()
     });
@@ -357,7 +351,7 @@ fn stalled_attacher_is_dropped(runtime: Runtime) {
     let script = "pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; \
                   i=0; while [ $i -lt 30000 ]; do echo line $i $pad; i=$((i+1)); \
                   if [ $((i % 100)) -eq 0 ]; then sleep 0.01; fi; done; echo done; sleep 1000";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
+    let fx = Fixture::sh(runtime, script);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
     let sp = ShimProc::of(&shim);
@@ -454,16 +448,11 @@ fn attach_terminal(runtime: Runtime) {
 /// In crius mode the init's stdin FIFO is opened O_RDWR: writers come and go without
 /// ending the container's input; only CloseIO does.
 fn stdin_survives_writers(runtime: Runtime) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done"]);
+    let fx = Fixture::sh(runtime, "cat; echo cat done");
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
+    let stdin = fx.stdin_fifo();
     // No writer is needed for Create to return.
-    shim.create(&ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
+    shim.create(&stdin_io(&stdin)).unwrap();
     shim.start("").unwrap();
     let sp = ShimProc::of(&shim);
     sp.wait_threads("copy-in", 1);
@@ -512,13 +501,8 @@ fn stdin_survives_writers(runtime: Runtime) {
 /// The attacher's FIFO reads EOF when the container exits by itself; attaching after
 /// that fails.
 fn attacher_gets_eof_at_exit(runtime: Runtime) {
-    let fx = Fixture::new(
-        runtime,
-        &["sh", "-c", "sleep 1; echo bye; echo err >&2; exit 3"],
-    );
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, "sleep 1; echo bye; echo err >&2; exit 3");
+    let shim = fx.start_running();
     let sp = ShimProc::of(&shim);
     let (out, errf) = (Fifo::new(&fx, "out"), Fifo::new(&fx, "err"));
     shim.attach(Some(&out.path), Some(&errf.path)).unwrap();
@@ -610,12 +594,8 @@ fn failed_create_leaves_no_stdin_copier(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["cat"]);
     fx.patch_config(|v| v["root"]["path"] = serde_json::json!("no-such-rootfs"));
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
-    let io = ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    };
+    let stdin = fx.stdin_fifo();
+    let io = stdin_io(&stdin);
     shim.create(&io).unwrap_err();
     let sp = ShimProc::of(&shim);
     sp.assert_no_plumbing();
@@ -637,16 +617,11 @@ fn failed_create_leaves_no_stdin_copier(runtime: Runtime) {
 /// ever comes, the copy-in thread still ends when the exec does.
 fn exec_stdin_never_opened(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     let sp = ShimProc::of(&shim);
     let stdin = fx.dir.path().join("exec-stdin.fifo");
     mkfifo(&stdin);
-    let io = ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    };
+    let io = stdin_io(&stdin);
     shim.exec("e1", &process_json(&["sleep", "0.3"]), &io)
         .unwrap();
     shim.start("e1").unwrap();

@@ -24,7 +24,7 @@ crius_testkit::runtime_matrix!(sync:
 );
 
 fn run_to_exit(runtime: Runtime, script: &str, want: u32) {
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
+    let fx = Fixture::sh(runtime, script);
     let shim = fx.start_shim();
     let pid = shim.create(&ProcessIo::default()).unwrap();
     assert!(pid > 0);
@@ -69,9 +69,7 @@ fn exit_codes(runtime: Runtime) {
 
 fn kill_sigkill_137(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     assert_eq!(shim.state("").unwrap().status, ProcessStatus::Running);
     // Running containers can't be deleted.
     assert!(shim.delete("").is_err());
@@ -104,10 +102,8 @@ fn cri_log_format(runtime: Runtime) {
     let script = "echo first; echo oops >&2; echo; \
                   head -c 102400 /dev/zero | tr '\\0' x; echo; \
                   printf 'no newline at end'";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, script);
+    let shim = fx.start_running();
     assert_eq!(shim.wait("").unwrap().code, 0);
     let recs = parse_log(&fx.log_path());
     let out = join_lines(&recs, Stream::Stdout);
@@ -138,23 +134,15 @@ fn cri_log_format(runtime: Runtime) {
     // The unterminated tail is a P record, the last one.
     let last = recs.last().unwrap();
     assert!(last.1 && last.2 == b"no newline at end");
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 fn reopen_log(runtime: Runtime) {
-    let fx = Fixture::new(
+    let fx = Fixture::sh(
         runtime,
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
-        ],
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
     );
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     wait_until(Duration::from_secs(10), "first lines", || {
         parse_log(&fx.log_path()).len() >= 3
     });
@@ -181,16 +169,12 @@ fn reopen_log(runtime: Runtime) {
     assert_eq!(new_first, old_last + 1);
     shim.kill("", 9, false).unwrap();
     assert_eq!(shim.wait("").unwrap().code, 137);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 fn exec(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
 
     // ExecSync: output captured per stream, exit code.
     let out = shim
@@ -267,16 +251,12 @@ fn exec(runtime: Runtime) {
 
     shim.kill("", 9, false).unwrap();
     shim.wait("").unwrap();
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 fn shim_death_detected(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     let (shim_pid, task_pid) = shim.connect_info().unwrap();
     assert!(task_pid > 0);
     // SIGKILL the shim by its pid.
@@ -338,8 +318,7 @@ fn terminal(runtime: Runtime) {
     let fx = Fixture::new(runtime, &[]);
     fx.write_config(&["sh", "-c", "tty; stty size; read x; exit 4"], true);
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
+    let stdin = fx.stdin_fifo();
     shim.create(&ProcessIo {
         terminal: true,
         stdin: stdin.display().to_string(),
@@ -390,21 +369,14 @@ fn terminal(runtime: Runtime) {
         })
         .collect();
     assert_eq!(lines[..2], ["/dev/pts/0".to_string(), "40 100".to_string()]);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 fn stdin_and_close_io(runtime: Runtime) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done; exit 2"]);
+    let fx = Fixture::sh(runtime, "cat; echo cat done; exit 2");
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
-    shim.create(&ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
+    let stdin = fx.stdin_fifo();
+    shim.create(&stdin_io(&stdin)).unwrap();
     let writer = std::thread::spawn({
         let stdin = stdin.clone();
         move || std::fs::OpenOptions::new().write(true).open(stdin).unwrap()
@@ -421,9 +393,7 @@ fn stdin_and_close_io(runtime: Runtime) {
     drop(w);
     let out = join_lines(&parse_log(&fx.log_path()), Stream::Stdout);
     assert_eq!(out, vec![b"from stdin".to_vec(), b"cat done".to_vec()]);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 fn delete_unstarted(runtime: Runtime) {
@@ -440,10 +410,8 @@ fn delete_unstarted(runtime: Runtime) {
 }
 
 fn kill_all(runtime: Runtime) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, "sleep 1000 & sleep 1000 & wait");
+    let shim = fx.start_running();
     wait_until(Duration::from_secs(10), "three processes", || {
         shim.pids().unwrap().len() == 3
     });
@@ -458,27 +426,19 @@ fn kill_all(runtime: Runtime) {
 
 fn oom_killed(runtime: Runtime) {
     // The shell holds the whole command substitution in memory: far over 32 MiB.
-    let fx = Fixture::new(
+    let fx = Fixture::sh(
         runtime,
-        &[
-            "sh",
-            "-c",
-            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
-        ],
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     fx.patch_config(|v| {
         v["linux"]["resources"] = serde_json::json!({"memory": {"limit": 33554432}});
     });
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     assert_eq!(shim.wait("").unwrap().code, 137);
     let rec = client::read_exit_file(&fx.dir.path().join("exit.json"))
         .unwrap()
         .unwrap();
     assert!(rec.oom_killed, "{rec:?}");
     assert!(join_lines(&parse_log(&fx.log_path()), Stream::Stdout).is_empty());
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }

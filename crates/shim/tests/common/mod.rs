@@ -84,6 +84,11 @@ impl Fixture {
         fx
     }
 
+    /// A bundle whose container runs `sh -c <script>` (busybox's shell).
+    pub fn sh(runtime: Runtime, script: &str) -> Fixture {
+        Fixture::new(runtime, &["sh", "-c", script])
+    }
+
     pub fn bundle(&self) -> PathBuf {
         self.dir.path().join("bundle")
     }
@@ -186,6 +191,29 @@ impl Fixture {
 
     pub fn start_shim(&self) -> Shim {
         client::start(&self.start_options()).unwrap()
+    }
+
+    /// A FIFO `stdin.fifo` in the test's directory, for a process's stdin.
+    pub fn stdin_fifo(&self) -> PathBuf {
+        let path = self.dir.path().join("stdin.fifo");
+        mkfifo(&path);
+        path
+    }
+
+    /// A shim with the container created (its output to the CRI log) and started.
+    pub fn start_running(&self) -> Shim {
+        let shim = self.start_shim();
+        shim.create(&client::ProcessIo::default()).unwrap();
+        shim.start("").unwrap();
+        shim
+    }
+
+    /// Deletes the exited container, shuts the shim down, and checks that nothing is
+    /// left ([`assert_clean`](Self::assert_clean)).
+    pub fn delete_and_clean(self, shim: &Shim) {
+        shim.delete("").unwrap();
+        shim.shutdown(false).unwrap();
+        self.assert_clean();
     }
 
     /// Checks that no process, mount or cgroup of this test is left; then removes the dir.
@@ -343,6 +371,14 @@ pub fn mkfifo(path: &Path) {
         .status()
         .unwrap();
     assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// Process I/O with stdin from the FIFO at `path` (output to the CRI log).
+pub fn stdin_io(path: &Path) -> client::ProcessIo {
+    client::ProcessIo {
+        stdin: path.display().to_string(),
+        ..Default::default()
+    }
 }
 
 /// A process spec for exec.
