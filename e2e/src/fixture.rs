@@ -3,13 +3,16 @@
 //! line in a test; [`Fixture::finish`] tears all of it down and checks that nothing
 //! is left.
 //!
-//! ```ignore
+//! ```no_run
+//! # use crius_e2e::*;
+//! # async fn demo(runtime: Runtime) {
 //! let mut f = Fixture::start("ctr-life", Options::default().with_runtime(runtime)).await;
 //! let image = f.pull_busybox().await;
 //! let pod = f.pod(PodBuilder::new("life").log_directory(f.logs())).await;
 //! let id = f.run(&pod, ContainerBuilder::new("worker", &image).sh("exit 3")).await;
 //! assert_eq!(f.wait_exited(&id).await.exit_code, 3);
 //! f.finish().await;
+//! # }
 //! ```
 //!
 //! Invariants:
