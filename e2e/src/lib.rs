@@ -8,7 +8,7 @@
 //! - [`PodBuilder`] and [`ContainerBuilder`]: the CRI configs tests send, with test
 //!   defaults;
 //! - [`rpc`]: single CRI calls over a client; [`images`] and [`registry`]: test
-//!   images and registries; [`stream`]: streaming clients; [`bench`]: what the
+//!   images and registries; [`stream`]: streaming clients; [`bench`](mod@bench): what the
 //!   benchmarks share;
 //! - [`Runtime`] and [`runtime_matrix!`](crius_testkit::runtime_matrix): one test
 //!   under runc and under crun.
