@@ -1,4 +1,4 @@
-//! Pod network setup and teardown for crius (see DESIGN.md, "Networking").
+//! Pod network setup and teardown for crius (see docs/architecture.md, "Networking").
 //!
 //! criusd talks to a pod network only through [`NetworkBackend`]: `setup` after the
 //! pod's network namespace is pinned, `teardown` before it is released. Teardown must

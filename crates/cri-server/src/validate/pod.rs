@@ -1,9 +1,4 @@
-//! Validation of what the kubelet sends, before anything is made.
-//!
-//! Every refusal names the request field (`config.metadata.name`) and the problem.
-//! The rules refuse only what would break crius or the node (a `/` or NUL where a
-//! path component or file line is made from the value, an unparsable DNS server):
-//! everything the kubelet and crictl's example configs send passes.
+//! RunPodSandbox: the checks of a pod sandbox request, before anything is made.
 
 use std::net::IpAddr;
 
@@ -11,12 +6,6 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, Protocol};
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
-
-mod container;
-mod exec;
-
-pub use container::{ValidContainer, create_container};
-pub use exec::{port_forward, streams};
 
 /// Longest accepted metadata value (Kubernetes object names are at most 253).
 const MAX_NAME: usize = 253;
