@@ -983,7 +983,7 @@ async fn fifty_parallel_sandboxes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_create_then_restart_leaves_nothing() {
     let (mut d, ctl) = start_with_wrapper("midcrash").await;
-    std::fs::write(ctl.join("delay"), "1").unwrap();
+    std::fs::write(ctl.join("delay"), "3").unwrap();
     let mut rt = d.rt.clone();
     let call = tokio::spawn(async move { run_pod(&mut rt, PodBuilder::new("midcrash")).await });
     // The record and pod directory exist and the helper is running: crash now.
@@ -993,11 +993,14 @@ async fn crash_mid_create_then_restart_leaves_nothing() {
         async move { (std::fs::read_dir(&pods_dir).ok()?.count() == 1).then_some(()) }
     })
     .await;
+    // The helper is spawned just after the directory is made: wait for it (it
+    // sleeps in the wrapper long enough to be seen).
     let wrapper = ctl.join("pinns-wrapper.sh").display().to_string();
-    assert!(
-        !processes_mentioning(&wrapper).is_empty(),
-        "the helper is still running"
-    );
+    eventually(DEADLINE, "the helper to be running", || {
+        let running = !processes_mentioning(&wrapper).is_empty();
+        async move { running.then_some(()) }
+    })
+    .await;
     d.kill();
     assert!(
         call.await.unwrap().is_err(),

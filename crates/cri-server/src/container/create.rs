@@ -13,7 +13,6 @@ use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
-use crate::host::ShimAddr;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
 use crius_images::ImageRunConfig;
@@ -231,17 +230,9 @@ impl Containers {
             stdin,
             ..Default::default()
         };
-        let (shims, socket, id) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
-        let pid = blocking(move || {
-            shims.create(
-                ShimAddr {
-                    socket: &socket,
-                    id: &id,
-                },
-                &io,
-            )
-        })
-        .await?;
+        let pid = self
+            .on_shim(rec, move |shims, at| shims.create(at, &io))
+            .await?;
         made.push(Step::Task);
         rec.pid = pid;
         rec.state = ContainerState::Created;

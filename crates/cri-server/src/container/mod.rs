@@ -181,6 +181,29 @@ impl Containers {
         Ok(c)
     }
 
+    /// Runs `f` with the container's shim, on the blocking pool.
+    /// The future owns what it needs (it can be spawned).
+    fn on_shim<T, F>(
+        &self,
+        rec: &ContainerRecord,
+        f: F,
+    ) -> impl std::future::Future<Output = CriResult<T>> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ShimApi, ShimAddr<'_>) -> CriResult<T> + Send + 'static,
+    {
+        let (shims, socket, id) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
+        blocking(move || {
+            f(
+                &*shims,
+                ShimAddr {
+                    socket: &socket,
+                    id: &id,
+                },
+            )
+        })
+    }
+
     /// The containers of a pod.
     async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
         Ok(self
