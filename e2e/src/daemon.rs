@@ -31,6 +31,10 @@ pub struct Daemon {
     pub rt: RuntimeServiceClient<Channel>,
     pub img: ImageServiceClient<Channel>,
     finished: bool,
+    /// The daemon binary (criusd unless the options named another).
+    binary: PathBuf,
+    /// Extra environment of the daemon process.
+    env: Vec<(String, String)>,
 }
 
 /// How to start a test daemon.
@@ -44,6 +48,14 @@ pub struct Options {
     /// The runtime the tests' pods run under. For crun, the daemon's `crun` handler
     /// runs it through [`Runtime::executable_in`]'s wrapper (in `<root>/fixtures`).
     pub runtime: Runtime,
+    /// Another daemon binary than `criusd` (e.g. `criusd-failpoints`), next to it.
+    pub binary: Option<String>,
+    /// Extra environment variables of the daemon.
+    pub env: Vec<(String, String)>,
+    /// A directory of CNI plugins searched before Debian's (`/usr/lib/cni`).
+    pub cni_bin_dir: Option<PathBuf>,
+    /// `cni_plugin_timeout_secs`, when not the default.
+    pub cni_timeout_secs: Option<u64>,
 }
 
 impl Options {
@@ -97,7 +109,17 @@ impl Daemon {
             rt: RuntimeServiceClient::new(Endpoint::from_static("http://unused").connect_lazy()),
             img: ImageServiceClient::new(Endpoint::from_static("http://unused").connect_lazy()),
             finished: false,
+            binary: match &opts.binary {
+                Some(name) => criusd_bin().with_file_name(name),
+                None => criusd_bin(),
+            },
+            env: opts.env.clone(),
         };
+        assert!(
+            d.binary.is_file(),
+            "{} is missing: build it first (see README's test command)",
+            d.binary.display()
+        );
         d.spawn().await.expect("starting criusd");
         d
     }
@@ -125,7 +147,8 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = Command::new(criusd_bin())
+        let child = Command::new(&self.binary)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -238,8 +261,16 @@ fn write_config(root: &Path, net: &TestNetwork, opts: &Options) -> PathBuf {
         String::new()
     } else {
         std::fs::create_dir_all(root.join("cni-conf")).expect("cni conf dir");
+        let bins = match &opts.cni_bin_dir {
+            Some(dir) => format!("cni_bin_dirs = [\"{}\", \"/usr/lib/cni\"]\n", dir.display()),
+            None => String::new(),
+        };
+        let bins = match opts.cni_timeout_secs {
+            Some(t) => format!("{bins}cni_plugin_timeout_secs = {t}\n"),
+            None => bins,
+        };
         format!(
-            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\ncni_conf_dir = \"{}/cni-conf\"\n",
+            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\ncni_conf_dir = \"{}/cni-conf\"\n{bins}",
             net.bridge,
             net.subnet,
             net.chain_prefix,

@@ -251,6 +251,12 @@ async fn start_managers(
         .await
         .context("recovering containers at start-up")?;
     containers.start_exit_watcher();
+    // Blobs and layers a crash left without an image record (a pull cut short) are
+    // garbage now that every container's layers are known.
+    images
+        .collect_garbage()
+        .await
+        .context("collecting image garbage at start-up")?;
     Ok((sandboxes, containers, images, network))
 }
 

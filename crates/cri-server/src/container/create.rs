@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
 use crius_images::ImageRunConfig;
@@ -117,6 +118,7 @@ impl Containers {
             Reserve::Done => {}
             Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
         }
+        failpoint::hit("container.create.recorded")?;
         let mut made = Vec::new();
         match self.build(&mut rec, &plan, &mut made).await {
             Ok(()) => {
@@ -176,6 +178,7 @@ impl Containers {
         let rootfs = bundle.join("rootfs");
         mkdir(&rootfs)?;
         made.push(Step::Bundle);
+        failpoint::hit("container.create.bundle")?;
         // Shared directories, never removed with one container.
         if let Some(dir) = rec.socket.parent() {
             mkdir(dir)?;
@@ -188,11 +191,14 @@ impl Containers {
         let parent = plan.run.top_chain_id.clone();
         blocking(move || layers.create_layer(&key, parent.as_deref())).await?;
         made.push(Step::Layer);
+        failpoint::hit("container.create.layer")?;
         let (layers, key, target) = (self.rootfs.clone(), rec.id.clone(), rootfs.clone());
         blocking(move || layers.mount(&key, &target)).await?;
         made.push(Step::Mount);
+        failpoint::hit("container.create.mount")?;
 
         self.write_spec(rec, plan).await?;
+        failpoint::hit("container.create.spec")?;
         // A container that keeps stdin open (`stdin: true`) gets a FIFO the shim holds
         // for its whole life; attach sessions write into it (see `stdin_fifo`).
         let stdin = if rec.config.stdin {
@@ -225,6 +231,7 @@ impl Containers {
         let shims = self.shims.clone();
         blocking(move || shims.launch(&opts)).await?;
         made.push(Step::Shim);
+        failpoint::hit("container.create.shim")?;
         let io = ProcessIo {
             terminal: rec.config.tty,
             stdin,
@@ -234,10 +241,11 @@ impl Containers {
             .on_shim(rec, move |shims, at| shims.create(at, &io))
             .await?;
         made.push(Step::Task);
+        failpoint::hit("container.create.task")?;
         rec.pid = pid;
         rec.state = ContainerState::Created;
         self.store.update_container(rec).await?;
-        Ok(())
+        failpoint::hit("container.create.created")
     }
 
     /// Generates the OCI spec and writes it as the bundle's config.json. Spec

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{Containers, signal_number};
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
 use crate::util::now_nanos;
 
@@ -34,8 +35,10 @@ impl Containers {
                 rec.id, rec.state
             )));
         }
+        failpoint::hit("container.start.begin")?;
         let started_at = now_nanos();
         let pid = self.on_shim(&rec, |shims, at| shims.start(at, "")).await?;
+        failpoint::hit("container.start.started")?;
         rec.pid = pid;
         rec.state = ContainerState::Running;
         rec.started_at = started_at;
@@ -79,6 +82,7 @@ impl Containers {
                 (exit, exit.map(|_| STOPPED_ORPHAN))
             }
         };
+        failpoint::hit("container.stop.signalled")?;
         let _guard = self.locks.lock(&rec.id).await;
         if rec.state == ContainerState::Created {
             let mut r = self.must(&rec.id).await?;
@@ -105,6 +109,7 @@ impl Containers {
             return Ok(());
         };
         self.release(&rec).await?;
+        failpoint::hit("container.remove.released")?;
         self.store.delete_container(&rec.id).await?;
         drop(guard);
         self.locks.forget(&rec.id);

@@ -45,6 +45,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::host::{Processes, Rootfs, ShimAddr, ShimApi};
 use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
@@ -222,6 +223,13 @@ impl Containers {
         rec: &ContainerRecord,
         step: Step,
     ) -> CriResult<()> {
+        failpoint::hit(match step {
+            Step::Task => "container.undo.task",
+            Step::Shim => "container.undo.shim",
+            Step::Mount => "container.undo.mount",
+            Step::Layer => "container.undo.layer",
+            Step::Bundle => "container.undo.bundle",
+        })?;
         let at = ShimAddr {
             socket: &rec.socket,
             id: &rec.id,
