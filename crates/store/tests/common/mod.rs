@@ -1,6 +1,8 @@
-//! The records of the version-1 fixture `fixtures/store-v1.redb`, as the test
-//! builds them: the fixture was written from exactly these values, so what it reads
-//! back must equal them.
+//! The records of the version-1 fixture `fixtures/store-v1.redb`, as the tests
+//! build them. The fixture was written from exactly these values by the version-1
+//! store (`insert_pod`, `insert_container`, `put_image`, `LeaseStore::insert`, then
+//! redb's `compact`, in the commit that added it), so what it reads back must equal
+//! them. It is not regenerated: today's store writes the current version.
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
