@@ -73,13 +73,21 @@ impl fmt::Display for RepairReport {
         if let Some(from) = self.migrated_from {
             writeln!(f, "migrated from schema version {from} to {SCHEMA_VERSION}")?;
         }
-        writeln!(f, "found {} problem(s):", self.found.len())?;
-        for p in &self.found {
-            writeln!(f, "  {p}")?;
+        if self.found.is_empty() {
+            writeln!(f, "found no problems")?;
+        } else {
+            writeln!(f, "found {} problem(s):", self.found.len())?;
+            for p in &self.found {
+                writeln!(f, "  {p}")?;
+            }
         }
-        writeln!(f, "changed:")?;
-        for a in &self.actions {
-            writeln!(f, "  {a}")?;
+        if self.actions.is_empty() {
+            writeln!(f, "changed no record or index")?;
+        } else {
+            writeln!(f, "changed:")?;
+            for a in &self.actions {
+                writeln!(f, "  {a}")?;
+            }
         }
         writeln!(f, "after the repair:")?;
         write!(f, "{}", self.after)
