@@ -119,8 +119,9 @@ impl Db {
                     reopens += 1;
                 }
                 Some(Err(e)) if e.is_io() => {
+                    let e = e.located(&self.path);
                     self.discard(generation, &e);
-                    return Err(e.located(&self.path));
+                    return Err(e);
                 }
                 Some(result) => return result.map_err(|e| e.located(&self.path)),
                 None if reopens < 2 => {
@@ -141,7 +142,7 @@ impl Db {
     fn discard(&self, generation: u64, cause: &StoreError) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if current.generation == generation && current.db.is_some() {
-            warn!(store = %self.path.display(), error = %crate::error::chain(cause), "metadata store I/O error: reopening it at the next call");
+            warn!(error = %crate::error::chain(cause), "metadata store I/O error: reopening it at the next call");
             current.db = None;
             current.generation += 1;
         }
