@@ -160,9 +160,9 @@ async fn a_full_disk_fails_create_and_run_cleanly_and_both_work_once_there_is_ro
         .into_iter()
         .map(|p| p.id)
         .collect();
-    assert_eq!(pods, [pod.clone()]);
+    assert_eq!(pods, [pod.as_str()]);
     assert!(dir_entries(&d.run_dir().join("containers")).is_empty());
-    assert_eq!(dir_entries(&d.run_dir().join("pods")), [pod.clone()]);
+    assert_eq!(dir_entries(&d.run_dir().join("pods")), [pod.as_str()]);
     for dir in ["snapshots/snapshots", "snapshots/tmp"] {
         let left = dir_entries(&d.state_dir().join(dir));
         assert!(left.is_empty(), "{dir}: {left:?}");

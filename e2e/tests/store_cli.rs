@@ -87,7 +87,7 @@ async fn store_commands_refuse_a_held_store_and_report_a_stopped_one() {
             .into_iter()
             .map(|p| p.id)
             .collect::<Vec<_>>(),
-        [pod.clone()]
+        [pod.as_str()]
     );
     remove_pod(&mut d.rt, &pod).await.unwrap();
     d.finish().await;
