@@ -415,6 +415,11 @@ impl Config {
         }
     }
 
+    /// The metadata store's file.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.state_dir.join("store.redb")
+    }
+
     /// Prints the effective configuration as TOML.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)

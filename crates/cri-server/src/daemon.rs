@@ -148,10 +148,9 @@ struct Stores {
 /// Opens the metadata store, the content store and the snapshotter (each cleans
 /// what a crash left half-written).
 async fn open_stores(config: &Config) -> Result<Stores> {
-    let state = config.state_dir.clone();
+    let (state, store_path) = (config.state_dir.clone(), config.store_path());
     tokio::task::spawn_blocking(move || -> Result<Stores> {
-        let store = crius_store::Store::open(&state.join("store.redb"))
-            .context("opening the metadata store")?;
+        let store = crius_store::Store::open(&store_path).context("opening the metadata store")?;
         let content = crius_snapshotter::ContentStore::open(&state.join("content"))
             .context("opening the content store")?;
         let snapshots = crius_snapshotter::Snapshotter::open(&state.join("snapshots"))

@@ -207,13 +207,7 @@ impl Containers {
 
     /// The containers of a pod.
     async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
-        Ok(self
-            .store
-            .containers()
-            .await?
-            .into_iter()
-            .filter(|c| c.pod_id == pod_id)
-            .collect())
+        Ok(self.store.containers_of_pod(pod_id).await?)
     }
 
     /// Undoes one step. Idempotent.
