@@ -84,9 +84,7 @@ impl Encoder {
             }
             Frame::RstStream(f) => {
                 check_stream_id("RST_STREAM", f.stream_id, false)?;
-                control_header(out, kind::RST_STREAM, 0, 8);
-                out.extend_from_slice(&f.stream_id.to_be_bytes());
-                out.extend_from_slice(&f.status.0.to_be_bytes());
+                words_frame(out, kind::RST_STREAM, &[f.stream_id, f.status.0]);
                 Ok(())
             }
             Frame::Settings(f) => {
@@ -115,15 +113,12 @@ impl Encoder {
                 Ok(())
             }
             Frame::Ping(f) => {
-                control_header(out, kind::PING, 0, 4);
-                out.extend_from_slice(&f.id.to_be_bytes());
+                words_frame(out, kind::PING, &[f.id]);
                 Ok(())
             }
             Frame::GoAway(f) => {
                 check_stream_id("GOAWAY", f.last_good_stream_id, true)?;
-                control_header(out, kind::GOAWAY, 0, 8);
-                out.extend_from_slice(&f.last_good_stream_id.to_be_bytes());
-                out.extend_from_slice(&f.status.0.to_be_bytes());
+                words_frame(out, kind::GOAWAY, &[f.last_good_stream_id, f.status.0]);
                 Ok(())
             }
             Frame::WindowUpdate(f) => {
@@ -132,9 +127,7 @@ impl Encoder {
                 if f.delta == 0 || f.delta > 0x7FFF_FFFF {
                     return Err(invalid(F, "delta outside 1..=2^31-1"));
                 }
-                control_header(out, kind::WINDOW_UPDATE, 0, 8);
-                out.extend_from_slice(&f.stream_id.to_be_bytes());
-                out.extend_from_slice(&f.delta.to_be_bytes());
+                words_frame(out, kind::WINDOW_UPDATE, &[f.stream_id, f.delta]);
                 Ok(())
             }
             Frame::Data(f) => {
@@ -216,6 +209,15 @@ fn control_header(out: &mut Vec<u8>, frame_type: u16, flags: u8, len: usize) {
     out.extend_from_slice(&(0x8000 | VERSION).to_be_bytes());
     out.extend_from_slice(&frame_type.to_be_bytes());
     out.extend_from_slice(&((u32::from(flags) << 24) | (len as u32 & 0x00FF_FFFF)).to_be_bytes());
+}
+
+/// Writes a flagless control frame whose payload is `words`, big-endian
+/// (RST_STREAM, PING, GOAWAY, WINDOW_UPDATE).
+fn words_frame(out: &mut Vec<u8>, frame_type: u16, words: &[u32]) {
+    control_header(out, frame_type, 0, 4 * words.len());
+    for word in words {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
 }
 
 /// Checks that `headers` would be accepted by [`Encoder::encode`], without
