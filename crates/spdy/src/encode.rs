@@ -68,24 +68,23 @@ impl Encoder {
                 fixed[4..8].copy_from_slice(&f.associated_stream_id.to_be_bytes());
                 fixed[8] = f.priority << 5;
                 fixed[9] = f.slot;
-                self.headers_frame(kind::SYN_STREAM, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::SYN_STREAM, flags, &fixed, &f.headers, out)?;
             }
             Frame::SynReply(f) => {
                 check_stream_id("SYN_REPLY", f.stream_id, false)?;
                 let flags = if f.fin { flag::FIN } else { 0 };
                 let fixed = f.stream_id.to_be_bytes();
-                self.headers_frame(kind::SYN_REPLY, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::SYN_REPLY, flags, &fixed, &f.headers, out)?;
             }
             Frame::Headers(f) => {
                 check_stream_id("HEADERS", f.stream_id, false)?;
                 let flags = if f.fin { flag::FIN } else { 0 };
                 let fixed = f.stream_id.to_be_bytes();
-                self.headers_frame(kind::HEADERS, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::HEADERS, flags, &fixed, &f.headers, out)?;
             }
             Frame::RstStream(f) => {
                 check_stream_id("RST_STREAM", f.stream_id, false)?;
                 words_frame(out, kind::RST_STREAM, &[f.stream_id, f.status.0]);
-                Ok(())
             }
             Frame::Settings(f) => {
                 const F: &str = "SETTINGS";
@@ -110,16 +109,13 @@ impl Encoder {
                     out.extend_from_slice(&((u32::from(s.flags) << 24) | s.id).to_be_bytes());
                     out.extend_from_slice(&s.value.to_be_bytes());
                 }
-                Ok(())
             }
             Frame::Ping(f) => {
                 words_frame(out, kind::PING, &[f.id]);
-                Ok(())
             }
             Frame::GoAway(f) => {
                 check_stream_id("GOAWAY", f.last_good_stream_id, true)?;
                 words_frame(out, kind::GOAWAY, &[f.last_good_stream_id, f.status.0]);
-                Ok(())
             }
             Frame::WindowUpdate(f) => {
                 const F: &str = "WINDOW_UPDATE";
@@ -128,7 +124,6 @@ impl Encoder {
                     return Err(invalid(F, "delta outside 1..=2^31-1"));
                 }
                 words_frame(out, kind::WINDOW_UPDATE, &[f.stream_id, f.delta]);
-                Ok(())
             }
             Frame::Data(f) => {
                 check_stream_id("data", f.stream_id, false)?;
@@ -144,9 +139,9 @@ impl Encoder {
                     &((u32::from(flags) << 24) | f.data.len() as u32).to_be_bytes(),
                 );
                 out.extend_from_slice(&f.data);
-                Ok(())
             }
         }
+        Ok(())
     }
 
     /// Encodes `frame` into a new buffer.
