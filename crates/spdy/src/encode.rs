@@ -11,6 +11,7 @@ use crate::{Error, Headers};
 /// the bytes of all frames must reach the peer in the order they were encoded.
 /// Frames are validated before anything is compressed; an invalid frame is
 /// refused with an error and leaves the encoder usable.
+#[derive(Default)]
 pub struct Encoder {
     deflater: Deflater,
     block: Vec<u8>,
@@ -26,21 +27,10 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-impl Default for Encoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Encoder {
     /// A fresh encoder (new compression context).
     pub fn new() -> Self {
-        Self {
-            deflater: Deflater::new(),
-            block: Vec::new(),
-            compressed: Vec::new(),
-            poisoned: false,
-        }
+        Self::default()
     }
 
     /// Appends the encoding of `frame` to `out`. On error nothing is appended.
