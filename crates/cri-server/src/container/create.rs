@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crius_shim::client::{ProcessIo, StartOptions};
-use crius_spec::{ImageConfig, PodNamespaces, SpecInput};
+use crius_spec::{PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
@@ -159,7 +159,7 @@ impl Containers {
             socket: self.socket_of(id),
             runtime: plan.runtime.clone(),
             pid: 0,
-            stop_signal: plan.run.stop_signal.clone(),
+            stop_signal: plan.run.config.stop_signal.clone(),
             uid: 0,
             gid: 0,
             supplemental_groups: Vec::new(),
@@ -264,15 +264,7 @@ impl Containers {
         };
         let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
         let (config, sandbox) = (rec.config.clone(), plan.sandbox_config.clone());
-        let run = &plan.run;
-        let image = ImageConfig {
-            entrypoint: run.entrypoint.clone(),
-            cmd: run.cmd.clone(),
-            env: run.env.clone(),
-            working_dir: run.working_dir.clone(),
-            user: run.user.clone(),
-            stop_signal: run.stop_signal.clone(),
-        };
+        let image = plan.run.config.clone();
         let pod_dir = pod.dir.clone();
         let (driver, host) = (self.config.cgroup_driver(), self.host_facts.clone());
         let profiles = self.config.state_dir.join("seccomp");
