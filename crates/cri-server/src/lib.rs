@@ -15,6 +15,9 @@ mod container;
 mod creations;
 pub mod daemon;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod pinns;
 mod podfiles;

@@ -26,6 +26,8 @@
 mod create;
 mod exec;
 mod exits;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod lifecycle;
 mod orphans;
 mod query;
