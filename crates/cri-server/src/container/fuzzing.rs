@@ -43,7 +43,8 @@ pub struct PodSpec {
     pub host_network: bool,
 }
 
-/// The managers, their store and host, and what the sequence did to them.
+/// The managers, their store and host, and what the sequence did to them. Pod
+/// calls go through the same manager methods the services call.
 pub struct CallRig {
     root: PathBuf,
     config: Arc<Config>,
@@ -174,20 +175,14 @@ impl CallRig {
         self.sandboxes.run(pod).await
     }
 
-    /// StopPodSandbox: the pod's containers, then the pod.
+    /// StopPodSandbox.
     pub async fn stop_pod(&self, id: &str) -> CriResult<()> {
-        if let Some(pod) = self.sandboxes.get(id).await? {
-            self.containers.stop_pod(&pod.id).await?;
-        }
-        self.sandboxes.stop(id).await
+        self.containers.stop_pod_sandbox(id).await
     }
 
-    /// RemovePodSandbox: the pod's containers, then the pod.
+    /// RemovePodSandbox.
     pub async fn remove_pod(&self, id: &str) -> CriResult<()> {
-        if let Some(pod) = self.sandboxes.get(id).await? {
-            self.containers.remove_pod(&pod.id).await?;
-        }
-        self.sandboxes.remove(id).await
+        self.containers.remove_pod_sandbox(id).await
     }
 
     /// CreateContainer (of `busybox`; `privileged` is refused in these pods).

@@ -132,6 +132,33 @@ impl Containers {
         Ok(())
     }
 
+    /// StopPodSandbox: the pod's containers, then the pod.
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        if let Some(pod) = self.sandboxes.get(id).await? {
+            self.stop_pod(&pod.id).await?;
+        }
+        self.sandboxes.stop(id).await
+    }
+
+    /// RemovePodSandbox: the pod's containers, then the pod. A container created
+    /// meanwhile (its CreateContainer was under way) makes the pod's removal refuse;
+    /// it is removed in turn, twice at most before the refusal is returned.
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let mut attempt = 0;
+        loop {
+            if let Some(pod) = self.sandboxes.get(id).await? {
+                self.remove_pod(&pod.id).await?;
+            }
+            match self.sandboxes.remove(id).await {
+                Err(CriError::FailedPrecondition(m)) if attempt < 2 => {
+                    tracing::debug!(pod_id = %id, "{m}; removing them");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops every container of a pod (StopPodSandbox).
     pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> CriResult<()> {
         for c in self.of_pod(pod_id).await? {

@@ -219,6 +219,11 @@ impl Containers {
             }
             Step::Shim => {
                 if let Err(e) = shims.shutdown(at) {
+                    // A shim that is gone needs no shutdown; one that still runs would
+                    // be lost with the record, so the release stops here.
+                    if shims.is_alive(at.socket) {
+                        return Err(e);
+                    }
                     tracing::debug!(container_id = %rec.id, error = %e, "shutting the shim down");
                 }
                 match std::fs::remove_file(&rec.socket) {
@@ -243,18 +248,23 @@ impl Containers {
     }
 
     /// Undoes the steps of a failed creation, newest first, every one of them even
-    /// when one fails (what cannot be undone now is found again at start-up).
-    async fn undo_made(&self, rec: &ContainerRecord, made: Vec<Step>) {
+    /// when one fails. Returns whether all of them were undone: if not, the caller
+    /// keeps the record (state `Creating`), so that RemoveContainer or start-up
+    /// recovery finds what is left.
+    async fn undo_made(&self, rec: &ContainerRecord, made: Vec<Step>) -> bool {
         let (shims, rootfs, rec) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
-        let _ = blocking(move || {
+        blocking(move || {
+            let mut all = true;
             for step in made.iter().rev() {
                 if let Err(e) = Self::undo(&*shims, &*rootfs, &rec, *step) {
                     warn!(container_id = %rec.id, ?step, error = %e, "undoing a step of a failed container");
+                    all = false;
                 }
             }
-            Ok(())
+            Ok(all)
         })
-        .await;
+        .await
+        .unwrap_or(false)
     }
 
     /// Undoes everything a container has on the host. Safe on a half-made one. A

@@ -330,14 +330,16 @@ impl ShimApi for FakeHost {
         self.with(|s| s.alive.contains(&k))
     }
 
-    fn force_delete(&self, id: &str, _bundle: &Path, _runtime: &Path) -> CriResult<()> {
+    fn force_delete(&self, id: &str, bundle: &Path, _runtime: &Path) -> CriResult<()> {
         self.call("shim.force_delete", id)?;
-        // The runtime's state of the container goes, whichever shim held it.
+        // Like `runc delete --force`: the runtime's state of the container goes,
+        // whichever shim held it, and so does every process left in its cgroup.
         self.with(|s| {
             if let Some(k) = s.sockets.get(id).cloned() {
                 s.created.remove(&k);
                 s.running.remove(&k);
             }
+            s.orphans.remove(&bundle.display().to_string());
         });
         Ok(())
     }
