@@ -346,3 +346,88 @@ fn spawn(shared: &Arc<Shared>, generation: u64) -> Option<std::thread::JoinHandl
         .spawn(move || worker(s, generation))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FailureKind;
+
+    /// Panics on inputs that start with "BUG", hangs on "HANG", sorts the rest by
+    /// their first byte.
+    struct Toy;
+
+    impl Harness for Toy {
+        fn run(&mut self, input: &[u8]) -> u64 {
+            assert!(!input.starts_with(b"BUG"), "found the bug");
+            if input.starts_with(b"HANG") {
+                loop {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            u64::from(input.first().copied().unwrap_or(0) / 64)
+        }
+    }
+
+    static TOY: Target = Target {
+        name: "toy",
+        make: || Box::new(Toy),
+        dictionary: &[b"BUG", b"HA"],
+        max_len: 16,
+        time_bound: Duration::from_millis(200),
+        ci_iterations: 0,
+    };
+
+    fn opts(dir: &Path, seed: u64, stop: bool, iterations: u64) -> Options {
+        Options {
+            iterations,
+            seed,
+            stop_on_failure: stop,
+            corpus_dir: dir.join("corpus"),
+            artifacts_dir: dir.join("artifacts"),
+            time_bound: None,
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("crius-fuzz-engine-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("corpus")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("corpus/a"), b"ok input").unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    #[test]
+    fn mutation_finds_a_crash_and_saves_the_input() {
+        let d = scratch("crash");
+        let r = run(&TOY, opts(&d, 1, true, 200_000));
+        let crash = r.failures.iter().find(|f| f.kind == FailureKind::Crash);
+        let Some(crash) = crash else {
+            panic!("no crash found: {r}");
+        };
+        assert!(crash.message.contains("found the bug"), "{}", crash.message);
+        let saved = crash.artifact.as_ref().map(std::fs::read);
+        assert!(matches!(saved, Some(Ok(s)) if s.starts_with(b"BUG")));
+        assert!(r.to_string().contains(&format!("FUZZ_SEED={:#x}", r.seed)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_hang_is_reported_and_the_run_goes_on() {
+        let d = scratch("hang");
+        std::fs::write(d.join("corpus/b"), b"HANG").unwrap_or_else(|e| panic!("{e}"));
+        let r = run(&TOY, opts(&d, 2, false, 50));
+        assert!(r.hangs >= 1, "{r}");
+        assert!(r.failures.iter().any(|f| f.kind == FailureKind::Hang && f.input.contains("corpus file b")));
+        assert!(r.executed > 2, "the run stopped at the hang: {r}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_run() {
+        let d = scratch("same");
+        let a = run(&TOY, opts(&d, 3, false, 2000));
+        let b = run(&TOY, opts(&d, 3, false, 2000));
+        assert_eq!((a.crashes, a.outcomes, a.pool), (b.crashes, b.outcomes, b.pool));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -143,6 +143,8 @@ struct Calls {
     rt: tokio::runtime::Runtime,
     _root: tempfile::TempDir,
     rig: CallRig,
+    /// `FUZZ_TRACE` set: print each call and its outcome (to read a failing input).
+    trace: bool,
 }
 
 impl Calls {
@@ -157,6 +159,7 @@ impl Calls {
             rt,
             _root: root,
             rig,
+            trace: std::env::var_os("FUZZ_TRACE").is_some(),
         }
     }
 }
@@ -305,9 +308,12 @@ async fn exclusive_call(rig: &mut CallRig, c: Call) -> String {
     }
 }
 
-async fn sequence(rig: &mut CallRig, steps: Vec<Step>) -> BTreeSet<String> {
+async fn sequence(rig: &mut CallRig, steps: Vec<Step>, trace: bool) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for step in steps {
+        if trace {
+            eprintln!("{step:?}");
+        }
         match step {
             Step::One(c) => {
                 seen.insert(exclusive_call(rig, c).await);
@@ -325,6 +331,9 @@ async fn sequence(rig: &mut CallRig, steps: Vec<Step>) -> BTreeSet<String> {
                 seen.insert(exclusive_call(rig, b).await);
             }
         }
+        if trace {
+            eprintln!("  -> {seen:?}");
+        }
         rig.check().await;
     }
     rig.clean_up().await;
@@ -334,7 +343,7 @@ async fn sequence(rig: &mut CallRig, steps: Vec<Step>) -> BTreeSet<String> {
 impl Harness for Calls {
     fn run(&mut self, input: &[u8]) -> u64 {
         let steps = decode(input);
-        let seen = self.rt.block_on(sequence(&mut self.rig, steps));
+        let seen = self.rt.block_on(sequence(&mut self.rig, steps, self.trace));
         let parts: Vec<&str> = seen.iter().map(String::as_str).collect();
         tag(&parts)
     }

@@ -54,27 +54,41 @@ pub const IO_BOUND: Duration = Duration::from_secs(20);
 /// parts, paths, numbers. Refusals that differ only in the value refused are one
 /// outcome.
 pub fn shape(message: &str) -> u64 {
-    let mut out = String::new();
-    let mut quoted = false;
-    for word in message.split_whitespace() {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut escaped = false;
+    let flush = |word: &mut String, words: &mut Vec<String>| {
         if word.contains('/') {
-            out.push_str("<path> ");
+            words.push("<path>".into());
+        } else if !word.is_empty() {
+            words.push(std::mem::take(word));
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
             continue;
         }
-        for c in word.chars() {
-            match c {
-                '"' | '`' => quoted = !quoted,
-                _ if quoted => {}
-                c if c.is_ascii_digit() => {}
-                c => out.push(c),
-            }
+        match c {
+            '"' | '`' | '\'' => quote = Some(c),
+            c if c.is_whitespace() => flush(&mut word, &mut words),
+            c if c.is_ascii_digit() => {}
+            c => word.push(c),
         }
-        out.push(' ');
-        if out.len() > 120 {
+        if words.len() >= 12 {
             break;
         }
     }
-    crius_fuzz::rng::hash(out.as_bytes())
+    flush(&mut word, &mut words);
+    crius_fuzz::rng::hash(words.join(" ").as_bytes())
 }
 
 /// A signature of an outcome given as text.

@@ -2,7 +2,9 @@
 //! thousand, sized so that all of them take well under a minute in a debug build),
 //! deterministically seeded: the seed is printed with any failure, and
 //! `FUZZ_SEED=<seed> cargo test -p crius-fuzz --test fuzz -- --exact <target>`
-//! repeats the run. `FUZZ_ITERATIONS` overrides the count.
+//! repeats the run. `FUZZ_ITERATIONS` overrides the count; `FUZZ_CORPUS=<dir>` replays
+//! another directory instead of the target's corpus (with `FUZZ_ITERATIONS=0`: just
+//! the saved failing inputs in `target/fuzz-artifacts/<target>/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../targets/mod.rs"]
@@ -38,7 +40,9 @@ fn check(name: &str) {
         iterations: env_u64("FUZZ_ITERATIONS").unwrap_or(target.ci_iterations),
         seed: env_u64("FUZZ_SEED").unwrap_or(0x5eed_c0de ^ rng::hash(name.as_bytes())),
         stop_on_failure: true,
-        corpus_dir: corpus_root().join(name),
+        corpus_dir: std::env::var_os("FUZZ_CORPUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| corpus_root().join(name)),
         artifacts_dir: artifacts(),
         time_bound: None,
     };
