@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::Sandboxes;
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 
 impl Sandboxes {
     /// StopPodSandbox: releases the pod's network, infra process and namespaces;
@@ -23,6 +24,7 @@ impl Sandboxes {
             return Ok(());
         }
         self.stop_resources(&rec).await?;
+        failpoint::hit("sandbox.stop.released")?;
         rec.state = PodState::NotReady;
         self.store.update_pod(&rec).await?;
         info!(pod_id = %rec.id, "pod sandbox stopped");
@@ -42,10 +44,9 @@ impl Sandboxes {
         };
         let left: Vec<String> = self
             .store
-            .containers()
+            .containers_of_pod(&rec.id)
             .await?
             .into_iter()
-            .filter(|c| c.pod_id == rec.id)
             .map(|c| c.id)
             .collect();
         if !left.is_empty() {
@@ -55,6 +56,7 @@ impl Sandboxes {
             )));
         }
         self.release(&rec).await?;
+        failpoint::hit("sandbox.remove.released")?;
         self.store.delete_pod(&rec.id).await?;
         drop(guard);
         self.locks.forget(&rec.id);
