@@ -311,6 +311,7 @@ async fn exclusive_call(rig: &mut CallRig, c: Call) -> String {
 async fn sequence(rig: &mut CallRig, steps: Vec<Step>, trace: bool) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for step in steps {
+        let started = std::time::Instant::now();
         if trace {
             eprintln!("{step:?}");
         }
@@ -332,7 +333,7 @@ async fn sequence(rig: &mut CallRig, steps: Vec<Step>, trace: bool) -> BTreeSet<
             }
         }
         if trace {
-            eprintln!("  -> {seen:?}");
+            eprintln!("  -> {seen:?} ({:?})", started.elapsed());
         }
         rig.check().await;
     }

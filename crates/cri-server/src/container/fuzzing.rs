@@ -32,6 +32,10 @@ pub const UNDO_STEPS: &[&str] = &[
     "net.teardown",
 ];
 
+/// How long the rig's managers wait for SIGKILLed processes: the fake's processes
+/// go at once or (a failed kill) never.
+const RIG_KILL_GRACE: std::time::Duration = std::time::Duration::from_millis(30);
+
 /// A pod as RunPodSandbox gets it.
 #[derive(Debug, Clone, Default)]
 pub struct PodSpec {
@@ -449,7 +453,8 @@ fn managers(
             procs: host.clone(),
             shim_binary: PathBuf::from("/nonexistent/crius-shim"),
         },
-    ));
+    )
+    .with_kill_grace(RIG_KILL_GRACE));
     (sandboxes, containers)
 }
 

@@ -19,10 +19,6 @@ use crate::util::now_nanos;
 const STOPPED_ORPHAN: &str =
     "the container's shim had died; criusd stopped its processes through its cgroup";
 
-/// How long a SIGKILLed container may take to be reaped before StopContainer gives up
-/// waiting (the exit watcher records it whenever it goes).
-const KILL_GRACE: Duration = Duration::from_secs(10);
-
 impl Containers {
     /// StartContainer.
     pub async fn start(self: &Arc<Self>, id: &str) -> CriResult<()> {
@@ -60,11 +56,12 @@ impl Containers {
         }
         let signal = signal_number(&rec.stop_signal).unwrap_or(15);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
+        let kill_grace = self.kill_grace;
         let waited = self
             .on_shim(&rec, move |shims, at| {
                 Ok(shims
                     .is_alive(at.socket)
-                    .then(|| stop_init(shims, at, signal, grace)))
+                    .then(|| stop_init(shims, at, signal, grace, kill_grace)))
             })
             .await?;
         let (waited, note) = match waited {
@@ -168,13 +165,14 @@ impl Containers {
 }
 
 /// Stops a container's init through its shim: `signal`, then SIGKILL to every
-/// process once `grace` has passed. Returns the init's exit when the shim reports
+/// process once `grace` has passed (and waits `kill_grace` for that). Returns the init's exit when the shim reports
 /// one. A shim that is gone has nothing to stop. Blocking.
 fn stop_init(
     shims: &dyn ShimApi,
     at: ShimAddr<'_>,
     signal: u32,
     grace: Duration,
+    kill_grace: Duration,
 ) -> Option<crius_shim::client::ExitStatus> {
     let state = shims.state(at, "").ok()?;
     let created_only = state.status == ProcessStatus::Created;
@@ -184,7 +182,7 @@ fn stop_init(
         && wait_timeout(shims, at, "", grace);
     if !stopped {
         let _ = shims.kill(at, "", 9, true);
-        let _ = wait_timeout(shims, at, "", KILL_GRACE);
+        let _ = wait_timeout(shims, at, "", kill_grace);
     }
     shims.state(at, "").ok().and_then(|s| s.exit)
 }

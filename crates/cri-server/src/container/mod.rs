@@ -40,6 +40,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crius_store::{ContainerRecord, ContainerState, Store};
 use tracing::warn;
@@ -72,7 +73,14 @@ pub struct Containers {
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
     watched: std::sync::Mutex<HashMap<String, exits::Watched>>,
+    /// How long SIGKILLed processes may take to go ([`KILL_GRACE`]).
+    kill_grace: Duration,
 }
+
+/// How long a SIGKILLed container may take to be reaped before a stop gives up
+/// waiting (through the shim: the exit watcher records it whenever it goes; through
+/// the cgroup of an orphan: the stop fails).
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The host effects the container manager is built over.
 pub struct Host {
@@ -126,7 +134,17 @@ impl Containers {
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
+            kill_grace: KILL_GRACE,
         }
+    }
+
+    /// The same manager waiting `grace` instead of [`KILL_GRACE`] for SIGKILLed
+    /// processes (the call-sequence fuzz target, whose injected kill failures would
+    /// otherwise cost ten seconds each).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn with_kill_grace(mut self, grace: Duration) -> Containers {
+        self.kill_grace = grace;
+        self
     }
 
     fn bundle_of(&self, id: &str) -> PathBuf {
@@ -234,11 +252,19 @@ impl Containers {
             Step::Task => {
                 // Best effort, as the container may be gone already: its runtime
                 // state lives in the bundle, which goes last.
-                if let Err(e) = shims.kill(at, "", 9, true) {
+                let killed = shims.kill(at, "", 9, true);
+                if let Err(e) = &killed {
                     tracing::debug!(container_id = %rec.id, error = %e, "killing the container");
                 }
                 if let Err(e) = shims.delete(at, "") {
                     tracing::debug!(container_id = %rec.id, error = %e, "deleting the container");
+                }
+                // A container the kill did not stop would outlive its shim and its
+                // record: the runtime deletes it by force, or the release stops here.
+                let runs = matches!(shims.state(at, ""),
+                    Ok(s) if s.status != crius_shim::client::ProcessStatus::Stopped);
+                if killed.is_err() && runs {
+                    shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
                 }
                 Ok(())
             }
