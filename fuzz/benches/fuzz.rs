@@ -1,5 +1,7 @@
 //! Every fuzz target for many iterations (`FUZZ_ITERATIONS`, default 1,000,000 per
-//! target; `FUZZ_TARGETS=a,b` picks targets; `FUZZ_SEED` the seed), then a table:
+//! target, or as many as `FUZZ_SECONDS` allow, default 600 — the call-sequence
+//! target runs tens of inputs a second; `FUZZ_TARGETS=a,b` picks targets;
+//! `FUZZ_SEED` the seed), then a table:
 //! iterations, executions per second, crashes, hangs, distinct outcomes, edges
 //! covered (in a build instrumented by `fuzz/sancov-rustc`) and the corpus (seeds
 //! plus inputs kept). Crashing and hanging inputs are saved under
@@ -25,12 +27,16 @@ fn env_u64(name: &str) -> Option<u64> {
 fn main() {
     let iterations = env_u64("FUZZ_ITERATIONS").unwrap_or(1_000_000);
     let only = std::env::var("FUZZ_TARGETS").unwrap_or_default();
+    let budget = std::time::Duration::from_secs(env_u64("FUZZ_SECONDS").unwrap_or(600));
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let artifacts = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("../target"))
         .join("fuzz-artifacts");
-    println!("fuzzing {iterations} iterations per target");
+    println!(
+        "fuzzing {iterations} iterations per target, at most {}s each",
+        budget.as_secs()
+    );
     println!("{}", Report::header());
     let mut reports = Vec::new();
     for t in targets::TARGETS {
@@ -44,6 +50,7 @@ fn main() {
             corpus_dir: root.join("corpus").join(t.name),
             artifacts_dir: artifacts.clone(),
             time_bound: None,
+            budget: Some(budget),
         };
         let r = crius_fuzz::run(t, opts);
         println!("{}", r.row());

@@ -24,7 +24,8 @@
 //! - `cargo test -p crius-fuzz` runs every target for a few hundred iterations
 //!   (`FUZZ_ITERATIONS`, `FUZZ_SEED` override), failing on the first crash or hang.
 //! - `cargo bench -p crius-fuzz` runs every target for `FUZZ_ITERATIONS` (default
-//!   1,000,000; `FUZZ_TARGETS=a,b` picks targets) and prints a table.
+//!   1,000,000) or `FUZZ_SECONDS` (default 600), whichever ends first
+//!   (`FUZZ_TARGETS=a,b` picks targets), and prints a table.
 //! - `RUSTC_WORKSPACE_WRAPPER=$PWD/fuzz/sancov-rustc cargo bench -p crius-fuzz`
 //!   does the same coverage-guided (workspace crates instrumented, dependencies not).
 

@@ -42,6 +42,9 @@ pub struct Options {
     pub artifacts_dir: PathBuf,
     /// Overrides the target's own time bound.
     pub time_bound: Option<Duration>,
+    /// Stops taking mutated inputs once the run has taken this long (the report
+    /// counts the inputs actually run); the corpus is always replayed whole.
+    pub budget: Option<Duration>,
 }
 
 /// Every file of a corpus directory, by name.
@@ -186,6 +189,13 @@ fn worker(shared: Arc<Shared>, generation: u64) {
         let job = {
             let mut st = lock(&shared.state);
             if st.stop || st.generation != generation || st.next >= shared.jobs() {
+                return;
+            }
+            let spent = shared
+                .opts
+                .budget
+                .is_some_and(|b| shared.epoch.elapsed() >= b);
+            if spent && st.next >= shared.seeds.len() as u64 {
                 return;
             }
             st.next += 1;
@@ -385,11 +395,13 @@ mod tests {
             corpus_dir: dir.join("corpus"),
             artifacts_dir: dir.join("artifacts"),
             time_bound: None,
+            budget: None,
         }
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("crius-fuzz-engine-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("crius-fuzz-engine-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("corpus")).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(d.join("corpus/a"), b"ok input").unwrap_or_else(|e| panic!("{e}"));
@@ -417,7 +429,11 @@ mod tests {
         std::fs::write(d.join("corpus/b"), b"HANG").unwrap_or_else(|e| panic!("{e}"));
         let r = run(&TOY, opts(&d, 2, false, 50));
         assert!(r.hangs >= 1, "{r}");
-        assert!(r.failures.iter().any(|f| f.kind == FailureKind::Hang && f.input.contains("corpus file b")));
+        assert!(
+            r.failures
+                .iter()
+                .any(|f| f.kind == FailureKind::Hang && f.input.contains("corpus file b"))
+        );
         assert!(r.executed > 2, "the run stopped at the hang: {r}");
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -427,7 +443,10 @@ mod tests {
         let d = scratch("same");
         let a = run(&TOY, opts(&d, 3, false, 2000));
         let b = run(&TOY, opts(&d, 3, false, 2000));
-        assert_eq!((a.crashes, a.outcomes, a.pool), (b.crashes, b.outcomes, b.pool));
+        assert_eq!(
+            (a.crashes, a.outcomes, a.pool),
+            (b.crashes, b.outcomes, b.pool)
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }

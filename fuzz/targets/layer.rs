@@ -286,6 +286,40 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap_or_default()
 }
 
+/// Device nodes (which an unprivileged unpack cannot make, and a 0:0 character
+/// device, overlayfs's own whiteout) beside a whiteout of one of them.
+fn devices_tar() -> Vec<u8> {
+    use tar::EntryType as E;
+    let mut b = tar::Builder::new(Vec::new());
+    let nodes: [(&str, E, u32, u32); 4] = [
+        ("dev/null", E::Char, 1, 3),
+        ("dev/whiteout", E::Char, 0, 0),
+        ("dev/sda", E::Block, 8, 0),
+        ("dev/fifo", E::Fifo, 0, 0),
+    ];
+    let mut add = |name: &str, kind: E, major: u32, minor: u32| {
+        let mut h = tar::Header::new_ustar();
+        let set = h
+            .set_path(name)
+            .and_then(|()| h.set_device_major(major))
+            .and_then(|()| h.set_device_minor(minor));
+        h.set_entry_type(kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_mtime(1_600_000_000);
+        h.set_size(0);
+        h.set_cksum();
+        if let Err(e) = set.and_then(|()| b.append(&h, &[][..])) {
+            panic!("building the devices seed: {e}");
+        }
+    };
+    add("dev/", E::Directory, 0, 0);
+    for (name, kind, major, minor) in nodes {
+        add(name, kind, major, minor);
+    }
+    add("dev/.wh.sda", E::Regular, 0, 0);
+    b.into_inner().unwrap_or_default()
+}
+
 /// A tar made by GNU tar (`format`: gnu, posix) of a tree with whiteouts, an
 /// opaque directory, symlinks, a hardlink and a fifo.
 fn gnu_tar(format: &str) -> Vec<u8> {
@@ -315,6 +349,8 @@ fn gnu_tar(format: &str) -> Vec<u8> {
     let out = std::process::Command::new("tar")
         .args(["--numeric-owner", "--owner=0", "--group=0"])
         .arg(format!("--format={format}"))
+        // Without atime and ctime the pax records are the same on every run.
+        .args((format == "posix").then_some("--pax-option=delete=atime,delete=ctime"))
         .args(["--sort=name", "--mtime=@1600000000", "-C"])
         .arg(&d)
         .args(["-cf", "-", "."])
@@ -332,6 +368,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("gnu-whiteouts", gnu_tar("gnu")),
         ("pax-whiteouts", gnu_tar("posix")),
+        ("devices", devices_tar()),
         (
             "escape-symlink-then-write",
             raw_tar(&[

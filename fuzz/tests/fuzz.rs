@@ -45,6 +45,7 @@ fn check(name: &str) {
             .unwrap_or_else(|| corpus_root().join(name)),
         artifacts_dir: artifacts(),
         time_bound: None,
+        budget: None,
     };
     let report = crius_fuzz::run(target, opts);
     println!("{}\n{}", crius_fuzz::Report::header(), report.row());

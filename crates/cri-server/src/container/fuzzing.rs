@@ -442,19 +442,21 @@ fn managers(
         host.clone(),
         host.clone(),
     ));
-    let containers = Arc::new(Containers::new(
-        config.clone(),
-        store.clone(),
-        sandboxes.clone(),
-        images.clone(),
-        Host {
-            shims: host.clone(),
-            rootfs: host.clone(),
-            procs: host.clone(),
-            shim_binary: PathBuf::from("/nonexistent/crius-shim"),
-        },
-    )
-    .with_kill_grace(RIG_KILL_GRACE));
+    let containers = Arc::new(
+        Containers::new(
+            config.clone(),
+            store.clone(),
+            sandboxes.clone(),
+            images.clone(),
+            Host {
+                shims: host.clone(),
+                rootfs: host.clone(),
+                procs: host.clone(),
+                shim_binary: PathBuf::from("/nonexistent/crius-shim"),
+            },
+        )
+        .with_kill_grace(RIG_KILL_GRACE),
+    );
     (sandboxes, containers)
 }
 
