@@ -45,7 +45,7 @@ pub use cidr::{IpNet, IpNetParseError};
 pub use cni::fuzzing;
 pub use cni::{CniBackend, CniConfig};
 pub use ipam::{
-    IpFamily, JsonFileLeaseStore, Lease, LeaseStore, LeaseStoreError, MemoryLeaseStore,
+    IpFamily, JsonFileLeaseStore, Lease, LeaseKey, LeaseStore, LeaseStoreError, MemoryLeaseStore,
     check_new_lease,
 };
 
