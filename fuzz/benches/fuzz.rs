@@ -10,29 +10,15 @@
 #[path = "../targets/mod.rs"]
 mod targets;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
 use crius_fuzz::{Options, Report, rng};
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim().replace('_', "");
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
+use std::io::Write;
+use targets::{artifacts_dir, corpus_root, env_u64};
 
 fn main() {
     let iterations = env_u64("FUZZ_ITERATIONS").unwrap_or(1_000_000);
     let only = std::env::var("FUZZ_TARGETS").unwrap_or_default();
     let budget = std::time::Duration::from_secs(env_u64("FUZZ_SECONDS").unwrap_or(600));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../target"))
-        .join("fuzz-artifacts");
+    let artifacts = artifacts_dir();
     println!(
         "fuzzing {iterations} iterations per target, at most {}s each",
         budget.as_secs()
@@ -47,7 +33,7 @@ fn main() {
             iterations,
             seed: env_u64("FUZZ_SEED").unwrap_or(0xbe7c_4000 ^ rng::hash(t.name.as_bytes())),
             stop_on_failure: false,
-            corpus_dir: root.join("corpus").join(t.name),
+            corpus_dir: corpus_root().join(t.name),
             artifacts_dir: artifacts.clone(),
             time_bound: None,
             budget: Some(budget),

@@ -7,6 +7,7 @@
 //! features never reach a normal build.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crius_fuzz::Target;
@@ -43,6 +44,29 @@ pub static TARGETS: &[Target] = &[
 /// The target called `name`.
 pub fn by_name(name: &str) -> Option<&'static Target> {
     TARGETS.iter().find(|t| t.name == name)
+}
+
+/// A number from the environment: decimal (`_` separators allowed) or `0x` hex.
+pub fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim().replace('_', "");
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// The committed corpora, `fuzz/corpus/<target>/`.
+pub fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
+}
+
+/// Where failing inputs are saved: `<target dir>/fuzz-artifacts/<target>/`.
+pub fn artifacts_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("fuzz-artifacts")
 }
 
 /// Time bound of the targets that only parse.

@@ -10,29 +10,10 @@
 #[path = "../targets/mod.rs"]
 mod targets;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crius_fuzz::{Options, rng};
-
-fn corpus_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
-}
-
-fn artifacts() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("fuzz-artifacts")
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
+use targets::{artifacts_dir, corpus_root, env_u64};
 
 fn check(name: &str) {
     let target = targets::by_name(name).unwrap_or_else(|| panic!("no target {name}"));
@@ -43,7 +24,7 @@ fn check(name: &str) {
         corpus_dir: std::env::var_os("FUZZ_CORPUS")
             .map(PathBuf::from)
             .unwrap_or_else(|| corpus_root().join(name)),
-        artifacts_dir: artifacts(),
+        artifacts_dir: artifacts_dir(),
         time_bound: None,
         budget: None,
     };
