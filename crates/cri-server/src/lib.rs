@@ -18,6 +18,9 @@ mod creations;
 pub mod daemon;
 pub mod error;
 mod failpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 pub mod notify;
 pub mod pinns;

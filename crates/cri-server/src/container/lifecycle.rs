@@ -19,10 +19,6 @@ use crate::util::now_nanos;
 const STOPPED_ORPHAN: &str =
     "the container's shim had died; criusd stopped its processes through its cgroup";
 
-/// How long a SIGKILLed container may take to be reaped before StopContainer gives up
-/// waiting (the exit watcher records it whenever it goes).
-const KILL_GRACE: Duration = Duration::from_secs(10);
-
 impl Containers {
     /// StartContainer.
     pub async fn start(self: &Arc<Self>, id: &str) -> CriResult<()> {
@@ -60,11 +56,12 @@ impl Containers {
         }
         let signal = signal_number(&rec.stop_signal).unwrap_or(15);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
+        let kill_grace = self.kill_grace;
         let waited = self
             .on_shim(&rec, move |shims, at| {
                 Ok(shims
                     .is_alive(at.socket)
-                    .then(|| stop_init(shims, at, signal, grace)))
+                    .then(|| stop_init(shims, at, signal, grace, kill_grace)))
             })
             .await?;
         let (waited, note) = match waited {
@@ -123,6 +120,33 @@ impl Containers {
         Ok(())
     }
 
+    /// StopPodSandbox: the pod's containers, then the pod.
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        if let Some(pod) = self.sandboxes.get(id).await? {
+            self.stop_pod(&pod.id).await?;
+        }
+        self.sandboxes.stop(id).await
+    }
+
+    /// RemovePodSandbox: the pod's containers, then the pod. A container created
+    /// meanwhile (its CreateContainer was under way) makes the pod's removal refuse;
+    /// it is removed in turn, twice at most before the refusal is returned.
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let mut attempt = 0;
+        loop {
+            if let Some(pod) = self.sandboxes.get(id).await? {
+                self.remove_pod(&pod.id).await?;
+            }
+            match self.sandboxes.remove(id).await {
+                Err(CriError::FailedPrecondition(m)) if attempt < 2 => {
+                    tracing::debug!(pod_id = %id, "{m}; removing them");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops every container of a pod (StopPodSandbox).
     pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> CriResult<()> {
         for c in self.of_pod(pod_id).await? {
@@ -141,13 +165,15 @@ impl Containers {
 }
 
 /// Stops a container's init through its shim: `signal`, then SIGKILL to every
-/// process once `grace` has passed. Returns the init's exit when the shim reports
-/// one. A shim that is gone has nothing to stop. Blocking.
+/// process once `grace` has passed (and waits `kill_grace` for that). Returns the
+/// init's exit when the shim reports one. A shim that is gone has nothing to stop.
+/// Blocking.
 fn stop_init(
     shims: &dyn ShimApi,
     at: ShimAddr<'_>,
     signal: u32,
     grace: Duration,
+    kill_grace: Duration,
 ) -> Option<crius_shim::client::ExitStatus> {
     let state = shims.state(at, "").ok()?;
     let created_only = state.status == ProcessStatus::Created;
@@ -158,7 +184,7 @@ fn stop_init(
         && wait_until_stopped(shims, at, "", grace, hearing);
     if !stopped {
         let _ = shims.kill(at, "", 9, true);
-        let _ = wait_timeout(shims, at, "", KILL_GRACE);
+        let _ = wait_timeout(shims, at, "", kill_grace);
     }
     shims.state(at, "").ok().and_then(|s| s.exit)
 }

@@ -286,7 +286,15 @@ async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried(
         ["shim.shutdown", "rootfs.unmount", "rootfs.remove_layer"],
         "every undo runs, the failing one too"
     );
+    // What could not be undone stays accounted for: the record, still Creating,
+    // until RemoveContainer succeeds.
+    let left = rig.store.containers().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, ContainerState::Creating);
+    host.clear_failures();
+    containers.remove(&left[0].id).await.unwrap();
     assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(host.live().mounted.is_empty());
 
     // RemoveContainer stops at the failure, keeps the record, and succeeds once the
     // host lets it.
