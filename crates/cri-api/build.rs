@@ -14,6 +14,15 @@ fn main() {
     if let Err(e) = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // crius-store keeps pod and container configs as JSON: every type is serde,
+        // a field missing from an older record takes its default, and env values
+        // (bytes on the wire) stay strings in the JSON.
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(".", "#[serde(default)]")
+        .field_attribute(
+            ".runtime.v1.KeyValue.value",
+            "#[serde(with = \"crate::text_or_bytes\")]",
+        )
         .compile_fds(fds)
     {
         panic!("generating tonic code for {}: {e}", input.display());

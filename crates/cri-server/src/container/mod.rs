@@ -304,8 +304,8 @@ impl Containers {
 }
 
 /// The CRI state of a stored state.
-fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
-    use k8s_cri::v1::ContainerState as Cri;
+fn cri_state(s: ContainerState) -> crius_cri_api::v1::ContainerState {
+    use crius_cri_api::v1::ContainerState as Cri;
     match s {
         ContainerState::Creating | ContainerState::Created => Cri::ContainerCreated,
         ContainerState::Running => Cri::ContainerRunning,

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState};
-use k8s_cri::v1 as cri;
 
 use super::{Containers, cri_state};
 use crate::error::CriResult;
@@ -97,6 +97,7 @@ impl Containers {
                         .collect(),
                 }),
             }),
+            stop_signal: cri::Signal::RuntimeDefault as i32,
         };
         let mut info = HashMap::new();
         if verbose {

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_snapshotter::{ContentStore, Digest, Snapshotter};
 use crius_store::{
     ContainerState, ImageRecord, PinnedNamespaces, PodRecord, PodState, Reserve, Store,
 };
-use k8s_cri::v1 as cri;
 
 use super::{Containers, Host, signal_number};
 use crate::config::{Config, RuntimeHandler};

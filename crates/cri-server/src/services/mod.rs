@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crius_cni::NetworkBackend;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::image_service_server::ImageService;
+use crius_cri_api::v1::runtime_service_server::RuntimeService;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
@@ -144,6 +144,8 @@ pub struct ImageApi {
     pub images: Arc<Images>,
     pub observer: Arc<dyn CallObserver>,
 }
+
+type Unserved<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
@@ -256,6 +258,34 @@ serve! {
             |s, r| Subject::none() => unimplemented("ListMetricDescriptors");
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics",
             |s, r| Subject::none() => unimplemented("ListPodSandboxMetrics");
+        checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse, "CheckpointPod",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => unimplemented("CheckpointPod");
+        restore_pod(RestorePodRequest) -> RestorePodResponse, "RestorePod",
+            |s, r| Subject::none() => unimplemented("RestorePod");
+        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse, "UpdatePodSandboxResources",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => unimplemented("UpdatePodSandboxResources");
+    }
+
+    type StreamPodSandboxesStream = Unserved<cri::StreamPodSandboxesResponse>;
+    type StreamContainersStream = Unserved<cri::StreamContainersResponse>;
+    type StreamContainerStatsStream = Unserved<cri::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = Unserved<cri::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = Unserved<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandboxes(&self, _r: Request<cri::StreamPodSandboxesRequest>) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        Err(Status::unimplemented("StreamPodSandboxes is not implemented in crius yet"))
+    }
+    async fn stream_containers(&self, _r: Request<cri::StreamContainersRequest>) -> Result<Response<Self::StreamContainersStream>, Status> {
+        Err(Status::unimplemented("StreamContainers is not implemented in crius yet"))
+    }
+    async fn stream_container_stats(&self, _r: Request<cri::StreamContainerStatsRequest>) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        Err(Status::unimplemented("StreamContainerStats is not implemented in crius yet"))
+    }
+    async fn stream_pod_sandbox_stats(&self, _r: Request<cri::StreamPodSandboxStatsRequest>) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        Err(Status::unimplemented("StreamPodSandboxStats is not implemented in crius yet"))
+    }
+    async fn stream_pod_sandbox_metrics(&self, _r: Request<cri::StreamPodSandboxMetricsRequest>) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        Err(Status::unimplemented("StreamPodSandboxMetrics is not implemented in crius yet"))
     }
 
     type GetContainerEventsStream = EventStream;
@@ -289,6 +319,12 @@ serve! {
             };
         image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo",
             |s, r| Subject::none() => Ok(s.images.fs_info(s.config.state_dir.clone()).await?);
+    }
+
+    type StreamImagesStream = Unserved<cri::StreamImagesResponse>;
+
+    async fn stream_images(&self, _r: Request<cri::StreamImagesRequest>) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented("StreamImages is not implemented in crius yet"))
     }
 }
 

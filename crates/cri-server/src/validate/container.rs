@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::error::{CriError, CriResult};
 
