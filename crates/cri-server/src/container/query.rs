@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState};
 
-use super::{Containers, cri_state};
+use super::{Containers, cri_signal, cri_state, stop_signal};
 use crate::error::CriResult;
 
 impl Containers {
@@ -97,7 +97,7 @@ impl Containers {
                         .collect(),
                 }),
             }),
-            stop_signal: cri::Signal::RuntimeDefault as i32,
+            stop_signal: cri_signal(stop_signal(&c)) as i32,
         };
         let mut info = HashMap::new();
         if verbose {
