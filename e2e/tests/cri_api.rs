@@ -169,7 +169,7 @@ async fn stop_signal_of_the_config_is_used_and_reported() {
     // before the SIGKILL that follows the timeout (exit 137). The test image's
     // STOPSIGNAL is SIGUSR1: the config's signal has to win.
     let mut config: cri::ContainerConfig = ContainerBuilder::new("usr2", &image)
-        .sh("trap 'exit 7' USR2; touch /trap-set; while true; do sleep 0.1; done")
+        .sh("trap 'exit 7' USR2; echo trap-set; while true; do sleep 0.1; done")
         .into();
     config.stop_signal = cri::Signal::Sigusr2 as i32;
     let id = f.run(&pod, config).await;
@@ -185,23 +185,11 @@ async fn stop_signal_of_the_config_is_used_and_reported() {
         cri::Signal::Sigusr1 as i32,
         "without a config signal, the image's STOPSIGNAL"
     );
-    // The shell handles USR2 once its trap is set: poll until it says so.
-    let rt = f.d.rt.clone();
+    // The shell handles USR2 once its trap is set: poll its log until it says so.
+    let logs = f.logs();
     eventually(DEADLINE, "the trap to be set", || {
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            let r = rt
-                .exec_sync(cri::ExecSyncRequest {
-                    container_id: id,
-                    cmd: vec!["/bin/sh".into(), "-c".into(), "test -f /trap-set".into()],
-                    timeout: 10,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (r.exit_code == 0).then_some(())
-        }
+        let text = std::fs::read_to_string(logs.join("usr2.log")).unwrap_or_default();
+        async move { text.contains("trap-set").then_some(()) }
     })
     .await;
     f.d.rt
