@@ -52,8 +52,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_spdy::session::{Incoming, Role, Session, SessionConfig};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_spdy::session::{IncomingStream, Stream};
 use crius_spdy::{Headers, RstStatus};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;

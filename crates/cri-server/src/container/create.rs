@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_shim::client::{ProcessIo, StartOptions};
 use crius_spec::{PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
-use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_snapshotter::{ContentStore, Digest, Snapshotter};
 use crius_store::{
     ContainerState, ImageRecord, PinnedNamespaces, PodRecord, PodState, Reserve, Store,
 };
-use k8s_cri::v1 as cri;
 
-use super::{Containers, Host, signal_number};
+use super::{Containers, Host, cri_signal, cri_signal_number, signal_number, stop_signal};
 use crate::config::{Config, RuntimeHandler};
 use crate::host::fake::FakeHost;
 use crate::sandbox::Sandboxes;
@@ -475,6 +475,56 @@ fn stop_signals() {
     assert_eq!(signal_number("9"), Some(9));
     assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
     assert_eq!(signal_number("SIGBOGUS"), None);
+    assert_eq!(signal_number("SIGRTMAX-2"), Some(62));
+    assert_eq!(signal_number("SIGRTMIN+31"), None);
+    assert_eq!(signal_number("SIGALRM"), Some(14));
+
+    // Every CRI Signal has a number, and maps back to itself or its first alias.
+    use crius_cri_api::v1::Signal;
+    assert_eq!(cri_signal_number(Signal::RuntimeDefault as i32), None);
+    assert_eq!(cri_signal_number(999), None);
+    assert_eq!(cri_signal_number(Signal::Sigusr1 as i32), Some(10));
+    assert_eq!(cri_signal_number(Signal::Sigrtminplus1 as i32), Some(35));
+    assert_eq!(cri_signal_number(Signal::Sigrtmaxminus1 as i32), Some(63));
+    assert_eq!(cri_signal_number(Signal::Sigrtmax as i32), Some(64));
+    for v in 1..=65 {
+        let n = cri_signal_number(v).unwrap_or_else(|| panic!("signal value {v}"));
+        assert_eq!(cri_signal_number(cri_signal(n) as i32), Some(n));
+    }
+    assert_eq!(cri_signal(6), Signal::Sigabrt);
+    assert_eq!(cri_signal(17), Signal::Sigchld);
+    assert_eq!(cri_signal(200), Signal::RuntimeDefault);
+
+    // The config's stop signal wins over the image's; SIGTERM without either.
+    let mut rec = crius_store::ContainerRecord {
+        id: "c".into(),
+        pod_id: "p".into(),
+        name: "n".into(),
+        state: crius_store::ContainerState::Running,
+        created_at: 1,
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        config: Default::default(),
+        image: "busybox".into(),
+        image_ref: "sha256:1".into(),
+        log_path: None,
+        bundle: "/b".into(),
+        socket: "/s".into(),
+        runtime: "runc".into(),
+        pid: 0,
+        stop_signal: String::new(),
+        uid: 0,
+        gid: 0,
+        supplemental_groups: vec![],
+    };
+    assert_eq!(stop_signal(&rec), 15);
+    rec.stop_signal = "SIGUSR1".into();
+    assert_eq!(stop_signal(&rec), 10);
+    rec.config.stop_signal = Signal::Sigquit as i32;
+    assert_eq!(stop_signal(&rec), 3);
 }
 
 #[test]

@@ -30,8 +30,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crius_cni::NetworkBackend;
+use crius_cri_api::v1 as cri;
 use crius_store::{PodRecord, Store};
-use k8s_cri::v1 as cri;
 
 use crate::config::Config;
 use crate::creations::Creations;

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{PodState, Store};
-use k8s_cri::v1 as cri;
 
 use super::Sandboxes;
 use crate::config::Config;
