@@ -9,7 +9,9 @@
 //!   negotiation, and the idle timeout on every upgraded connection;
 //! - `remotecommand`: exec and attach over SPDY (`channel.k8s.io` to
 //!   `v5.channel.k8s.io`) and WebSocket (channels, `v5` adding the close signal);
-//! - `portforward`: `portforward.k8s.io` over SPDY, and the channel form over WebSocket.
+//! - `portforward`: `portforward.k8s.io` over SPDY, the same SPDY session tunnelled in
+//!   WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`), and the channel form
+//!   over WebSocket.
 //!
 //! # Invariants
 //!
