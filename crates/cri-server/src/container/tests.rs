@@ -12,6 +12,7 @@ use crius_store::{
 
 use super::{Containers, Host, cri_signal, cri_signal_number, signal_number, stop_signal};
 use crate::config::{Config, RuntimeHandler};
+use crate::error::CriError;
 use crate::host::fake::FakeHost;
 use crate::sandbox::Sandboxes;
 use crate::validate;
@@ -309,6 +310,43 @@ async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried(
     rig.containers(&host).remove(&id).await.unwrap();
     assert!(rig.store.container(&id).await.unwrap().is_none());
     assert!(rig.bundles().is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_of_a_failed_creation_whose_undo_failed_removes_the_rest_and_takes_the_name() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    host.fail_undo("rootfs.unmount");
+    host.fail_at(3);
+    containers
+        .create(rig.request("app", false))
+        .await
+        .unwrap_err();
+    let left = rig.store.containers().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, ContainerState::Creating);
+    // While the host still fails, the retry fails too and the record stays.
+    host.fail_undo("rootfs.unmount");
+    assert!(containers.create(rig.request("app", false)).await.is_err());
+    assert!(rig.store.container(&left[0].id).await.unwrap().is_some());
+    // The kubelet retries with the same metadata once the host lets it.
+    host.clear_failures();
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    assert_ne!(id, left[0].id);
+    assert!(rig.store.container(&left[0].id).await.unwrap().is_none());
+    let live = host.live();
+    let bundle = rig.store.container(&id).await.unwrap().unwrap().bundle;
+    assert_eq!(
+        live.mounted,
+        [bundle.join("rootfs").display().to_string()].into(),
+        "{live:?}"
+    );
+    // A created container's name is still a duplicate.
+    match containers.create(rig.request("app", false)).await {
+        Err(CriError::AlreadyExists(m)) => assert!(m.contains(&id), "{m}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
 }
 
 /// Creates a container and rewrites its record's state, as a crash would leave it.
