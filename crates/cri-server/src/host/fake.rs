@@ -78,8 +78,7 @@ pub struct Live {
 }
 
 impl Live {
-    /// Whether nothing at all is held (the fuzz targets' final check).
-    #[cfg(feature = "fuzzing")]
+    /// Whether nothing at all is held.
     pub fn is_empty(&self) -> bool {
         *self == Live::default()
     }
