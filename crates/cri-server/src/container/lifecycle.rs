@@ -44,8 +44,8 @@ impl Containers {
         Ok(())
     }
 
-    /// StopContainer: the stop signal (the config's, the image's or SIGTERM), then SIGKILL after `timeout` seconds (at once
-    /// for a container that never started).
+    /// StopContainer: the stop signal (the config's, the image's or SIGTERM), then
+    /// SIGKILL after `timeout` seconds (at once for a container that never started).
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
         let Some(rec) = self.resolve(id, "container_id").await? else {
             // Idempotent: nothing is left to stop (critest checks this).
