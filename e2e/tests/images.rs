@@ -924,13 +924,17 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_room() {
     let mut f = Fixture::start("img-full", Options::default()).await;
     f.start_registry().await;
-    // 6 MiB that stay 6 MiB gzipped: the blob fills the disk first.
+    // Both stores fill as a layer streams in (its bytes go to the content store
+    // and the unpacker at once), so each sits on a tmpfs of its own, sized so that
+    // only the store named can run out: content 4 MiB, snapshots 8 MiB.
+    // 6 MiB that stay 6 MiB gzipped: the blob cannot fit in the content store, and
+    // the unpacker never gets ahead of what was stored.
     let big = tar_of(&[Entry::File(
         "big".into(),
         incompressible(6 << 20, 0x5eed),
         0o644,
     )]);
-    // 12 MiB of one byte: a tiny blob, and the unpacked file fills the disk.
+    // 12 MiB of one byte: a tiny blob, and the unpacked file cannot fit.
     let wide = tar_of(&[Entry::File("wide".into(), vec![b'x'; 12 << 20], 0o644)]);
     let mut pushed = Vec::new();
     for (repo, layer, store) in [
@@ -943,17 +947,24 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
         pushed.push((p, store));
     }
 
-    // The state dir on an 8 MiB tmpfs of its own (the test root is unique).
+    // The test root is unique; the daemon makes the stores' directories anew.
     f.d.stop().await.unwrap();
     let state = f.d.state_dir();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &state,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=8m,mode=0755"),
-    )
-    .expect("mounting a tmpfs on the state dir");
+    let tmpfs = [
+        (state.join("content"), "4m"),
+        (state.join("snapshots"), "8m"),
+    ];
+    for (dir, size) in &tmpfs {
+        std::fs::create_dir_all(dir).expect("the store's directory");
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0755").as_str()),
+        )
+        .expect("mounting a tmpfs on a store");
+    }
     f.d.spawn().await.unwrap();
 
     for (p, store) in &pushed {
@@ -993,14 +1004,16 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
     }
 
     // With room, the same pulls work.
-    nix::mount::mount(
-        None::<&str>,
-        &state,
-        None::<&str>,
-        nix::mount::MsFlags::MS_REMOUNT,
-        Some("size=64m"),
-    )
-    .expect("remounting the tmpfs bigger");
+    for (dir, _) in &tmpfs {
+        nix::mount::mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some("size=64m"),
+        )
+        .expect("remounting a tmpfs bigger");
+    }
     for (p, _) in &pushed {
         assert_eq!(
             pull(&mut f.d, &p.reference(), None)
@@ -1017,8 +1030,10 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
     assert!(stored_blobs(&f.d).is_empty(), "{:?}", stored_blobs(&f.d));
 
     f.d.stop().await.unwrap();
-    nix::mount::umount(&state).expect("unmounting the test tmpfs");
-    // The fixture's teardown talks to the daemon: back on the state dir it had.
+    for (dir, _) in &tmpfs {
+        nix::mount::umount(dir).expect("unmounting a test tmpfs");
+    }
+    // The fixture's teardown talks to the daemon: back on the stores it had.
     f.d.spawn().await.unwrap();
     f.finish().await;
 }
