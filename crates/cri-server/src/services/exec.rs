@@ -14,8 +14,8 @@ impl Cri {
         if req.cmd.is_empty() {
             return Err(CriError::invalid("cmd", "must not be empty"));
         }
-        validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        req.container_id = self.containers.running(&req.container_id).await?.id;
+        let streams = [req.stdin, req.stdout, req.stderr, req.tty];
+        req.container_id = self.stream_target(&req.container_id, streams).await?;
         let url = self.streaming.url(Stream::Exec(req))?;
         Ok(cri::ExecResponse { url })
     }
@@ -24,10 +24,21 @@ impl Cri {
         &self,
         mut req: cri::AttachRequest,
     ) -> CriResult<cri::AttachResponse> {
-        validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        req.container_id = self.containers.running(&req.container_id).await?.id;
+        let streams = [req.stdin, req.stdout, req.stderr, req.tty];
+        req.container_id = self.stream_target(&req.container_id, streams).await?;
         let url = self.streaming.url(Stream::Attach(req))?;
         Ok(cri::AttachResponse { url })
+    }
+
+    /// The full id of the running container an exec or attach goes to, once the
+    /// streams asked for (stdin, stdout, stderr, tty) make sense together.
+    async fn stream_target(
+        &self,
+        id: &str,
+        [stdin, stdout, stderr, tty]: [bool; 4],
+    ) -> CriResult<String> {
+        validate::streams(stdin, stdout, stderr, tty)?;
+        Ok(self.containers.running(id).await?.id)
     }
 
     pub(super) async fn port_forward(

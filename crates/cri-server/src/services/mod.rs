@@ -174,12 +174,17 @@ type EventStream =
 
 /// The gRPC trait impls, one line per RPC: its handler (`|s, r|` are the service and
 /// the request) and what the call is about. An RPC that is one manager call is
-/// written here; the others call their handler in the group's file.
+/// written here; the others call their handler in the group's file. The Stream* RPCs
+/// (after `@streams`) name their List twin's items and the response field they go in.
 macro_rules! serve {
     (
         impl $trait:ident for $ty:ty {
             $( $method:ident($req:ident) -> $resp:ident, $rpc:literal,
                |$s:ident, $r:ident| $subject:expr => $body:expr; )*
+            $( @streams {
+                $( $smethod:ident($sreq:ident) -> $stream:ident of $sresp:ident { $field:ident },
+                   $srpc:literal, |$ss:ident, $sr:ident| $ssubject:expr => $items:expr; )*
+            } )?
         }
         $($extra:item)*
     ) => {
@@ -199,6 +204,23 @@ macro_rules! serve {
                     call(&*$s.observer, $rpc, subject, async move { $body }).await
                 }
             )*
+            $($(
+                type $stream = Chunks<cri::$sresp>;
+
+                async fn $smethod(
+                    &self,
+                    request: Request<cri::$sreq>,
+                ) -> Result<Response<Self::$stream>, Status> {
+                    let $ss = self;
+                    let $sr = request.into_inner();
+                    let subject = {
+                        let _ = (&$ss, &$sr);
+                        $ssubject
+                    };
+                    let items = call(&*$ss.observer, $srpc, subject, async move { $items }).await?;
+                    Ok(chunks(items, |$field| cri::$sresp { $field }))
+                }
+            )*)?
             $($extra)*
         }
     };
@@ -217,9 +239,16 @@ serve! {
         run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse, "RunPodSandbox",
             |s, r| Subject::none() => s.run_pod_sandbox(r).await;
         stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse, "StopPodSandbox",
-            |s, r| Subject::pod(&r.pod_sandbox_id) => s.stop_pod_sandbox(r).await;
+            |s, r| Subject::pod(&r.pod_sandbox_id) => {
+                // The pod's containers first, then the pod.
+                s.containers.stop_pod_sandbox(&r.pod_sandbox_id).await?;
+                Ok(cri::StopPodSandboxResponse {})
+            };
         remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse, "RemovePodSandbox",
-            |s, r| Subject::pod(&r.pod_sandbox_id) => s.remove_pod_sandbox(r).await;
+            |s, r| Subject::pod(&r.pod_sandbox_id) => {
+                s.containers.remove_pod_sandbox(&r.pod_sandbox_id).await?;
+                Ok(cri::RemovePodSandboxResponse {})
+            };
         pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse, "PodSandboxStatus",
             |s, r| Subject::pod(&r.pod_sandbox_id) => s.sandboxes.status(&r.pod_sandbox_id, r.verbose).await;
         list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse, "ListPodSandbox",
@@ -274,58 +303,24 @@ serve! {
                 "UpdatePodSandboxResources is not implemented in crius yet: a pod's cgroup keeps \
                  the limits it was created with; containers are resized with UpdateContainerResources".into(),
             ));
-    }
-
-    type StreamPodSandboxesStream = Chunks<cri::StreamPodSandboxesResponse>;
-    type StreamContainersStream = Chunks<cri::StreamContainersResponse>;
-    type StreamContainerStatsStream = Chunks<cri::StreamContainerStatsResponse>;
-    type StreamPodSandboxStatsStream = Chunks<cri::StreamPodSandboxStatsResponse>;
-    type StreamPodSandboxMetricsStream = Chunks<cri::StreamPodSandboxMetricsResponse>;
-
-    async fn stream_pod_sandboxes(
-        &self,
-        request: Request<cri::StreamPodSandboxesRequest>,
-    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        let filter = request.into_inner().filter;
-        let items = call(&*self.observer, "StreamPodSandboxes", Subject::none(), self.sandboxes.list(filter)).await?;
-        Ok(chunks(items, |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes }))
-    }
-
-    async fn stream_containers(
-        &self,
-        request: Request<cri::StreamContainersRequest>,
-    ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        let filter = request.into_inner().filter;
-        let items = call(&*self.observer, "StreamContainers", Subject::none(), self.containers.list(filter)).await?;
-        Ok(chunks(items, |containers| cri::StreamContainersResponse { containers }))
-    }
-
-    async fn stream_container_stats(
-        &self,
-        request: Request<cri::StreamContainerStatsRequest>,
-    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        let filter = request.into_inner().filter;
-        let items = call(&*self.observer, "StreamContainerStats", Subject::none(), self.containers.list_stats(filter)).await?;
-        Ok(chunks(items, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
-    }
-
-    async fn stream_pod_sandbox_stats(
-        &self,
-        request: Request<cri::StreamPodSandboxStatsRequest>,
-    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        let filter = request.into_inner().filter;
-        let items = call(&*self.observer, "StreamPodSandboxStats", Subject::none(), self.list_pod_sandbox_stats(filter)).await?;
-        Ok(chunks(items, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }))
-    }
-
-    async fn stream_pod_sandbox_metrics(
-        &self,
-        _request: Request<cri::StreamPodSandboxMetricsRequest>,
-    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        // As ListPodSandboxMetrics: not served.
-        let items: Response<Vec<cri::PodSandboxMetrics>> =
-            call(&*self.observer, "StreamPodSandboxMetrics", Subject::none(), async { unimplemented("StreamPodSandboxMetrics") }).await?;
-        Ok(chunks(items, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }))
+        @streams {
+            stream_pod_sandboxes(StreamPodSandboxesRequest) -> StreamPodSandboxesStream
+                of StreamPodSandboxesResponse { pod_sandboxes }, "StreamPodSandboxes",
+                |s, r| Subject::none() => s.sandboxes.list(r.filter).await;
+            stream_containers(StreamContainersRequest) -> StreamContainersStream
+                of StreamContainersResponse { containers }, "StreamContainers",
+                |s, r| Subject::none() => s.containers.list(r.filter).await;
+            stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream
+                of StreamContainerStatsResponse { container_stats }, "StreamContainerStats",
+                |s, r| Subject::none() => s.containers.list_stats(r.filter).await;
+            stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream
+                of StreamPodSandboxStatsResponse { pod_sandbox_stats }, "StreamPodSandboxStats",
+                |s, r| Subject::none() => s.list_pod_sandbox_stats(r.filter).await;
+            // As ListPodSandboxMetrics: not served.
+            stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream
+                of StreamPodSandboxMetricsResponse { pod_sandbox_metrics }, "StreamPodSandboxMetrics",
+                |s, r| Subject::none() => unimplemented::<Vec<cri::PodSandboxMetrics>>("StreamPodSandboxMetrics");
+        }
     }
 
     type GetContainerEventsStream = EventStream;
@@ -359,18 +354,12 @@ serve! {
             };
         image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo",
             |s, r| Subject::none() => Ok(s.images.fs_info(s.config.state_dir.clone()).await?);
-    }
-
-    type StreamImagesStream = Chunks<cri::StreamImagesResponse>;
-
-    async fn stream_images(
-        &self,
-        request: Request<cri::StreamImagesRequest>,
-    ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        let filter = request.into_inner().filter;
-        let subject = Subject::image(filter.as_ref().and_then(|f| f.image.as_ref()));
-        let items = call(&*self.observer, "StreamImages", subject, async { Ok(self.images.list(filter).await?) }).await?;
-        Ok(chunks(items, |images| cri::StreamImagesResponse { images }))
+        @streams {
+            stream_images(StreamImagesRequest) -> StreamImagesStream
+                of StreamImagesResponse { images }, "StreamImages",
+                |s, r| Subject::image(r.filter.as_ref().and_then(|f| f.image.as_ref()))
+                => Ok(s.images.list(r.filter).await?);
+        }
     }
 }
 

@@ -20,26 +20,4 @@ impl Cri {
         span.record("pod_id", pod_sandbox_id.as_str());
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     }
-
-    /// Stops the pod's containers, then the pod.
-    pub(super) async fn stop_pod_sandbox(
-        &self,
-        req: cri::StopPodSandboxRequest,
-    ) -> CriResult<cri::StopPodSandboxResponse> {
-        self.containers
-            .stop_pod_sandbox(&req.pod_sandbox_id)
-            .await?;
-        Ok(cri::StopPodSandboxResponse {})
-    }
-
-    /// Removes the pod's containers, then the pod.
-    pub(super) async fn remove_pod_sandbox(
-        &self,
-        req: cri::RemovePodSandboxRequest,
-    ) -> CriResult<cri::RemovePodSandboxResponse> {
-        self.containers
-            .remove_pod_sandbox(&req.pod_sandbox_id)
-            .await?;
-        Ok(cri::RemovePodSandboxResponse {})
-    }
 }
