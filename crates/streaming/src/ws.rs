@@ -119,6 +119,30 @@ impl Mux {
     }
 }
 
+/// The next binary message from the client, past pings and pongs (the library
+/// answers them); `None` once the client closes or fails, `gone` is cancelled, or
+/// a text message comes where `text_ends` (else text is skipped).
+async fn next_binary<S>(stream: &mut S, gone: &CancellationToken, text_ends: bool) -> Option<Bytes>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            () = gone.cancelled() => return None,
+        };
+        match msg? {
+            Ok(Message::Binary(d)) => return Some(d),
+            Ok(Message::Text(_)) if text_ends => {
+                tracing::debug!("WebSocket stream: text message from the client");
+                return None;
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// The reader task: client messages to their channels' feeds, resize messages
 /// decoded, `[255, ch]` closing a feed; cancels `gone` when the client closes.
 async fn read_socket<T>(
@@ -131,17 +155,8 @@ async fn read_socket<T>(
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut decoder = ResizeDecoder::default();
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            () = gone.cancelled() => break,
-        };
-        let data = match msg {
-            Some(Ok(Message::Binary(d))) => d,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            // Pings are answered by the library; text (base64 protocols) unsupported.
-            Some(Ok(_)) => continue,
-        };
+    // Text messages (the base64 protocols) are not supported: skipped.
+    while let Some(data) = next_binary(&mut stream, &gone, false).await {
         let Some((&ch, payload)) = data.split_first() else {
             continue;
         };
@@ -271,22 +286,8 @@ pub(crate) async fn tunnel<T: Conn>(io: T, gone: CancellationToken) -> DuplexStr
     let (mut from_us, mut to_us) = tokio::io::split(ours);
     let reader_gone = gone.clone();
     tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                () = reader_gone.cancelled() => break,
-            };
-            let data = match msg {
-                Some(Ok(Message::Binary(d))) => d,
-                // Only binary messages carry the stream (as the client checks too).
-                Some(Ok(Message::Text(_))) => {
-                    tracing::debug!("tunnelled stream: text message from the client");
-                    break;
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                // Pings are answered by the library.
-                Some(Ok(_)) => continue,
-            };
+        // Only binary messages carry the stream (as the client checks too).
+        while let Some(data) = next_binary(&mut stream, &reader_gone, true).await {
             if to_us.write_all(&data).await.is_err() {
                 break;
             }
