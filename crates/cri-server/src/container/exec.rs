@@ -8,6 +8,7 @@ use crius_store::{ContainerRecord, ContainerState};
 
 use super::Containers;
 use crate::error::{CriError, CriResult};
+use crate::host::ExecSync;
 use crate::util::new_id;
 
 /// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
@@ -45,10 +46,16 @@ impl Containers {
         } else {
             u64::try_from(timeout).unwrap_or(EXEC_SYNC_MAX_SECS)
         };
-        let limit = Duration::from_secs(secs);
+        let timeout = Duration::from_secs(secs);
         let out = self
             .on_shim(&c, move |shims, at| {
-                shims.exec_sync(at, &exec_id, &json, limit, EXEC_SYNC_OUTPUT_LIMIT)
+                let run = ExecSync {
+                    exec_id: &exec_id,
+                    process: &json,
+                    timeout,
+                    output_limit: EXEC_SYNC_OUTPUT_LIMIT,
+                };
+                shims.exec_sync(at, run)
             })
             .await?;
         Ok(cri::ExecSyncResponse {

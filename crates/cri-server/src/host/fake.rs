@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crius_cni::{BackendStatus, NetworkBackend, NetworkError, PodNetworkRequest, PodNetworkStatus};
 use crius_shim::client::{
@@ -23,7 +23,7 @@ use crius_shim::client::{
 };
 use futures_util::future::BoxFuture;
 
-use super::{Namespaces, Rootfs, ShimAddr, ShimApi};
+use super::{ExecSync, Namespaces, Rootfs, ShimAddr, ShimApi};
 use crate::error::{CriError, CriResult};
 use crate::pinns::PinRequest;
 
@@ -295,14 +295,7 @@ impl ShimApi for FakeHost {
         })
     }
 
-    fn exec_sync(
-        &self,
-        at: ShimAddr<'_>,
-        _exec_id: &str,
-        _process_json: &[u8],
-        _timeout: Duration,
-        _output_limit: u64,
-    ) -> CriResult<ExecSyncOutput> {
+    fn exec_sync(&self, at: ShimAddr<'_>, _run: ExecSync<'_>) -> CriResult<ExecSyncOutput> {
         self.call("shim.exec_sync", at.id)?;
         Ok(ExecSyncOutput {
             exit_code: 0,

@@ -37,6 +37,18 @@ pub struct ShimAddr<'a> {
     pub id: &'a str,
 }
 
+/// One ExecSync: a process run to completion in a container.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecSync<'a> {
+    pub exec_id: &'a str,
+    /// The OCI process, JSON.
+    pub process: &'a [u8],
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// Output kept per stream; the rest is dropped.
+    pub output_limit: u64,
+}
+
 /// A container's shim (one process per container, reached over its socket).
 /// Blocking: call from the blocking pool.
 pub trait ShimApi: Send + Sync {
@@ -57,14 +69,7 @@ pub trait ShimApi: Send + Sync {
     /// The container's cgroup metrics.
     fn stats(&self, at: ShimAddr<'_>) -> CriResult<Metrics>;
     /// Runs a process to completion and returns its output (ExecSync).
-    fn exec_sync(
-        &self,
-        at: ShimAddr<'_>,
-        exec_id: &str,
-        process_json: &[u8],
-        timeout: Duration,
-        output_limit: u64,
-    ) -> CriResult<ExecSyncOutput>;
+    fn exec_sync(&self, at: ShimAddr<'_>, run: ExecSync<'_>) -> CriResult<ExecSyncOutput>;
     /// Reopens the container's CRI log at its path.
     fn reopen_log(&self, at: ShimAddr<'_>) -> CriResult<()>;
     /// Applies new resources (`runc update`).

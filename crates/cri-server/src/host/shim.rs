@@ -2,13 +2,12 @@
 //! socket (a unix connect, microseconds) and makes one ttrpc request.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crius_shim::client::{
     self, ExecSyncOutput, Metrics, ProcessIo, ProcessState, Shim, StartOptions,
 };
 
-use super::{ShimAddr, ShimApi};
+use super::{ExecSync, ShimAddr, ShimApi};
 use crate::error::{CriError, CriResult};
 
 /// The real shims.
@@ -79,16 +78,9 @@ impl ShimApi for RealShims {
             .map_err(CriError::shim("reading the container's stats"))
     }
 
-    fn exec_sync(
-        &self,
-        at: ShimAddr<'_>,
-        exec_id: &str,
-        process_json: &[u8],
-        timeout: Duration,
-        output_limit: u64,
-    ) -> CriResult<ExecSyncOutput> {
+    fn exec_sync(&self, at: ShimAddr<'_>, run: ExecSync<'_>) -> CriResult<ExecSyncOutput> {
         connect(at)?
-            .exec_sync(exec_id, process_json, timeout, output_limit)
+            .exec_sync(run.exec_id, run.process, run.timeout, run.output_limit)
             .map_err(CriError::shim("exec"))
     }
 
