@@ -256,6 +256,18 @@ fn write_config(root: &Path, net: &TestNetwork, opts: &Options) -> PathBuf {
             crun.display()
         ));
     }
+    // Registry host directories of the test's own: a node's /etc/containerd/certs.d
+    // must not redirect the tests' pulls.
+    if !extra.contains("config_path") {
+        extra = match extra.find("[images]\n") {
+            Some(i) => format!(
+                "{}[images]\nconfig_path = \"{{root}}/certs.d\"\n{}",
+                &extra[..i],
+                &extra[i + "[images]\n".len()..]
+            ),
+            None => format!("{extra}[images]\nconfig_path = \"{{root}}/certs.d\"\n"),
+        };
+    }
     let extra = extra.replace("{root}", &root.display().to_string());
     let network = if extra.contains("[network]") {
         String::new()

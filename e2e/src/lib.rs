@@ -40,6 +40,7 @@ pub mod registry;
 mod request;
 pub mod rpc;
 pub mod stream;
+pub mod tls;
 
 pub use daemon::{Daemon, Options, force_clean, leaks, mounts_under, processes_mentioning};
 pub use fixture::Fixture;

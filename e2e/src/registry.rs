@@ -123,6 +123,61 @@ impl TestRegistry {
         }
     }
 
+    /// Serves this registry's storage over TLS too, on a port of its own (`cert` and
+    /// `key`: PEM files), without auth. Dropping the twin stops its process only.
+    pub async fn tls_twin(&self, cert: &Path, key: &Path) -> Result<TestRegistry> {
+        let port = free_port();
+        let config = self.root.join(format!("config-tls-{port}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+                self.root.join("storage").display(),
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        let log_path = self.root.join(format!("registry-tls-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry with TLS")?;
+        let mut twin = TestRegistry {
+            host: format!("127.0.0.1:{port}"),
+            root: self.root.clone(),
+            log_path,
+            auth: None,
+            child: Some(child),
+            http: reqwest::Client::new(),
+            owns_root: false,
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = twin
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "docker-registry (TLS) exited ({status}): {}",
+                    std::fs::read_to_string(&twin.log_path).unwrap_or_default()
+                );
+            }
+            if tokio::net::TcpStream::connect(&twin.host).await.is_ok() {
+                return Ok(twin);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("docker-registry (TLS) did not listen on {}", twin.host);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts a registry on a unique scratch root of its own (see
     /// [`unique_root`](crate::unique_root)), which dropping it removes.
     pub async fn start_unique(tag: &str, auth: Option<(&str, &str)>) -> Result<TestRegistry> {

@@ -1037,3 +1037,99 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
     f.d.spawn().await.unwrap();
     f.finish().await;
 }
+
+/// containerd's registry host directories: a TLS mirror with its own CA from a
+/// hosts.toml read at each pull, `skip_verify`, and `images.mirror_only` keeping
+/// every request off the upstream hosts.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_toml_mirrors_with_their_cas_and_mirror_only() {
+    let mut f = Fixture::start(
+        "img-hosts",
+        Options::config("[images]\nmirror_only = true\n"),
+    )
+    .await;
+    f.start_registry().await;
+    let pushed = f
+        .push(
+            ImageBuilder::busybox(Comp::Gzip)
+                .unwrap()
+                .repo("test/hosts"),
+        )
+        .await;
+    let certs = f.d.root.join("tls");
+    let (ca, cert, key) = crius_e2e::tls::make_certs(&certs);
+    let twin = f.registry().tls_twin(&cert, &key).await.unwrap();
+    let hosts_dir = f.d.root.join("certs.d/upstream.crius.invalid");
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    std::fs::copy(&ca, hosts_dir.join("mirror-ca.pem")).unwrap();
+    let write_hosts = |text: String| std::fs::write(hosts_dir.join("hosts.toml"), text).unwrap();
+    let image = format!("upstream.crius.invalid/{}:{}", pushed.repo, pushed.tag);
+    let manifest_gets = || {
+        std::fs::read_to_string(&twin.log_path)
+            .unwrap_or_default()
+            .matches(&format!("GET /v2/{}/manifests/{}", pushed.repo, pushed.tag))
+            .count()
+    };
+
+    // The mirror with the CA the file names (relative to its directory).
+    write_hosts(format!(
+        "server = \"https://upstream.crius.invalid\"\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"mirror-ca.pem\"\n",
+        twin.host
+    ));
+    let id = pull(&mut f.d, &image, None)
+        .await
+        .expect("pull through the TLS mirror");
+    assert_eq!(id, pushed.config_digest);
+    assert_eq!(manifest_gets(), 1, "the TLS mirror served the manifest");
+    remove(&mut f.d, &id).await;
+
+    // Edited without a restart: the CA gone, the certificate is refused ...
+    write_hosts(format!("[host.\"https://{}\"]\n", twin.host));
+    let err = pull(&mut f.d, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains(&twin.host), "{}", err.message());
+    // ... unless verification is off.
+    write_hosts(format!(
+        "[host.\"https://{}\"]\n  skip_verify = true\n",
+        twin.host
+    ));
+    assert_eq!(pull(&mut f.d, &image, None).await.expect("skip_verify"), id);
+    remove(&mut f.d, &id).await;
+
+    // Mirror-only: a registry without a mirror is never contacted, and says why.
+    for upstream_only in [
+        "elsewhere.crius.invalid/test/hosts:v1".to_string(),
+        // The upstream named as the server is no mirror either.
+        image.clone(),
+    ] {
+        write_hosts("server = \"https://upstream.crius.invalid\"\n".into());
+        let err = pull(&mut f.d, &upstream_only, None).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(
+            err.message().contains("images.mirror_only"),
+            "{}",
+            err.message()
+        );
+    }
+
+    // What crius's registry client cannot do fails with the file and key named.
+    write_hosts(format!(
+        "[host.\"https://{}\"]\n  client = [[\"c.pem\", \"c.key\"]]\n",
+        twin.host
+    ));
+    let err = pull(&mut f.d, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let file = hosts_dir.join("hosts.toml").display().to_string();
+    assert!(
+        err.message().contains(&file) && err.message().contains(".client"),
+        "{}",
+        err.message()
+    );
+    assert!(list(&mut f.d).await.is_empty());
+    drop(twin);
+    // The test's own files; the daemon's are checked by finish.
+    for dir in [certs, f.d.root.join("certs.d")] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    f.finish().await;
+}

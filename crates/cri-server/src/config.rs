@@ -61,6 +61,14 @@ max_layer_bytes = 0
 # After a crash, the verified blobs of a pull cut short are kept this long, so that
 # the kubelet's retry does not download them again. 0: collected at start-up.
 interrupted_pull_expiry_secs = 3600
+# containerd's registry host directories, read at every pull: <dir>/<registry
+# host>/hosts.toml (or <dir>/_default/) with `server`, [host."<url>"] mirrors in
+# order, `capabilities`, `ca`, `skip_verify`; a directory without hosts.toml gives
+# CAs as *.crt files. ":" between several directories; "" for none.
+config_path = "/etc/containerd/certs.d"
+# Never contact an image's own registry, only its mirrors ([images.mirrors] and
+# hosts.toml hosts): a pull that no mirror serves fails (air-gapped nodes).
+mirror_only = false
 
 # Mirrors per upstream registry host, tried in order before the upstream:
 # [images.mirrors]

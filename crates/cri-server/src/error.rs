@@ -214,7 +214,10 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Stalled { .. } => Code::DeadlineExceeded,
         ImageError::Mismatch { .. } => Code::DataLoss,
         ImageError::LayerTooLarge { .. } | ImageError::DiskFull { .. } => Code::ResourceExhausted,
-        ImageError::InvalidImage { .. } => Code::FailedPrecondition,
+        // The node's registry configuration must change first.
+        ImageError::InvalidImage { .. }
+        | ImageError::HostsConfig { .. }
+        | ImageError::NoEndpoint { .. } => Code::FailedPrecondition,
         ImageError::Store { .. }
         | ImageError::Snapshotter { .. }
         | ImageError::Internal { .. }

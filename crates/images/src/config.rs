@@ -39,6 +39,11 @@ pub struct ImagesConfig {
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Credentials per registry host, used when the kubelet sends none.
     pub credentials: BTreeMap<String, Credential>,
+    /// containerd's registry host directories (`<dir>/<host>/hosts.toml`), `:`
+    /// between several; empty: none.
+    pub config_path: String,
+    /// Never contact an image's own registry: only its mirrors.
+    pub mirror_only: bool,
 }
 
 impl Default for ImagesConfig {
@@ -53,6 +58,8 @@ impl Default for ImagesConfig {
             interrupted_pull_expiry_secs: 3600,
             mirrors: BTreeMap::new(),
             credentials: BTreeMap::new(),
+            config_path: "/etc/containerd/certs.d".into(),
+            mirror_only: false,
         }
     }
 }

@@ -105,6 +105,18 @@ pub enum ImageError {
         #[source]
         source: Option<BoxError>,
     },
+    /// A registry host file (hosts.toml, or a CA it names) cannot be used.
+    #[error("{}: {reason}", path.display())]
+    HostsConfig {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// No endpoint may serve a pull from `registry`.
+    #[error("no endpoint for {registry}: {reason}")]
+    NoEndpoint {
+        registry: String,
+        reason: &'static str,
+    },
     /// The metadata store failed.
     #[error("{context}")]
     Store {

@@ -33,6 +33,7 @@ mod fsinfo;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
+mod hosts;
 mod layers;
 mod manifest;
 mod pull;

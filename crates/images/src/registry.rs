@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 use crate::auth::auth_for;
 use crate::config::ImagesConfig;
 use crate::error::{ImageError, Mismatched, chain};
+use crate::hosts::{Endpoint, endpoints};
 use crate::manifest::{self, Descriptor, Parsed};
-use crate::reference::{Reference, is_loopback_host};
+use crate::reference::Reference;
 
 /// Where a pull reads from: one registry endpoint (a mirror or the upstream).
 pub(crate) struct Source {
@@ -155,18 +156,24 @@ impl Registry {
         &self.cfg
     }
 
-    fn plain_http(&self, host: &str) -> bool {
-        is_loopback_host(host) || self.cfg.insecure_registries.iter().any(|h| h == host)
-    }
-
-    fn client_for(&self, host: &str) -> oci_client::Client {
-        let protocol = if self.plain_http(host) {
-            ClientProtocol::HttpsExcept(vec![host.to_string()])
+    fn client_for(&self, at: &Endpoint) -> oci_client::Client {
+        let protocol = if at.plain_http {
+            ClientProtocol::HttpsExcept(vec![at.host.clone()])
         } else {
             ClientProtocol::Https
         };
+        let extra_root_certificates = at
+            .ca_pem
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
         oci_client::Client::new(ClientConfig {
             protocol,
+            extra_root_certificates,
+            accept_invalid_certificates: at.skip_verify,
             read_timeout: Some(Duration::from_secs(self.cfg.progress_timeout_secs)),
             connect_timeout: Some(Duration::from_secs(30)),
             platform_resolver: None,
@@ -207,13 +214,7 @@ impl Registry {
         r: &Reference,
         auth: Option<&AuthConfig>,
     ) -> Result<Resolved, ImageError> {
-        let mut endpoints: Vec<String> = self
-            .cfg
-            .mirrors
-            .get(&r.registry)
-            .cloned()
-            .unwrap_or_default();
-        endpoints.push(r.registry.clone());
+        let endpoints = endpoints(&self.cfg, &r.registry, r.digest.is_some())?;
         let count = endpoints.len();
         let mut i = 0;
         loop {
@@ -221,7 +222,7 @@ impl Registry {
             match self.resolve_at(r, endpoint, auth).await {
                 Ok(res) => return Ok(res),
                 Err(e) if i + 1 < count => {
-                    warn!(image = %r, mirror = %endpoint, error = %e.report(), "mirror failed; trying the next endpoint");
+                    warn!(image = %r, mirror = %endpoint.host, error = %e.report(), "mirror failed; trying the next endpoint");
                     i += 1;
                 }
                 Err(e) => return Err(e),
@@ -265,9 +266,10 @@ impl Registry {
     async fn resolve_at(
         &self,
         r: &Reference,
-        endpoint: &str,
+        at: &Endpoint,
         auth: Option<&AuthConfig>,
     ) -> Result<Resolved, ImageError> {
+        let endpoint = at.host.as_str();
         let mut reference = match &r.digest {
             Some(d) => oci_client::Reference::with_digest(
                 r.registry.clone(),
@@ -284,7 +286,7 @@ impl Registry {
             reference.set_mirror_registry(endpoint.to_string());
         }
         let source = Source {
-            client: self.client_for(endpoint),
+            client: self.client_for(at),
             auth: auth_for(&self.cfg, endpoint, &r.registry, auth)?,
             reference,
             endpoint: endpoint.to_string(),
@@ -377,13 +379,15 @@ mod tests {
 
     #[test]
     fn plain_http_for_loopback_and_listed_registries() {
-        let reg = Registry::new(ImagesConfig {
+        let cfg = ImagesConfig {
             insecure_registries: vec!["lab.example:5000".into()],
+            config_path: String::new(),
             ..Default::default()
-        });
-        assert!(reg.plain_http("127.0.0.1:5000"));
-        assert!(reg.plain_http("lab.example:5000"));
-        assert!(!reg.plain_http("registry.example.com"));
+        };
+        let plain = |host: &str| endpoints(&cfg, host, false).unwrap()[0].plain_http;
+        assert!(plain("127.0.0.1:5000"));
+        assert!(plain("lab.example:5000"));
+        assert!(!plain("registry.example.com"));
     }
 
     #[test]
