@@ -69,6 +69,8 @@ config_path = "/etc/containerd/certs.d"
 # Never contact an image's own registry, only its mirrors ([images.mirrors] and
 # hosts.toml hosts): a pull that no mirror serves fails (air-gapped nodes).
 mirror_only = false
+# The same for these registries alone (hosts, as in image names: "docker.io").
+mirror_only_registries = []
 
 # Mirrors per upstream registry host, tried in order before the upstream:
 # [images.mirrors]

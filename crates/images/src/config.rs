@@ -44,6 +44,9 @@ pub struct ImagesConfig {
     pub config_path: String,
     /// Never contact an image's own registry: only its mirrors.
     pub mirror_only: bool,
+    /// Registries (hosts) whose own host is never contacted, as `mirror_only` for
+    /// these alone.
+    pub mirror_only_registries: Vec<String>,
 }
 
 impl Default for ImagesConfig {
@@ -60,6 +63,7 @@ impl Default for ImagesConfig {
             credentials: BTreeMap::new(),
             config_path: "/etc/containerd/certs.d".into(),
             mirror_only: false,
+            mirror_only_registries: Vec::new(),
         }
     }
 }

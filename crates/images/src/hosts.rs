@@ -80,15 +80,16 @@ pub(crate) fn endpoints(
         None => out.push(upstream),
     }
     out.retain(|e| by_digest || e.resolve);
-    if cfg.mirror_only {
+    let mirror_only = cfg.mirror_only || cfg.mirror_only_registries.iter().any(|r| r == registry);
+    if mirror_only {
         out.retain(|e| !is_upstream(&e.host, registry));
     }
     if out.is_empty() {
         return Err(ImageError::NoEndpoint {
             registry: registry.to_string(),
-            reason: if cfg.mirror_only {
-                "images.mirror_only is set and no mirror serves it (add one to \
-                 [images.mirrors] or a hosts.toml under images.config_path)"
+            reason: if mirror_only {
+                "images.mirror_only (or mirror_only_registries) holds for it and no mirror \
+                 serves it (add one to [images.mirrors] or a hosts.toml under images.config_path)"
             } else {
                 "its hosts.toml leaves no host that may resolve a tag (capability \"resolve\"); \
                  pull by digest or add the capability"

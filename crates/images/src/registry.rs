@@ -15,7 +15,7 @@ use crius_cri_api::v1::AuthConfig;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::auth_for;
 use crate::config::ImagesConfig;
@@ -50,6 +50,9 @@ pub(crate) struct Resolved {
 /// The registry client with crius's policy around it.
 pub(crate) struct Registry {
     cfg: ImagesConfig,
+    /// The endpoints each registry's last pull went through, to log a change (the
+    /// host directories are read at every pull).
+    last_endpoints: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 /// Whether another attempt may succeed: connection and I/O errors, 5xx, 429.
@@ -148,7 +151,10 @@ pub(crate) fn classify(
 
 impl Registry {
     pub(crate) fn new(cfg: ImagesConfig) -> Registry {
-        Registry { cfg }
+        Registry {
+            cfg,
+            last_endpoints: Default::default(),
+        }
     }
 
     /// The pull settings.
@@ -215,6 +221,7 @@ impl Registry {
         auth: Option<&AuthConfig>,
     ) -> Result<Resolved, ImageError> {
         let endpoints = endpoints(&self.cfg, &r.registry, r.digest.is_some())?;
+        self.note_endpoints(&r.registry, &endpoints);
         let count = endpoints.len();
         let mut i = 0;
         loop {
@@ -227,6 +234,19 @@ impl Registry {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Logs the endpoints of `registry` when they differ from its last pull's.
+    fn note_endpoints(&self, registry: &str, endpoints: &[Endpoint]) {
+        let hosts: Vec<String> = endpoints.iter().map(|e| e.host.clone()).collect();
+        let mut last = self
+            .last_endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.get(registry) != Some(&hosts) {
+            info!(registry, endpoints = ?hosts, "registry endpoints (mirrors first)");
+            last.insert(registry.to_string(), hosts);
         }
     }
 
