@@ -34,14 +34,12 @@ impl Sandboxes {
         let Some(found) = self.resolve(id, "pod_sandbox_id").await? else {
             return Ok(());
         };
-        let guard = self.locks.lock(&found.id).await;
+        let _guard = self.locks.lock(&found.id).await;
         let Some(rec) = self.store.pod(&found.id).await? else {
             return Ok(());
         };
         self.release(&rec).await?;
         self.store.delete_pod(&rec.id).await?;
-        drop(guard);
-        self.locks.forget(&rec.id);
         info!(pod_id = %rec.id, "pod sandbox removed");
         Ok(())
     }
