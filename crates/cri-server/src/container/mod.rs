@@ -126,6 +126,18 @@ impl Containers {
         }
     }
 
+    /// What the manager keeps per id in memory: held or awaited locks, creations in
+    /// flight or unclaimed, containers under the exit watcher.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize, usize) {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (
+            self.locks.ids_tracked(),
+            self.creations.names_tracked(),
+            watched,
+        )
+    }
+
     fn bundle_of(&self, id: &str) -> PathBuf {
         self.config.run_dir.join("containers").join(id)
     }
