@@ -31,6 +31,7 @@ pub use k8s_cri::v1;
 pub mod bench;
 pub mod images;
 pub mod registry;
+pub mod soak;
 pub mod stream;
 
 /// Default deadline for things that should happen promptly.
