@@ -1,4 +1,4 @@
-//! Container start benchmark (issue 4): pod + container create-and-start until the
+//! Container start benchmark: pod + container create-and-start until the
 //! container runs, p50 and p95 over N pods, for crius beside containerd 1.6
 //! (Debian's, through its CRI socket, same image from a loopback registry) and
 //! beside the floor (`runc run -d` of the same rootfs); and the RSS of one idle
@@ -11,18 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench;
+use crius_e2e::bench::{self, stop_child};
 use crius_e2e::images::*;
-use crius_e2e::registry::*;
-use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
 use serde_json::json;
 
 const PODS: usize = 50;
-
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
 
 /// The deployable shim (`crates/shim/scripts/build-small.sh`) when built, else the
 /// release (or debug) one.
@@ -48,45 +44,18 @@ async fn start_pods(rt: &mut Rt, image: &str, tag: &str) -> (Vec<Duration>, Vec<
     let mut times = Vec::new();
     let mut ids = Vec::new();
     for i in 0..PODS {
-        let mut pc = pod_config(&format!("{tag}-{i}"));
-        pc.log_directory = String::new();
+        let pc = PodBuilder::new(&format!("{tag}-{i}"))
+            .log_directory("")
+            .build();
+        let app = ContainerBuilder::new("app", image)
+            .command(["/bin/sleep", "100000"])
+            .no_log();
         let start = Instant::now();
-        let pod = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pc.clone()),
-                runtime_handler: String::new(),
-            })
+        let pod = run_pod(rt, pc.clone()).await.expect("RunPodSandbox");
+        let ctr = create_container(rt, &pod, app, Some(pc))
             .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
-        let ctr = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "app".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(cri::ImageSpec {
-                        image: image.into(),
-                        ..Default::default()
-                    }),
-                    command: vec!["/bin/sleep".into(), "100000".into()],
-                    linux: Some(cri::LinuxContainerConfig::default()),
-                    ..Default::default()
-                }),
-                sandbox_config: Some(pc),
-            })
-            .await
-            .expect("CreateContainer")
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest {
-            container_id: ctr.clone(),
-        })
-        .await
-        .expect("StartContainer");
+            .expect("CreateContainer");
+        start_container(rt, &ctr).await.expect("StartContainer");
         times.push(start.elapsed());
         ids.push((pod, ctr));
     }
@@ -95,16 +64,7 @@ async fn start_pods(rt: &mut Rt, image: &str, tag: &str) -> (Vec<Duration>, Vec<
 
 async fn cleanup(rt: &mut Rt, ids: &[(String, String)]) {
     for (pod, _) in ids {
-        let _ = rt
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await;
+        let _ = remove_pod(rt, pod).await;
     }
 }
 
@@ -133,15 +93,6 @@ fn median_kib(mut v: Vec<u64>) -> f64 {
     }
     v.sort();
     v[v.len() / 2] as f64 / 1024.0
-}
-
-fn stats(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        ms(v[v.len() / 2]),
-        ms(v[(v.len() * 95 / 100).min(v.len() - 1)]),
-    )
 }
 
 async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
@@ -224,19 +175,15 @@ fn runc_floor(root: &Path) -> Vec<Duration> {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-ctr");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-ctr").await;
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"]})).await;
     let image = bench::IMAGE;
     let (a, a_rss) = crius(&base.join("crius"), &reg.host, image).await;
     let (b, b_rss) = containerd(&base.join("containerd"), &reg.host, image).await;
     let c = runc_floor(&base.join("floor"));
-    let (a50, a95) = stats(a);
-    let (b50, b95) = stats(b);
-    let (c50, c95) = stats(c);
+    let (a50, a95) = bench::p50_p95_ms(&a);
+    let (b50, b95) = bench::p50_p95_ms(&b);
+    let (c50, c95) = bench::p50_p95_ms(&c);
     println!(
         "pod + container create-and-start until running, {PODS} pods one after another (ms); shim: {}",
         shim_bin().display()

@@ -1,4 +1,4 @@
-//! Pull benchmark (issue 3): a 5 x 10 MiB image from a loopback docker-registry,
+//! Pull benchmark: a 5 x 10 MiB image from a loopback docker-registry,
 //! cold (fresh roots every run), crius beside containerd 1.6 (Debian's, through its
 //! CRI plugin, with the registry configured as a mirror for both). Prints a table;
 //! asserts nothing about time.
@@ -8,14 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crius_e2e::bench::{self, start_containerd, stop_child};
 use crius_e2e::images::*;
-use crius_e2e::registry::*;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::*;
-use serde_json::json;
 
 const RUNS: usize = 5;
 const LAYERS: usize = 5;
@@ -46,35 +44,10 @@ async fn timed_pull(
 async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
     let bin = std::env::var("CRIUSD")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let release = bin_dir().parent().unwrap().join("release/criusd");
-            if release.is_file() {
-                release
-            } else {
-                criusd_bin()
-            }
-        });
-    std::fs::create_dir_all(root).unwrap();
-    let cfg = root.join("criusd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\n[images.mirrors]\n\"{UPSTREAM}\" = [\"{registry}\"]\n",
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    let log = root.join("criusd.log");
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut c =
-        ImageServiceClient::new(wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await);
-    let t = timed_pull(&mut c, image).await;
+        .unwrap_or_else(|_| bench::release_bin("criusd"));
+    let mirror = format!("[images.mirrors]\n\"{UPSTREAM}\" = [\"{registry}\"]\n");
+    let (child, ch) = bench::spawn_criusd(&bin, root, &mirror).await;
+    let t = timed_pull(&mut ImageServiceClient::new(ch), image).await;
     stop_child(child);
     force_clean(root);
     t
@@ -98,34 +71,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-pull");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
-    let layers: Vec<(Vec<u8>, Comp)> = (0..LAYERS)
-        .map(|i| {
-            (
-                tar_of(&[Entry::File(
-                    format!("blob{i}"),
-                    noise(i as u64 + 1, LAYER_BYTES),
-                    0o644,
-                )]),
-                Comp::Gzip,
-            )
-        })
-        .collect();
-    let pushed = push_image(
-        &reg,
-        "bench/big",
-        "v1",
-        &layers,
-        json!({}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
+    let (base, reg) = bench::scratch("bench-pull").await;
+    let mut big = ImageBuilder::new("bench/big");
+    for i in 0..LAYERS {
+        let blob = file_layer(&format!("blob{i}"), noise(i as u64 + 1, LAYER_BYTES));
+        big = big.layer(blob, Comp::Gzip);
+    }
+    let pushed = big.push(&reg).await.unwrap();
     let image = format!("{UPSTREAM}/{}:{}", pushed.repo, pushed.tag);
     println!(
         "pull of {image}: {LAYERS} x {} MiB gzip layers from docker-registry on {}, cold, {RUNS} runs each",

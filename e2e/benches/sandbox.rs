@@ -1,4 +1,4 @@
-//! Pod sandbox benchmark (issue 5): RunPodSandbox + StopPodSandbox +
+//! Pod sandbox benchmark: RunPodSandbox + StopPodSandbox +
 //! RemovePodSandbox per pod through the CRI socket, for crius with its built-in
 //! bridge, crius with Debian's CNI plugins (bridge + host-local + portmap +
 //! loopback), and containerd 1.6 (Debian's) with the same plugins. containerd's
@@ -8,44 +8,23 @@
 //! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench sandbox`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::images::*;
-use crius_e2e::registry::*;
-use crius_e2e::v1 as cri;
+use crius_e2e::bench::{self, start_containerd, stop_child};
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
 use serde_json::json;
 
 const PODS: usize = 30;
 
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
-
 async fn lifecycle(rt: &mut Rt, tag: &str) -> Vec<Duration> {
     let mut out = Vec::new();
     for i in 0..PODS {
-        let mut cfg = pod_config(&format!("{tag}-{i}"));
-        cfg.log_directory = String::new();
+        let cfg = PodBuilder::new(&format!("{tag}-{i}")).log_directory("");
         let start = Instant::now();
-        let id = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(cfg),
-                runtime_handler: String::new(),
-            })
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .expect("stop");
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await
-            .expect("remove");
+        let id = run_pod(rt, cfg).await.expect("RunPodSandbox");
+        remove_pod(rt, &id).await.expect("stop and remove");
         out.push(start.elapsed());
     }
     out
@@ -72,38 +51,9 @@ fn conflist(dir: &Path, net: &TestNetwork) -> String {
     bridge
 }
 
-fn criusd() -> PathBuf {
-    let release = bin_dir().parent().unwrap().join("release/criusd");
-    if release.is_file() {
-        release
-    } else {
-        criusd_bin()
-    }
-}
-
 async fn crius(root: &Path, network: &str) -> Vec<Duration> {
-    std::fs::create_dir_all(root).unwrap();
-    let cfg = root.join("criusd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\n{network}",
-            r = root.display()
-        ),
-    )
-    .unwrap();
-    let log = root.join("criusd.log");
-    let mut child = Command::new(criusd())
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut rt = RuntimeServiceClient::new(
-        wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await,
-    );
-    let t = lifecycle(&mut rt, "crius").await;
+    let (child, ch) = bench::spawn_criusd(&bench::release_bin("criusd"), root, network).await;
+    let t = lifecycle(&mut RuntimeServiceClient::new(ch), "crius").await;
     stop_child(child);
     t
 }
@@ -124,33 +74,10 @@ async fn containerd(root: &Path, registry: &str, cni_dir: &Path) -> Vec<Duration
     t
 }
 
-fn stats(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        ms(v[v.len() / 2]),
-        ms(v[(v.len() * 95 / 100).min(v.len() - 1)]),
-    )
-}
-
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-sandbox");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
-    push_image(
-        &reg,
-        "bench/pause",
-        "3.6",
-        &[(tar_of(&busybox_layer().unwrap()), Comp::Gzip)],
-        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
+    let (base, reg) = bench::scratch("bench-sandbox").await;
+    bench::pause_image("bench/pause").push(&reg).await.unwrap();
 
     let builtin = TestNetwork::unique();
     let bridge_net = format!(
@@ -174,9 +101,9 @@ async fn main() {
     let c = containerd(&base.join("containerd"), &reg.host, &cni_dir).await;
     let _ = run_cmd("ip", &["link", "del", &cni_bridge]);
 
-    let (a50, a95) = stats(a);
-    let (b50, b95) = stats(b);
-    let (c50, c95) = stats(c);
+    let (a50, a95) = bench::p50_p95_ms(&a);
+    let (b50, b95) = bench::p50_p95_ms(&b);
+    let (c50, c95) = bench::p50_p95_ms(&c);
     println!(
         "RunPodSandbox + StopPodSandbox + RemovePodSandbox, {PODS} pods one after another (ms)"
     );

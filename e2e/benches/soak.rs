@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crius_e2e::bench;
-use crius_e2e::registry::TestRegistry;
 use crius_e2e::soak::{self, Soak};
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
@@ -24,16 +23,12 @@ const WARM: usize = 500;
 
 #[tokio::main]
 async fn main() {
-    require_root();
     let lifecycles = soak::lifecycles_from_env(5_000);
     let sample_every = std::env::var("SOAK_SAMPLE_EVERY")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
-    let base = unique_root("bench-soak");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-soak").await;
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"]})).await;
     let root = base.join("crius");
     let shim = bench::release_bin("crius-shim");
@@ -55,7 +50,7 @@ async fn main() {
     let report = soak::run(RuntimeServiceClient::new(ch.clone()), &cfg).await;
     let end = soak::mem_of(child.id());
     remove_image_by_id(&mut ImageServiceClient::new(ch), bench::IMAGE).await;
-    stop_child(child);
+    bench::stop_child(child);
     let left = soak::leftovers(&root, &net);
 
     println!(

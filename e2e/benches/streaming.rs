@@ -1,4 +1,4 @@
-//! Streaming benchmark (issue 6): exec round trips and port-forward throughput through
+//! Streaming benchmark: exec round trips and port-forward throughput through
 //! the runtime's streaming server, crius beside containerd 1.6 (Debian's), both driven
 //! by the suite's own SPDY client over CRI URLs. Prints, never asserts.
 //!
@@ -11,8 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench;
-use crius_e2e::registry::*;
+use crius_e2e::bench::{self, stop_child};
 use crius_e2e::stream::*;
 use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
@@ -24,8 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const EXECS: usize = 40;
 const FILE_MIB: usize = 64;
 const PULLS: usize = 3;
-
-type Rt = RuntimeServiceClient<tonic::transport::Channel>;
 
 struct Results {
     exec: Vec<Duration>,
@@ -40,33 +37,11 @@ async fn container(
     name: &str,
     cmd: &[&str],
 ) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                command: cmd.iter().map(|s| s.to_string()).collect(),
-                linux: Some(cri::LinuxContainerConfig::default()),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pc.clone()),
-        })
+    let config = ContainerBuilder::new(name, image).command(cmd).no_log();
+    let id = create_container(rt, pod, config, Some(pc.clone()))
         .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
+        .expect("CreateContainer");
+    start_container(rt, &id).await.expect("StartContainer");
     id
 }
 
@@ -108,17 +83,8 @@ async fn pull_file(rt: &mut Rt, pod: &str) -> usize {
 }
 
 async fn run(rt: &mut Rt, image: &str, tag: &str) -> Results {
-    let mut pc = pod_config(tag);
-    pc.log_directory = String::new();
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pc.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let pc = PodBuilder::new(tag).log_directory("").build();
+    let pod = run_pod(rt, pc.clone()).await.expect("RunPodSandbox");
     let sleeper = container(rt, &pod, &pc, image, "sleeper", &["/bin/sleep", "100000"]).await;
     container(
         rt,
@@ -175,16 +141,7 @@ async fn run(rt: &mut Rt, image: &str, tag: &str) -> Results {
         assert!(n >= FILE_MIB << 20);
         mib_per_s.push(n as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64());
     }
-    let _ = rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await;
-    let _ = rt
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await;
+    let _ = remove_pod(rt, &pod).await;
     Results { exec, mib_per_s }
 }
 
@@ -222,11 +179,6 @@ async fn containerd(root: &Path, registry: &str) -> Results {
     r
 }
 
-fn pct(mut v: Vec<Duration>, p: usize) -> f64 {
-    v.sort();
-    v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -234,11 +186,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    require_root();
-    let base = unique_root("bench-st");
-    let reg = TestRegistry::start(&base.join("registry"), None)
-        .await
-        .unwrap();
+    let (base, reg) = bench::scratch("bench-st").await;
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})).await;
     let a = crius(&base.join("crius"), &reg.host).await;
     let b = containerd(&base.join("containerd"), &reg.host).await;
@@ -251,8 +199,8 @@ async fn main() {
     for (name, r) in [("crius", a), ("containerd 1.6.20", b)] {
         println!(
             "| {name} | {:.1} | {:.1} | {:.0} |",
-            pct(r.exec.clone(), 50),
-            pct(r.exec, 95),
+            bench::percentile_ms(&r.exec, 50),
+            bench::percentile_ms(&r.exec, 95),
             median(r.mib_per_s)
         );
     }

@@ -4,13 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::images::{Comp, busybox_layer, host_arch, push_image, tar_of};
+use crate::images::{Comp, ImageBuilder, busybox_layer, tar_of};
 use crate::registry::TestRegistry;
-use crate::{TestNetwork, bin_dir, run_cmd, start_containerd, wait_for_cri};
+use crate::{DEADLINE, TestNetwork, bin_dir, connect, run_cmd};
 
 /// The registry host name both runtimes mirror to the loopback registry.
 pub const MIRRORED: &str = "bench.crius.invalid";
@@ -33,64 +36,103 @@ pub fn release_bin(name: &str) -> PathBuf {
     }
 }
 
-/// Pushes `bench/busybox:v1` (with `config` as its run config) and `bench/pause:3.6`.
-pub async fn push_images(reg: &TestRegistry, config: serde_json::Value) {
-    let layer = tar_of(&busybox_layer().expect("busybox layer"));
-    push_image(
-        reg,
-        "bench/busybox",
-        "v1",
-        &[(layer.clone(), Comp::Gzip)],
-        config,
-        host_arch(),
-        false,
-    )
-    .await
-    .expect("pushing the busybox image");
-    push_image(
-        reg,
-        "bench/pause",
-        "3.6",
-        &[(layer, Comp::Gzip)],
-        json!({"Entrypoint": ["/bin/sleep", "2147483647"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .expect("pushing the pause image");
+/// The start of a benchmark run: fails unless root; a unique scratch root (remove
+/// it with [`force_clean`](crate::force_clean) at the end) and a loopback registry
+/// under it.
+pub async fn scratch(tag: &str) -> (PathBuf, TestRegistry) {
+    crate::require_root();
+    let base = crate::unique_root(tag);
+    let reg = TestRegistry::start(&base.join("registry"), None)
+        .await
+        .expect("starting the benchmark's registry");
+    (base, reg)
 }
 
-/// A criusd on `root` with the built-in bridge, quiet logs, `shim` as its shim and the
+/// The `p`th percentile of `times`, in milliseconds: the time at `len * p / 100` in
+/// sorted order.
+pub fn percentile_ms(times: &[Duration], p: usize) -> f64 {
+    let mut v = times.to_vec();
+    v.sort();
+    v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// The median and the 95th percentile of `times`, in milliseconds.
+pub fn p50_p95_ms(times: &[Duration]) -> (f64, f64) {
+    (percentile_ms(times, 50), percentile_ms(times, 95))
+}
+
+/// The pause image: busybox sleeping for ever, as `repo:3.6`.
+pub fn pause_image(repo: &str) -> ImageBuilder {
+    ImageBuilder::new(repo)
+        .tag("3.6")
+        .layer(tar_of(&busybox_layer().expect("busybox layer")), Comp::Gzip)
+        .run_config(json!({"Entrypoint": ["/bin/sleep", "2147483647"]}))
+}
+
+/// Pushes `bench/busybox:v1` (with `config` as its run config) and `bench/pause:3.6`.
+pub async fn push_images(reg: &TestRegistry, config: serde_json::Value) {
+    ImageBuilder::new("bench/busybox")
+        .layer(tar_of(&busybox_layer().expect("busybox layer")), Comp::Gzip)
+        .run_config(config)
+        .push(reg)
+        .await
+        .expect("pushing the busybox image");
+    pause_image("bench/pause")
+        .push(reg)
+        .await
+        .expect("pushing the pause image");
+}
+
+/// Starts `bin --config <config>`, its stdout dropped and its stderr in `log`.
+fn spawn_logged(bin: &Path, config: &Path, log: &Path) -> std::io::Result<Child> {
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+}
+
+/// The criusd `bin` on `root` (state, run dir and socket under it, warnings only in
+/// its log), with `extra` appended to its config; waits until it answers.
+pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> (Child, Channel) {
+    std::fs::create_dir_all(root).expect("bench root");
+    let cfg = root.join("criusd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\n{extra}",
+            r = root.display(),
+        ),
+    )
+    .expect("writing the bench config");
+    let log = root.join("criusd.log");
+    let mut child = spawn_logged(bin, &cfg, &log).expect("starting criusd");
+    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
+    (child, ch)
+}
+
+/// A release criusd on `root` with the built-in bridge, `shim` as its shim and the
 /// loopback `registry` as the mirror of [`MIRRORED`].
 pub async fn start_criusd(
     root: &Path,
     registry: &str,
     shim: &Path,
 ) -> (Child, Channel, TestNetwork) {
-    std::fs::create_dir_all(root).expect("bench root");
     let net = TestNetwork::unique();
-    let cfg = root.join("criusd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\nshim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
+    let (child, ch) = spawn_criusd(
+        &release_bin("criusd"),
+        root,
+        &format!(
+            "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
             net.bridge,
             net.subnet,
             net.chain_prefix,
-            r = root.display(),
             shim = shim.display(),
         ),
     )
-    .expect("writing the bench config");
-    let log = root.join("criusd.log");
-    let mut child = Command::new(release_bin("criusd"))
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("criusd log"))
-        .spawn()
-        .expect("starting criusd");
-    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
+    .await;
     (child, ch, net)
 }
 
@@ -126,4 +168,98 @@ pub async fn start_containerd_bridged(
 /// Deletes a bridge [`start_containerd_bridged`] made.
 pub fn delete_bridge(bridge: &str) {
     let _ = run_cmd("ip", &["link", "del", bridge]);
+}
+
+/// Waits until a CRI server started as `child` answers Version on `sock`; panics
+/// with its log if it exits or does not answer within [`DEADLINE`].
+pub async fn wait_for_cri(sock: &Path, child: &mut Child, log: &Path) -> Channel {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(ch) = connect(sock).await {
+            if RuntimeServiceClient::new(ch.clone())
+                .version(cri::VersionRequest::default())
+                .await
+                .is_ok()
+            {
+                return ch;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "daemon did not answer: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERMs a daemon and waits for it (SIGKILL after 20 s).
+pub fn stop_child(mut child: Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Debian's containerd for side-by-side benchmarks: its own roots and sockets under
+/// `root`; its CRI plugin pulls images of `mirror_host` from the loopback `registry`,
+/// runs Debian's CNI plugins with the configs in `cni_conf_dir`, uses
+/// `sandbox_image` as its pause image, and restricts oom_score_adj (this host's root
+/// lacks CAP_SYS_RESOURCE). Returns the process, a channel to its CRI socket, and the
+/// socket's path.
+pub async fn start_containerd(
+    root: &Path,
+    mirror_host: &str,
+    registry: &str,
+    cni_conf_dir: &Path,
+    sandbox_image: &str,
+) -> (Child, Channel, PathBuf) {
+    std::fs::create_dir_all(root).expect("containerd root");
+    let cfg = root.join("containerd.toml");
+    let sock = root.join("containerd.sock");
+    let config = format!(
+        r#"version = 2
+root = "{r}/root"
+state = "{r}/state"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{sock}.debug"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  sandbox_image = "{sandbox_image}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{mirror_host}"]
+    endpoint = ["http://{registry}"]
+"#,
+        r = root.display(),
+        sock = sock.display(),
+        cni = cni_conf_dir.display()
+    );
+    std::fs::write(&cfg, config).expect("writing the containerd config");
+    let log = root.join("containerd.log");
+    let mut child = spawn_logged(Path::new("containerd"), &cfg, &log)
+        .expect("containerd (Debian's containerd package) must be installed");
+    let channel = wait_for_cri(&sock, &mut child, &log).await;
+    (child, channel, sock)
 }

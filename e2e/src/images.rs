@@ -137,6 +137,8 @@ pub fn busybox_layer() -> Result<Vec<Entry>> {
 /// A pushed image.
 #[derive(Debug, Clone)]
 pub struct Pushed {
+    /// The registry's `host:port`.
+    pub host: String,
     pub repo: String,
     pub tag: String,
     pub manifest_digest: String,
@@ -148,63 +150,150 @@ pub struct Pushed {
 
 impl Pushed {
     /// `host/repo:tag`.
-    pub fn reference(&self, host: &str) -> String {
-        format!("{host}/{}:{}", self.repo, self.tag)
+    pub fn reference(&self) -> String {
+        format!("{}/{}:{}", self.host, self.repo, self.tag)
+    }
+
+    /// `host/repo@manifest-digest`.
+    pub fn digest_reference(&self) -> String {
+        format!("{}/{}@{}", self.host, self.repo, self.manifest_digest)
     }
 }
 
-/// Builds the config and manifest for `layers` (uncompressed tars with their
-/// compression), pushes everything, and tags it.
-pub async fn push_image(
-    reg: &TestRegistry,
-    repo: &str,
-    tag: &str,
-    layers: &[(Vec<u8>, Comp)],
+/// A tar holding one regular file `name` (mode 0644) with `data`.
+pub fn file_layer(name: &str, data: Vec<u8>) -> Vec<u8> {
+    tar_of(&[Entry::File(name.to_string(), data, 0o644)])
+}
+
+/// An image to push: its layers (uncompressed tars, each with how the registry
+/// holds it), its run config, platform and media types.
+///
+/// Defaults: tag `v1`, no layers, an empty run config, the node's architecture, OCI
+/// media types.
+#[derive(Debug, Clone)]
+pub struct ImageBuilder {
+    repo: String,
+    tag: String,
+    layers: Vec<(Vec<u8>, Comp)>,
     run_config: serde_json::Value,
-    arch: &str,
+    arch: String,
     docker: bool,
-) -> Result<Pushed> {
-    let mut diff_ids = Vec::new();
-    let mut descs = Vec::new();
-    let mut layer_digests = Vec::new();
-    for (tar, comp) in layers {
-        diff_ids.push(sha256(tar));
-        let blob = compress(tar, *comp);
-        let digest = reg.push_blob(repo, &blob).await?;
-        descs.push(json!({"mediaType": layer_media_type(*comp, docker), "digest": digest, "size": blob.len()}));
-        layer_digests.push(digest);
+}
+
+impl ImageBuilder {
+    /// An image for `repo` (`test/busybox`).
+    pub fn new(repo: &str) -> ImageBuilder {
+        ImageBuilder {
+            repo: repo.to_string(),
+            tag: "v1".to_string(),
+            layers: Vec::new(),
+            run_config: json!({}),
+            arch: host_arch().to_string(),
+            docker: false,
+        }
     }
-    let config = json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": run_config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [],
-    });
-    let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = reg.push_blob(repo, &config_bytes).await?;
-    let (mt, cmt) = if docker {
-        (DOCKER_MANIFEST, DOCKER_CONFIG)
-    } else {
-        (OCI_MANIFEST, OCI_CONFIG)
-    };
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "config": {"mediaType": cmt, "digest": config_digest, "size": config_bytes.len()},
-        "layers": descs,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest)?;
-    let manifest_digest = reg.push_manifest(repo, tag, mt, &manifest_bytes).await?;
-    Ok(Pushed {
-        repo: repo.into(),
-        tag: tag.into(),
-        manifest_digest,
-        manifest: manifest_bytes,
-        config_digest,
-        layer_digests,
-        diff_ids,
-    })
+
+    /// `test/busybox:v1`: the busybox root filesystem, its one layer `comp`ressed,
+    /// with a run config of `USER 1000:1000`, env, workdir, entrypoint + cmd, a stop
+    /// signal and a volume.
+    pub fn busybox(comp: Comp) -> Result<ImageBuilder> {
+        Ok(ImageBuilder::new("test/busybox")
+            .layer(tar_of(&busybox_layer()?), comp)
+            .run_config(json!({
+                "User": "1000:1000",
+                "Env": ["PATH=/bin", "GREETING=hello"],
+                "WorkingDir": "/home",
+                "Entrypoint": ["/bin/sh", "-c"],
+                "Cmd": ["echo $GREETING"],
+                "StopSignal": "SIGUSR1",
+                "Volumes": {"/data": {}},
+            })))
+    }
+
+    /// Another repository.
+    pub fn repo(mut self, repo: &str) -> ImageBuilder {
+        self.repo = repo.to_string();
+        self
+    }
+
+    /// The tag.
+    pub fn tag(mut self, tag: &str) -> ImageBuilder {
+        self.tag = tag.to_string();
+        self
+    }
+
+    /// Adds a layer on top: an uncompressed tar, stored `comp`ressed.
+    pub fn layer(mut self, tar: Vec<u8>, comp: Comp) -> ImageBuilder {
+        self.layers.push((tar, comp));
+        self
+    }
+
+    /// The run config (the image config's `config`).
+    pub fn run_config(mut self, config: serde_json::Value) -> ImageBuilder {
+        self.run_config = config;
+        self
+    }
+
+    /// Another architecture than the node's.
+    pub fn arch(mut self, arch: &str) -> ImageBuilder {
+        self.arch = arch.to_string();
+        self
+    }
+
+    /// Docker schema 2 media types instead of OCI ones.
+    pub fn docker(mut self) -> ImageBuilder {
+        self.docker = true;
+        self
+    }
+
+    /// Builds the config and manifest, pushes every blob and the manifest, and tags it.
+    pub async fn push(self, reg: &TestRegistry) -> Result<Pushed> {
+        let repo = self.repo.as_str();
+        let mut diff_ids = Vec::new();
+        let mut descs = Vec::new();
+        let mut layer_digests = Vec::new();
+        for (tar, comp) in &self.layers {
+            diff_ids.push(sha256(tar));
+            let blob = compress(tar, *comp);
+            let digest = reg.push_blob(repo, &blob).await?;
+            descs.push(json!({"mediaType": layer_media_type(*comp, self.docker), "digest": digest, "size": blob.len()}));
+            layer_digests.push(digest);
+        }
+        let config = json!({
+            "architecture": self.arch,
+            "os": "linux",
+            "config": self.run_config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [],
+        });
+        let config_bytes = serde_json::to_vec(&config)?;
+        let config_digest = reg.push_blob(repo, &config_bytes).await?;
+        let (mt, cmt) = if self.docker {
+            (DOCKER_MANIFEST, DOCKER_CONFIG)
+        } else {
+            (OCI_MANIFEST, OCI_CONFIG)
+        };
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": mt,
+            "config": {"mediaType": cmt, "digest": config_digest, "size": config_bytes.len()},
+            "layers": descs,
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest)?;
+        let manifest_digest = reg
+            .push_manifest(repo, &self.tag, mt, &manifest_bytes)
+            .await?;
+        Ok(Pushed {
+            host: reg.host.clone(),
+            repo: self.repo,
+            tag: self.tag,
+            manifest_digest,
+            manifest: manifest_bytes,
+            config_digest,
+            layer_digests,
+            diff_ids,
+        })
+    }
 }
 
 /// Pushes an OCI index over already pushed per-platform manifests.
@@ -227,29 +316,6 @@ pub async fn push_index(
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     let bytes = serde_json::to_vec(&index)?;
     reg.push_manifest(repo, tag, OCI_INDEX, &bytes).await
-}
-
-/// The busybox image with a run config: `USER 1000:1000`, env, workdir, entrypoint+cmd.
-pub async fn push_busybox(reg: &TestRegistry, repo: &str, tag: &str, comp: Comp) -> Result<Pushed> {
-    let layer = tar_of(&busybox_layer()?);
-    push_image(
-        reg,
-        repo,
-        tag,
-        &[(layer, comp)],
-        json!({
-            "User": "1000:1000",
-            "Env": ["PATH=/bin", "GREETING=hello"],
-            "WorkingDir": "/home",
-            "Entrypoint": ["/bin/sh", "-c"],
-            "Cmd": ["echo $GREETING"],
-            "StopSignal": "SIGUSR1",
-            "Volumes": {"/data": {}},
-        }),
-        host_arch(),
-        false,
-    )
-    .await
 }
 
 /// The node's architecture in OCI terms.

@@ -30,6 +30,18 @@ pub fn free_port() -> u16 {
         .expect("finding a free port")
 }
 
+/// Fails unless the registry answered `201 Created`, with what it said.
+async fn created(resp: reqwest::Response, what: &str) -> Result<()> {
+    if resp.status().as_u16() != 201 {
+        bail!(
+            "{what}: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// A running `docker-registry`.
 pub struct TestRegistry {
     pub host: String,
@@ -38,6 +50,8 @@ pub struct TestRegistry {
     pub auth: Option<(String, String)>,
     child: Option<Child>,
     http: reqwest::Client,
+    /// Whether dropping the registry removes `root` (it made the root itself).
+    owns_root: bool,
 }
 
 impl TestRegistry {
@@ -85,6 +99,7 @@ impl TestRegistry {
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             child: Some(child),
             http: reqwest::Client::new(),
+            owns_root: false,
         };
         let start = Instant::now();
         loop {
@@ -108,6 +123,22 @@ impl TestRegistry {
         }
     }
 
+    /// Starts a registry on a unique scratch root of its own (see
+    /// [`unique_root`](crate::unique_root)), which dropping it removes.
+    pub async fn start_unique(tag: &str, auth: Option<(&str, &str)>) -> Result<TestRegistry> {
+        let root = crate::unique_root(tag);
+        match TestRegistry::start(&root, auth).await {
+            Ok(mut reg) => {
+                reg.owns_root = true;
+                Ok(reg)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&root);
+                Err(e)
+            }
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.host)
     }
@@ -119,6 +150,11 @@ impl TestRegistry {
         }
     }
 
+    /// A request to `path` on the registry, with its credentials.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.request(method, self.url(path)))
+    }
+
     async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
         self.http.get(self.url(path)).send().await
     }
@@ -127,20 +163,14 @@ impl TestRegistry {
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Result<String> {
         let digest = sha256(bytes);
         let head = self
-            .authed(
-                self.http
-                    .head(self.url(&format!("/v2/{repo}/blobs/{digest}"))),
-            )
+            .request(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
             .send()
             .await?;
         if head.status().is_success() {
             return Ok(digest);
         }
         let start = self
-            .authed(
-                self.http
-                    .post(self.url(&format!("/v2/{repo}/blobs/uploads/"))),
-            )
+            .request(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
             .send()
             .await?;
         if start.status().as_u16() != 202 {
@@ -164,13 +194,7 @@ impl TestRegistry {
             .body(bytes.to_vec())
             .send()
             .await?;
-        if put.status().as_u16() != 201 {
-            bail!(
-                "uploading blob {digest}: {} {}",
-                put.status(),
-                put.text().await.unwrap_or_default()
-            );
-        }
+        created(put, &format!("uploading blob {digest}")).await?;
         Ok(digest)
     }
 
@@ -183,21 +207,15 @@ impl TestRegistry {
         bytes: &[u8],
     ) -> Result<String> {
         let put = self
-            .authed(
-                self.http
-                    .put(self.url(&format!("/v2/{repo}/manifests/{reference}"))),
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
             )
             .header("content-type", media_type)
             .body(bytes.to_vec())
             .send()
             .await?;
-        if put.status().as_u16() != 201 {
-            bail!(
-                "uploading manifest {repo}:{reference}: {} {}",
-                put.status(),
-                put.text().await.unwrap_or_default()
-            );
-        }
+        created(put, &format!("uploading manifest {repo}:{reference}")).await?;
         Ok(sha256(bytes))
     }
 
@@ -222,6 +240,9 @@ impl TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         self.stop();
+        if self.owns_root {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 

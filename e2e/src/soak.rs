@@ -14,7 +14,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use crate::{TestNetwork, leaks, pod_config};
+use crate::{ContainerBuilder, PodBuilder, TestNetwork, leaks};
 
 type Rt = RuntimeServiceClient<Channel>;
 
@@ -200,8 +200,9 @@ fn log_line(i: usize) -> String {
 /// removes the pod (and so its container) before it is returned.
 async fn lifecycle(rt: &mut Rt, soak: &Soak, i: usize) -> Result<()> {
     let logs = soak.log_root.join(format!("p{i}"));
-    let mut pc = pod_config(&format!("soak-{}-{i}", soak.tag));
-    pc.log_directory = logs.display().to_string();
+    let pc = PodBuilder::new(&format!("soak-{}-{i}", soak.tag))
+        .log_directory(&logs)
+        .build();
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pc.clone()),
@@ -235,20 +236,12 @@ async fn in_pod(
     let ctr = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.to_string(),
-            config: Some(cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata {
-                    name: "app".into(),
-                    attempt: 0,
-                }),
-                image: Some(cri::ImageSpec {
-                    image: soak.image.clone(),
-                    ..Default::default()
-                }),
-                command: vec!["/bin/sh".into(), "-c".into(), script],
-                log_path: "app/0.log".into(),
-                linux: Some(cri::LinuxContainerConfig::default()),
-                ..Default::default()
-            }),
+            config: Some(
+                ContainerBuilder::new("app", &soak.image)
+                    .command(["/bin/sh", "-c", &script])
+                    .log_path("app/0.log")
+                    .build(),
+            ),
             sandbox_config: Some(pc),
         })
         .await

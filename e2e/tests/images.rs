@@ -24,10 +24,7 @@ async fn pull(
 async fn status(d: &mut Daemon, image: &str, verbose: bool) -> cri::ImageStatusResponse {
     d.img
         .image_status(cri::ImageStatusRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
+            image: Some(image_spec(image)),
             verbose,
         })
         .await
@@ -38,10 +35,7 @@ async fn status(d: &mut Daemon, image: &str, verbose: bool) -> cri::ImageStatusR
 async fn remove(d: &mut Daemon, image: &str) {
     d.img
         .remove_image(cri::RemoveImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
+            image: Some(image_spec(image)),
         })
         .await
         .expect("RemoveImage");
@@ -50,6 +44,20 @@ async fn remove(d: &mut Daemon, image: &str) {
 async fn list(d: &mut Daemon) -> Vec<cri::Image> {
     d.img
         .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
+/// ListImages filtered by `image`.
+async fn list_named(d: &mut Daemon, image: &str) -> Vec<cri::Image> {
+    d.img
+        .list_images(cri::ListImagesRequest {
+            filter: Some(cri::ImageFilter {
+                image: Some(image_spec(image)),
+            }),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -81,24 +89,20 @@ fn stored_blobs(d: &Daemon) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_by_tag_and_digest_status_list_remove() {
-    let mut d = Daemon::start("img-basic").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let tag_ref = pushed.reference(&reg.host);
-    let (bytes0, _) = fs_bytes(&mut d).await;
+    let mut f = Fixture::start("img-basic", Options::default()).await;
+    f.start_registry().await;
+    let pushed = f.push_busybox(Comp::Gzip).await;
+    let tag_ref = pushed.reference();
+    let (bytes0, _) = fs_bytes(&mut f.d).await;
 
-    let id = pull(&mut d, &tag_ref, None).await.expect("pull by tag");
+    let id = pull(&mut f.d, &tag_ref, None).await.expect("pull by tag");
     assert_eq!(id, pushed.config_digest, "image_ref is the config digest");
 
-    let st = status(&mut d, &tag_ref, true).await;
+    let st = status(&mut f.d, &tag_ref, true).await;
     let img = st.image.expect("image present");
     assert_eq!(img.id, id);
     assert_eq!(img.repo_tags, vec![tag_ref.clone()]);
-    let digest_ref = format!("{}/test/busybox@{}", reg.host, pushed.manifest_digest);
+    let digest_ref = pushed.digest_reference();
     assert_eq!(img.repo_digests, vec![digest_ref.clone()]);
     assert_eq!(img.uid.unwrap().value, 1000, "uid from USER 1000:1000");
     assert!(img.username.is_empty());
@@ -133,78 +137,53 @@ async fn pull_by_tag_and_digest_status_list_remove() {
         digest_ref.clone(),
     ] {
         assert_eq!(
-            status(&mut d, &name, false).await.image.map(|i| i.id),
+            status(&mut f.d, &name, false).await.image.map(|i| i.id),
             Some(id.clone()),
             "{name}"
         );
     }
     // A missing image is a nil image, not an error.
     assert!(
-        status(&mut d, &format!("{}/test/nothing:v1", reg.host), false)
+        status(&mut f.d, &format!("{}/test/nothing:v1", pushed.host), false)
             .await
             .image
             .is_none()
     );
-    let listed = list(&mut d).await;
+    let listed = list(&mut f.d).await;
     assert_eq!(listed.len(), 1);
-    let filtered = d
-        .img
-        .list_images(cri::ListImagesRequest {
-            filter: Some(cri::ImageFilter {
-                image: Some(cri::ImageSpec {
-                    image: tag_ref.clone(),
-                    ..Default::default()
-                }),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
-    assert_eq!(filtered.len(), 1);
-    let none = d
-        .img
-        .list_images(cri::ListImagesRequest {
-            filter: Some(cri::ImageFilter {
-                image: Some(cri::ImageSpec {
-                    image: "busybox:nope".into(),
-                    ..Default::default()
-                }),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
-    assert!(none.is_empty());
+    assert_eq!(list_named(&mut f.d, &tag_ref).await.len(), 1);
+    assert!(list_named(&mut f.d, "busybox:nope").await.is_empty());
 
     // By digest: the same image.
-    assert_eq!(pull(&mut d, &digest_ref, None).await.unwrap(), id);
-    let (bytes1, _) = fs_bytes(&mut d).await;
+    assert_eq!(pull(&mut f.d, &digest_ref, None).await.unwrap(), id);
+    let (bytes1, _) = fs_bytes(&mut f.d).await;
     assert!(
         bytes1 > bytes0 + layer_size,
         "ImageFsInfo counts the pulled image: {bytes0} -> {bytes1}"
     );
 
     // Errors name what was wrong.
-    let err = pull(&mut d, &format!("{}/test/busybox:missing", reg.host), None)
-        .await
-        .unwrap_err();
+    let err = pull(
+        &mut f.d,
+        &format!("{}/test/busybox:missing", pushed.host),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
-    let err = pull(&mut d, "UPPER/case", None).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("image.image"), "{}", err.message());
+    let err = pull(&mut f.d, "UPPER/case", None).await.unwrap_err();
+    assert_refused(&err, Code::InvalidArgument, "image.image");
     // Too long a name, or control characters: refused before the registry is asked.
+    let host = pushed.host.clone();
     for bad in [
-        format!("{}/test/{}:v1", reg.host, "a".repeat(250)),
-        format!("{}/test/busybox:v1\0", reg.host),
-        format!("{}/test/busy\nbox:v1", reg.host),
+        format!("{host}/test/{}:v1", "a".repeat(250)),
+        format!("{host}/test/busybox:v1\0"),
+        format!("{host}/test/busy\nbox:v1"),
     ] {
-        let err = pull(&mut d, &bad, None).await.unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
-        assert!(err.message().contains("image.image"), "{}", err.message());
+        let err = pull(&mut f.d, &bad, None).await.unwrap_err();
+        assert_refused(&err, Code::InvalidArgument, "image.image");
     }
-    let log = std::fs::read_to_string(&reg.log_path).unwrap();
+    let log = std::fs::read_to_string(&f.registry().log_path).unwrap();
     for never_requested in ["a".repeat(50), "%00".into(), "%0A".into(), "%0a".into()] {
         assert!(
             !log.contains(&never_requested),
@@ -213,27 +192,26 @@ async fn pull_by_tag_and_digest_status_list_remove() {
     }
 
     // Removing it by its tag removes the image, its digest reference included.
-    remove(&mut d, &tag_ref).await;
-    assert!(status(&mut d, &id, false).await.image.is_none());
-    assert!(status(&mut d, &digest_ref, false).await.image.is_none());
+    remove(&mut f.d, &tag_ref).await;
+    assert!(status(&mut f.d, &id, false).await.image.is_none());
+    assert!(status(&mut f.d, &digest_ref, false).await.image.is_none());
     // Removing by id removes it and frees the bytes.
-    assert_eq!(pull(&mut d, &digest_ref, None).await.unwrap(), id);
-    remove(&mut d, &id).await;
-    remove(&mut d, &id).await; // idempotent
-    assert!(status(&mut d, &id, false).await.image.is_none());
-    assert!(list(&mut d).await.is_empty());
-    let (bytes2, _) = fs_bytes(&mut d).await;
+    assert_eq!(pull(&mut f.d, &digest_ref, None).await.unwrap(), id);
+    remove(&mut f.d, &id).await;
+    remove(&mut f.d, &id).await; // idempotent
+    assert!(status(&mut f.d, &id, false).await.image.is_none());
+    assert!(list(&mut f.d).await.is_empty());
+    let (bytes2, _) = fs_bytes(&mut f.d).await;
     assert_eq!(
         bytes2, bytes0,
         "RemoveImage frees what ImageFsInfo reported"
     );
     assert!(
-        stored_blobs(&d).is_empty(),
+        stored_blobs(&f.d).is_empty(),
         "no blob left: {:?}",
-        stored_blobs(&d)
+        stored_blobs(&f.d)
     );
-    drop(reg);
-    d.finish().await;
+    f.finish().await;
 }
 
 /// Committed layer directories in the daemon's snapshotter.
@@ -250,64 +228,67 @@ fn stored_layer_dirs(d: &Daemon) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remove_by_its_only_tag_removes_the_image_and_frees_its_layers() {
-    let mut d = Daemon::start("img-rmi-tag").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let pushed = push_busybox(&reg, "test/rmi", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let tag_ref = pushed.reference(&reg.host);
-    let digest_ref = format!("{}/test/rmi@{}", reg.host, pushed.manifest_digest);
-    let id = pull(&mut d, &tag_ref, None).await.expect("pull by tag");
+    let mut f = Fixture::start("img-rmi-tag", Options::default()).await;
+    f.start_registry().await;
+    let pushed = f
+        .push(ImageBuilder::busybox(Comp::Gzip).unwrap().repo("test/rmi"))
+        .await;
+    let tag_ref = pushed.reference();
+    let digest_ref = pushed.digest_reference();
+    let id = pull(&mut f.d, &tag_ref, None).await.expect("pull by tag");
     assert_eq!(id, pushed.config_digest);
-    assert!(!stored_layer_dirs(&d).is_empty(), "the layer was unpacked");
+    assert!(
+        !stored_layer_dirs(&f.d).is_empty(),
+        "the layer was unpacked"
+    );
     for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
-        assert_eq!(reg.blob_gets(blob), 1, "{blob} fetched once");
+        assert_eq!(f.registry().blob_gets(blob), 1, "{blob} fetched once");
     }
 
     // `crictl rmi REPO:TAG`: the image goes with all its references.
-    remove(&mut d, &tag_ref).await;
-    let listed = list(&mut d).await;
+    remove(&mut f.d, &tag_ref).await;
+    let listed = list(&mut f.d).await;
     assert!(
         listed.is_empty(),
         "nothing is listed after removing the image by its tag: {listed:?}"
     );
     for name in [&tag_ref, &digest_ref, &id] {
         assert!(
-            status(&mut d, name, false).await.image.is_none(),
+            status(&mut f.d, name, false).await.image.is_none(),
             "ImageStatus {name} after RemoveImage by tag"
         );
     }
     assert!(
-        stored_layer_dirs(&d).is_empty(),
+        stored_layer_dirs(&f.d).is_empty(),
         "layer directories left: {:?}",
-        stored_layer_dirs(&d)
+        stored_layer_dirs(&f.d)
     );
     assert!(
-        stored_blobs(&d).is_empty(),
+        stored_blobs(&f.d).is_empty(),
         "blobs left: {:?}",
-        stored_blobs(&d)
+        stored_blobs(&f.d)
     );
 
     // The next pull is no cache hit: every blob comes from the registry again.
-    assert_eq!(pull(&mut d, &tag_ref, None).await.expect("pull again"), id);
+    assert_eq!(
+        pull(&mut f.d, &tag_ref, None).await.expect("pull again"),
+        id
+    );
     for blob in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
-        assert_eq!(reg.blob_gets(blob), 2, "{blob} fetched again");
+        assert_eq!(f.registry().blob_gets(blob), 2, "{blob} fetched again");
     }
     // By the digest reference and by an id prefix, likewise.
-    remove(&mut d, &digest_ref).await;
-    assert!(list(&mut d).await.is_empty());
-    assert!(stored_blobs(&d).is_empty());
-    pull(&mut d, &tag_ref, None)
+    remove(&mut f.d, &digest_ref).await;
+    assert!(list(&mut f.d).await.is_empty());
+    assert!(stored_blobs(&f.d).is_empty());
+    pull(&mut f.d, &tag_ref, None)
         .await
         .expect("pull a third time");
-    remove(&mut d, &id.trim_start_matches("sha256:")[..12]).await;
-    assert!(list(&mut d).await.is_empty());
-    assert!(stored_layer_dirs(&d).is_empty());
-    assert!(stored_blobs(&d).is_empty());
-    drop(reg);
-    d.finish().await;
+    remove(&mut f.d, &id.trim_start_matches("sha256:")[..12]).await;
+    assert!(list(&mut f.d).await.is_empty());
+    assert!(stored_layer_dirs(&f.d).is_empty());
+    assert!(stored_blobs(&f.d).is_empty());
+    f.finish().await;
 }
 
 /// Mounts the image's read-only view from the daemon's snapshotter and returns
@@ -333,10 +314,8 @@ async fn top_chain(d: &mut Daemon, image: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn layers_whiteouts_compressions_and_media_types() {
-    let mut d = Daemon::start("img-layers").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
+    let mut f = Fixture::start("img-layers", Options::default()).await;
+    f.start_registry().await;
     let mut base = busybox_layer().unwrap();
     base.extend([
         Entry::Dir("data", 0o755),
@@ -361,29 +340,20 @@ async fn layers_whiteouts_compressions_and_media_types() {
         b"plain tar layer".to_vec(),
         0o644,
     )];
-    let pushed = push_image(
-        &reg,
-        "test/layers",
-        "v1",
-        &[
-            (tar_of(&base), Comp::Gzip),
-            (tar_of(&upper), Comp::Zstd),
-            (tar_of(&top), Comp::None),
-        ],
-        json!({"Cmd": ["/bin/sh"]}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let image = pushed.reference(&reg.host);
-    let id = pull(&mut d, &image, None)
+    let layers = ImageBuilder::new("test/layers")
+        .layer(tar_of(&base), Comp::Gzip)
+        .layer(tar_of(&upper), Comp::Zstd)
+        .layer(tar_of(&top), Comp::None)
+        .run_config(json!({"Cmd": ["/bin/sh"]}));
+    let pushed = f.push(layers).await;
+    let image = pushed.reference();
+    let id = pull(&mut f.d, &image, None)
         .await
         .expect("gzip + zstd + plain layers");
     assert_eq!(id, pushed.config_digest);
 
-    let chain = top_chain(&mut d, &image).await;
-    let view = mount_view(&d, &chain);
+    let chain = top_chain(&mut f.d, &image).await;
+    let view = mount_view(&f.d, &chain);
     let check = std::panic::catch_unwind(|| {
         assert_eq!(std::fs::read(view.join("data/keep")).unwrap(), b"keep");
         assert!(
@@ -427,248 +397,182 @@ async fn layers_whiteouts_compressions_and_media_types() {
     check.unwrap();
 
     // Docker schema 2 media types.
-    let docker = push_image(
-        &reg,
-        "test/docker",
-        "v1",
-        &[(tar_of(&base), Comp::Gzip)],
-        json!({"Cmd": ["/bin/sh"]}),
-        host_arch(),
-        true,
-    )
-    .await
-    .unwrap();
-    let id2 = pull(&mut d, &docker.reference(&reg.host), None)
+    let docker = ImageBuilder::new("test/docker")
+        .layer(tar_of(&base), Comp::Gzip)
+        .run_config(json!({"Cmd": ["/bin/sh"]}))
+        .docker();
+    let docker = f.push(docker).await;
+    let id2 = pull(&mut f.d, &docker.reference(), None)
         .await
         .expect("docker media types");
     assert_eq!(id2, docker.config_digest);
     // The base layer is shared by both images: unpacked once, fetched once.
-    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    let snaps = crius_snapshotter::Snapshotter::open(&f.d.state_dir().join("snapshots")).unwrap();
     assert_eq!(
         snaps.layers().unwrap().len(),
         3,
         "base layer shared; 3 chain ids in all"
     );
 
-    remove(&mut d, &id).await;
-    remove(&mut d, &id2).await;
+    remove(&mut f.d, &id).await;
+    remove(&mut f.d, &id2).await;
     assert!(snaps.layers().unwrap().is_empty());
-    drop(reg);
-    d.finish().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn index_selects_the_node_platform() {
-    let mut d = Daemon::start("img-index").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let native = push_busybox(&reg, "test/multi", "native", Comp::Gzip)
-        .await
-        .unwrap();
+    let mut f = Fixture::start("img-index", Options::default()).await;
+    f.start_registry().await;
+    let native = ImageBuilder::busybox(Comp::Gzip).unwrap();
+    let native = f.push(native.repo("test/multi").tag("native")).await;
     let other_arch = if host_arch() == "amd64" {
         "arm64"
     } else {
         "amd64"
     };
-    let other = push_image(
-        &reg,
-        "test/multi",
-        "other",
-        &[(
-            tar_of(&[Entry::File("other".into(), b"x".to_vec(), 0o644)]),
-            Comp::Gzip,
-        )],
-        json!({}),
-        other_arch,
-        false,
-    )
-    .await
-    .unwrap();
+    let other = ImageBuilder::new("test/multi")
+        .tag("other")
+        .layer(file_layer("other", b"x".to_vec()), Comp::Gzip)
+        .arch(other_arch);
+    let other = f.push(other).await;
     let (first, second) = if host_arch() == "amd64" {
         ((&other, "arm64"), (&native, "amd64"))
     } else {
         ((&native, "arm64"), (&other, "amd64"))
     };
-    let index_digest = push_index(&reg, "test/multi", "v1", &[first, second])
+    let index_digest = push_index(f.registry(), "test/multi", "v1", &[first, second])
         .await
         .unwrap();
-    let image = format!("{}/test/multi:v1", reg.host);
-    let id = pull(&mut d, &image, None)
+    let host = f.registry().host.clone();
+    let image = format!("{host}/test/multi:v1");
+    let id = pull(&mut f.d, &image, None)
         .await
         .expect("pull through an index");
     assert_eq!(id, native.config_digest, "the node's platform was chosen");
-    let img = status(&mut d, &image, false).await.image.unwrap();
+    let img = status(&mut f.d, &image, false).await.image.unwrap();
     assert_eq!(
         img.repo_digests,
-        vec![format!("{}/test/multi@{index_digest}", reg.host)]
+        vec![format!("{host}/test/multi@{index_digest}")]
     );
     // An index with no manifest for this node is refused clearly.
-    let only_other = push_index(&reg, "test/multi", "foreign", &[(&other, other_arch)])
-        .await
-        .unwrap();
-    let err = pull(&mut d, &format!("{}/test/multi:foreign", reg.host), None)
+    let only_other = push_index(
+        f.registry(),
+        "test/multi",
+        "foreign",
+        &[(&other, other_arch)],
+    )
+    .await
+    .unwrap();
+    let err = pull(&mut f.d, &format!("{host}/test/multi:foreign"), None)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err}");
-    assert!(err.message().contains(other_arch), "{}", err.message());
+    assert_refused(&err, Code::NotFound, other_arch);
     let _ = only_other;
-    remove(&mut d, &id).await;
-    drop(reg);
-    d.finish().await;
+    remove(&mut f.d, &id).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_and_mirror() {
-    let mut d = Daemon::start_with(
-        "img-auth",
-        Options {
-            subnet: None,
-            extra_config: String::new(),
-        },
-    )
-    .await;
-    let secured = TestRegistry::start(
-        &d.root.join("fixtures/auth-registry"),
-        Some(("crius", "s3cret")),
-    )
-    .await
-    .unwrap();
-    let pushed = push_busybox(&secured, "test/private", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let image = pushed.reference(&secured.host);
-    let err = pull(&mut d, &image, None).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    assert!(err.message().contains("credentials"), "{}", err.message());
+    let mut f = Fixture::start("img-auth", Options::default()).await;
+    f.start_registry_with_auth("crius", "s3cret").await;
+    let private = ImageBuilder::busybox(Comp::Gzip)
+        .unwrap()
+        .repo("test/private");
+    let pushed = f.push(private.clone()).await;
+    let image = pushed.reference();
+    let err = pull(&mut f.d, &image, None).await.unwrap_err();
+    assert_refused(&err, Code::Unauthenticated, "credentials");
     let bad = cri::AuthConfig {
         username: "crius".into(),
         password: "wrong".into(),
         ..Default::default()
     };
-    let err = pull(&mut d, &image, Some(bad)).await.unwrap_err();
+    let err = pull(&mut f.d, &image, Some(bad)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     let good = cri::AuthConfig {
         username: "crius".into(),
         password: "s3cret".into(),
         ..Default::default()
     };
-    let id = pull(&mut d, &image, Some(good))
+    let id = pull(&mut f.d, &image, Some(good))
         .await
         .expect("pull with basic auth");
     assert_eq!(id, pushed.config_digest);
     // The docker-style `auth` field (base64 user:password) works too.
-    remove(&mut d, &id).await;
+    remove(&mut f.d, &id).await;
     let b64 = cri::AuthConfig {
         auth: "Y3JpdXM6czNjcmV0".into(),
         ..Default::default()
     };
     assert_eq!(
-        pull(&mut d, &image, Some(b64)).await.expect("auth field"),
+        pull(&mut f.d, &image, Some(b64)).await.expect("auth field"),
         id
     );
-    remove(&mut d, &id).await;
-    let secured_root = unique_root("auth-registry-2");
-    drop(secured);
-    d.finish().await;
+    remove(&mut f.d, &id).await;
+    f.finish().await;
 
     // Credentials from the config file (a second registry with the same user).
-    let secured = TestRegistry::start(&secured_root, Some(("crius", "s3cret")))
-        .await
-        .unwrap();
-    let pushed = push_busybox(&secured, "test/private", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let image = pushed.reference(&secured.host);
-    let host = secured.host.clone();
-    let mut d = Daemon::start_with(
+    let mut f = Fixture::start_with_registry(
         "img-auth-cfg",
-        Options {
-            subnet: None,
-            extra_config: format!(
-                "[images.credentials.\"{host}\"]\nusername = \"crius\"\npassword = \"s3cret\"\n"
-            ),
-        },
+        Some(("crius", "s3cret")),
+        Options::config(
+            "[images.credentials.\"{registry}\"]\nusername = \"crius\"\npassword = \"s3cret\"\n",
+        ),
     )
     .await;
+    let pushed = f.push(private).await;
     assert_eq!(
-        pull(&mut d, &image, None)
+        pull(&mut f.d, &pushed.reference(), None)
             .await
             .expect("config credentials"),
         pushed.config_digest
     );
-    remove(&mut d, &pushed.config_digest).await;
-    d.finish().await;
-    drop(secured);
-    force_clean(&secured_root);
+    remove(&mut f.d, &pushed.config_digest).await;
+    f.finish().await;
 
     // A mirror (plain HTTP, loopback) serves an upstream that does not exist.
-    let mirror_root = unique_root("mirror");
-    let mirror = TestRegistry::start(&mirror_root, None).await.unwrap();
-    let mirrored = push_busybox(&mirror, "team/app", "v2", Comp::Gzip)
-        .await
-        .unwrap();
-    let mut d = Daemon::start_with(
+    let mut f = Fixture::start_with_registry(
         "img-mirror",
-        Options {
-            subnet: None,
-            extra_config: format!(
-                "[images.mirrors]\n\"registry.crius.invalid\" = [\"{}\"]\n",
-                mirror.host
-            ),
-        },
+        None,
+        Options::config("[images.mirrors]\n\"registry.crius.invalid\" = [\"{registry}\"]\n"),
     )
     .await;
+    let app = ImageBuilder::busybox(Comp::Gzip).unwrap();
+    let mirrored = f.push(app.repo("team/app").tag("v2")).await;
     let upstream_ref = "registry.crius.invalid/team/app:v2";
-    let id = pull(&mut d, upstream_ref, None)
+    let id = pull(&mut f.d, upstream_ref, None)
         .await
         .expect("pull through the mirror");
     assert_eq!(id, mirrored.config_digest);
-    let img = status(&mut d, upstream_ref, false).await.image.unwrap();
+    let img = status(&mut f.d, upstream_ref, false).await.image.unwrap();
     assert_eq!(
         img.repo_tags,
         vec![upstream_ref.to_string()],
         "references keep the upstream name"
     );
-    assert!(mirror.blob_gets(&mirrored.layer_digests[0]) == 1);
-    remove(&mut d, &id).await;
-    d.finish().await;
-    drop(mirror);
-    force_clean(&mirror_root);
+    assert!(f.registry().blob_gets(&mirrored.layer_digests[0]) == 1);
+    remove(&mut f.d, &id).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_pulls_fetch_each_blob_once() {
-    let mut d = Daemon::start("img-concurrent").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let layers: Vec<(Vec<u8>, Comp)> = (0..3)
-        .map(|i| {
-            let data: Vec<u8> = (0..2_000_000u32)
-                .map(|x| (x.wrapping_mul(2654435761).wrapping_add(i) >> 13) as u8)
-                .collect();
-            (
-                tar_of(&[Entry::File(format!("blob{i}"), data, 0o644)]),
-                Comp::Gzip,
-            )
-        })
-        .collect();
-    let pushed = push_image(
-        &reg,
-        "test/shared",
-        "v1",
-        &layers,
-        json!({}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let image = pushed.reference(&reg.host);
+    let mut f = Fixture::start("img-concurrent", Options::default()).await;
+    f.start_registry().await;
+    let mut shared = ImageBuilder::new("test/shared");
+    for i in 0..3 {
+        let data: Vec<u8> = (0..2_000_000u32)
+            .map(|x| (x.wrapping_mul(2654435761).wrapping_add(i) >> 13) as u8)
+            .collect();
+        shared = shared.layer(file_layer(&format!("blob{i}"), data), Comp::Gzip);
+    }
+    let pushed = f.push(shared).await;
+    let image = pushed.reference();
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let mut img = d.img.clone();
+        let mut img = f.d.img.clone();
         let image = image.clone();
         tasks.push(tokio::spawn(async move {
             pull_image(&mut img, &image, None).await
@@ -681,12 +585,15 @@ async fn concurrent_pulls_fetch_each_blob_once() {
         );
     }
     for digest in pushed.layer_digests.iter().chain([&pushed.config_digest]) {
-        assert_eq!(reg.blob_gets(digest), 1, "blob {digest} fetched once");
+        assert_eq!(
+            f.registry().blob_gets(digest),
+            1,
+            "blob {digest} fetched once"
+        );
     }
-    assert_eq!(list(&mut d).await.len(), 1);
-    remove(&mut d, &pushed.config_digest).await;
-    drop(reg);
-    d.finish().await;
+    assert_eq!(list(&mut f.d).await.len(), 1);
+    remove(&mut f.d, &pushed.config_digest).await;
+    f.finish().await;
 }
 
 /// A fake registry serving one image whose layer is served as `behaviour`.
@@ -694,7 +601,7 @@ async fn fake_with_layer(
     layer_bytes: &[u8],
     behaviour: impl FnOnce(Vec<u8>) -> BlobBehaviour,
 ) -> (FakeRegistry, String, String) {
-    let tar = tar_of(&[Entry::File("f".into(), layer_bytes.to_vec(), 0o644)]);
+    let tar = file_layer("f", layer_bytes.to_vec());
     let blob = compress(&tar, Comp::Gzip);
     let layer_digest = sha256(&blob);
     let config = serde_json::to_vec(&json!({"architecture": host_arch(), "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]}})).unwrap();
@@ -720,71 +627,49 @@ async fn fake_with_layer(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn digest_mismatch_fails_and_leaves_nothing() {
-    let mut d = Daemon::start("img-mismatch").await;
+    let mut f = Fixture::start("img-mismatch", Options::default()).await;
     let (fake, image, layer) = fake_with_layer(b"the real content", |mut blob| {
         let n = blob.len();
         blob[n - 9] ^= 0xff; // corrupt the gzip body, same length
         BlobBehaviour::Serve(blob)
     })
     .await;
-    let err = pull(&mut d, &image, None).await.unwrap_err();
+    let err = pull(&mut f.d, &image, None).await.unwrap_err();
     assert!(err.message().to_lowercase().contains("digest"), "{err}");
     assert_eq!(err.code(), Code::DataLoss, "{err}");
-    assert!(list(&mut d).await.is_empty());
+    assert!(list(&mut f.d).await.is_empty());
     assert!(
-        !stored_blobs(&d).contains(&layer),
+        !stored_blobs(&f.d).contains(&layer),
         "the corrupt blob is not stored"
     );
-    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    let snaps = crius_snapshotter::Snapshotter::open(&f.d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty());
     drop(fake);
     // The config blob and manifests that did verify are garbage until an image uses them.
-    d.img
-        .remove_image(cri::RemoveImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    collect_leftovers(&mut d).await;
-    d.finish().await;
+    remove(&mut f.d, &image).await;
+    collect_leftovers(&mut f).await;
+    f.finish().await;
 }
 
 /// Pulls and removes a small image so that GC sweeps blobs left by failed pulls.
-async fn collect_leftovers(d: &mut Daemon) {
-    let reg = TestRegistry::start(&d.root.join("fixtures/gc-registry"), None)
-        .await
-        .unwrap();
-    let p = push_image(
-        &reg,
-        "gc/x",
-        "v1",
-        &[(
-            tar_of(&[Entry::File("x".into(), b"x".to_vec(), 0o644)]),
-            Comp::Gzip,
-        )],
-        json!({}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let id = pull(d, &p.reference(&reg.host), None).await.unwrap();
-    remove(d, &id).await;
-    assert!(stored_blobs(d).is_empty(), "left: {:?}", stored_blobs(d));
-    drop(reg);
+async fn collect_leftovers(f: &mut Fixture) {
+    f.start_registry().await;
+    let x = ImageBuilder::new("gc/x").layer(file_layer("x", b"x".to_vec()), Comp::Gzip);
+    let p = f.push(x).await;
+    let id = pull(&mut f.d, &p.reference(), None).await.unwrap();
+    remove(&mut f.d, &id).await;
+    assert!(
+        stored_blobs(&f.d).is_empty(),
+        "left: {:?}",
+        stored_blobs(&f.d)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_registry_hits_the_progress_timeout() {
-    let mut d = Daemon::start_with(
+    let mut f = Fixture::start(
         "img-stall",
-        Options {
-            subnet: None,
-            extra_config: "[images]\nprogress_timeout_secs = 1\npull_attempts = 2\n".into(),
-        },
+        Options::config("[images]\nprogress_timeout_secs = 1\npull_attempts = 2\n"),
     )
     .await;
     let data: Vec<u8> = (0..300_000u32)
@@ -793,7 +678,7 @@ async fn stalled_registry_hits_the_progress_timeout() {
     let (fake, image, layer) =
         fake_with_layer(&data, |blob| BlobBehaviour::StallAfter(blob, 1000)).await;
     let started = std::time::Instant::now();
-    let err = tokio::time::timeout(DEADLINE, pull(&mut d, &image, None))
+    let err = tokio::time::timeout(DEADLINE, pull(&mut f.d, &image, None))
         .await
         .expect("the pull gives up by itself")
         .unwrap_err();
@@ -811,53 +696,34 @@ async fn stalled_registry_hits_the_progress_timeout() {
         .filter(|l| l.contains(&layer))
         .count();
     assert_eq!(gets, 2, "retried once");
-    assert!(list(&mut d).await.is_empty());
+    assert!(list(&mut f.d).await.is_empty());
     drop(fake);
-    collect_leftovers(&mut d).await;
-    d.finish().await;
+    collect_leftovers(&mut f).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_pull_then_restart_completes_reusing_blobs() {
-    let mut d = Daemon::start_with(
+    let mut f = Fixture::start(
         "img-crash",
-        Options {
-            subnet: None,
-            extra_config: "[images]\nmax_concurrent_downloads = 1\n".into(),
-        },
+        Options::config("[images]\nmax_concurrent_downloads = 1\n"),
     )
     .await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let layers: Vec<(Vec<u8>, Comp)> = (0..5)
-        .map(|i| {
-            let data: Vec<u8> = (0..4_000_000u32)
-                .map(|x| (x.wrapping_mul(2246822519).wrapping_add(i * 7) >> 11) as u8)
-                .collect();
-            (
-                tar_of(&[Entry::File(format!("big{i}"), data, 0o644)]),
-                Comp::Gzip,
-            )
-        })
-        .collect();
-    let pushed = push_image(
-        &reg,
-        "test/big",
-        "v1",
-        &layers,
-        json!({}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let image = pushed.reference(&reg.host);
-    let mut img = d.img.clone();
+    f.start_registry().await;
+    let mut big = ImageBuilder::new("test/big");
+    for i in 0..5 {
+        let data: Vec<u8> = (0..4_000_000u32)
+            .map(|x| (x.wrapping_mul(2246822519).wrapping_add(i * 7) >> 11) as u8)
+            .collect();
+        big = big.layer(file_layer(&format!("big{i}"), data), Comp::Gzip);
+    }
+    let pushed = f.push(big).await;
+    let image = pushed.reference();
+    let mut img = f.d.img.clone();
     let im = image.clone();
     let call = tokio::spawn(async move { pull_image(&mut img, &im, None).await });
     // Crash once at least one layer is stored and before the image is complete.
-    let state = d.state_dir();
+    let state = f.d.state_dir();
     let layer_digests = pushed.layer_digests.clone();
     eventually(DEADLINE, "a first layer blob to be stored", || {
         let dir = state.join("content/blobs/sha256");
@@ -872,41 +738,38 @@ async fn crash_mid_pull_then_restart_completes_reusing_blobs() {
         }
     })
     .await;
-    d.kill();
+    f.d.kill();
     let _ = call.await;
-    d.spawn().await.unwrap();
+    f.d.spawn().await.unwrap();
     assert!(
-        list(&mut d).await.is_empty(),
+        list(&mut f.d).await.is_empty(),
         "no partial image is visible after the crash"
     );
-    let kept: Vec<String> = stored_blobs(&d)
+    let kept: Vec<String> = stored_blobs(&f.d)
         .into_iter()
         .filter(|b| pushed.layer_digests.contains(b))
         .collect();
     assert!(!kept.is_empty());
-    let id = pull(&mut d, &image, None)
+    let id = pull(&mut f.d, &image, None)
         .await
         .expect("the pull completes after the restart");
     assert_eq!(id, pushed.config_digest);
     for b in &kept {
         assert_eq!(
-            reg.blob_gets(b),
+            f.registry().blob_gets(b),
             1,
             "verified blob {b} was reused, not fetched again"
         );
     }
-    remove(&mut d, &id).await;
-    drop(reg);
-    d.finish().await;
+    remove(&mut f.d, &id).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malicious_layers_are_refused_and_write_nothing_outside() {
-    let mut d = Daemon::start("img-evil").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let canary = d.root.join("fixtures/canary");
+    let mut f = Fixture::start("img-evil", Options::default()).await;
+    f.start_registry().await;
+    let canary = f.path("canary");
     std::fs::create_dir_all(&canary).unwrap();
     let canary_s = canary.display().to_string();
     // Raw tar headers: the tar crate refuses to build some of these names itself.
@@ -976,20 +839,9 @@ async fn malicious_layers_are_refused_and_write_nothing_outside() {
         ),
     ];
     for (name, tar, entry_hint) in cases {
-        let pushed = push_image(
-            &reg,
-            &format!("evil/{name}"),
-            "v1",
-            &[(tar, Comp::Gzip)],
-            json!({}),
-            host_arch(),
-            false,
-        )
-        .await
-        .unwrap();
-        let err = pull(&mut d, &pushed.reference(&reg.host), None)
-            .await
-            .unwrap_err();
+        let evil = ImageBuilder::new(&format!("evil/{name}")).layer(tar, Comp::Gzip);
+        let pushed = f.push(evil).await;
+        let err = pull(&mut f.d, &pushed.reference(), None).await.unwrap_err();
         assert!(
             err.message().contains(entry_hint),
             "{name}: the error names the entry: {}",
@@ -1007,58 +859,41 @@ async fn malicious_layers_are_refused_and_write_nothing_outside() {
             .unwrap()
             .contains("root:")
     );
-    assert!(list(&mut d).await.is_empty());
-    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert!(list(&mut f.d).await.is_empty());
+    let snaps = crius_snapshotter::Snapshotter::open(&f.d.state_dir().join("snapshots")).unwrap();
     assert!(
         snaps.layers().unwrap().is_empty(),
         "no half-unpacked layer left"
     );
-    drop(reg);
-    collect_leftovers(&mut d).await;
-    d.finish().await;
+    collect_leftovers(&mut f).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_decompression_bomb_stops_at_the_layer_limit() {
-    let mut d = Daemon::start_with(
+    let mut f = Fixture::start(
         "img-bomb",
-        Options {
-            extra_config: "[images]\nmax_layer_bytes = 1048576\n".into(),
-            subnet: None,
-        },
+        Options::config("[images]\nmax_layer_bytes = 1048576\n"),
     )
     .await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
+    f.start_registry().await;
     // 16 MiB of zeros: about 16 KiB gzipped.
-    let bomb = tar_of(&[Entry::File("zeros".into(), vec![0u8; 16 << 20], 0o644)]);
-    let pushed = push_image(
-        &reg,
-        "evil/bomb",
-        "v1",
-        &[(bomb, Comp::Gzip)],
-        json!({}),
-        host_arch(),
-        false,
-    )
-    .await
-    .unwrap();
-    let err = pull(&mut d, &pushed.reference(&reg.host), None)
-        .await
-        .unwrap_err();
+    let bomb = file_layer("zeros", vec![0u8; 16 << 20]);
+    let pushed = f
+        .push(ImageBuilder::new("evil/bomb").layer(bomb, Comp::Gzip))
+        .await;
+    let err = pull(&mut f.d, &pushed.reference(), None).await.unwrap_err();
     assert!(
         err.message().contains("1048576 bytes") && err.message().contains("max_layer_bytes"),
         "the error names the limit: {}",
         err.message()
     );
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-    assert!(list(&mut d).await.is_empty());
-    let snaps = crius_snapshotter::Snapshotter::open(&d.state_dir().join("snapshots")).unwrap();
+    assert!(list(&mut f.d).await.is_empty());
+    let snaps = crius_snapshotter::Snapshotter::open(&f.d.state_dir().join("snapshots")).unwrap();
     assert!(snaps.layers().unwrap().is_empty(), "no layer left");
-    drop(reg);
-    collect_leftovers(&mut d).await;
-    d.finish().await;
+    collect_leftovers(&mut f).await;
+    f.finish().await;
 }
 
 /// Bytes no compressor can shrink (xorshift64).
@@ -1087,10 +922,8 @@ fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_room() {
-    let mut d = Daemon::start("img-full").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
+    let mut f = Fixture::start("img-full", Options::default()).await;
+    f.start_registry().await;
     // 6 MiB that stay 6 MiB gzipped: the blob fills the disk first.
     let big = tar_of(&[Entry::File(
         "big".into(),
@@ -1104,23 +937,15 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
         ("test/big", big, "content"),
         ("test/wide", wide, "snapshots"),
     ] {
-        let p = push_image(
-            &reg,
-            repo,
-            "v1",
-            &[(layer, Comp::Gzip)],
-            json!({}),
-            host_arch(),
-            false,
-        )
-        .await
-        .unwrap();
+        let p = f
+            .push(ImageBuilder::new(repo).layer(layer, Comp::Gzip))
+            .await;
         pushed.push((p, store));
     }
 
     // The state dir on an 8 MiB tmpfs of its own (the test root is unique).
-    d.stop().await.unwrap();
-    let state = d.state_dir();
+    f.d.stop().await.unwrap();
+    let state = f.d.state_dir();
     nix::mount::mount(
         Some("tmpfs"),
         &state,
@@ -1129,11 +954,11 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
         Some("size=8m,mode=0755"),
     )
     .expect("mounting a tmpfs on the state dir");
-    d.spawn().await.unwrap();
+    f.d.spawn().await.unwrap();
 
     for (p, store) in &pushed {
-        let image = p.reference(&reg.host);
-        let err = pull(&mut d, &image, None).await.unwrap_err();
+        let image = p.reference();
+        let err = pull(&mut f.d, &image, None).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
         let full = format!("no space left for {}", state.join(store).display());
         assert!(
@@ -1147,8 +972,8 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
             err.message()
         );
         // Nothing half-made is visible or left.
-        assert!(list(&mut d).await.is_empty());
-        assert!(status(&mut d, &image, false).await.image.is_none());
+        assert!(list(&mut f.d).await.is_empty());
+        assert!(status(&mut f.d, &image, false).await.image.is_none());
         for dir in [
             "content/ingest",
             "snapshots/tmp",
@@ -1162,7 +987,7 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
             );
         }
         assert!(
-            !stored_blobs(&d).contains(&p.layer_digests[0]),
+            !stored_blobs(&f.d).contains(&p.layer_digests[0]),
             "{image}: no partial layer blob"
         );
     }
@@ -1178,21 +1003,22 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_pull_works_once_there_is_roo
     .expect("remounting the tmpfs bigger");
     for (p, _) in &pushed {
         assert_eq!(
-            pull(&mut d, &p.reference(&reg.host), None)
+            pull(&mut f.d, &p.reference(), None)
                 .await
                 .expect("pull with room"),
             p.config_digest
         );
     }
-    assert_eq!(list(&mut d).await.len(), 2);
+    assert_eq!(list(&mut f.d).await.len(), 2);
     for (p, _) in &pushed {
-        remove(&mut d, &p.reference(&reg.host)).await;
+        remove(&mut f.d, &p.reference()).await;
     }
-    assert!(list(&mut d).await.is_empty());
-    assert!(stored_blobs(&d).is_empty(), "{:?}", stored_blobs(&d));
+    assert!(list(&mut f.d).await.is_empty());
+    assert!(stored_blobs(&f.d).is_empty(), "{:?}", stored_blobs(&f.d));
 
-    d.stop().await.unwrap();
+    f.d.stop().await.unwrap();
     nix::mount::umount(&state).expect("unmounting the test tmpfs");
-    drop(reg);
-    d.finish().await;
+    // The fixture's teardown talks to the daemon: back on the state dir it had.
+    f.d.spawn().await.unwrap();
+    f.finish().await;
 }

@@ -1,4 +1,4 @@
-//! Pod networking through criusd (issue 5): the built-in bridge with its IPAM and
+//! Pod networking through criusd: the built-in bridge with its IPAM and
 //! hostPorts, restart reconcile, and Debian's CNI plugins through a conflist. Only
 //! loopback and addresses inside namespaces these tests made are contacted.
 // Test code: a failed expectation is a failed test.
@@ -15,17 +15,6 @@ use tonic::Code;
 fn netns_of(resp: &cri::PodSandboxStatusResponse) -> String {
     let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).unwrap();
     info["namespaces"]["network"].as_str().unwrap().to_string()
-}
-
-fn ip_of(resp: &cri::PodSandboxStatusResponse) -> String {
-    resp.status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone()
 }
 
 /// A one-shot TCP server in the pod: answers `reply` to the first connection.
@@ -73,24 +62,35 @@ fn fetch_from_host(addr: &str) -> Option<String> {
     (!buf.is_empty()).then_some(buf)
 }
 
-/// Runs `fetch` until the server (started just before) answers, with a deadline.
-async fn until_served(what: &str, mut fetch: impl FnMut() -> Option<String>) -> String {
-    eventually(DEADLINE, what, || {
+/// Serves `reply` once on `port` in `netns` and runs `fetch` until it gets an answer
+/// (within the deadline); returns the answer once the server is done.
+async fn served(
+    netns: &str,
+    port: u16,
+    reply: &str,
+    what: &str,
+    mut fetch: impl FnMut() -> Option<String>,
+) -> String {
+    let mut server = serve_once(netns, port, reply);
+    let got = eventually(DEADLINE, what, || {
         let got = fetch();
         async move { got }
     })
-    .await
+    .await;
+    let _ = server.wait();
+    got
 }
 
-fn pod_with_port(name: &str, container_port: i32, host_port: i32) -> cri::PodSandboxConfig {
-    let mut c = pod_config(name);
-    c.port_mappings = vec![cri::PortMapping {
-        protocol: cri::Protocol::Tcp as i32,
-        container_port,
-        host_port,
-        host_ip: String::new(),
-    }];
-    c
+fn pod_with_port(name: &str, container_port: i32, host_port: i32) -> PodBuilder {
+    PodBuilder::new(name).tcp_port(container_port, host_port)
+}
+
+/// A pod asking for `host_port` (TCP) is refused, naming the port.
+async fn assert_port_taken(d: &mut Daemon, name: &str, host_port: u16) {
+    let err = run_pod(&mut d.rt, pod_with_port(name, 9090, i32::from(host_port)))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains(&host_port.to_string()), "{err}");
 }
 
 fn free_tcp_port() -> u16 {
@@ -107,60 +107,46 @@ async fn bridge_pod_to_pod_host_port_and_restart() {
     )
     .await
     .unwrap();
-    let b = run_pod(&mut d.rt, pod_config("net-b")).await.unwrap();
+    let b = run_pod(&mut d.rt, PodBuilder::new("net-b")).await.unwrap();
     let sa = pod_status(&mut d.rt, &a, true).await.unwrap();
     let sb = pod_status(&mut d.rt, &b, true).await.unwrap();
     let (ns_a, ns_b) = (netns_of(&sa), netns_of(&sb));
-    let (ip_a, ip_b) = (ip_of(&sa), ip_of(&sb));
+    let (ip_a, ip_b) = (pod_ip(&sa), pod_ip(&sb));
     assert_ne!(ip_a, ip_b);
 
     // Pod to pod across the bridge.
-    let mut server = serve_once(&ns_a, 7000, "from-a");
-    let got = until_served("pod b to reach pod a", || {
+    let got = served(&ns_a, 7000, "from-a", "pod b to reach pod a", || {
         fetch_from_pod(&ns_b, &ip_a, 7000)
     })
     .await;
     assert_eq!(got, "from-a");
-    let _ = server.wait();
 
     // hostPort from the host's loopback.
-    let mut server = serve_once(&ns_a, 8080, "via-hostport");
-    let got = until_served("127.0.0.1:hostPort", || {
+    let got = served(&ns_a, 8080, "via-hostport", "127.0.0.1:hostPort", || {
         fetch_from_host(&format!("127.0.0.1:{host_port}"))
     })
     .await;
     assert_eq!(got, "via-hostport");
-    let _ = server.wait();
 
     // The same host port and protocol again is refused, naming the port, and leaves nothing.
-    let err = run_pod(
-        &mut d.rt,
-        pod_with_port("net-c", 9090, i32::from(host_port)),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.message().contains(&host_port.to_string()), "{err}");
+    assert_port_taken(&mut d, "net-c", host_port).await;
     assert_eq!(list_pods(&mut d.rt, None).await.len(), 2);
 
     // A crash and restart keeps the pods' addresses and the hostPort working.
     d.crash_and_restart().await;
     let sa2 = pod_status(&mut d.rt, &a, false).await.unwrap();
-    assert_eq!(ip_of(&sa2), ip_a);
-    let mut server = serve_once(&ns_a, 8080, "after-restart");
-    let got = until_served("hostPort after restart", || {
-        fetch_from_host(&format!("127.0.0.1:{host_port}"))
-    })
+    assert_eq!(pod_ip(&sa2), ip_a);
+    let got = served(
+        &ns_a,
+        8080,
+        "after-restart",
+        "hostPort after restart",
+        || fetch_from_host(&format!("127.0.0.1:{host_port}")),
+    )
     .await;
     assert_eq!(got, "after-restart");
-    let _ = server.wait();
     // The port is still reserved after the restart.
-    let err = run_pod(
-        &mut d.rt,
-        pod_with_port("net-d", 9090, i32::from(host_port)),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.message().contains(&host_port.to_string()), "{err}");
+    assert_port_taken(&mut d, "net-d", host_port).await;
 
     remove_pod(&mut d.rt, &a).await.unwrap();
     remove_pod(&mut d.rt, &b).await.unwrap();
@@ -183,14 +169,7 @@ async fn bridge_pod_to_pod_host_port_and_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn many_cycles_leak_no_interface_lease_or_rule() {
     // A /28 has 13 pod addresses: leaked leases would exhaust it within the cycles.
-    let mut d = Daemon::start_with(
-        "net-cycles",
-        Options {
-            extra_config: String::new(),
-            subnet: Some("{net}0/28".into()),
-        },
-    )
-    .await;
+    let mut d = Daemon::start_with("net-cycles", Options::default().with_subnet("{net}0/28")).await;
     let links_before = run_cmd("ip", &["-o", "link"]).unwrap().lines().count();
     for i in 0..40 {
         let id = run_pod(&mut d.rt, pod_with_port(&format!("cycle{i}"), 80, 0))
@@ -221,8 +200,10 @@ async fn cni_plugins_from_a_conflist() {
     );
     let mut d = Daemon::start("net-cni").await;
     // Before any config: the built-in bridge serves (backend "auto").
-    let first = run_pod(&mut d.rt, pod_config("before-cni")).await.unwrap();
-    let ip_first = ip_of(&pod_status(&mut d.rt, &first, false).await.unwrap());
+    let first = run_pod(&mut d.rt, PodBuilder::new("before-cni"))
+        .await
+        .unwrap();
+    let ip_first = pod_ip(&pod_status(&mut d.rt, &first, false).await.unwrap());
     assert!(ip_first.starts_with(d.net.subnet.trim_end_matches("0/24")));
 
     // A conflist appears: new pods use the plugins, without a restart.
@@ -255,10 +236,10 @@ async fn cni_plugins_from_a_conflist() {
             .iter()
             .any(|c| c.r#type == "NetworkReady" && c.status)
     );
-    let a = run_pod(&mut d.rt, pod_config("cni-a"))
+    let a = run_pod(&mut d.rt, PodBuilder::new("cni-a"))
         .await
         .expect("pod through the CNI chain");
-    let b = run_pod(&mut d.rt, pod_config("cni-b"))
+    let b = run_pod(&mut d.rt, PodBuilder::new("cni-b"))
         .await
         .expect("second pod through the CNI chain");
     let (sa, sb) = (
@@ -267,20 +248,22 @@ async fn cni_plugins_from_a_conflist() {
     );
     let cni_prefix = cni.subnet.trim_end_matches("0/24");
     assert!(
-        ip_of(&sa).starts_with(cni_prefix),
+        pod_ip(&sa).starts_with(cni_prefix),
         "{} in {}",
-        ip_of(&sa),
+        pod_ip(&sa),
         cni.subnet
     );
-    let mut server = serve_once(&netns_of(&sa), 7000, "cni-pod");
-    let ip_a = ip_of(&sa);
+    let ip_a = pod_ip(&sa);
     let ns_b = netns_of(&sb);
-    let got = until_served("pod to pod over the CNI bridge", || {
-        fetch_from_pod(&ns_b, &ip_a, 7000)
-    })
+    let got = served(
+        &netns_of(&sa),
+        7000,
+        "cni-pod",
+        "pod to pod over the CNI bridge",
+        || fetch_from_pod(&ns_b, &ip_a, 7000),
+    )
     .await;
     assert_eq!(got, "cni-pod");
-    let _ = server.wait();
 
     // DEL works after a restart (from the cached result).
     d.crash_and_restart().await;

@@ -1,8 +1,7 @@
-//! Pod sandbox lifecycle against a real criusd (issue 2).
+//! Pod sandbox lifecycle against a real criusd.
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -21,14 +20,15 @@ fn verbose_info(resp: &cri::PodSandboxStatusResponse) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_lifecycle() {
     let mut d = Daemon::start("lifecycle").await;
-    let mut config = pod_config("web-0");
-    config.hostname = "web-0-host".into();
-    config.annotations = HashMap::from([("a".to_string(), "b".to_string())]);
-    config.dns_config = Some(cri::DnsConfig {
-        servers: vec!["10.96.0.10".into()],
-        searches: vec!["default.svc.cluster.local".into()],
-        options: vec!["ndots:5".into()],
-    });
+    let config = PodBuilder::new("web-0")
+        .hostname("web-0-host")
+        .annotation("a", "b")
+        .dns(
+            &["10.96.0.10"],
+            &["default.svc.cluster.local"],
+            &["ndots:5"],
+        )
+        .build();
     let before = now_nanos();
     let id = run_pod(&mut d.rt, config.clone())
         .await
@@ -80,7 +80,7 @@ async fn sandbox_lifecycle() {
         "the pod netns holds lo and eth0: {links}"
     );
     // The built-in bridge gave it an address of the test subnet, reported as the pod IP.
-    let ip = st_ip(&resp);
+    let ip = pod_ip(&resp);
     let prefix = d.net.subnet.trim_end_matches("0/24");
     assert!(ip.starts_with(prefix), "pod ip {ip} in {}", d.net.subnet);
     let addrs = run_cmd(
@@ -132,11 +132,7 @@ async fn sandbox_lifecycle() {
     })
     .await
     .expect("stop");
-    let st = pod_status(&mut d.rt, &id, false)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = pod_state(&mut d.rt, &id).await;
     assert_eq!(st.state, cri::PodSandboxState::SandboxNotready as i32);
     assert!(
         mounts_under(&d.root).is_empty(),
@@ -155,17 +151,6 @@ async fn sandbox_lifecycle() {
     d.finish().await;
 }
 
-fn st_ip(resp: &cri::PodSandboxStatusResponse) -> String {
-    resp.status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone()
-}
-
 fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -176,19 +161,10 @@ fn now_nanos() -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_namespaces_are_honoured() {
     let mut d = Daemon::start("hostns").await;
-    let mut config = pod_config("hostnet");
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                network: cri::NamespaceMode::Node as i32,
-                ipc: cri::NamespaceMode::Node as i32,
-                pid: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = PodBuilder::new("hostnet")
+        .network_mode(cri::NamespaceMode::Node)
+        .ipc_mode(cri::NamespaceMode::Node)
+        .pid_mode(cri::NamespaceMode::Node);
     let id = run_pod(&mut d.rt, config).await.expect("RunPodSandbox");
     let resp = pod_status(&mut d.rt, &id, true).await.unwrap();
     let info = verbose_info(&resp);
@@ -216,17 +192,7 @@ async fn host_namespaces_are_honoured() {
     );
 
     // Only the IPC namespace of the host: network and UTS are the pod's own.
-    let mut config = pod_config("hostipc");
-    config.linux = Some(cri::LinuxPodSandboxConfig {
-        security_context: Some(cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(cri::NamespaceOption {
-                ipc: cri::NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = PodBuilder::new("hostipc").ipc_mode(cri::NamespaceMode::Node);
     let id2 = run_pod(&mut d.rt, config).await.expect("RunPodSandbox");
     let info = verbose_info(&pod_status(&mut d.rt, &id2, true).await.unwrap());
     assert!(ns_of(&info, "network").is_some());
@@ -244,8 +210,7 @@ async fn list_filters() {
     let mut d = Daemon::start("filters").await;
     let mut ids = Vec::new();
     for (name, tier) in [("a", "front"), ("b", "front"), ("c", "back")] {
-        let mut config = pod_config(name);
-        config.labels.insert("tier".into(), tier.into());
+        let config = PodBuilder::new(name).label("tier", tier);
         ids.push(run_pod(&mut d.rt, config).await.expect("run"));
     }
     d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -327,11 +292,7 @@ async fn list_filters() {
     assert!(list_pods(&mut d.rt, Some(f)).await.is_empty());
 
     // Status and stop accept a unique prefix, as crictl sends them.
-    let st = pod_status(&mut d.rt, &prefix, false)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = pod_state(&mut d.rt, &prefix).await;
     assert_eq!(st.id, ids[0]);
 
     for id in &ids {
@@ -350,7 +311,7 @@ fn unique_prefix(ids: &[String], i: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_and_remove_are_idempotent() {
     let mut d = Daemon::start("idem").await;
-    let id = run_pod(&mut d.rt, pod_config("idem")).await.unwrap();
+    let id = run_pod(&mut d.rt, PodBuilder::new("idem")).await.unwrap();
     for _ in 0..2 {
         d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: id.clone(),
@@ -359,7 +320,7 @@ async fn stop_and_remove_are_idempotent() {
         .expect("stop is idempotent");
     }
     // Remove without a stop first also works (and frees everything).
-    let id2 = run_pod(&mut d.rt, pod_config("idem2")).await.unwrap();
+    let id2 = run_pod(&mut d.rt, PodBuilder::new("idem2")).await.unwrap();
     for pid in [&id, &id, &id2, &id2] {
         d.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: pid.clone(),
@@ -393,14 +354,9 @@ async fn stop_and_remove_are_idempotent() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("pod_sandbox_id"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::InvalidArgument, "pod_sandbox_id");
     // The name is free again after removal.
-    let id3 = run_pod(&mut d.rt, pod_config("idem"))
+    let id3 = run_pod(&mut d.rt, PodBuilder::new("idem"))
         .await
         .expect("name reusable after removal");
     remove_pod(&mut d.rt, &id3).await.unwrap();
@@ -410,13 +366,13 @@ async fn stop_and_remove_are_idempotent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_metadata_is_refused_naming_the_existing_sandbox() {
     let mut d = Daemon::start("dup").await;
-    let id = run_pod(&mut d.rt, pod_config("dup")).await.unwrap();
-    let err = run_pod(&mut d.rt, pod_config("dup")).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
-    assert!(err.message().contains(&id), "{}", err.message());
+    let id = run_pod(&mut d.rt, PodBuilder::new("dup")).await.unwrap();
+    let err = run_pod(&mut d.rt, PodBuilder::new("dup"))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::AlreadyExists, &id);
     // A new attempt is a different pod.
-    let mut next = pod_config("dup");
-    next.metadata.as_mut().unwrap().attempt = 2;
+    let next = PodBuilder::new("dup").attempt(2);
     let id2 = run_pod(&mut d.rt, next).await.expect("attempt 2");
     assert_ne!(id, id2);
     assert_eq!(list_pods(&mut d.rt, None).await.len(), 2);
@@ -480,7 +436,7 @@ async fn invalid_input_names_the_field() {
         ),
     ];
     for (mutate, field) in cases {
-        let mut config = pod_config("bad");
+        let mut config = PodBuilder::new("bad").build();
         mutate(&mut config);
         let err = run_pod(&mut d.rt, config).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err}");
@@ -497,21 +453,11 @@ async fn invalid_input_names_the_field() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("config"));
-    let err =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("bad")),
-            runtime_handler: "no-such-handler".into(),
-        })
+    assert_refused(&err, Code::InvalidArgument, "config");
+    let err = run_pod_on(&mut d.rt, "no-such-handler", PodBuilder::new("bad"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("runtime_handler"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::InvalidArgument, "runtime_handler");
     assert!(
         err.message().contains("no-such-handler"),
         "{}",
@@ -520,24 +466,14 @@ async fn invalid_input_names_the_field() {
 
     // Nothing was made, the daemon is alive, and the name was never reserved.
     assert!(list_pods(&mut d.rt, None).await.is_empty());
-    let id = run_pod(&mut d.rt, pod_config("bad"))
+    let id = run_pod(&mut d.rt, PodBuilder::new("bad"))
         .await
         .expect("valid config after bad ones");
     // The crun handler is configured out of the box.
-    let crun_id =
-        d.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("with-crun")),
-            runtime_handler: "crun".into(),
-        })
+    let crun_id = run_pod_on(&mut d.rt, "crun", PodBuilder::new("with-crun"))
         .await
-        .expect("crun handler")
-        .into_inner()
-        .pod_sandbox_id;
-    let st = pod_status(&mut d.rt, &crun_id, false)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+        .expect("crun handler");
+    let st = pod_state(&mut d.rt, &crun_id).await;
     assert_eq!(st.runtime_handler, "crun");
     remove_pod(&mut d.rt, &id).await.unwrap();
     remove_pod(&mut d.rt, &crun_id).await.unwrap();
@@ -548,89 +484,53 @@ async fn invalid_input_names_the_field() {
 async fn kubelet_shaped_request_is_accepted() {
     let mut d = Daemon::start("kubelet").await;
     let uid = "0b1c1d2e-3f40-4152-9364-758697a8b9ca";
-    let config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: "coredns-7db6d8ff4d-abcde".into(),
-            namespace: "kube-system".into(),
-            uid: uid.into(),
-            attempt: 0,
-        }),
-        hostname: "coredns-7db6d8ff4d-abcde".into(),
-        log_directory: format!("/var/log/pods/kube-system_coredns-7db6d8ff4d-abcde_{uid}"),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec![
-                "kube-system.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
+    let name = "coredns-7db6d8ff4d-abcde";
+    let config = PodBuilder::new(name)
+        .namespace("kube-system")
+        .uid(uid)
+        .attempt(0)
+        .log_directory(format!("/var/log/pods/kube-system_{name}_{uid}"))
+        .dns(
+            &["10.96.0.10"],
+            &[
+                "kube-system.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
             ],
-            options: vec!["ndots:5".into()],
-        }),
-        port_mappings: vec![
-            cri::PortMapping {
-                protocol: cri::Protocol::Udp as i32,
-                container_port: 53,
-                host_port: 0,
-                host_ip: String::new(),
-            },
-            cri::PortMapping {
-                protocol: cri::Protocol::Tcp as i32,
-                container_port: 9153,
-                host_port: 0,
-                host_ip: String::new(),
-            },
-        ],
-        labels: HashMap::from([
-            (
-                "io.kubernetes.pod.name".into(),
-                "coredns-7db6d8ff4d-abcde".into(),
-            ),
-            ("io.kubernetes.pod.namespace".into(), "kube-system".into()),
-            ("io.kubernetes.pod.uid".into(), uid.into()),
-            ("k8s-app".into(), "kube-dns".into()),
-        ]),
-        annotations: HashMap::from([
-            (
-                "kubernetes.io/config.seen".into(),
-                "2026-11-22T10:00:00.000000000Z".into(),
-            ),
-            ("kubernetes.io/config.source".into(), "api".into()),
-        ]),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/burstable/pod{uid}"),
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                seccomp: Some(cri::SecurityProfile {
-                    profile_type: 0,
-                    localhost_ref: String::new(),
-                }),
-                ..Default::default()
-            }),
-            sysctls: HashMap::new(),
-            overhead: Some(cri::LinuxContainerResources::default()),
-            resources: Some(cri::LinuxContainerResources {
+            &["ndots:5"],
+        )
+        .port(cri::Protocol::Udp, 53, 0)
+        .port(cri::Protocol::Tcp, 9153, 0)
+        .labels(&[
+            ("io.kubernetes.pod.name", name),
+            ("io.kubernetes.pod.namespace", "kube-system"),
+            ("io.kubernetes.pod.uid", uid),
+            ("k8s-app", "kube-dns"),
+        ])
+        .annotation(
+            "kubernetes.io/config.seen",
+            "2026-11-22T10:00:00.000000000Z",
+        )
+        .annotation("kubernetes.io/config.source", "api")
+        .cgroup_parent(&format!("/kubepods/burstable/pod{uid}"))
+        .network_mode(cri::NamespaceMode::Pod)
+        .pid_mode(cri::NamespaceMode::Container)
+        .ipc_mode(cri::NamespaceMode::Pod)
+        .seccomp(cri::security_profile::ProfileType::RuntimeDefault)
+        .resources(
+            cri::LinuxContainerResources {
                 cpu_period: 100000,
                 cpu_quota: 0,
                 cpu_shares: 102,
                 memory_limit_in_bytes: 178257920,
                 ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    };
+            },
+            cri::LinuxContainerResources::default(),
+        );
     let id = run_pod(&mut d.rt, config)
         .await
         .expect("kubelet-shaped config is accepted");
-    let st = pod_status(&mut d.rt, &id, false)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let st = pod_state(&mut d.rt, &id).await;
     assert_eq!(st.metadata.unwrap().attempt, 0);
     remove_pod(&mut d.rt, &id).await.unwrap();
     d.finish().await;
@@ -685,12 +585,7 @@ async fn version_status_runtime_config_and_unimplemented() {
         d.rt.create_container(cri::CreateContainerRequest::default())
             .await
             .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("pod_sandbox_id"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::InvalidArgument, "pod_sandbox_id");
     let err = d.rt.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("cmd"), "{}", err.message());
@@ -705,8 +600,7 @@ async fn version_status_runtime_config_and_unimplemented() {
         .pull_image(cri::PullImageRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("image.image"), "{}", err.message());
+    assert_refused(&err, Code::InvalidArgument, "image.image");
     // RPCs of the current CRI that the bindings do not have yet are Unimplemented too
     // (an empty request message encodes the same whatever its type).
     for path in [
@@ -734,26 +628,12 @@ async fn version_status_runtime_config_and_unimplemented() {
     // A daemon whose runtime binary is missing says so; the systemd driver is reported.
     let mut d = Daemon::start_with(
         "status-missing",
-        Options {
-            subnet: None,
-            extra_config:
-                "cgroup_driver = \"systemd\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n"
-                    .into(),
-        },
+        Options::config(
+            "cgroup_driver = \"systemd\"\n[runtimes.runc]\npath = \"/nonexistent/runc\"\n",
+        ),
     )
     .await;
-    let st =
-        d.rt.status(cri::StatusRequest { verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
-    let rr = st
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "RuntimeReady")
-        .unwrap();
+    let rr = condition(&mut d, "RuntimeReady").await;
     assert!(!rr.status);
     assert_eq!(rr.reason, "OCIRuntimeMissing");
     assert!(rr.message.contains("/nonexistent/runc"), "{}", rr.message);
@@ -773,31 +653,31 @@ async fn version_status_runtime_config_and_unimplemented() {
     for (backend, reason) in [("cni", "NetworkPluginNotReady"), ("none", "NoPodNetwork")] {
         let mut d = Daemon::start_with(
             "status-net",
-            Options {
-                subnet: None,
-                extra_config: format!(
-                    "[network]\nbackend = \"{backend}\"\ncni_conf_dir = \"{{root}}/empty-cni\"\n"
-                ),
-            },
+            Options::config(format!(
+                "[network]\nbackend = \"{backend}\"\ncni_conf_dir = \"{{root}}/empty-cni\"\n"
+            )),
         )
         .await;
-        let st =
-            d.rt.status(cri::StatusRequest { verbose: false })
-                .await
-                .unwrap()
-                .into_inner();
-        let nr = st
-            .status
-            .unwrap()
-            .conditions
-            .into_iter()
-            .find(|c| c.r#type == "NetworkReady")
-            .unwrap();
+        let nr = condition(&mut d, "NetworkReady").await;
         assert!(!nr.status, "{backend}");
         assert_eq!(nr.reason, reason, "{backend}: {nr:?}");
         assert!(!nr.message.is_empty());
         d.finish().await;
     }
+}
+
+/// The daemon's status condition of `kind`.
+async fn condition(d: &mut Daemon, kind: &str) -> cri::RuntimeCondition {
+    d.rt.status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == kind)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -873,11 +753,15 @@ fn config_commands_and_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_recovers_sandboxes_and_repairs_half_made_state() {
     let mut d = Daemon::start("restart").await;
-    let a = run_pod(&mut d.rt, pod_config("keep-ready")).await.unwrap();
-    let b = run_pod(&mut d.rt, pod_config("keep-stopped"))
+    let a = run_pod(&mut d.rt, PodBuilder::new("keep-ready"))
         .await
         .unwrap();
-    let c = run_pod(&mut d.rt, pod_config("lose-netns")).await.unwrap();
+    let b = run_pod(&mut d.rt, PodBuilder::new("keep-stopped"))
+        .await
+        .unwrap();
+    let c = run_pod(&mut d.rt, PodBuilder::new("lose-netns"))
+        .await
+        .unwrap();
     d.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: b.clone(),
     })
@@ -955,10 +839,7 @@ async fn restart_recovers_sandboxes_and_repairs_half_made_state() {
 async fn start_with_wrapper(tag: &str) -> (Daemon, std::path::PathBuf) {
     let d = Daemon::start_with(
         tag,
-        Options {
-            subnet: None,
-            extra_config: "pinns_path = \"{root}/fixtures/pinns-wrapper.sh\"\n".into(),
-        },
+        Options::config("pinns_path = \"{root}/fixtures/pinns-wrapper.sh\"\n"),
     )
     .await;
     let ctl = d.root.join("fixtures");
@@ -988,13 +869,10 @@ async fn start_with_wrapper(tag: &str) -> (Daemon, std::path::PathBuf) {
 async fn a_failure_half_way_undoes_every_step() {
     let (mut d, ctl) = start_with_wrapper("undo").await;
     std::fs::write(ctl.join("fail-after"), "").unwrap();
-    let err = run_pod(&mut d.rt, pod_config("undo")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Internal);
-    assert!(
-        err.message().contains("injected failure"),
-        "{}",
-        err.message()
-    );
+    let err = run_pod(&mut d.rt, PodBuilder::new("undo"))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::Internal, "injected failure");
     assert!(list_pods(&mut d.rt, None).await.is_empty());
     assert!(mounts_under(&d.root).is_empty(), "pinned namespaces undone");
     assert_eq!(
@@ -1003,7 +881,7 @@ async fn a_failure_half_way_undoes_every_step() {
     );
     // The name was released with everything else.
     std::fs::remove_file(ctl.join("fail-after")).unwrap();
-    let id = run_pod(&mut d.rt, pod_config("undo"))
+    let id = run_pod(&mut d.rt, PodBuilder::new("undo"))
         .await
         .expect("retry after the failure");
     remove_pod(&mut d.rt, &id).await.unwrap();
@@ -1016,7 +894,7 @@ async fn retry_after_client_timeout_gets_the_first_sandbox() {
     std::fs::write(ctl.join("delay"), "2").unwrap();
     // The kubelet's first call gives up ("context deadline exceeded").
     let mut req = tonic::Request::new(cri::RunPodSandboxRequest {
-        config: Some(pod_config("slow")),
+        config: Some(PodBuilder::new("slow").build()),
         runtime_handler: String::new(),
     });
     req.set_timeout(Duration::from_millis(300));
@@ -1026,20 +904,21 @@ async fn retry_after_client_timeout_gets_the_first_sandbox() {
         "first call should time out: {err}"
     );
     // The retry waits for the sandbox the first call is still making and gets it.
-    let id = run_pod(&mut d.rt, pod_config("slow"))
+    let id = run_pod(&mut d.rt, PodBuilder::new("slow"))
         .await
         .expect("retry gets the sandbox");
     let pods = list_pods(&mut d.rt, None).await;
     assert_eq!(pods.len(), 1, "exactly one sandbox was made");
     assert_eq!(pods[0].id, id);
     // Answered now: the next identical request is a duplicate.
-    let err = run_pod(&mut d.rt, pod_config("slow")).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
-    assert!(err.message().contains(&id));
+    let err = run_pod(&mut d.rt, PodBuilder::new("slow"))
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::AlreadyExists, &id);
 
     // Same again, but the retry comes after the first attempt has finished.
     let mut req = tonic::Request::new(cri::RunPodSandboxRequest {
-        config: Some(pod_config("slow2")),
+        config: Some(PodBuilder::new("slow2").build()),
         runtime_handler: String::new(),
     });
     req.set_timeout(Duration::from_millis(300));
@@ -1059,7 +938,7 @@ async fn retry_after_client_timeout_gets_the_first_sandbox() {
         }
     })
     .await;
-    let id2 = run_pod(&mut rt, pod_config("slow2"))
+    let id2 = run_pod(&mut rt, PodBuilder::new("slow2"))
         .await
         .expect("late retry gets the finished sandbox");
     assert_eq!(id2, done);
@@ -1076,7 +955,7 @@ async fn fifty_parallel_sandboxes() {
     for i in 0..50 {
         let mut rt = d.rt.clone();
         tasks.push(tokio::spawn(async move {
-            run_pod(&mut rt, pod_config(&format!("p{i}"))).await
+            run_pod(&mut rt, PodBuilder::new(&format!("p{i}"))).await
         }));
     }
     let mut ids = Vec::new();
@@ -1104,9 +983,9 @@ async fn fifty_parallel_sandboxes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_mid_create_then_restart_leaves_nothing() {
     let (mut d, ctl) = start_with_wrapper("midcrash").await;
-    std::fs::write(ctl.join("delay"), "1").unwrap();
+    std::fs::write(ctl.join("delay"), "3").unwrap();
     let mut rt = d.rt.clone();
-    let call = tokio::spawn(async move { run_pod(&mut rt, pod_config("midcrash")).await });
+    let call = tokio::spawn(async move { run_pod(&mut rt, PodBuilder::new("midcrash")).await });
     // The record and pod directory exist and the helper is running: crash now.
     let pods_dir = d.run_dir().join("pods");
     eventually(DEADLINE, "the pod directory to appear", || {
@@ -1114,11 +993,14 @@ async fn crash_mid_create_then_restart_leaves_nothing() {
         async move { (std::fs::read_dir(&pods_dir).ok()?.count() == 1).then_some(()) }
     })
     .await;
+    // The helper is spawned just after the directory is made: wait for it (it
+    // sleeps in the wrapper long enough to be seen).
     let wrapper = ctl.join("pinns-wrapper.sh").display().to_string();
-    assert!(
-        !processes_mentioning(&wrapper).is_empty(),
-        "the helper is still running"
-    );
+    eventually(DEADLINE, "the helper to be running", || {
+        let running = !processes_mentioning(&wrapper).is_empty();
+        async move { running.then_some(()) }
+    })
+    .await;
     d.kill();
     assert!(
         call.await.unwrap().is_err(),
@@ -1141,7 +1023,7 @@ async fn crash_mid_create_then_restart_leaves_nothing() {
     assert!(d.log().contains("half-made"), "the repair is logged");
     // The name is free: the kubelet's next attempt succeeds.
     std::fs::remove_file(ctl.join("delay")).unwrap();
-    let id = run_pod(&mut d.rt, pod_config("midcrash"))
+    let id = run_pod(&mut d.rt, PodBuilder::new("midcrash"))
         .await
         .expect("run after repair");
     remove_pod(&mut d.rt, &id).await.unwrap();

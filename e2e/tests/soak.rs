@@ -6,8 +6,6 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crius_e2e::images::*;
-use crius_e2e::registry::*;
 use crius_e2e::soak::{self, Soak};
 use crius_e2e::*;
 
@@ -18,28 +16,19 @@ const LIFECYCLES: usize = 150;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_lifecycles_all_succeed_and_leave_nothing() {
-    let mut d = Daemon::start("soak").await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let image = pushed.reference(&reg.host);
-    pull_image(&mut d.img, &image, None).await.expect("pull");
-    let log_root = d.root.join("fixtures/logs");
-    std::fs::create_dir_all(&log_root).unwrap();
+    let mut f = Fixture::start("soak", Options::default()).await;
+    let image = f.pull_busybox().await;
     let lifecycles = soak::lifecycles_from_env(LIFECYCLES);
     let cfg = Soak {
         lifecycles,
         parallel: 10,
         sample_every: 50,
-        image: image.clone(),
-        log_root,
+        image,
+        log_root: f.logs(),
         tag: format!("{}", std::process::id()),
-        daemon_pid: d.pid().expect("a running daemon"),
+        daemon_pid: f.d.pid().expect("a running daemon"),
     };
-    let report = soak::run(d.rt.clone(), &cfg).await;
+    let report = soak::run(f.d.rt.clone(), &cfg).await;
     println!(
         "{} lifecycles in {:.0} s; criusd memory (debug build):\n{}",
         report.latencies.len(),
@@ -53,13 +42,15 @@ async fn many_lifecycles_all_succeed_and_leave_nothing() {
         report.failures.join("\n")
     );
     assert_eq!(report.latencies.len(), lifecycles);
-    let pods = list_pods(&mut d.rt, None).await;
+    let pods = list_pods(&mut f.d.rt, None).await;
     assert!(pods.is_empty(), "pods left: {pods:?}");
-    remove_image_by_id(&mut d.img, &image).await;
-    drop(reg);
+    let containers = list_containers(&mut f.d.rt, None).await;
+    assert!(containers.is_empty(), "containers left: {containers:?}");
     // The store can be read once the daemon is gone: no address may stay leased.
-    d.stop().await.expect("stopping criusd");
-    let leases = soak::leases_left(&d.state_dir().join("store.redb"), &d.net.bridge).unwrap();
+    f.d.stop().await.expect("stopping criusd");
+    let leases = soak::leases_left(&f.d.state_dir().join("store.redb"), &f.d.net.bridge).unwrap();
     assert!(leases.is_empty(), "leases left: {leases:?}");
-    d.finish().await;
+    // Back up on the same roots, so the fixture removes its image and checks the rest.
+    f.d.spawn().await.expect("restarting criusd");
+    f.finish().await;
 }

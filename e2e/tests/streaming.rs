@@ -1,167 +1,83 @@
-//! Exec, Attach and PortForward through crius's streaming server (issue 6), driven by
+//! Exec, Attach and PortForward through crius's streaming server, driven by
 //! the suite's own SPDY/3.1 and WebSocket clients against real containers.
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use crius_e2e::images::*;
-use crius_e2e::registry::*;
 use crius_e2e::stream::*;
 use crius_e2e::v1 as cri;
 use crius_e2e::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-struct Env {
-    d: Daemon,
-    reg: Option<TestRegistry>,
-    image: String,
-    pod: String,
-    logs: std::path::PathBuf,
-}
-
-async fn env(tag: &str, extra: &str) -> Env {
-    let mut d = Daemon::start_with(
-        tag,
-        Options {
-            extra_config: extra.to_string(),
-            subnet: None,
-        },
-    )
-    .await;
-    let reg = TestRegistry::start(&d.root.join("fixtures/registry"), None)
-        .await
-        .unwrap();
-    let pushed = push_busybox(&reg, "test/busybox", "v1", Comp::Gzip)
-        .await
-        .unwrap();
-    let image = pushed.reference(&reg.host);
-    pull_image(&mut d.img, &image, None).await.expect("pull");
-    let logs = d.root.join("fixtures/logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let mut pc = pod_config(tag);
-    pc.log_directory = logs.display().to_string();
-    let pod = run_pod(&mut d.rt, pc).await.unwrap();
-    Env {
-        d,
-        reg: Some(reg),
-        image,
-        pod,
-        logs,
-    }
-}
-
-impl Env {
-    fn config(&self, name: &str, script: &str) -> cri::ContainerConfig {
-        cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(cri::ImageSpec {
-                image: self.image.clone(),
-                ..Default::default()
-            }),
-            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            log_path: format!("{name}.log"),
-            linux: Some(cri::LinuxContainerConfig::default()),
-            ..Default::default()
-        }
-    }
-
-    async fn run(&mut self, config: cri::ContainerConfig) -> String {
-        let id = self
-            .d
-            .rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: self.pod.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        self.d
-            .rt
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap();
-        id
-    }
-
-    async fn exec_url(&mut self, id: &str, cmd: &[&str], want: Want) -> String {
-        self.d
-            .rt
-            .exec(cri::ExecRequest {
-                container_id: id.into(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                tty: want.tty,
-                stdin: want.stdin,
-                stdout: want.stdout,
-                stderr: want.stderr,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url
-    }
-
-    async fn attach_url(&mut self, id: &str, want: Want) -> String {
-        self.d
-            .rt
-            .attach(cri::AttachRequest {
-                container_id: id.into(),
-                tty: want.tty,
-                stdin: want.stdin,
-                stdout: want.stdout,
-                stderr: want.stderr,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url
-    }
-
-    async fn port_forward_url(&mut self) -> String {
-        self.d
-            .rt
-            .port_forward(cri::PortForwardRequest {
-                pod_sandbox_id: self.pod.clone(),
-                port: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url
-    }
-
-    fn log_of(&self, name: &str) -> String {
-        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    /// No exec FIFOs, no exec process left in the shim.
-    async fn assert_no_sessions(&self) {
-        let dir = self.d.run_dir().join("streams");
-        eventually(DEADLINE, "stream FIFO directories to go", || {
-            let dir = dir.clone();
-            async move {
-                let n = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
-                (n == 0).then_some(())
-            }
+async fn exec_url(f: &mut Fixture, id: &str, cmd: &[&str], want: Want) -> String {
+    f.d.rt
+        .exec(cri::ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: want.tty,
+            stdin: want.stdin,
+            stdout: want.stdout,
+            stderr: want.stderr,
         })
-        .await;
-    }
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
 
-    async fn done(mut self) {
-        remove_pod(&mut self.d.rt, &self.pod).await.unwrap();
-        remove_image_by_id(&mut self.d.img, &self.image).await;
-        drop(self.reg.take());
-        self.d.finish().await;
-    }
+async fn attach_url(f: &mut Fixture, id: &str, want: Want) -> String {
+    f.d.rt
+        .attach(cri::AttachRequest {
+            container_id: id.into(),
+            tty: want.tty,
+            stdin: want.stdin,
+            stdout: want.stdout,
+            stderr: want.stderr,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+async fn port_forward_url(f: &mut Fixture, pod: &str) -> String {
+    f.d.rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.into(),
+            port: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+/// No exec FIFOs, no exec process left in the shim.
+async fn assert_no_sessions(f: &Fixture) {
+    let dir = f.d.run_dir().join("streams");
+    eventually(DEADLINE, "stream FIFO directories to go", || {
+        let dir = dir.clone();
+        async move {
+            let n = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+            (n == 0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A daemon started with `opts`, a busybox pod, and a container sleeping in it to
+/// exec into; returns the fixture, the image, the pod and the container.
+async fn with_sleeper(tag: &str, opts: Options) -> (Fixture, String, String, String) {
+    let (mut f, image, pod) = Fixture::with_busybox_pod(tag, opts).await;
+    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    (f, image, pod, id)
+}
+
+/// A container running `/bin/sh -c <script>`.
+fn sh(name: &str, image: &str, script: &str) -> ContainerBuilder {
+    ContainerBuilder::new(name, image).sh(script)
 }
 
 /// Processes whose command line contains `needle`.
@@ -176,6 +92,32 @@ const ALL: Want = Want {
     tty: false,
 };
 
+/// Stdout only.
+const OUT: Want = Want {
+    stdin: false,
+    stdout: true,
+    stderr: false,
+    tty: false,
+};
+
+/// Stdout and stderr.
+const OUT_ERR: Want = Want {
+    stdin: false,
+    stdout: true,
+    stderr: true,
+    tty: false,
+};
+
+/// Runs a remote command over SPDY at `url` with `input` as its stdin; its outcome.
+async fn spdy_run(url: &str, protocol: &str, want: Want, input: &[u8]) -> Finished {
+    spdy_command(url, protocol, want)
+        .await
+        .unwrap()
+        .run(input, DEADLINE)
+        .await
+        .unwrap()
+}
+
 /// The lines of CRI log records, in order.
 fn log_lines(text: &str) -> Vec<String> {
     text.lines()
@@ -185,76 +127,54 @@ fn log_lines(text: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_over_spdy_every_version() {
-    let mut e = env("st-exec", "").await;
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let (mut f, _, _, id) = with_sleeper("st-exec", Options::default()).await;
 
     // v4: stdin echoed, stderr apart, exit code 3 as NonZeroExitCode.
-    let url = e
-        .exec_url(&id, &["sh", "-c", "cat; echo oops >&2; exit 3"], ALL)
-        .await;
+    let url = exec_url(
+        &mut f,
+        &id,
+        &["sh", "-c", "cat; echo oops >&2; exit 3"],
+        ALL,
+    )
+    .await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
     assert_eq!(cmd.conn.protocol, "v4.channel.k8s.io");
-    let f = cmd.run(b"hello\nworld\n", DEADLINE).await.unwrap();
-    assert_eq!(f.stdout, b"hello\nworld\n");
-    assert_eq!(f.stderr, b"oops\n");
-    assert_eq!(f.exit_code().unwrap(), 3);
+    let done = cmd.run(b"hello\nworld\n", DEADLINE).await.unwrap();
+    assert_eq!(done.stdout, b"hello\nworld\n");
+    assert_eq!(done.stderr, b"oops\n");
+    assert_eq!(done.exit_code().unwrap(), 3);
 
     // v5 over SPDY is v4; success is a Success status.
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
-    let url = e.exec_url(&id, &["sh", "-c", "id -u; exit 0"], want).await;
-    let f = spdy_command(&url, "v5.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
-    assert_eq!(f.stdout, b"1000\n");
-    assert_eq!(f.exit_code().unwrap(), 0);
+    let want = OUT;
+    let url = exec_url(&mut f, &id, &["sh", "-c", "id -u; exit 0"], want).await;
+    let done = spdy_run(&url, "v5.channel.k8s.io", want, b"").await;
+    assert_eq!(done.stdout, b"1000\n");
+    assert_eq!(done.exit_code().unwrap(), 0);
 
     // v2 and v1 carry a plain-text error, and nothing on success.
     for proto in ["v2.channel.k8s.io", "channel.k8s.io"] {
-        let want = Want {
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        let url = e.exec_url(&id, &["sh", "-c", "echo v; exit 4"], want).await;
-        let f = spdy_command(&url, proto, want)
-            .await
-            .unwrap()
-            .run(b"", DEADLINE)
-            .await
-            .unwrap();
-        assert_eq!(f.stdout, b"v\n", "{proto}");
-        let msg = String::from_utf8_lossy(&f.error).to_string();
+        let want = OUT_ERR;
+        let url = exec_url(&mut f, &id, &["sh", "-c", "echo v; exit 4"], want).await;
+        let done = spdy_run(&url, proto, want, b"").await;
+        assert_eq!(done.stdout, b"v\n", "{proto}");
+        let msg = String::from_utf8_lossy(&done.error).to_string();
         assert!(msg.contains("exit code: 4"), "{proto}: {msg:?}");
     }
 
     // A large output arrives whole (no stall at SPDY's 64 KiB window).
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
-    let url = e
-        .exec_url(
-            &id,
-            &["sh", "-c", "dd if=/dev/zero bs=1024 count=4096 2>/dev/null"],
-            want,
-        )
-        .await;
-    let f = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
-    assert_eq!(f.stdout.len(), 4 << 20);
+    let want = OUT;
+    let url = exec_url(
+        &mut f,
+        &id,
+        &["sh", "-c", "dd if=/dev/zero bs=1024 count=4096 2>/dev/null"],
+        want,
+    )
+    .await;
+    let done = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
+    assert_eq!(done.stdout.len(), 4 << 20);
 
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 /// Writes `question` to `stdin` until `answer` shows in `stdout` (within DEADLINE).
@@ -284,15 +204,14 @@ async fn ask_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_with_a_tty_sees_resizes() {
-    let mut e = env("st-tty", "").await;
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let (mut f, image, pod, id) = with_sleeper("st-tty", Options::default()).await;
     let want = Want {
         stdin: true,
         stdout: true,
         stderr: false,
         tty: true,
     };
-    let url = e.exec_url(&id, &["sh"], want).await;
+    let url = exec_url(&mut f, &id, &["sh"], want).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
     let (_, mut resize) = cmd.resize.unwrap().split();
     resize
@@ -317,15 +236,14 @@ async fn exec_with_a_tty_sees_resizes() {
     cmd.conn.session.close();
 
     // Attach to a tty container: raw terminal output, and a resize reaches its pty.
-    let mut cfg = e.config("tty", "while true; do stty size; sleep 0.2; done");
-    cfg.tty = true;
-    let id = e.run(cfg).await;
+    let tty = sh("tty", &image, "while true; do stty size; sleep 0.2; done").tty();
+    let id = f.run(&pod, tty).await;
     let want = Want {
         stdout: true,
         tty: true,
         ..Default::default()
     };
-    let url = e.attach_url(&id, want).await;
+    let url = attach_url(&mut f, &id, want).await;
     let a = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
     let (_, mut resize) = a.resize.unwrap().split();
     let (mut out, _) = a.stdout.unwrap().split();
@@ -344,19 +262,16 @@ async fn exec_with_a_tty_sees_resizes() {
         seen.extend_from_slice(&buf[..n]);
     }
     a.conn.session.close();
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_over_websocket_v5_and_v4() {
-    let mut e = env("st-ws", "").await;
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let (mut f, _, _, id) = with_sleeper("st-ws", Options::default()).await;
 
     // v5: stdin ends with the close signal; cat then exits 0.
-    let url = e
-        .exec_url(&id, &["sh", "-c", "cat; echo done >&2"], ALL)
-        .await;
+    let url = exec_url(&mut f, &id, &["sh", "-c", "cat; echo done >&2"], ALL).await;
     let mut ws = ws_connect(&url, &["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .await
         .unwrap();
@@ -369,14 +284,14 @@ async fn exec_over_websocket_v5_and_v4() {
     assert_eq!(exit_code(&ch[3]).unwrap(), 0);
 
     // v4: exit code 3, stdout and stderr apart.
-    let want = Want {
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
-    let url = e
-        .exec_url(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], want)
-        .await;
+    let want = OUT_ERR;
+    let url = exec_url(
+        &mut f,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        want,
+    )
+    .await;
     let mut ws = ws_connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
     let ch = ws.collect(DEADLINE).await.unwrap();
     assert_eq!(ch[1], b"out\n");
@@ -384,11 +299,11 @@ async fn exec_over_websocket_v5_and_v4() {
     assert_eq!(exit_code(&ch[3]).unwrap(), 3);
 
     // An unknown subprotocol is refused.
-    let url = e.exec_url(&id, &["true"], want).await;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     assert!(ws_connect(&url, &["v9.channel.k8s.io"]).await.is_err());
 
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 /// Consecutive `line-N` numbers in `text`; panics on a gap.
@@ -406,23 +321,19 @@ fn counter_run(text: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attach_two_attachers_and_the_log_keeps_every_line() {
-    let mut e = env("st-attach", "").await;
-    let id = e
-        .run(e.config(
-            "counter",
-            "i=0; while [ $i -lt 100000 ]; do echo line-$i; i=$((i+1)); sleep 0.02; done",
-        ))
-        .await;
-    let want = Want {
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
+    let (mut f, image, pod) = Fixture::with_busybox_pod("st-attach", Options::default()).await;
+    let counter = sh(
+        "counter",
+        &image,
+        "i=0; while [ $i -lt 100000 ]; do echo line-$i; i=$((i+1)); sleep 0.02; done",
+    );
+    let id = f.run(&pod, counter).await;
+    let want = OUT_ERR;
     // One attacher over SPDY, one over WebSocket.
-    let url = e.attach_url(&id, want).await;
+    let url = attach_url(&mut f, &id, want).await;
     let a = spdy_command(&url, "v4.channel.k8s.io", want).await.unwrap();
     let (mut a_out, _) = a.stdout.unwrap().split();
-    let url = e.attach_url(&id, want).await;
+    let url = attach_url(&mut f, &id, want).await;
     let mut b = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
 
     let mut a_seen = String::new();
@@ -463,7 +374,7 @@ async fn attach_two_attachers_and_the_log_keeps_every_line() {
         }
     }
     // Stop the container: the remaining attacher's streams end with Success.
-    e.d.rt
+    f.d.rt
         .stop_container(cri::StopContainerRequest {
             container_id: id.clone(),
             timeout: 0,
@@ -475,7 +386,7 @@ async fn attach_two_attachers_and_the_log_keeps_every_line() {
     assert_eq!(exit_code(&ch[3]).unwrap(), 0);
 
     // The log has every line from 0, including all the attachers saw.
-    let log = log_lines(&e.log_of("counter")).join("\n");
+    let log = log_lines(&f.log_of("counter")).join("\n");
     let logged = counter_run(&log);
     assert_eq!(logged.first(), Some(&0));
     let b_nums = counter_run(&b_seen);
@@ -483,65 +394,55 @@ async fn attach_two_attachers_and_the_log_keeps_every_line() {
     for n in a_nums.iter().chain(b_nums.iter()) {
         assert!(logged.contains(n), "line-{n} missing from the log");
     }
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attach_stdin_survives_attachers_and_stdin_once_closes_it() {
-    let mut e = env("st-stdin", "").await;
+    let (mut f, image, pod) = Fixture::with_busybox_pod("st-stdin", Options::default()).await;
     let script =
         "while read l; do echo got-$l; [ \"$l\" = quit ] && exit 0; done; echo stdin-closed";
     // stdin kept open across attachers.
-    let mut cfg = e.config("reader", script);
-    cfg.stdin = true;
-    let id = e.run(cfg).await;
+    let id = f.run(&pod, sh("reader", &image, script).stdin()).await;
     let only_in = Want {
         stdin: true,
         ..Default::default()
     };
-    let url = e.attach_url(&id, only_in).await;
+    let url = attach_url(&mut f, &id, only_in).await;
     let a = spdy_command(&url, "v4.channel.k8s.io", only_in)
         .await
         .unwrap();
-    let f = a.run(b"one\n", DEADLINE).await.unwrap();
-    assert_eq!(f.exit_code().unwrap(), 0);
+    let done = a.run(b"one\n", DEADLINE).await.unwrap();
+    assert_eq!(done.exit_code().unwrap(), 0);
     let both = Want {
         stdin: true,
         stdout: true,
         ..Default::default()
     };
-    let url = e.attach_url(&id, both).await;
+    let url = attach_url(&mut f, &id, both).await;
     let b = spdy_command(&url, "v4.channel.k8s.io", both).await.unwrap();
-    let f = b.run(b"two\nquit\n", DEADLINE).await.unwrap();
+    let done = b.run(b"two\nquit\n", DEADLINE).await.unwrap();
     // The second attacher sees what came after it attached; the log has all of it.
-    assert!(String::from_utf8_lossy(&f.stdout).contains("got-two"));
-    let log = log_lines(&e.log_of("reader"));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("got-two"));
+    let log = log_lines(&f.log_of("reader"));
     assert_eq!(log, vec!["got-one", "got-two", "got-quit"]);
 
     // stdin_once: the end of the first attacher's input is the container's EOF; the
     // same for a container without a log path (the shim tees it all the same).
     for (name, log_path) in [("once", "once.log"), ("nolog", "")] {
-        let mut cfg = e.config(name, script);
-        cfg.stdin = true;
-        cfg.stdin_once = true;
-        cfg.log_path = log_path.into();
-        let id = e.run(cfg).await;
-        let url = e.attach_url(&id, both).await;
-        let f = spdy_command(&url, "v4.channel.k8s.io", both)
-            .await
-            .unwrap()
-            .run(b"x\n", DEADLINE)
-            .await
-            .unwrap();
-        let out = String::from_utf8_lossy(&f.stdout).to_string();
+        let cfg = sh(name, &image, script).stdin_once().log_path(log_path);
+        let id = f.run(&pod, cfg).await;
+        let url = attach_url(&mut f, &id, both).await;
+        let done = spdy_run(&url, "v4.channel.k8s.io", both, b"x\n").await;
+        let out = String::from_utf8_lossy(&done.stdout).to_string();
         assert!(
             out.contains("got-x") && out.contains("stdin-closed"),
             "{name}: {out:?}"
         );
     }
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 /// One HTTP GET through a port-forward data stream; returns the response.
@@ -581,13 +482,14 @@ async fn forward(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn port_forward_twenty_connections_to_httpd() {
-    let mut e = env("st-pf", "").await;
-    e.run(e.config(
+    let (mut f, image, pod) = Fixture::with_busybox_pod("st-pf", Options::default()).await;
+    f.run(&pod, sh(
         "web",
+        &image,
         "mkdir -p /tmp/www && echo hello-from-pod > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
     ))
     .await;
-    let url = e.port_forward_url().await;
+    let url = port_forward_url(&mut f, &pod).await;
     let conn = spdy_connect(&url, &["portforward.k8s.io"]).await.unwrap();
     assert_eq!(conn.protocol, "portforward.k8s.io");
     // Until httpd listens.
@@ -631,7 +533,7 @@ async fn port_forward_twenty_connections_to_httpd() {
     conn.session.close();
 
     // The same over WebSocket: channel 0 data, 1 errors, each opened by the port number.
-    let url = e.port_forward_url().await;
+    let url = port_forward_url(&mut f, &pod).await;
     let mut ws = ws_connect(&format!("{url}?ports=8080"), &["v4.channel.k8s.io"])
         .await
         .unwrap();
@@ -648,28 +550,23 @@ async fn port_forward_twenty_connections_to_httpd() {
     let ch = ws.collect(DEADLINE).await.unwrap();
     assert!(String::from_utf8_lossy(&ch[0]).contains("hello-from-pod"));
     assert!(ch[1].is_empty());
-    e.done().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
-    let mut e = env("st-token", "[streaming]\ntoken_ttl_secs = 1\n").await;
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
-    let url = e.exec_url(&id, &["true"], want).await;
+    let (mut f, _, pod, id) = with_sleeper(
+        "st-token",
+        Options::config("[streaming]\ntoken_ttl_secs = 1\n"),
+    )
+    .await;
+    let want = OUT;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     // The token is 160 random bits.
     let token = url.rsplit('/').next().unwrap();
     assert!(token.len() >= 32, "{token}");
-    let f = spdy_command(&url, "v4.channel.k8s.io", want)
-        .await
-        .unwrap()
-        .run(b"", DEADLINE)
-        .await
-        .unwrap();
-    assert_eq!(f.exit_code().unwrap(), 0);
+    let done = spdy_run(&url, "v4.channel.k8s.io", want, b"").await;
+    assert_eq!(done.exit_code().unwrap(), 0);
     // Used: 404, no stream.
     let (head, _) = upgrade_request(
         &url,
@@ -684,7 +581,7 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
     .unwrap();
     assert_eq!(head.status, 404);
     // Expired: 404 after the TTL.
-    let url = e.exec_url(&id, &["true"], want).await;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let err = spdy_command(&url, "v4.channel.k8s.io", want)
         .await
@@ -702,7 +599,7 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
             .await
             .is_err()
     );
-    let url = e.exec_url(&id, &["true"], want).await;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     let wrong = url.replace("/exec/", "/attach/");
     let err = spdy_command(&wrong, "v4.channel.k8s.io", want)
         .await
@@ -710,7 +607,7 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
         .unwrap();
     assert!(err.to_string().contains("404"), "{err}");
     // No protocol in common: 403 and the server's list.
-    let url = e.exec_url(&id, &["true"], want).await;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     let err = spdy_connect(&url, &["v9.channel.k8s.io"])
         .await
         .err()
@@ -736,12 +633,12 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
         (bad(vec!["true".into()], true, false, true, true), "stderr"),
     ];
     for (req, field) in cases {
-        let err = e.d.rt.exec(req).await.unwrap_err();
+        let err = f.d.rt.exec(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().starts_with(field), "{}", err.message());
     }
     let err =
-        e.d.rt
+        f.d.rt
             .exec(cri::ExecRequest {
                 container_id: "nope".into(),
                 cmd: vec!["true".into()],
@@ -752,25 +649,27 @@ async fn tokens_are_single_use_and_expire_and_bad_requests_are_named() {
             .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err =
-        e.d.rt
+        f.d.rt
             .port_forward(cri::PortForwardRequest {
-                pod_sandbox_id: e.pod.clone(),
+                pod_sandbox_id: pod.clone(),
                 port: vec![70000],
             })
             .await
             .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("port[0]"), "{}", err.message());
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_refused(&err, Code::InvalidArgument, "port[0]");
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vanished_or_idle_client_leaves_nothing_behind() {
-    let mut e = env("st-gone", "[streaming]\nidle_timeout_secs = 2\n").await;
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
+    let (mut f, _, _, id) = with_sleeper(
+        "st-gone",
+        Options::config("[streaming]\nidle_timeout_secs = 2\n"),
+    )
+    .await;
     // The client vanishes mid-stream: its process is killed, its FIFOs removed.
-    let url = e.exec_url(&id, &["sleep", "7371"], ALL).await;
+    let url = exec_url(&mut f, &id, &["sleep", "7371"], ALL).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
     eventually(DEADLINE, "the exec to run", || async {
         (procs_with("sleep 7371") == 1).then_some(())
@@ -782,10 +681,10 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
         (procs_with("sleep 7371") == 0).then_some(())
     })
     .await;
-    e.assert_no_sessions().await;
+    assert_no_sessions(&f).await;
 
     // A WebSocket client vanishing does the same.
-    let url = e.exec_url(&id, &["sleep", "7373"], ALL).await;
+    let url = exec_url(&mut f, &id, &["sleep", "7373"], ALL).await;
     let ws = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
     eventually(DEADLINE, "the exec to run", || async {
         (procs_with("sleep 7373") == 1).then_some(())
@@ -798,20 +697,20 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
     .await;
 
     // criusd dies mid-exec: the restarted daemon kills the orphaned process.
-    let url = e.exec_url(&id, &["sleep", "7374"], ALL).await;
+    let url = exec_url(&mut f, &id, &["sleep", "7374"], ALL).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
     eventually(DEADLINE, "the exec to run", || async {
         (procs_with("sleep 7374") == 1).then_some(())
     })
     .await;
-    e.d.crash_and_restart().await;
+    f.d.crash_and_restart().await;
     drop(cmd);
     eventually(DEADLINE, "the orphaned exec to be killed", || async {
         (procs_with("sleep 7374") == 0).then_some(())
     })
     .await;
     // Killed by the restarted daemon's recovery, which says so once it deleted it.
-    let log = e.d.log_path.clone();
+    let log = f.d.log_path.clone();
     eventually(DEADLINE, "the recovery to log the orphaned exec", || {
         let log = log.clone();
         async move {
@@ -822,10 +721,10 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
         }
     })
     .await;
-    e.assert_no_sessions().await;
+    assert_no_sessions(&f).await;
 
     // Nothing moves for idle_timeout_secs: the server closes, the process goes.
-    let url = e.exec_url(&id, &["sleep", "7372"], ALL).await;
+    let url = exec_url(&mut f, &id, &["sleep", "7372"], ALL).await;
     let cmd = spdy_command(&url, "v4.channel.k8s.io", ALL).await.unwrap();
     tokio::time::timeout(DEADLINE, cmd.conn.session.closed())
         .await
@@ -834,8 +733,8 @@ async fn a_vanished_or_idle_client_leaves_nothing_behind() {
         (procs_with("sleep 7372") == 0).then_some(())
     })
     .await;
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }
 
 /// A CA and a certificate for 127.0.0.1 it signed, made with openssl; returns the
@@ -850,15 +749,7 @@ fn make_certs(
     std::fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n).display().to_string();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_cmd("openssl", args).unwrap();
     };
     run(&[
         "req",
@@ -917,44 +808,33 @@ async fn exec_over_tls_spdy_and_websocket() {
     // Certificates under a directory of this test's own, outside the daemon root.
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(certs.path());
-    let mut e = env(
-        "st-tls",
-        &format!(
-            "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let tls = Options::config(format!(
+        "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let (mut f, image, pod) = Fixture::with_busybox_pod("st-tls", tls).await;
     trust_ca(&ca);
-    let id = e.run(e.config("sleeper", "sleep 1000")).await;
-    let url = e.exec_url(&id, &["sh", "-c", "cat; exit 7"], ALL).await;
+    let id = f.run(&pod, sh("sleeper", &image, "sleep 1000")).await;
+    let url = exec_url(&mut f, &id, &["sh", "-c", "cat; exit 7"], ALL).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let f = spdy_command(&url, "v4.channel.k8s.io", ALL)
-        .await
-        .unwrap()
-        .run(b"secret\n", DEADLINE)
-        .await
-        .unwrap();
-    assert_eq!(f.stdout, b"secret\n");
-    assert_eq!(f.exit_code().unwrap(), 7);
+    let done = spdy_run(&url, "v4.channel.k8s.io", ALL, b"secret\n").await;
+    assert_eq!(done.stdout, b"secret\n");
+    assert_eq!(done.exit_code().unwrap(), 7);
     // WebSocket over TLS too.
-    let want = Want {
-        stdout: true,
-        ..Default::default()
-    };
-    let url = e.exec_url(&id, &["echo", "wss"], want).await;
+    let want = OUT;
+    let url = exec_url(&mut f, &id, &["echo", "wss"], want).await;
     let mut ws = ws_connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
     let ch = ws.collect(DEADLINE).await.unwrap();
     assert_eq!(ch[1], b"wss\n");
     // Plain HTTP to the TLS port gets no stream.
-    let url = e.exec_url(&id, &["true"], want).await;
+    let url = exec_url(&mut f, &id, &["true"], want).await;
     let plain = url.replacen("https://", "http://", 1);
     assert!(
         spdy_command(&plain, "v4.channel.k8s.io", want)
             .await
             .is_err()
     );
-    e.assert_no_sessions().await;
-    e.done().await;
+    assert_no_sessions(&f).await;
+    f.finish().await;
 }

@@ -557,11 +557,7 @@ impl NetworkBackend for BridgeBackend {
     }
 
     fn status(&self) -> BackendStatus {
-        BackendStatus {
-            ready: true,
-            reason: String::new(),
-            message: String::new(),
-        }
+        BackendStatus::ready()
     }
 
     fn setup<'a>(

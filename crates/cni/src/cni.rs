@@ -145,8 +145,20 @@ pub struct CniBackend {
 struct Call<'a> {
     command: &'a str,
     req: &'a PodNetworkRequest,
-    cni_args: &'a str,
+    cni_args: String,
     netns: &'a Path,
+}
+
+impl<'a> Call<'a> {
+    /// `command` (ADD, DEL, CHECK) for `req`'s pod in its network namespace.
+    fn pod(command: &'a str, req: &'a PodNetworkRequest) -> Self {
+        Self {
+            command,
+            req,
+            cni_args: CniBackend::cni_args(req),
+            netns: &req.netns,
+        }
+    }
 }
 
 impl CniBackend {
@@ -366,7 +378,7 @@ impl CniBackend {
             .env("CNI_CONTAINERID", &call.req.pod_id)
             .env("CNI_NETNS", call.netns)
             .env("CNI_IFNAME", &self.cfg.ifname)
-            .env("CNI_ARGS", call.cni_args)
+            .env("CNI_ARGS", &call.cni_args)
             .env("CNI_PATH", cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -429,13 +441,7 @@ impl CniBackend {
         prev: Option<&Value>,
         req: &PodNetworkRequest,
     ) -> Result<(), String> {
-        let cni_args = Self::cni_args(req);
-        let call = Call {
-            command: "DEL",
-            req,
-            cni_args: &cni_args,
-            netns: &req.netns,
-        };
+        let call = Call::pod("DEL", req);
         let prev = prev.filter(|_| version_tuple(&list.version) >= (0, 4, 0));
         let mut errors = Vec::new();
         for p in list.plugins.iter().rev() {
@@ -466,13 +472,7 @@ impl CniBackend {
         let list = self
             .load()
             .map_err(|message| NetworkError::NotReady { message })?;
-        let cni_args = Self::cni_args(req);
-        let call = Call {
-            command: "ADD",
-            req,
-            cni_args: &cni_args,
-            netns: &req.netns,
-        };
+        let call = Call::pod("ADD", req);
         let mut prev: Option<Value> = None;
         for p in &list.plugins {
             let ty = plugin_type(p).unwrap_or_default();
@@ -505,7 +505,7 @@ impl CniBackend {
             container_id: req.pod_id.clone(),
             if_name: self.cfg.ifname.clone(),
             network_name: list.name.clone(),
-            cni_args,
+            cni_args: call.cni_args,
             config: list.raw.clone(),
             result: result.clone(),
         };
@@ -619,13 +619,7 @@ impl CniBackend {
         if version_tuple(&list.version) < (0, 4, 0) {
             return Ok(());
         }
-        let cni_args = Self::cni_args(req);
-        let call = Call {
-            command: "CHECK",
-            req,
-            cni_args: &cni_args,
-            netns: &req.netns,
-        };
+        let call = Call::pod("CHECK", req);
         for p in &list.plugins {
             let ty = plugin_type(p).unwrap_or_default();
             let stdin = Self::plugin_stdin(&list.name, &list.version, p, Some(&entry.result), req);
@@ -646,7 +640,7 @@ impl CniBackend {
         let call = Call {
             command: "VERSION",
             req: &req,
-            cni_args: "",
+            cni_args: String::new(),
             netns: Path::new(""),
         };
         let mut out = BTreeMap::new();
@@ -701,16 +695,8 @@ impl NetworkBackend for CniBackend {
 
     fn status(&self) -> BackendStatus {
         match self.load() {
-            Ok(_) => BackendStatus {
-                ready: true,
-                reason: String::new(),
-                message: String::new(),
-            },
-            Err(message) => BackendStatus {
-                ready: false,
-                reason: "NetworkPluginNotReady".into(),
-                message,
-            },
+            Ok(_) => BackendStatus::ready(),
+            Err(message) => BackendStatus::not_ready("NetworkPluginNotReady", message),
         }
     }
 

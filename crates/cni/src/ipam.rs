@@ -97,18 +97,24 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<Option<Lease>, LeaseStoreError>;
 }
 
-fn check_insert(leases: &[Lease], lease: &Lease) -> Result<(), LeaseStoreError> {
-    for l in leases.iter().filter(|l| l.network == lease.network) {
-        if l.pod_id == lease.pod_id && l.family == lease.family {
-            return Err(LeaseStoreError::AlreadyLeased {
-                network: lease.network.clone(),
-                pod_id: lease.pod_id.clone(),
-                family: lease.family,
-            });
-        }
-        if l.address == lease.address {
-            return Err(LeaseStoreError::AddressTaken(lease.address));
-        }
+/// Checks that `lease` may join `leases` (the leases of its network; others are
+/// ignored): [`LeaseStoreError::AlreadyLeased`] when its pod already holds one of its
+/// family there, else [`LeaseStoreError::AddressTaken`] when another lease has its
+/// address. Every [`LeaseStore::insert`] makes this check inside its transaction.
+pub fn check_new_lease(leases: &[Lease], lease: &Lease) -> Result<(), LeaseStoreError> {
+    let mut same_network = leases.iter().filter(|l| l.network == lease.network);
+    if same_network
+        .clone()
+        .any(|l| l.pod_id == lease.pod_id && l.family == lease.family)
+    {
+        return Err(LeaseStoreError::AlreadyLeased {
+            network: lease.network.clone(),
+            pod_id: lease.pod_id.clone(),
+            family: lease.family,
+        });
+    }
+    if same_network.any(|l| l.address == lease.address) {
+        return Err(LeaseStoreError::AddressTaken(lease.address));
     }
     Ok(())
 }
@@ -151,7 +157,7 @@ impl LeaseStore for MemoryLeaseStore {
 
     fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
         let mut g = self.lock()?;
-        check_insert(&g, lease)?;
+        check_new_lease(&g, lease)?;
         g.push(lease.clone());
         Ok(())
     }
@@ -230,7 +236,7 @@ impl LeaseStore for JsonFileLeaseStore {
 
     fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
         self.with(|l| {
-            check_insert(l, lease)?;
+            check_new_lease(l, lease)?;
             l.push(lease.clone());
             Ok(((), true))
         })
@@ -353,6 +359,38 @@ mod tests {
         s.remove("n", "p0", IpFamily::V4).unwrap().unwrap();
         assert!(s.remove("n", "p0", IpFamily::V4).unwrap().is_none());
         allocate(&s, "n", "p9", net).unwrap();
+    }
+
+    #[test]
+    fn new_lease_checks() {
+        let lease = |network: &str, pod: &str, addr: &str| Lease {
+            network: network.into(),
+            pod_id: pod.into(),
+            family: IpFamily::V4,
+            address: addr.parse().unwrap(),
+        };
+        let held = [
+            lease("n", "a", "10.0.0.2"),
+            lease("n", "b", "10.0.0.3"),
+            lease("other", "c", "10.0.0.4"),
+        ];
+        check_new_lease(&held, &lease("n", "c", "10.0.0.4")).unwrap();
+        check_new_lease(&held, &lease("other", "a", "10.0.0.2")).unwrap();
+        assert!(matches!(
+            check_new_lease(&held, &lease("n", "c", "10.0.0.2")),
+            Err(LeaseStoreError::AddressTaken(_))
+        ));
+        // Both conflicts: the pod's own lease is reported, whatever the order.
+        assert!(matches!(
+            check_new_lease(&held, &lease("n", "b", "10.0.0.2")),
+            Err(LeaseStoreError::AlreadyLeased { .. })
+        ));
+        let v6 = Lease {
+            family: IpFamily::V6,
+            address: "fd00::2".parse().unwrap(),
+            ..lease("n", "a", "10.0.0.2")
+        };
+        check_new_lease(&held, &v6).unwrap();
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Pod network setup and teardown for crius (see DESIGN.md, "Networking").
+//! Pod network setup and teardown for crius (see docs/architecture.md, "Networking").
 //!
 //! criusd talks to a pod network only through [`NetworkBackend`]: `setup` after the
 //! pod's network namespace is pinned, `teardown` before it is released. Teardown must
@@ -43,6 +43,7 @@ pub use cidr::{IpNet, IpNetParseError};
 pub use cni::{CniBackend, CniConfig};
 pub use ipam::{
     IpFamily, JsonFileLeaseStore, Lease, LeaseStore, LeaseStoreError, MemoryLeaseStore,
+    check_new_lease,
 };
 
 /// A boxed future, so the trait stays object safe.
@@ -147,6 +148,26 @@ pub struct BackendStatus {
     pub message: String,
 }
 
+impl BackendStatus {
+    /// New pods get a network.
+    pub fn ready() -> Self {
+        Self {
+            ready: true,
+            reason: String::new(),
+            message: String::new(),
+        }
+    }
+
+    /// New pods get no network: `reason` (CamelCase) and `message` say why.
+    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            ready: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A network setup or teardown failure.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -236,11 +257,10 @@ impl NetworkBackend for LoopbackOnly {
     }
 
     fn status(&self) -> BackendStatus {
-        BackendStatus {
-            ready: false,
-            reason: "NoPodNetwork".to_string(),
-            message: "no pod network backend is available yet: pods get loopback only".to_string(),
-        }
+        BackendStatus::not_ready(
+            "NoPodNetwork",
+            "no pod network backend is available yet: pods get loopback only",
+        )
     }
 
     fn setup<'a>(

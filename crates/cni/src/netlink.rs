@@ -92,6 +92,16 @@ impl Netlink {
             .ok_or_else(|| format!("link {name} not found"))
     }
 
+    /// Brings the link with index `idx` (called `name`) up.
+    async fn set_up(&self, idx: u32, name: &str) -> Result<(), String> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(|e| msg(&format!("set {name} up"), e))
+    }
+
     /// Creates the bridge unless present, sets its MTU and brings it up. Returns its index.
     pub(crate) async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, String> {
         if self.link(name).await?.is_none() {
@@ -108,12 +118,7 @@ impl Netlink {
             }
         }
         let idx = self.index(name).await?;
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(|e| msg(&format!("set {name} up"), e))?;
+        self.set_up(idx, name).await?;
         Ok(idx)
     }
 
@@ -225,22 +230,12 @@ impl Netlink {
         gateways: &[IpAddr],
     ) -> Result<(), String> {
         let lo = self.index("lo").await?;
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(|e| msg("set lo up", e))?;
+        self.set_up(lo, "lo").await?;
         let idx = self.index(ifname).await?;
         for (ip, prefix) in addrs {
             self.ensure_address(idx, *ip, *prefix).await?;
         }
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(|e| msg(&format!("set {ifname} up"), e))?;
+        self.set_up(idx, ifname).await?;
         for gw in gateways {
             let req = match gw {
                 IpAddr::V4(g) => self.handle.route().add(

@@ -58,6 +58,9 @@ pinned_images = []
 # Most bytes one layer may unpack to; a layer that unpacks to more fails the pull
 # (a decompression bomb cannot fill the disk). 0: no limit.
 max_layer_bytes = 0
+# After a crash, the verified blobs of a pull cut short are kept this long, so that
+# the kubelet's retry does not download them again. 0: collected at start-up.
+interrupted_pull_expiry_secs = 3600
 
 # Mirrors per upstream registry host, tried in order before the upstream:
 # [images.mirrors]
@@ -413,6 +416,11 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The metadata store's file.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.state_dir.join("store.redb")
     }
 
     /// Prints the effective configuration as TOML.

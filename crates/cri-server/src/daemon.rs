@@ -10,13 +10,14 @@
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::{container, host, sandbox, services, streaming};
@@ -148,10 +149,9 @@ struct Stores {
 /// Opens the metadata store, the content store and the snapshotter (each cleans
 /// what a crash left half-written).
 async fn open_stores(config: &Config) -> Result<Stores> {
-    let state = config.state_dir.clone();
+    let (state, store_path) = (config.state_dir.clone(), config.store_path());
     tokio::task::spawn_blocking(move || -> Result<Stores> {
-        let store = crius_store::Store::open(&state.join("store.redb"))
-            .context("opening the metadata store")?;
+        let store = crius_store::Store::open(&store_path).context("opening the metadata store")?;
         let content = crius_snapshotter::ContentStore::open(&state.join("content"))
             .context("opening the content store")?;
         let snapshots = crius_snapshotter::Snapshotter::open(&state.join("snapshots"))
@@ -251,6 +251,23 @@ async fn start_managers(
         .await
         .context("recovering containers at start-up")?;
     containers.start_exit_watcher();
+    // Layers a crash left without an image record (a pull cut short) are garbage now
+    // that every container's layers are known; its verified blobs are kept for the
+    // retry until they expire, and collected then.
+    let expiry = Duration::from_secs(config.images.interrupted_pull_expiry_secs);
+    let again = images
+        .collect_after_restart(expiry)
+        .await
+        .context("collecting image garbage at start-up")?;
+    if let Some(after) = again {
+        let images = images.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Err(e) = images.collect_garbage().await {
+                warn!(error = %e.report(), "collecting the blobs of an interrupted pull");
+            }
+        });
+    }
     Ok((sandboxes, containers, images, network))
 }
 

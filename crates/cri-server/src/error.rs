@@ -150,8 +150,15 @@ impl CriError {
     }
 }
 
+/// ENOSPC or EDQUOT, also where a context was added with `io::Error::new(kind, ..)`
+/// (which keeps the kind but not the errno) or the error wraps another one.
 fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(is_disk_full)
 }
 
 fn shim_code(e: &crius_shim::client::Error) -> Code {
@@ -285,6 +292,13 @@ mod tests {
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(
             CriError::io("writing config.json")(full).code(),
+            Code::ResourceExhausted
+        );
+        // A context added the way podfiles adds one keeps the kind only.
+        let wrapped = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let wrapped = std::io::Error::new(wrapped.kind(), format!("writing /p/hosts: {wrapped}"));
+        assert_eq!(
+            CriError::io("writing pod files")(wrapped).code(),
             Code::ResourceExhausted
         );
         let other = std::io::Error::from_raw_os_error(libc::EACCES);

@@ -1,4 +1,4 @@
-//! criusd, the crius CRI v1 server, as a library: `main.rs` is only its command line.
+//! criusd, the crius CRI v1 server, as a library: [`cli`] is its command line.
 //!
 //! Layout (see docs/architecture.md for the whole picture):
 //! - [`daemon`]: wiring and start-up order; [`config`]: the TOML configuration;
@@ -10,11 +10,13 @@
 //! - [`error`]: the error vocabulary and its one mapping to gRPC codes.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 mod container;
 mod creations;
 pub mod daemon;
 pub mod error;
+mod failpoint;
 mod host;
 pub mod pinns;
 mod podfiles;

@@ -32,6 +32,9 @@ pub struct ImagesConfig {
     pub pinned_images: Vec<String>,
     /// Most bytes one layer may unpack to (0: no limit).
     pub max_layer_bytes: u64,
+    /// How long the verified blobs of a pull that a crash cut short are kept for
+    /// its retry (0: collected at start-up).
+    pub interrupted_pull_expiry_secs: u64,
     /// Mirrors per upstream registry host, tried in order before it.
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Credentials per registry host, used when the kubelet sends none.
@@ -47,6 +50,7 @@ impl Default for ImagesConfig {
             insecure_registries: Vec::new(),
             pinned_images: Vec::new(),
             max_layer_bytes: 0,
+            interrupted_pull_expiry_secs: 3600,
             mirrors: BTreeMap::new(),
             credentials: BTreeMap::new(),
         }

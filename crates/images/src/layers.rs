@@ -285,6 +285,9 @@ impl Images {
                 });
             }
         }
+        // Unpacked and verified, not yet committed: a crash here leaves an
+        // extraction the snapshotter cleans when it is next opened.
+        crate::pull::failpoint("image.pull.layer_unpacked")?;
         let snapshots = self.snapshots.clone();
         blocking("committing a layer", move || {
             extraction.commit().map_err(|e| {

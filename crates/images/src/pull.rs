@@ -78,9 +78,19 @@ impl Images {
         auth: Option<&cri::AuthConfig>,
     ) -> Result<String> {
         let r = Reference::parse(image)?;
-        self.pull_parsed(&r, auth)
-            .await
-            .map_err(|e| e.context(format!("pulling {r}")))
+        let result = self.pull_parsed(&r, auth).await;
+        if result.is_err() {
+            // What the failed pull stored (manifests, verified blobs and layers) has no
+            // image record: collect it once no other pull is under way (a retry would
+            // have reused it, but a pull that is never retried must leave nothing).
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.collect_garbage().await {
+                    tracing::warn!(error = %e.report(), "collecting what a failed pull left");
+                }
+            });
+        }
+        result.map_err(|e| e.context(format!("pulling {r}")))
     }
 
     async fn pull_parsed(
@@ -106,7 +116,9 @@ impl Images {
         self.put_small_blob(&top_digest, &top_bytes).await?;
         self.put_small_blob(&manifest_digest, &manifest_bytes)
             .await?;
+        failpoint("image.pull.manifests")?;
         let mut fetched = self.fetch_config(&source, &config_desc).await?;
+        failpoint("image.pull.config")?;
         let config_bytes = self.config_bytes(&image_id).await?;
         let config =
             ImageConfigFile::parse(&config_bytes).map_err(|reason| ImageError::InvalidImage {
@@ -116,6 +128,7 @@ impl Images {
             })?;
         let records = layer_records(&layers, &config.rootfs.diff_ids)?;
         fetched += self.fetch_layers(&source, &layers, &records).await?;
+        failpoint("image.pull.layers")?;
 
         let size = config_desc.size + records.iter().map(|l| l.size).sum::<u64>();
         let record = ImageRecord {
@@ -129,6 +142,7 @@ impl Images {
         };
         let layers = record.layers.len();
         self.write_record(record).await?;
+        failpoint("image.pull.recorded")?;
         info!(
             image = %r,
             id = %image_id,
@@ -246,6 +260,14 @@ impl Images {
         })
         .await
     }
+}
+
+/// A failure point of a pull (see `crius_failpoints`; no-op unless compiled in).
+pub(crate) fn failpoint(name: &'static str) -> Result<()> {
+    crius_failpoints::hit(name).map_err(|e| ImageError::Internal {
+        context: e.to_string(),
+        source: None,
+    })
 }
 
 #[cfg(test)]

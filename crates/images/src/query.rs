@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crius_snapshotter::Digest;
+use crius_spec::ImageConfig;
 use crius_store::ImageRecord;
 use k8s_cri::v1 as cri;
 
@@ -17,18 +18,10 @@ use crate::{Images, blocking};
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRunConfig {
-    /// The image's `ENTRYPOINT`.
-    pub entrypoint: Vec<String>,
-    /// The image's `CMD`.
-    pub cmd: Vec<String>,
-    /// `NAME=value` pairs.
-    pub env: Vec<String>,
-    /// The working directory ("" for none).
-    pub working_dir: String,
-    /// `USER` as written (`name`, `uid`, `uid:gid`, ...; "" for none).
-    pub user: String,
-    /// `STOPSIGNAL` as written ("" for none).
-    pub stop_signal: String,
+    /// What the container's spec takes from the image (entrypoint, cmd, env, working
+    /// dir, user, stop signal); serialised inline.
+    #[serde(flatten)]
+    pub config: ImageConfig,
     /// `VOLUME` paths, sorted.
     pub volumes: Vec<String>,
     /// The image's labels.
@@ -163,12 +156,14 @@ impl Images {
         let mut volumes: Vec<String> = run.volumes.unwrap_or_default().into_keys().collect();
         volumes.sort();
         Ok(ImageRunConfig {
-            entrypoint: run.entrypoint.unwrap_or_default(),
-            cmd: run.cmd.unwrap_or_default(),
-            env: run.env.unwrap_or_default(),
-            working_dir: run.working_dir,
-            user: run.user,
-            stop_signal: run.stop_signal,
+            config: ImageConfig {
+                entrypoint: run.entrypoint.unwrap_or_default(),
+                cmd: run.cmd.unwrap_or_default(),
+                env: run.env.unwrap_or_default(),
+                working_dir: run.working_dir,
+                user: run.user,
+                stop_signal: run.stop_signal,
+            },
             volumes,
             labels: run.labels.unwrap_or_default(),
             top_chain_id: img.layers.last().map(|l| l.chain_id.clone()),
@@ -199,5 +194,43 @@ impl Images {
             out.push(self.to_cri(r).await?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_config_serialises_flat_in_camel_case() {
+        let run = ImageRunConfig {
+            config: ImageConfig {
+                working_dir: "/home".into(),
+                stop_signal: "SIGUSR1".into(),
+                ..ImageConfig::default()
+            },
+            volumes: vec!["/data".into()],
+            top_chain_id: Some("sha256:00".into()),
+            ..ImageRunConfig::default()
+        };
+        let v = serde_json::to_value(&run).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = [
+            "entrypoint",
+            "cmd",
+            "env",
+            "workingDir",
+            "user",
+            "stopSignal",
+            "volumes",
+            "labels",
+            "topChainId",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(v["workingDir"], "/home");
+        assert_eq!(v["stopSignal"], "SIGUSR1");
+        assert_eq!(v["volumes"][0], "/data");
     }
 }

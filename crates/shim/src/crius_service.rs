@@ -26,16 +26,14 @@ impl crate::proto::shim_ttrpc::Crius for CriusService {
         _: &TtrpcContext,
         req: ReopenLogRequest,
     ) -> ttrpc::Result<ReopenLogResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let log = locked(&shim.log).clone().ok_or(ShimError::NoLog)?;
         log.reopen().map_err(ShimError::ReopenLog)?;
         Ok(ReopenLogResponse::new())
     }
 
     fn exec_sync(&self, _: &TtrpcContext, req: ExecSyncRequest) -> ttrpc::Result<ExecSyncResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         check_exec_id(&req.exec_id)?;
         shim.procs.reserve_exec_sync(&req.exec_id)?;
         let res = execsync::run(shim, &req);
@@ -48,8 +46,7 @@ impl crate::proto::shim_ttrpc::Crius for CriusService {
         _: &TtrpcContext,
         req: ListExecsRequest,
     ) -> ttrpc::Result<ListExecsResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         Ok(ListExecsResponse {
             exec_ids: shim.procs.exec_ids(),
             ..Default::default()
@@ -59,8 +56,7 @@ impl crate::proto::shim_ttrpc::Crius for CriusService {
     /// See shim.proto. Attaches to the init's streams only, in crius mode; for a
     /// terminal the pty's output is `stdout` and `stderr` is ignored.
     fn attach(&self, _: &TtrpcContext, req: AttachRequest) -> ttrpc::Result<AttachResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         attach(shim, &req)?;
         Ok(AttachResponse::new())
     }

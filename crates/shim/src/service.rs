@@ -14,7 +14,7 @@
 //!   output copiers have drained (bounded) and, for the container's init, after the exit
 //!   record is durably on disk (see `exitfile`).
 //! - Only the reaper waits for children (see `reaper`).
-//! - Every request names this shim's container (`check_id`) before anything else.
+//! - Every request names this shim's container (`Shim::serving`) before anything else.
 
 use std::io;
 use std::path::PathBuf;
@@ -78,10 +78,11 @@ impl Shim {
         })
     }
 
-    /// Every request names the container; this shim serves one.
-    pub(crate) fn check_id(&self, id: &str) -> Result<(), ShimError> {
+    /// Every request names the container; this shim serves one. Each service method
+    /// starts with `let shim = self.0.serving(&req.id)?;`.
+    pub(crate) fn serving(self: &Arc<Self>, id: &str) -> Result<&Arc<Self>, ShimError> {
         if id == self.cfg.id {
-            Ok(())
+            Ok(self)
         } else {
             Err(ShimError::OtherContainer {
                 id: id.to_string(),

@@ -44,8 +44,7 @@ impl containerd_shim_protos::Task for TaskService {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         check_create(shim, &req)?;
         let paths = IoPaths::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         shim.procs.reserve_init(&req.id, paths.clone())?;
@@ -74,8 +73,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let pid = if req.exec_id.is_empty() {
             start_init(shim)?
         } else {
@@ -88,8 +86,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let p = shim.procs.view(&req.exec_id)?;
         let status = match p.status {
             PStatus::Created => Status::CREATED,
@@ -116,8 +113,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let p = shim.procs.view(&req.exec_id)?;
         if p.status == PStatus::Stopped && !req.all {
             return Err(ShimError::Finished.into());
@@ -134,8 +130,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let exit = if req.exec_id.is_empty() {
             delete_init(shim)?
         } else {
@@ -150,8 +145,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let pids = shim.cfg.runtime.ps(&shim.cfg.id)?;
         Ok(PidsResponse {
             processes: pids
@@ -166,8 +160,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         check_exec_id(&req.exec_id)?;
         let spec = req
             .spec
@@ -189,8 +182,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let console = shim.procs.console(&req.exec_id)?;
         let w = u16::try_from(req.width).unwrap_or(u16::MAX);
         let h = u16::try_from(req.height).unwrap_or(u16::MAX);
@@ -199,23 +191,20 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         shim.procs.close_stdin(&req.exec_id)?;
         Ok(Empty::new())
     }
 
     fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let res = req.resources.as_ref().ok_or(ShimError::NoResources)?;
         shim.cfg.runtime.update(&shim.cfg.id, &res.value)?;
         Ok(Empty::new())
     }
 
     fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let exit = shim.procs.wait(&req.exec_id, None)?;
         Ok(WaitResponse {
             exit_status: exit.code,
@@ -225,8 +214,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         let pid = shim.procs.init_pid();
         if pid <= 0 {
             return Err(ShimError::NoInit.into());
@@ -239,8 +227,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: wire_pid(shim.procs.init_pid()),
@@ -250,8 +237,7 @@ impl containerd_shim_protos::Task for TaskService {
     }
 
     fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        let shim = &self.0;
-        shim.check_id(&req.id)?;
+        let shim = self.0.serving(&req.id)?;
         if shim.procs.any_live() && !req.now {
             // As containerd's shims do: keep serving while a process lives.
             return Ok(Empty::new());

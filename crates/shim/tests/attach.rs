@@ -7,7 +7,7 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use common::*;
 use crius_shim::client::{self, Error, ProcessIo, Shim};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(
+crius_testkit::runtime_matrix!(sync:
     two_attachers_and_the_log,
     attacher_leaves_midway,
     stalled_attacher_is_dropped,
@@ -30,14 +30,6 @@ both_runtimes!(
 
 const COUNTER: &str = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done";
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn mkfifo(path: &Path) {
-    let st = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
 
 /// The read end of an attach FIFO, opened before Attach as the caller must.
 struct Fifo {
@@ -260,19 +252,15 @@ fn check_suffix(log: &[Vec<u8>], prefix: &str, got: &[u8]) -> usize {
 
 fn finish(fx: Fixture, shim: &Shim, sp: &ShimProc) {
     sp.assert_no_plumbing();
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(shim);
 }
 
 /// Two attachers (one on both streams, one on stdout) get the same raw bytes, and the
 /// log still has every line.
-fn two_attachers_and_the_log(runtime: &str) {
+fn two_attachers_and_the_log(runtime: Runtime) {
     let script = "i=0; while true; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.05; done";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, script);
+    let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
         log_lines(&fx, Stream::Stdout).len() >= 3
     });
@@ -315,11 +303,9 @@ fn two_attachers_and_the_log(runtime: &str) {
 }
 
 /// An attacher that closes its FIFO is dropped; the other one and the log go on.
-fn attacher_leaves_midway(runtime: &str) {
-    let fx = Fixture::new(runtime, &["sh", "-c", COUNTER]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+fn attacher_leaves_midway(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, COUNTER);
+    let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
         !log_lines(&fx, Stream::Stdout).is_empty()
     });
@@ -360,12 +346,12 @@ fn attacher_leaves_midway(runtime: &str) {
 /// An attacher that never reads is dropped once it is 1 MiB behind; the log and a
 /// reading attacher miss nothing. Also: attaching to a created, not yet started
 /// container gets its output from the first byte.
-fn stalled_attacher_is_dropped(runtime: &str) {
+fn stalled_attacher_is_dropped(runtime: Runtime) {
     // 30000 lines of ~90 bytes (2.7 MB), in bursts of 100 lines, then idle.
     let script = "pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; \
                   i=0; while [ $i -lt 30000 ]; do echo line $i $pad; i=$((i+1)); \
                   if [ $((i % 100)) -eq 0 ]; then sleep 0.01; fi; done; echo done; sleep 1000";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
+    let fx = Fixture::sh(runtime, script);
     let shim = fx.start_shim();
     shim.create(&ProcessIo::default()).unwrap();
     let sp = ShimProc::of(&shim);
@@ -417,7 +403,7 @@ fn stalled_attacher_is_dropped(runtime: &str) {
 
 /// With a terminal, the attacher gets the pty's raw output (CR LF line ends) on stdout;
 /// the stderr FIFO is never opened.
-fn attach_terminal(runtime: &str) {
+fn attach_terminal(runtime: Runtime) {
     let fx = Fixture::new(runtime, &[]);
     fx.write_config(&["sh", "-c", COUNTER], true);
     let shim = fx.start_shim();
@@ -461,17 +447,12 @@ fn attach_terminal(runtime: &str) {
 
 /// In crius mode the init's stdin FIFO is opened O_RDWR: writers come and go without
 /// ending the container's input; only CloseIO does.
-fn stdin_survives_writers(runtime: &str) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done"]);
+fn stdin_survives_writers(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, "cat; echo cat done");
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
+    let stdin = fx.stdin_fifo();
     // No writer is needed for Create to return.
-    shim.create(&ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
+    shim.create(&stdin_io(&stdin)).unwrap();
     shim.start("").unwrap();
     let sp = ShimProc::of(&shim);
     sp.wait_threads("copy-in", 1);
@@ -519,14 +500,9 @@ fn stdin_survives_writers(runtime: &str) {
 
 /// The attacher's FIFO reads EOF when the container exits by itself; attaching after
 /// that fails.
-fn attacher_gets_eof_at_exit(runtime: &str) {
-    let fx = Fixture::new(
-        runtime,
-        &["sh", "-c", "sleep 1; echo bye; echo err >&2; exit 3"],
-    );
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+fn attacher_gets_eof_at_exit(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, "sleep 1; echo bye; echo err >&2; exit 3");
+    let shim = fx.start_running();
     let sp = ShimProc::of(&shim);
     let (out, errf) = (Fifo::new(&fx, "out"), Fifo::new(&fx, "err"));
     shim.attach(Some(&out.path), Some(&errf.path)).unwrap();
@@ -556,7 +532,7 @@ fn rpc_code(r: Result<(), Error>) -> (ttrpc::Code, String) {
 }
 
 /// The refusals: no reader, not a FIFO, no container, and a shim in containerd mode.
-fn attach_errors(runtime: &str) {
+fn attach_errors(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     let f = Fifo::new(&fx, "early");
@@ -614,16 +590,12 @@ fn attach_errors(runtime: &str) {
 }
 
 /// A Create that fails after the shim opened the stdin FIFO leaves nothing behind.
-fn failed_create_leaves_no_stdin_copier(runtime: &str) {
+fn failed_create_leaves_no_stdin_copier(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["cat"]);
     fx.patch_config(|v| v["root"]["path"] = serde_json::json!("no-such-rootfs"));
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
-    let io = ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    };
+    let stdin = fx.stdin_fifo();
+    let io = stdin_io(&stdin);
     shim.create(&io).unwrap_err();
     let sp = ShimProc::of(&shim);
     sp.assert_no_plumbing();
@@ -643,18 +615,13 @@ fn failed_create_leaves_no_stdin_copier(runtime: &str) {
 
 /// An exec's stdin FIFO is opened O_RDONLY: EOF once its writers are gone. If no writer
 /// ever comes, the copy-in thread still ends when the exec does.
-fn exec_stdin_never_opened(runtime: &str) {
+fn exec_stdin_never_opened(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     let sp = ShimProc::of(&shim);
     let stdin = fx.dir.path().join("exec-stdin.fifo");
     mkfifo(&stdin);
-    let io = ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    };
+    let io = stdin_io(&stdin);
     shim.exec("e1", &process_json(&["sleep", "0.3"]), &io)
         .unwrap();
     shim.start("e1").unwrap();

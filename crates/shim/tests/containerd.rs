@@ -125,7 +125,7 @@ fn shim_sockets() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn containerd_runs_a_container_through_crius_shim() {
-    let fx = Fixture::new("runc", &["true"]);
+    let fx = Fixture::new(Runtime::Runc, &["true"]);
     let dir = fx.dir.path().to_owned();
     let rootfs = fx.bundle().join("rootfs");
     let fifo_dir = dir.join("fifo");
@@ -151,24 +151,33 @@ fn containerd_runs_a_container_through_crius_shim() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    // Foreground run: output relayed through the FIFOs, exit code propagated.
-    let out = ctr(
-        &c,
-        &ns,
-        &[
+    // `ctr run <flag>` of the bundle's rootfs through crius-shim.
+    let run = |flag: &str, cgroup: &str, id: &str, cmd: &[&str]| {
+        let mut args = vec![
             "run",
-            "--rm",
+            flag,
             "--fifo-dir",
             fifo_dir.to_str().unwrap(),
             "--cgroup",
-            &cgroup,
+            cgroup,
             "--env",
             "PATH=/bin",
             "--runtime",
             "io.containerd.crius.v1",
             "--rootfs",
             rootfs.to_str().unwrap(),
-            &id,
+            id,
+        ];
+        args.extend_from_slice(cmd);
+        ctr(&c, &ns, &args)
+    };
+
+    // Foreground run: output relayed through the FIFOs, exit code propagated.
+    let out = run(
+        "--rm",
+        &cgroup,
+        &id,
+        &[
             "sh",
             "-c",
             "echo hello from crius-shim; echo to stderr >&2; exit 3",
@@ -191,27 +200,7 @@ fn containerd_runs_a_container_through_crius_shim() {
 
     // Detached run, exec into it, kill, delete.
     let id2 = format!("{id}-d");
-    let out = ctr(
-        &c,
-        &ns,
-        &[
-            "run",
-            "-d",
-            "--fifo-dir",
-            fifo_dir.to_str().unwrap(),
-            "--cgroup",
-            &format!("{cgroup}-d"),
-            "--env",
-            "PATH=/bin",
-            "--runtime",
-            "io.containerd.crius.v1",
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            &id2,
-            "sleep",
-            "1000",
-        ],
-    );
+    let out = run("-d", &format!("{cgroup}-d"), &id2, &["sleep", "1000"]);
     assert!(out.status.success(), "ctr run -d: {:?}\n{}", out, log());
     let out = ctr(
         &c,

@@ -10,7 +10,7 @@ use common::*;
 use crius_shim::client::{self, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(survives_its_starter, exit_while_disconnected, idle_rss);
+crius_testkit::runtime_matrix!(sync: survives_its_starter, exit_while_disconnected, idle_rss);
 
 fn status_field(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -21,14 +21,10 @@ fn status_field(pid: u32, key: &str) -> String {
         .unwrap()
 }
 
-fn survives_its_starter(runtime: &str) {
-    let fx = Fixture::new(
+fn survives_its_starter(runtime: Runtime) {
+    let fx = Fixture::sh(
         runtime,
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
-        ],
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
     );
     let o = fx.start_options();
     // A shell starts the shim (as criusd would) and exits; so does `crius-shim start`.
@@ -83,12 +79,10 @@ fn survives_its_starter(runtime: &str) {
     // (SIGTERM would be ignored: sh is the pid namespace's init with no handler.)
     shim.kill("", 9, false).unwrap();
     assert_eq!(shim.wait("").unwrap().code, 137);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn idle_rss(runtime: &str) {
+fn idle_rss(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let t0 = std::time::Instant::now();
     let shim = fx.start_shim();
@@ -152,18 +146,14 @@ fn idle_rss(runtime: &str) {
     assert!(kib < 8 * 1024, "idle shim RSS {kib} kB");
     shim.kill("", 9, false).unwrap();
     shim.wait("").unwrap();
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
 /// criusd is down when the container exits: on reconnect the exit is there, with the
 /// same code and time as the durable record, and the output is in the log.
-fn exit_while_disconnected(runtime: &str) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "sleep 0.3; echo late; exit 9"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+fn exit_while_disconnected(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, "sleep 0.3; echo late; exit 9");
+    let shim = fx.start_running();
     drop(shim);
     let exit_file = fx.dir.path().join("exit.json");
     wait_until(Duration::from_secs(10), "exit record", || {
@@ -186,7 +176,5 @@ fn exit_while_disconnected(runtime: &str) {
         join_lines(&parse_log(&fx.log_path()), Stream::Stdout),
         vec![b"late".to_vec()]
     );
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }

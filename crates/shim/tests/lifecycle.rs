@@ -9,7 +9,7 @@ use common::*;
 use crius_shim::client::{self, Error, ProcessIo, ProcessStatus};
 use crius_shim::crilog::Stream;
 
-both_runtimes!(
+crius_testkit::runtime_matrix!(sync:
     oom_killed,
     delete_unstarted,
     kill_all,
@@ -23,8 +23,8 @@ both_runtimes!(
     shim_death_detected
 );
 
-fn run_to_exit(runtime: &str, script: &str, want: u32) {
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
+fn run_to_exit(runtime: Runtime, script: &str, want: u32) {
+    let fx = Fixture::sh(runtime, script);
     let shim = fx.start_shim();
     let pid = shim.create(&ProcessIo::default()).unwrap();
     assert!(pid > 0);
@@ -62,16 +62,14 @@ fn run_to_exit(runtime: &str, script: &str, want: u32) {
     fx.assert_clean();
 }
 
-fn exit_codes(runtime: &str) {
+fn exit_codes(runtime: Runtime) {
     run_to_exit(runtime, "exit 0", 0);
     run_to_exit(runtime, "echo bye; exit 3", 3);
 }
 
-fn kill_sigkill_137(runtime: &str) {
+fn kill_sigkill_137(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     assert_eq!(shim.state("").unwrap().status, ProcessStatus::Running);
     // Running containers can't be deleted.
     assert!(shim.delete("").is_err());
@@ -98,16 +96,14 @@ fn kill_sigkill_137(runtime: &str) {
     fx.assert_clean();
 }
 
-fn cri_log_format(runtime: &str) {
+fn cri_log_format(runtime: Runtime) {
     // A 100 KiB line, short lines on both streams, an empty line, and output that ends
     // without a newline.
     let script = "echo first; echo oops >&2; echo; \
                   head -c 102400 /dev/zero | tr '\\0' x; echo; \
                   printf 'no newline at end'";
-    let fx = Fixture::new(runtime, &["sh", "-c", script]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let fx = Fixture::sh(runtime, script);
+    let shim = fx.start_running();
     assert_eq!(shim.wait("").unwrap().code, 0);
     let recs = parse_log(&fx.log_path());
     let out = join_lines(&recs, Stream::Stdout);
@@ -138,23 +134,15 @@ fn cri_log_format(runtime: &str) {
     // The unterminated tail is a P record, the last one.
     let last = recs.last().unwrap();
     assert!(last.1 && last.2 == b"no newline at end");
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn reopen_log(runtime: &str) {
-    let fx = Fixture::new(
+fn reopen_log(runtime: Runtime) {
+    let fx = Fixture::sh(
         runtime,
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
-        ],
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
     );
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     wait_until(Duration::from_secs(10), "first lines", || {
         parse_log(&fx.log_path()).len() >= 3
     });
@@ -181,16 +169,12 @@ fn reopen_log(runtime: &str) {
     assert_eq!(new_first, old_last + 1);
     shim.kill("", 9, false).unwrap();
     assert_eq!(shim.wait("").unwrap().code, 137);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn exec(runtime: &str) {
+fn exec(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
 
     // ExecSync: output captured per stream, exit code.
     let out = shim
@@ -267,16 +251,12 @@ fn exec(runtime: &str) {
 
     shim.kill("", 9, false).unwrap();
     shim.wait("").unwrap();
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn shim_death_detected(runtime: &str) {
+fn shim_death_detected(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     let (shim_pid, task_pid) = shim.connect_info().unwrap();
     assert!(task_pid > 0);
     // SIGKILL the shim by its pid.
@@ -334,12 +314,11 @@ fn shim_death_detected(runtime: &str) {
     fx.assert_clean();
 }
 
-fn terminal(runtime: &str) {
+fn terminal(runtime: Runtime) {
     let fx = Fixture::new(runtime, &[]);
     fx.write_config(&["sh", "-c", "tty; stty size; read x; exit 4"], true);
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
+    let stdin = fx.stdin_fifo();
     shim.create(&ProcessIo {
         terminal: true,
         stdin: stdin.display().to_string(),
@@ -390,29 +369,14 @@ fn terminal(runtime: &str) {
         })
         .collect();
     assert_eq!(lines[..2], ["/dev/pts/0".to_string(), "40 100".to_string()]);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let st = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn stdin_and_close_io(runtime: &str) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "cat; echo cat done; exit 2"]);
+fn stdin_and_close_io(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, "cat; echo cat done; exit 2");
     let shim = fx.start_shim();
-    let stdin = fx.dir.path().join("stdin.fifo");
-    mkfifo(&stdin);
-    shim.create(&ProcessIo {
-        stdin: stdin.display().to_string(),
-        ..Default::default()
-    })
-    .unwrap();
+    let stdin = fx.stdin_fifo();
+    shim.create(&stdin_io(&stdin)).unwrap();
     let writer = std::thread::spawn({
         let stdin = stdin.clone();
         move || std::fs::OpenOptions::new().write(true).open(stdin).unwrap()
@@ -429,12 +393,10 @@ fn stdin_and_close_io(runtime: &str) {
     drop(w);
     let out = join_lines(&parse_log(&fx.log_path()), Stream::Stdout);
     assert_eq!(out, vec![b"from stdin".to_vec(), b"cat done".to_vec()]);
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }
 
-fn delete_unstarted(runtime: &str) {
+fn delete_unstarted(runtime: Runtime) {
     let fx = Fixture::new(runtime, &["sleep", "1000"]);
     let shim = fx.start_shim();
     let pid = shim.create(&ProcessIo::default()).unwrap();
@@ -447,11 +409,9 @@ fn delete_unstarted(runtime: &str) {
     fx.assert_clean();
 }
 
-fn kill_all(runtime: &str) {
-    let fx = Fixture::new(runtime, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+fn kill_all(runtime: Runtime) {
+    let fx = Fixture::sh(runtime, "sleep 1000 & sleep 1000 & wait");
+    let shim = fx.start_running();
     wait_until(Duration::from_secs(10), "three processes", || {
         shim.pids().unwrap().len() == 3
     });
@@ -464,29 +424,21 @@ fn kill_all(runtime: &str) {
     fx.assert_clean();
 }
 
-fn oom_killed(runtime: &str) {
+fn oom_killed(runtime: Runtime) {
     // The shell holds the whole command substitution in memory: far over 32 MiB.
-    let fx = Fixture::new(
+    let fx = Fixture::sh(
         runtime,
-        &[
-            "sh",
-            "-c",
-            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
-        ],
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     fx.patch_config(|v| {
         v["linux"]["resources"] = serde_json::json!({"memory": {"limit": 33554432}});
     });
-    let shim = fx.start_shim();
-    shim.create(&ProcessIo::default()).unwrap();
-    shim.start("").unwrap();
+    let shim = fx.start_running();
     assert_eq!(shim.wait("").unwrap().code, 137);
     let rec = client::read_exit_file(&fx.dir.path().join("exit.json"))
         .unwrap()
         .unwrap();
     assert!(rec.oom_killed, "{rec:?}");
     assert!(join_lines(&parse_log(&fx.log_path()), Stream::Stdout).is_empty());
-    shim.delete("").unwrap();
-    shim.shutdown(false).unwrap();
-    fx.assert_clean();
+    fx.delete_and_clean(&shim);
 }

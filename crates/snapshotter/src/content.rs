@@ -165,9 +165,8 @@ impl ContentStore {
     /// Every committed blob and its size, sorted by digest.
     pub fn list(&self) -> Result<Vec<(Digest, u64)>> {
         let mut out = Vec::new();
-        let rd = fs::read_dir(&self.blobs).map_err(|e| Error::io_path("list", &self.blobs, e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io_path("list", &self.blobs, e))?;
+        for ent in util::read_dir(&self.blobs, "list")? {
+            let ent = ent?;
             let name = ent.file_name();
             let Ok(d) = Digest::parse(&format!("sha256:{}", name.to_string_lossy())) else {
                 continue;

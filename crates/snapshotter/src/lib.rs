@@ -1,4 +1,4 @@
-//! Content store and overlayfs snapshotter for crius (see DESIGN.md, "Images").
+//! Content store and overlayfs snapshotter for crius (see docs/architecture.md, "Images").
 //!
 //! - [`ContentStore`]: blobs by digest, verified before they become visible.
 //! - [`Snapshotter`]: layers unpacked once ([`LayerExtraction`]) and committed under their

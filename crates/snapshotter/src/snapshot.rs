@@ -192,8 +192,8 @@ impl Snapshotter {
         util::clean_stale(&i.tmp)?;
         // Chain symlinks whose layer is missing.
         let mut referenced = std::collections::HashSet::new();
-        for ent in fs::read_dir(&i.chains).map_err(|e| Error::io_path("list", &i.chains, e))? {
-            let ent = ent.map_err(|e| Error::io_path("list", &i.chains, e))?;
+        for ent in util::read_dir(&i.chains, "list")? {
+            let ent = ent?;
             let p = ent.path();
             let id = fs::read_link(&p)
                 .ok()
@@ -209,8 +209,8 @@ impl Snapshotter {
             }
         }
         // Layer directories no chain symlink points at (crash between rename and publish).
-        for ent in fs::read_dir(&i.layers).map_err(|e| Error::io_path("list", &i.layers, e))? {
-            let ent = ent.map_err(|e| Error::io_path("list", &i.layers, e))?;
+        for ent in util::read_dir(&i.layers, "list")? {
+            let ent = ent?;
             let keep = ent
                 .file_name()
                 .to_str()
@@ -222,10 +222,8 @@ impl Snapshotter {
             }
         }
         // Snapshots are renamed into place complete; one without metadata is junk.
-        for ent in
-            fs::read_dir(&i.snapshots).map_err(|e| Error::io_path("list", &i.snapshots, e))?
-        {
-            let ent = ent.map_err(|e| Error::io_path("list", &i.snapshots, e))?;
+        for ent in util::read_dir(&i.snapshots, "list")? {
+            let ent = ent?;
             if !ent.path().join("meta.json").is_file() {
                 self.discard(&ent.path())?;
             }
@@ -521,10 +519,8 @@ impl Snapshotter {
     /// Every committed layer, sorted by chain id.
     pub fn layers(&self) -> Result<Vec<LayerInfo>> {
         let mut out = Vec::new();
-        let rd = fs::read_dir(&self.inner.chains)
-            .map_err(|e| Error::io_path("list", &self.inner.chains, e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io_path("list", &self.inner.chains, e))?;
+        for ent in util::read_dir(&self.inner.chains, "list")? {
+            let ent = ent?;
             let Ok(d) = Digest::parse(&format!("sha256:{}", ent.file_name().to_string_lossy()))
             else {
                 continue;
@@ -547,10 +543,8 @@ impl Snapshotter {
     /// Every writable snapshot, sorted by key.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
-        let rd = fs::read_dir(&self.inner.snapshots)
-            .map_err(|e| Error::io_path("list", &self.inner.snapshots, e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io_path("list", &self.inner.snapshots, e))?;
+        for ent in util::read_dir(&self.inner.snapshots, "list")? {
+            let ent = ent?;
             match read_meta::<SnapshotInfo>(&ent.path().join("meta.json")) {
                 Ok(s) => out.push(s),
                 Err(e) if e.is_not_found() => {}
@@ -698,8 +692,8 @@ impl LayerExtraction {
             lowers = pm.lowers;
         }
         let mut next = 1;
-        for ent in fs::read_dir(&i.layers).map_err(|e| Error::io_path("list", &i.layers, e))? {
-            let ent = ent.map_err(|e| Error::io_path("list", &i.layers, e))?;
+        for ent in util::read_dir(&i.layers, "list")? {
+            let ent = ent?;
             if let Some(n) = ent.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
                 next = next.max(n + 1);
             }

@@ -193,6 +193,17 @@ fn unsafe_entry(entry: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The target of a symlink or hardlink entry (`what`), which it must have.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str, what: &str) -> Result<Vec<u8>> {
+    entry
+        .link_name_bytes()
+        .map(std::borrow::Cow::into_owned)
+        .ok_or_else(|| Error::InvalidLayer {
+            entry: Some(name.to_owned()),
+            reason: format!("{what} without a target"),
+        })
+}
+
 /// Splits a tar name into components, refusing `..`.
 fn components<'a>(entry: &str, raw: &'a [u8], what: &str) -> Result<Vec<&'a [u8]>> {
     let mut out = Vec::new();
@@ -504,26 +515,14 @@ impl Unpacker {
                 self.set_meta(name, &file, None, &meta, FileType::RegularFile)?;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| Error::InvalidLayer {
-                        entry: Some(name.to_owned()),
-                        reason: "symlink without a target".into(),
-                    })?
-                    .into_owned();
+                let target = link_target(entry, name, "symlink")?;
                 self.clear(name, &dir, nm, false)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, nm)
                     .map_err(|e| Error::io(format!("create symlink {name:?}"), e))?;
                 self.set_meta(name, &dir, Some(nm), &meta, FileType::Symlink)?;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| Error::InvalidLayer {
-                        entry: Some(name.to_owned()),
-                        reason: "hardlink without a target".into(),
-                    })?
-                    .into_owned();
+                let target = link_target(entry, name, "hardlink")?;
                 let tcomps = components(name, &target, "hardlink target")?;
                 let Some((tlast, tparents)) = tcomps.split_last() else {
                     return Err(unsafe_entry(name, "hardlink target is the layer root"));

@@ -1,6 +1,6 @@
 //! Small helpers shared by the content store and the snapshotter: temporary names that a
-//! restarted process can recognise as stale, the cross-process lock, directory fsync and
-//! disk usage.
+//! restarted process can recognise as stale, the cross-process lock, directory listing
+//! and fsync, and disk usage.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -56,12 +56,21 @@ pub(crate) fn is_stale(name: &str) -> bool {
     start_time(pid) != Some(start)
 }
 
+/// The entries of `dir`, as they are read; failing to open it or to read an entry is an
+/// error `<what> <dir>`.
+pub(crate) fn read_dir<'a>(
+    dir: &'a Path,
+    what: &'static str,
+) -> Result<impl Iterator<Item = Result<fs::DirEntry>> + 'a> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io_path(what, dir, e))?;
+    Ok(rd.map(move |ent| ent.map_err(|e| Error::io_path(what, dir, e))))
+}
+
 /// Removes stale entries (files or directories) from a temporary directory.
 pub(crate) fn clean_stale(dir: &Path) -> Result<usize> {
     let mut removed = 0;
-    let rd = fs::read_dir(dir).map_err(|e| Error::io_path("read directory", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io_path("read directory", dir, e))?;
+    for ent in read_dir(dir, "read directory")? {
+        let ent = ent?;
         let name = ent.file_name();
         if !is_stale(&name.to_string_lossy()) {
             continue;

@@ -16,14 +16,16 @@ pub(crate) struct Deflater {
     primed: bool,
 }
 
-impl Deflater {
-    pub(crate) fn new() -> Self {
+impl Default for Deflater {
+    fn default() -> Self {
         Self {
             inner: Compress::new(Compression::default(), true),
             primed: false,
         }
     }
+}
 
+impl Deflater {
     /// Compresses `input` as the next header block, appending to `out`, and
     /// sync-flushes so the peer can inflate it completely.
     pub(crate) fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
@@ -63,14 +65,16 @@ pub(crate) struct Inflater {
     primed: bool,
 }
 
-impl Inflater {
-    pub(crate) fn new() -> Self {
+impl Default for Inflater {
+    fn default() -> Self {
         Self {
             inner: Decompress::new(true),
             primed: false,
         }
     }
+}
 
+impl Inflater {
     /// Inflates the next header block, refusing to produce more than `max`
     /// bytes (a defence against decompression bombs).
     pub(crate) fn decompress(&mut self, input: &[u8], max: usize) -> Result<Vec<u8>, Error> {
@@ -140,8 +144,8 @@ mod tests {
 
     #[test]
     fn blocks_share_one_context() -> Result<(), Error> {
-        let mut d = Deflater::new();
-        let mut i = Inflater::new();
+        let mut d = Deflater::default();
+        let mut i = Inflater::default();
         for block in [&b"first block"[..], b"second block", b"", b"first block"] {
             let mut c = Vec::new();
             d.compress(block, &mut c)?;
@@ -153,10 +157,10 @@ mod tests {
     #[test]
     fn large_block_round_trips() -> Result<(), Error> {
         let block: Vec<u8> = (0..200_000u32).map(|n| (n * 7 % 251) as u8).collect();
-        let mut d = Deflater::new();
+        let mut d = Deflater::default();
         let mut c = Vec::new();
         d.compress(&block, &mut c)?;
-        assert_eq!(Inflater::new().decompress(&c, 1 << 20)?, block);
+        assert_eq!(Inflater::default().decompress(&c, 1 << 20)?, block);
         Ok(())
     }
 }

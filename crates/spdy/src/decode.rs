@@ -41,6 +41,7 @@ impl Default for Limits {
 ///
 /// Unknown control frame types are skipped, as the specification requires.
 /// See [`Error`] for which errors leave the decoder usable.
+#[derive(Default)]
 pub struct Decoder {
     buf: Vec<u8>,
     pos: usize,
@@ -59,26 +60,17 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-impl Default for Decoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Decoder {
     /// A decoder with the default [`Limits`].
     pub fn new() -> Self {
-        Self::with_limits(Limits::default())
+        Self::default()
     }
 
     /// A decoder with the given limits.
     pub fn with_limits(limits: Limits) -> Self {
         Self {
-            buf: Vec::new(),
-            pos: 0,
-            inflater: Inflater::new(),
             limits,
-            poisoned: false,
+            ..Self::default()
         }
     }
 

@@ -1,73 +1,81 @@
 //! The SPDY/3 header compression dictionary (SPDY/3 draft, section 2.6.10.1).
 //!
-//! Protocol data: every SPDY/3 peer must use exactly these 1423 bytes.
+//! Protocol data: every SPDY/3 peer must use exactly these 1423 bytes. The
+//! dictionary opens with header names and values, each preceded by its
+//! length as a 4-byte big-endian number, and ends with a run of raw text;
+//! the length prefixes are computed here at compile time from [`WORDS`].
 
-pub(crate) const DICTIONARY: &[u8] = b"\
-    \x00\x00\x00\x07options\
-    \x00\x00\x00\x04head\
-    \x00\x00\x00\x04post\
-    \x00\x00\x00\x03put\
-    \x00\x00\x00\x06delete\
-    \x00\x00\x00\x05trace\
-    \x00\x00\x00\x06accept\
-    \x00\x00\x00\x0eaccept-charset\
-    \x00\x00\x00\x0faccept-encoding\
-    \x00\x00\x00\x0faccept-language\
-    \x00\x00\x00\x0daccept-ranges\
-    \x00\x00\x00\x03age\
-    \x00\x00\x00\x05allow\
-    \x00\x00\x00\x0dauthorization\
-    \x00\x00\x00\x0dcache-control\
-    \x00\x00\x00\x0aconnection\
-    \x00\x00\x00\x0ccontent-base\
-    \x00\x00\x00\x10content-encoding\
-    \x00\x00\x00\x10content-language\
-    \x00\x00\x00\x0econtent-length\
-    \x00\x00\x00\x10content-location\
-    \x00\x00\x00\x0bcontent-md5\
-    \x00\x00\x00\x0dcontent-range\
-    \x00\x00\x00\x0ccontent-type\
-    \x00\x00\x00\x04date\
-    \x00\x00\x00\x04etag\
-    \x00\x00\x00\x06expect\
-    \x00\x00\x00\x07expires\
-    \x00\x00\x00\x04from\
-    \x00\x00\x00\x04host\
-    \x00\x00\x00\x08if-match\
-    \x00\x00\x00\x11if-modified-since\
-    \x00\x00\x00\x0dif-none-match\
-    \x00\x00\x00\x08if-range\
-    \x00\x00\x00\x13if-unmodified-since\
-    \x00\x00\x00\x0dlast-modified\
-    \x00\x00\x00\x08location\
-    \x00\x00\x00\x0cmax-forwards\
-    \x00\x00\x00\x06pragma\
-    \x00\x00\x00\x12proxy-authenticate\
-    \x00\x00\x00\x13proxy-authorization\
-    \x00\x00\x00\x05range\
-    \x00\x00\x00\x07referer\
-    \x00\x00\x00\x0bretry-after\
-    \x00\x00\x00\x06server\
-    \x00\x00\x00\x02te\
-    \x00\x00\x00\x07trailer\
-    \x00\x00\x00\x11transfer-encoding\
-    \x00\x00\x00\x07upgrade\
-    \x00\x00\x00\x0auser-agent\
-    \x00\x00\x00\x04vary\
-    \x00\x00\x00\x03via\
-    \x00\x00\x00\x07warning\
-    \x00\x00\x00\x10www-authenticate\
-    \x00\x00\x00\x06method\
-    \x00\x00\x00\x03get\
-    \x00\x00\x00\x06status\
-    \x00\x00\x00\x06200 OK\
-    \x00\x00\x00\x07version\
-    \x00\x00\x00\x08HTTP/1.1\
-    \x00\x00\x00\x03url\
-    \x00\x00\x00\x06public\
-    \x00\x00\x00\x0aset-cookie\
-    \x00\x00\x00\x0akeep-alive\
-    \x00\x00\x00\x06origin\
+/// The length-prefixed entries, in order.
+const WORDS: &[&str] = &[
+    "options",
+    "head",
+    "post",
+    "put",
+    "delete",
+    "trace",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "age",
+    "allow",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-base",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "date",
+    "etag",
+    "expect",
+    "expires",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "referer",
+    "retry-after",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "vary",
+    "via",
+    "warning",
+    "www-authenticate",
+    "method",
+    "get",
+    "status",
+    "200 OK",
+    "version",
+    "HTTP/1.1",
+    "url",
+    "public",
+    "set-cookie",
+    "keep-alive",
+    "origin",
+];
+
+/// The raw text after the last entry.
+const TAIL: &[u8] = b"\
     100101201202205206300302303304305306307402405406\
     407408409410411412413414415416417502504505203 No\
     n-Authoritative Information204 No Content301 Mov\
@@ -81,3 +89,43 @@ pub(crate) const DICTIONARY: &[u8] = b"\
     javascript,publicprivatemax-age=gzip,deflate,sdc\
     hcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.\
 ";
+
+const LEN: usize = prefixed_len(WORDS) + TAIL.len();
+
+pub(crate) const DICTIONARY: &[u8] = &build();
+
+const fn prefixed_len(words: &[&str]) -> usize {
+    let mut len = 0;
+    let mut i = 0;
+    while i < words.len() {
+        len += 4 + words[i].len();
+        i += 1;
+    }
+    len
+}
+
+/// Lays out [`WORDS`] (each after its length) and then [`TAIL`].
+const fn build() -> [u8; LEN] {
+    let mut out = [0u8; LEN];
+    let mut at = 0;
+    let mut w = 0;
+    while w < WORDS.len() {
+        let word = WORDS[w].as_bytes();
+        // Every entry is far shorter than 2^32 bytes.
+        at = put(&mut out, at, &(word.len() as u32).to_be_bytes());
+        at = put(&mut out, at, word);
+        w += 1;
+    }
+    put(&mut out, at, TAIL);
+    out
+}
+
+/// Copies `bytes` into `out` at `at`; returns the offset after them.
+const fn put(out: &mut [u8; LEN], at: usize, bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at + i] = bytes[i];
+        i += 1;
+    }
+    at + bytes.len()
+}

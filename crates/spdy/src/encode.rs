@@ -11,6 +11,7 @@ use crate::{Error, Headers};
 /// the bytes of all frames must reach the peer in the order they were encoded.
 /// Frames are validated before anything is compressed; an invalid frame is
 /// refused with an error and leaves the encoder usable.
+#[derive(Default)]
 pub struct Encoder {
     deflater: Deflater,
     block: Vec<u8>,
@@ -26,21 +27,10 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-impl Default for Encoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Encoder {
     /// A fresh encoder (new compression context).
     pub fn new() -> Self {
-        Self {
-            deflater: Deflater::new(),
-            block: Vec::new(),
-            compressed: Vec::new(),
-            poisoned: false,
-        }
+        Self::default()
     }
 
     /// Appends the encoding of `frame` to `out`. On error nothing is appended.
@@ -68,26 +58,23 @@ impl Encoder {
                 fixed[4..8].copy_from_slice(&f.associated_stream_id.to_be_bytes());
                 fixed[8] = f.priority << 5;
                 fixed[9] = f.slot;
-                self.headers_frame(kind::SYN_STREAM, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::SYN_STREAM, flags, &fixed, &f.headers, out)?;
             }
             Frame::SynReply(f) => {
                 check_stream_id("SYN_REPLY", f.stream_id, false)?;
                 let flags = if f.fin { flag::FIN } else { 0 };
                 let fixed = f.stream_id.to_be_bytes();
-                self.headers_frame(kind::SYN_REPLY, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::SYN_REPLY, flags, &fixed, &f.headers, out)?;
             }
             Frame::Headers(f) => {
                 check_stream_id("HEADERS", f.stream_id, false)?;
                 let flags = if f.fin { flag::FIN } else { 0 };
                 let fixed = f.stream_id.to_be_bytes();
-                self.headers_frame(kind::HEADERS, flags, &fixed, &f.headers, out)
+                self.headers_frame(kind::HEADERS, flags, &fixed, &f.headers, out)?;
             }
             Frame::RstStream(f) => {
                 check_stream_id("RST_STREAM", f.stream_id, false)?;
-                control_header(out, kind::RST_STREAM, 0, 8);
-                out.extend_from_slice(&f.stream_id.to_be_bytes());
-                out.extend_from_slice(&f.status.0.to_be_bytes());
-                Ok(())
+                words_frame(out, kind::RST_STREAM, &[f.stream_id, f.status.0]);
             }
             Frame::Settings(f) => {
                 const F: &str = "SETTINGS";
@@ -112,19 +99,13 @@ impl Encoder {
                     out.extend_from_slice(&((u32::from(s.flags) << 24) | s.id).to_be_bytes());
                     out.extend_from_slice(&s.value.to_be_bytes());
                 }
-                Ok(())
             }
             Frame::Ping(f) => {
-                control_header(out, kind::PING, 0, 4);
-                out.extend_from_slice(&f.id.to_be_bytes());
-                Ok(())
+                words_frame(out, kind::PING, &[f.id]);
             }
             Frame::GoAway(f) => {
                 check_stream_id("GOAWAY", f.last_good_stream_id, true)?;
-                control_header(out, kind::GOAWAY, 0, 8);
-                out.extend_from_slice(&f.last_good_stream_id.to_be_bytes());
-                out.extend_from_slice(&f.status.0.to_be_bytes());
-                Ok(())
+                words_frame(out, kind::GOAWAY, &[f.last_good_stream_id, f.status.0]);
             }
             Frame::WindowUpdate(f) => {
                 const F: &str = "WINDOW_UPDATE";
@@ -132,10 +113,7 @@ impl Encoder {
                 if f.delta == 0 || f.delta > 0x7FFF_FFFF {
                     return Err(invalid(F, "delta outside 1..=2^31-1"));
                 }
-                control_header(out, kind::WINDOW_UPDATE, 0, 8);
-                out.extend_from_slice(&f.stream_id.to_be_bytes());
-                out.extend_from_slice(&f.delta.to_be_bytes());
-                Ok(())
+                words_frame(out, kind::WINDOW_UPDATE, &[f.stream_id, f.delta]);
             }
             Frame::Data(f) => {
                 check_stream_id("data", f.stream_id, false)?;
@@ -151,9 +129,9 @@ impl Encoder {
                     &((u32::from(flags) << 24) | f.data.len() as u32).to_be_bytes(),
                 );
                 out.extend_from_slice(&f.data);
-                Ok(())
             }
         }
+        Ok(())
     }
 
     /// Encodes `frame` into a new buffer.
@@ -216,6 +194,15 @@ fn control_header(out: &mut Vec<u8>, frame_type: u16, flags: u8, len: usize) {
     out.extend_from_slice(&(0x8000 | VERSION).to_be_bytes());
     out.extend_from_slice(&frame_type.to_be_bytes());
     out.extend_from_slice(&((u32::from(flags) << 24) | (len as u32 & 0x00FF_FFFF)).to_be_bytes());
+}
+
+/// Writes a flagless control frame whose payload is `words`, big-endian
+/// (RST_STREAM, PING, GOAWAY, WINDOW_UPDATE).
+fn words_frame(out: &mut Vec<u8>, frame_type: u16, words: &[u32]) {
+    control_header(out, frame_type, 0, 4 * words.len());
+    for word in words {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
 }
 
 /// Checks that `headers` would be accepted by [`Encoder::encode`], without

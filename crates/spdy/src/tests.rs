@@ -224,7 +224,7 @@ fn multiple_values_travel_nul_separated() -> TestResult {
     let bytes = Encoder::new().encode_to_vec(&frame)?;
 
     // The raw block: two names, the first with "a\0bb".
-    let block = Inflater::new().decompress(&bytes[12..], 1 << 20)?;
+    let block = Inflater::default().decompress(&bytes[12..], 1 << 20)?;
     assert_eq!(
         block,
         raw_block(&[(b"x-multi", b"a\0bb"), (b"single", b"c")])
@@ -386,7 +386,7 @@ fn oversized_length_is_refused_before_the_payload_arrives() {
 
 #[test]
 fn stream_id_zero_is_refused() -> TestResult {
-    let mut deflater = Deflater::new();
+    let mut deflater = Deflater::default();
     let mut decoder = Decoder::new();
     decoder.feed(&syn_with_block(
         &mut deflater,
@@ -464,7 +464,7 @@ fn decompression_bomb_is_refused() -> TestResult {
     // 8 MiB of one header value compresses to a few KiB.
     let value = vec![b'a'; 8 << 20];
     let block = raw_block(&[(b"x", &value)]);
-    let mut deflater = Deflater::new();
+    let mut deflater = Deflater::default();
     let bytes = syn_with_block(&mut deflater, 1, &block)?;
     assert!(bytes.len() < 64 * 1024, "bomb is {} bytes", bytes.len());
 
@@ -482,7 +482,7 @@ fn decompression_bomb_is_refused() -> TestResult {
         max_header_block: block.len(),
         ..Limits::default()
     });
-    decoder.feed(&syn_with_block(&mut Deflater::new(), 1, &block)?);
+    decoder.feed(&syn_with_block(&mut Deflater::default(), 1, &block)?);
     assert!(decoder.next_frame()?.is_some());
     Ok(())
 }
@@ -522,7 +522,7 @@ fn malformed_header_blocks_are_stream_errors() -> TestResult {
     ];
     // All through one decoder: after each stream error the shared context is
     // still in step, so the next frame decodes.
-    let mut deflater = Deflater::new();
+    let mut deflater = Deflater::default();
     let mut decoder = Decoder::new();
     for (i, (block, reason)) in bad_blocks.iter().enumerate() {
         let stream_id = 2 * i as u32 + 1;

@@ -96,8 +96,11 @@ const ANN_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 /// The field path of the container's security context.
 const SC: &str = "config.linux.security_context";
 
-/// What a container's spec takes from its image's config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a container's spec takes from its image's config, as the image writes it
+/// (crius-images reads it; serialised with camelCase names for the verbose image
+/// status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageConfig {
     /// ENTRYPOINT: replaced by the request's command.
     pub entrypoint: Vec<String>,
@@ -105,11 +108,12 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     /// ENV (`KEY=value`): under the request's variables.
     pub env: Vec<String>,
-    /// WORKDIR: unless the request sets one.
+    /// WORKDIR ("" for none): unless the request sets one.
     pub working_dir: String,
-    /// USER (`user[:group]`, names or ids): unless the security context sets one.
+    /// USER as written (`user[:group]`, names or ids; "" for none): unless the
+    /// security context sets one.
     pub user: String,
-    /// STOPSIGNAL, or "".
+    /// STOPSIGNAL as written, or "".
     pub stop_signal: String,
 }
 
@@ -282,18 +286,8 @@ fn pod_hostname(input: &SpecInput) -> String {
 fn annotations(input: &SpecInput) -> HashMap<String, String> {
     let mut a = input.config.annotations.clone();
     let meta = input.sandbox.metadata.clone().unwrap_or_default();
-    let name = input
-        .config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    let image = input
-        .config
-        .image
-        .as_ref()
-        .map(|i| i.image.clone())
-        .unwrap_or_default();
+    let name = input.config.metadata.clone().unwrap_or_default().name;
+    let image = input.config.image.clone().unwrap_or_default().image;
     for (k, v) in [
         (ANN_CONTAINER_TYPE, "container".to_string()),
         (ANN_SANDBOX_ID, input.sandbox_id.to_string()),

@@ -58,27 +58,24 @@ pub(crate) fn namespaces(
             })?
         }
     };
+    // POD and TARGET join a PID namespace that must already be there.
+    let join = |path: &Option<PathBuf>, subfield: &str, missing: &str| match path {
+        Some(p) => ns(LinuxNamespaceType::Pid, Some(p)),
+        None => Err(unsupported(format!("{field}.{subfield}"), missing)),
+    };
     match pid {
         cri::NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)?),
         cri::NamespaceMode::Node => {}
-        cri::NamespaceMode::Pod => match &pod.pid {
-            Some(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p))?),
-            None => {
-                return Err(unsupported(
-                    format!("{field}.pid"),
-                    "POD, but the pod sandbox was not created with a pod-level PID namespace",
-                ));
-            }
-        },
-        cri::NamespaceMode::Target => match &pod.target_pid {
-            Some(p) => out.push(ns(LinuxNamespaceType::Pid, Some(p))?),
-            None => {
-                return Err(unsupported(
-                    format!("{field}.target_id"),
-                    "TARGET needs a running target container",
-                ));
-            }
-        },
+        cri::NamespaceMode::Pod => out.push(join(
+            &pod.pid,
+            "pid",
+            "POD, but the pod sandbox was not created with a pod-level PID namespace",
+        )?),
+        cri::NamespaceMode::Target => out.push(join(
+            &pod.target_pid,
+            "target_id",
+            "TARGET needs a running target container",
+        )?),
     }
     if let Some(p) = &pod.net {
         out.push(ns(LinuxNamespaceType::Network, Some(p))?);

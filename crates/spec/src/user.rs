@@ -58,14 +58,18 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+/// The colon-separated fields of each line of an `/etc/passwd`-style file that is not a
+/// comment and has at least `min_fields` of them.
+fn records(text: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 4 {
-                return None;
-            }
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(move |f| f.len() >= min_fields)
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    records(text, 4)
+        .filter_map(|f| {
             Some(PasswdEntry {
                 name: f[0].to_string(),
                 uid: f[2].parse().ok()?,
@@ -77,13 +81,8 @@ fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
 }
 
 fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 3 {
-                return None;
-            }
+    records(text, 3)
+        .filter_map(|f| {
             Some(GroupEntry {
                 name: f[0].to_string(),
                 gid: f[2].parse().ok()?,

@@ -4,11 +4,11 @@
 use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Index, Records, decode, encode, redb_err};
+use crate::table::{Index, Records, decode, encode, keys_pointing_at, redb_err};
 use crate::{Db, StoreError};
 
-const IMAGES: Records = TableDefinition::new("images");
-const IMAGE_REFS: Index = TableDefinition::new("image_refs");
+pub(crate) const IMAGES: Records = TableDefinition::new("images");
+pub(crate) const IMAGE_REFS: Index = TableDefinition::new("image_refs");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     let op = "creating the image tables";
@@ -54,16 +54,16 @@ impl ImageRecord {
         self.repo_tags.iter().chain(self.repo_digests.iter())
     }
 
-    fn drop_ref(&mut self, reference: &str) {
+    pub(crate) fn drop_ref(&mut self, reference: &str) {
         self.repo_tags.retain(|t| t != reference);
         self.repo_digests.retain(|t| t != reference);
     }
 }
 
-type ImagesTable<'t> = Table<'t, &'static str, &'static [u8]>;
+pub(crate) type ImagesTable<'t> = Table<'t, &'static str, &'static [u8]>;
 
 /// Rewrites image `id` with `f` applied, if it exists; returns the new record.
-fn edit_image(
+pub(crate) fn edit_image(
     images: &mut ImagesTable<'_>,
     id: &str,
     f: impl FnOnce(&mut ImageRecord),
@@ -113,7 +113,7 @@ impl Db {
         self.get(IMAGES, id)
     }
 
-    /// Every image.
+    /// Every image (those whose record does not decode are skipped).
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         self.all(IMAGES)
     }
@@ -154,13 +154,7 @@ impl Db {
             let stale: Vec<String> = match old.map(|o| decode::<ImageRecord>(IMAGES.name(), id, &o))
             {
                 Some(Ok(img)) => img.refs().cloned().collect(),
-                _ => refs
-                    .iter()
-                    .map_err(redb_err(op))?
-                    .filter_map(Result::ok)
-                    .filter(|(_, v)| v.value() == id)
-                    .map(|(k, _)| k.value().to_string())
-                    .collect(),
+                _ => keys_pointing_at(&refs, id)?,
             };
             for r in stale {
                 if refs

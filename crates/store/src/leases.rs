@@ -4,12 +4,12 @@
 //! crash.
 
 use crius_cni::{IpFamily, Lease, LeaseStore, LeaseStoreError};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::table::{Index, redb_err};
 use crate::{Db, Store, StoreError};
 
-const IP_LEASES: Index = TableDefinition::new("ip_leases");
+pub(crate) const IP_LEASES: Index = TableDefinition::new("ip_leases");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(IP_LEASES)
@@ -30,11 +30,14 @@ fn lease_key(network: &str, family: IpFamily, pod_id: &str) -> String {
     format!("{network}{SEP}{}{SEP}{pod_id}", family_str(family))
 }
 
-fn lease_err(e: impl std::fmt::Display) -> LeaseStoreError {
-    LeaseStoreError::Backend(e.to_string())
+/// A store failure as the lease store reports it: the whole chain, so the network
+/// backend's message still names the file and the cause.
+fn lease_err(e: StoreError) -> LeaseStoreError {
+    LeaseStoreError::Backend(crate::error::chain(&e))
 }
 
-fn parse_lease(key: &str, value: &str) -> Option<Lease> {
+/// Parses a lease entry; `None` when it is not one (the check reports it).
+pub(crate) fn parse_lease(key: &str, value: &str) -> Option<Lease> {
     let mut parts = key.split(SEP);
     let network = parts.next()?.to_string();
     let family = match parts.next()? {
@@ -54,11 +57,12 @@ fn parse_lease(key: &str, value: &str) -> Option<Lease> {
 fn leases_of(
     table: &impl ReadableTable<&'static str, &'static str>,
     network: &str,
-) -> Result<Vec<Lease>, LeaseStoreError> {
+) -> Result<Vec<Lease>, StoreError> {
+    let op = "listing leases";
     let prefix = format!("{network}{SEP}");
     let mut out = Vec::new();
-    for entry in table.range(prefix.as_str()..).map_err(lease_err)? {
-        let (k, v) = entry.map_err(lease_err)?;
+    for entry in table.range(prefix.as_str()..).map_err(redb_err(op))? {
+        let (k, v) = entry.map_err(redb_err(op))?;
         if !k.value().starts_with(&prefix) {
             break;
         }
@@ -71,35 +75,40 @@ fn leases_of(
 
 impl LeaseStore for Db {
     fn list(&self, network: &str) -> Result<Vec<Lease>, LeaseStoreError> {
-        let txn = self.db.begin_read().map_err(lease_err)?;
-        let table = txn.open_table(IP_LEASES).map_err(lease_err)?;
-        leases_of(&table, network)
+        let op = "listing leases";
+        self.read(op, |txn| {
+            let table = txn.open_table(IP_LEASES).map_err(redb_err(op))?;
+            leases_of(&table, network)
+        })
+        .map_err(lease_err)
     }
 
     fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
-        let txn = self.db.begin_write().map_err(lease_err)?;
-        {
-            let mut table = txn.open_table(IP_LEASES).map_err(lease_err)?;
-            let key = lease_key(&lease.network, lease.family, &lease.pod_id);
-            if table.get(key.as_str()).map_err(lease_err)?.is_some() {
-                return Err(LeaseStoreError::AlreadyLeased {
+        let op = "writing a lease";
+        let key = lease_key(&lease.network, lease.family, &lease.pod_id);
+        let addr = lease.address.to_string();
+        // The refusals are the transaction's result (nothing written), not failures.
+        self.write(op, |txn| {
+            let mut table = txn.open_table(IP_LEASES).map_err(redb_err(op))?;
+            if table.get(key.as_str()).map_err(redb_err(op))?.is_some() {
+                return Ok(Err(LeaseStoreError::AlreadyLeased {
                     network: lease.network.clone(),
                     pod_id: lease.pod_id.clone(),
                     family: lease.family,
-                });
+                }));
             }
             if leases_of(&table, &lease.network)?
                 .iter()
                 .any(|l| l.address == lease.address)
             {
-                return Err(LeaseStoreError::AddressTaken(lease.address));
+                return Ok(Err(LeaseStoreError::AddressTaken(lease.address)));
             }
-            let addr = lease.address.to_string();
             table
                 .insert(key.as_str(), addr.as_str())
-                .map_err(lease_err)?;
-        }
-        txn.commit().map_err(lease_err)
+                .map_err(redb_err(op))?;
+            Ok(Ok(()))
+        })
+        .map_err(lease_err)?
     }
 
     fn remove(
@@ -108,18 +117,16 @@ impl LeaseStore for Db {
         pod_id: &str,
         family: IpFamily,
     ) -> Result<Option<Lease>, LeaseStoreError> {
-        let txn = self.db.begin_write().map_err(lease_err)?;
-        let removed;
-        {
-            let mut table = txn.open_table(IP_LEASES).map_err(lease_err)?;
-            let key = lease_key(network, family, pod_id);
-            removed = table
+        let op = "removing a lease";
+        let key = lease_key(network, family, pod_id);
+        self.write(op, |txn| {
+            let mut table = txn.open_table(IP_LEASES).map_err(redb_err(op))?;
+            Ok(table
                 .remove(key.as_str())
-                .map_err(lease_err)?
-                .and_then(|v| parse_lease(&key, v.value()));
-        }
-        txn.commit().map_err(lease_err)?;
-        Ok(removed)
+                .map_err(redb_err(op))?
+                .and_then(|v| parse_lease(&key, v.value())))
+        })
+        .map_err(lease_err)
     }
 }
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::table::{Index, Named, Records, redb_err};
 use crate::{Db, Reserve, StoreError};
 
-const PODS: Records = TableDefinition::new("pods");
-const POD_NAMES: Index = TableDefinition::new("pod_names");
+pub(crate) const PODS: Records = TableDefinition::new("pods");
+pub(crate) const POD_NAMES: Index = TableDefinition::new("pod_names");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     let op = "creating the pod tables";
@@ -50,7 +50,7 @@ impl PinnedNamespaces {
 }
 
 /// A pod sandbox as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodRecord {
     pub id: String,
     /// The reserved name, `name_namespace_uid_attempt`.
@@ -101,7 +101,7 @@ impl Db {
         self.get(PODS, id)
     }
 
-    /// Every pod.
+    /// Every pod (those whose record does not decode are skipped).
     pub fn pods(&self) -> Result<Vec<PodRecord>, StoreError> {
         self.all(PODS)
     }
@@ -113,7 +113,7 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn record(id: &str, name: &str) -> PodRecord {

@@ -7,6 +7,7 @@ use redb::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
 use crate::{Db, Reserve, StoreError};
 
@@ -34,33 +35,102 @@ pub(crate) fn encode<T: Serialize>(table: &str, value: &T) -> Result<Vec<u8>, St
     })
 }
 
+/// Reserves `name` for `id` in `names`; returns the holder when it is taken.
+pub(crate) fn reserve(
+    txn: &WriteTransaction,
+    names: Index,
+    name: &str,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    let op = "reserving a name";
+    let mut n = txn.open_table(names).map_err(redb_err(op))?;
+    if let Some(existing) = n.get(name).map_err(redb_err(op))? {
+        return Ok(Some(existing.value().to_string()));
+    }
+    n.insert(name, id).map_err(redb_err(op))?;
+    Ok(None)
+}
+
+/// Removes record `id` and frees its name. Returns `None` when there was no record,
+/// and the old record when it decoded. A record that no longer decodes has every
+/// name pointing at it freed.
+pub(crate) fn remove_named<T: Named + DeserializeOwned>(
+    txn: &WriteTransaction,
+    (records, names): (Records, Index),
+    id: &str,
+) -> Result<Option<Option<T>>, StoreError> {
+    let op = "deleting a record";
+    let mut t = txn.open_table(records).map_err(redb_err(op))?;
+    let Some(old) = t
+        .remove(id)
+        .map_err(redb_err(op))?
+        .map(|v| v.value().to_vec())
+    else {
+        return Ok(None);
+    };
+    let mut n = txn.open_table(names).map_err(redb_err(op))?;
+    match decode::<T>(records.name(), id, &old) {
+        Ok(rec) => {
+            if n.get(rec.name())
+                .map_err(redb_err(op))?
+                .is_some_and(|v| v.value() == id)
+            {
+                n.remove(rec.name()).map_err(redb_err(op))?;
+            }
+            Ok(Some(Some(rec)))
+        }
+        Err(_) => {
+            for name in keys_pointing_at(&n, id)? {
+                n.remove(name.as_str()).map_err(redb_err(op))?;
+            }
+            Ok(Some(None))
+        }
+    }
+}
+
+/// The keys of an index whose value is `id` (a scan: only for records that no
+/// longer decode).
+pub(crate) fn keys_pointing_at(
+    index: &impl ReadableTable<&'static str, &'static str>,
+    id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let op = "scanning an index";
+    let mut out = Vec::new();
+    for entry in index.iter().map_err(redb_err(op))? {
+        let (k, v) = entry.map_err(redb_err(op))?;
+        if v.value() == id {
+            out.push(k.value().to_string());
+        }
+    }
+    Ok(out)
+}
+
 impl Db {
     /// Runs `f` in a read transaction.
     pub(crate) fn read<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+        f: impl Fn(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::db(op)(e.into()))?;
-        f(&txn)
+        self.with(|db| {
+            let txn = db.begin_read().map_err(redb_err(op))?;
+            f(&txn)
+        })
     }
 
-    /// Runs `f` in a write transaction and commits it when `f` succeeds.
+    /// Runs `f` in a write transaction and commits it when `f` succeeds (a failed
+    /// `f` aborts it: nothing of it is written).
     pub(crate) fn write<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+        f: impl Fn(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(op)(e.into()))?;
-        let out = f(&txn)?;
-        txn.commit().map_err(|e| StoreError::db(op)(e.into()))?;
-        Ok(out)
+        self.with(|db| {
+            let txn = db.begin_write().map_err(redb_err(op))?;
+            let out = f(&txn)?;
+            txn.commit().map_err(redb_err(op))?;
+            Ok(out)
+        })
     }
 
     /// One record by id.
@@ -79,7 +149,9 @@ impl Db {
         })
     }
 
-    /// Every record of a table.
+    /// Every record of a table that decodes. One that does not is skipped (and
+    /// logged once): `Db::check` reports it and `Db::repair` removes it, and until
+    /// then the rest of the store stays usable.
     pub(crate) fn all<T: DeserializeOwned>(&self, def: Records) -> Result<Vec<T>, StoreError> {
         let op = "listing records";
         self.read(op, |txn| {
@@ -87,10 +159,36 @@ impl Db {
             let mut out = Vec::new();
             for entry in t.iter().map_err(redb_err(op))? {
                 let (k, v) = entry.map_err(redb_err(op))?;
-                out.push(decode(def.name(), k.value(), v.value())?);
+                if let Some(rec) = self.decode_or_skip(def.name(), k.value(), v.value()) {
+                    out.push(rec);
+                }
             }
             Ok(out)
         })
+    }
+
+    /// Decodes a record met while listing; `None` (logged once per record) when it
+    /// does not decode.
+    pub(crate) fn decode_or_skip<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Option<T> {
+        match decode(table, key, bytes) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                let first = self
+                    .skipped
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert((table.to_string(), key.to_string()));
+                if first {
+                    warn!(store = %self.path.display(), error = %crate::error::chain(&e), "skipping a record that does not decode: run `criusd store check`, then `criusd store repair`");
+                }
+                None
+            }
+        }
     }
 
     /// What an index maps `key` to.
@@ -131,11 +229,9 @@ impl Db {
         let bytes = encode(records.name(), value)?;
         let op = "reserving a name";
         self.write(op, |txn| {
-            let mut n = txn.open_table(names).map_err(redb_err(op))?;
-            if let Some(existing) = n.get(name).map_err(redb_err(op))? {
-                return Ok(Reserve::Taken(existing.value().to_string()));
+            if let Some(holder) = reserve(txn, names, name, id)? {
+                return Ok(Reserve::Taken(holder));
             }
-            n.insert(name, id).map_err(redb_err(op))?;
             let mut t = txn.open_table(records).map_err(redb_err(op))?;
             t.insert(id, bytes.as_slice()).map_err(redb_err(op))?;
             Ok(Reserve::Done)
@@ -146,38 +242,11 @@ impl Db {
     /// error; a record that no longer decodes has every name pointing at it freed.
     pub(crate) fn delete_named<T: Named + DeserializeOwned>(
         &self,
-        (records, names): (Records, Index),
+        tables: (Records, Index),
         id: &str,
     ) -> Result<(), StoreError> {
-        let op = "deleting a record";
-        self.write(op, |txn| {
-            let mut t = txn.open_table(records).map_err(redb_err(op))?;
-            let Some(old) = t
-                .remove(id)
-                .map_err(redb_err(op))?
-                .map(|v| v.value().to_vec())
-            else {
-                return Ok(());
-            };
-            let mut n = txn.open_table(names).map_err(redb_err(op))?;
-            match decode::<T>(records.name(), id, &old) {
-                Ok(rec) => {
-                    n.remove(rec.name()).map_err(redb_err(op))?;
-                }
-                Err(_) => {
-                    let stale: Vec<String> = n
-                        .iter()
-                        .map_err(redb_err(op))?
-                        .filter_map(Result::ok)
-                        .filter(|(_, v)| v.value() == id)
-                        .map(|(k, _)| k.value().to_string())
-                        .collect();
-                    for name in stale {
-                        n.remove(name.as_str()).map_err(redb_err(op))?;
-                    }
-                }
-            }
-            Ok(())
+        self.write("deleting a record", |txn| {
+            remove_named::<T>(txn, tables, id).map(|_| ())
         })
     }
 }
@@ -187,10 +256,8 @@ pub(crate) trait Named {
     fn name(&self) -> &str;
 }
 
-/// Maps any redb error to a store error for `op`.
+/// Maps any redb error to a store error for `op` (the path is filled in by the
+/// transaction wrapper).
 pub(crate) fn redb_err<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Db {
-        op,
-        source: e.into(),
-    }
+    move |e| StoreError::db(op)(e.into())
 }

@@ -15,13 +15,14 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::idle::{Activity, idle_watch};
-use crate::{Backend, Limits, Request, StreamError, StreamServer, portforward, remotecommand};
+use crate::{
+    Backend, Conn, Limits, Request, StreamError, StreamServer, portforward, remotecommand,
+};
 
 /// Remote command subprotocols over SPDY, most preferred first. `v5` over SPDY is `v4`
 /// (the close signal it adds is WebSocket's; SPDY half-closes streams itself).
@@ -127,15 +128,12 @@ pub(crate) async fn accept_loop<B: Backend>(
     }
 }
 
-async fn serve_conn<B, T>(
+async fn serve_conn<B: Backend, T: Conn>(
     server: Arc<StreamServer>,
     backend: Arc<B>,
     io: T,
     shutdown: CancellationToken,
-) where
-    B: Backend,
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+) {
     let svc = hyper::service::service_fn(move |req| {
         let server = server.clone();
         let backend = backend.clone();

@@ -133,13 +133,16 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TcpStream, ConnectError>> + Send;
 }
 
+/// A client's connection as the servers here take it: a byte stream that can be moved
+/// to a task of its own.
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
+
 /// A server-side SPDY session on an upgraded connection, tied to its stream's `gone`:
 /// the session ending cancels `gone`, and `gone` cancelled (idle, shutdown) closes the
 /// session.
-fn spdy_session<T>(io: T, gone: &CancellationToken) -> (Session, Incoming)
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+fn spdy_session<T: Conn>(io: T, gone: &CancellationToken) -> (Session, Incoming) {
     let (session, incoming) = Session::new(io, Role::Server, SessionConfig::default());
     let s = session.clone();
     let g = gone.clone();

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::ws::{Layout, Mux};
-use crate::{Backend, Limits};
+use crate::{Backend, Conn, Limits};
 
 /// A port from a header or query value.
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -116,16 +116,13 @@ fn request_id(inc: &IncomingStream, kind: &str) -> String {
     }
 }
 
-pub(crate) async fn serve_spdy<T, B>(
+pub(crate) async fn serve_spdy<T: Conn, B: Backend>(
     io: T,
     req: cri::PortForwardRequest,
     backend: Arc<B>,
     limits: Limits,
     gone: CancellationToken,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    B: Backend,
-{
+) {
     let pod = req.pod_sandbox_id;
     let (session, mut incoming) = crate::spdy_session(io, &gone);
     let mut pending: HashMap<String, Pending> = HashMap::new();
@@ -221,16 +218,13 @@ async fn forward_pair<B: Backend>(
     let _ = err_w.shutdown().await;
 }
 
-pub(crate) async fn serve_ws<T, B>(
+pub(crate) async fn serve_ws<T: Conn, B: Backend>(
     io: T,
     req: cri::PortForwardRequest,
     query: &str,
     backend: Arc<B>,
     gone: CancellationToken,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    B: Backend,
-{
+) {
     let pod = req.pod_sandbox_id;
     // Ports from the query (`ports=80,8080` or repeated), else the request's.
     let mut raw: Vec<String> = query

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use crius_spdy::session::{Incoming, Session, Stream, StreamWriter};
 use crius_spdy::{Headers, RstStatus};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::status::{ResizeDecoder, error_stream_payload};
 use crate::ws::{Layout, Mux};
-use crate::{Backend, BoxRead, BoxWrite, Limits, Outcome, Request, StdStreams, TermSize};
+use crate::{Backend, BoxRead, BoxWrite, Conn, Limits, Outcome, Request, StdStreams, TermSize};
 
 /// How long a finished stream waits for the client to close the connection itself.
 const LINGER: Duration = Duration::from_secs(5);
@@ -178,17 +178,14 @@ async fn accept_streams(
     Some(got)
 }
 
-pub(crate) async fn serve_spdy<T, B>(
+pub(crate) async fn serve_spdy<T: Conn, B: Backend>(
     io: T,
     protocol: &str,
     parked: Request,
     backend: Arc<B>,
     limits: Limits,
     gone: CancellationToken,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    B: Backend,
-{
+) {
     let v = version(protocol);
     let (session, mut incoming) = crate::spdy_session(io, &gone);
     let want = wanted(opts(&parked), v);
@@ -240,16 +237,13 @@ pub(crate) async fn serve_spdy<T, B>(
     session.close();
 }
 
-pub(crate) async fn serve_ws<T, B>(
+pub(crate) async fn serve_ws<T: Conn, B: Backend>(
     io: T,
     protocol: &str,
     parked: Request,
     backend: Arc<B>,
     gone: CancellationToken,
-) where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    B: Backend,
-{
+) {
     const STDIN: u8 = 0;
     const STDOUT: u8 = 1;
     const STDERR: u8 = 2;

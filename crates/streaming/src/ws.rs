@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::{CancellationToken, PollSender};
 
+use crate::Conn;
 use crate::status::{ResizeDecoder, TermSize};
 
 /// `[255, ch]`: the client closed channel `ch` (v5 only).
@@ -61,10 +62,7 @@ type Source<T> = futures_util::stream::SplitStream<WebSocketStream<T>>;
 impl Mux {
     /// Starts the reader and writer tasks on an upgraded connection. `gone` is
     /// cancelled when the client closes or the socket fails; cancelling it stops both.
-    pub(crate) async fn start<T>(io: T, layout: Layout, gone: CancellationToken) -> Mux
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    pub(crate) async fn start<T: Conn>(io: T, layout: Layout, gone: CancellationToken) -> Mux {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(16 << 20);
         config.max_frame_size = Some(16 << 20);

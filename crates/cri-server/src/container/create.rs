@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crius_shim::client::{ProcessIo, StartOptions};
-use crius_spec::{ImageConfig, PodNamespaces, SpecInput};
+use crius_spec::{PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
 use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
-use crate::host::ShimAddr;
+use crate::failpoint;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
 use crius_images::ImageRunConfig;
@@ -118,6 +118,7 @@ impl Containers {
             Reserve::Done => {}
             Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
         }
+        failpoint::hit("container.create.recorded")?;
         let mut made = Vec::new();
         match self.build(&mut rec, &plan, &mut made).await {
             Ok(()) => {
@@ -158,7 +159,7 @@ impl Containers {
             socket: self.socket_of(id),
             runtime: plan.runtime.clone(),
             pid: 0,
-            stop_signal: plan.run.stop_signal.clone(),
+            stop_signal: plan.run.config.stop_signal.clone(),
             uid: 0,
             gid: 0,
             supplemental_groups: Vec::new(),
@@ -177,6 +178,7 @@ impl Containers {
         let rootfs = bundle.join("rootfs");
         mkdir(&rootfs)?;
         made.push(Step::Bundle);
+        failpoint::hit("container.create.bundle")?;
         // Shared directories, never removed with one container.
         if let Some(dir) = rec.socket.parent() {
             mkdir(dir)?;
@@ -189,11 +191,14 @@ impl Containers {
         let parent = plan.run.top_chain_id.clone();
         blocking(move || layers.create_layer(&key, parent.as_deref())).await?;
         made.push(Step::Layer);
+        failpoint::hit("container.create.layer")?;
         let (layers, key, target) = (self.rootfs.clone(), rec.id.clone(), rootfs.clone());
         blocking(move || layers.mount(&key, &target)).await?;
         made.push(Step::Mount);
+        failpoint::hit("container.create.mount")?;
 
         self.write_spec(rec, plan).await?;
+        failpoint::hit("container.create.spec")?;
         // A container that keeps stdin open (`stdin: true`) gets a FIFO the shim holds
         // for its whole life; attach sessions write into it (see `stdin_fifo`).
         let stdin = if rec.config.stdin {
@@ -226,27 +231,21 @@ impl Containers {
         let shims = self.shims.clone();
         blocking(move || shims.launch(&opts)).await?;
         made.push(Step::Shim);
+        failpoint::hit("container.create.shim")?;
         let io = ProcessIo {
             terminal: rec.config.tty,
             stdin,
             ..Default::default()
         };
-        let (shims, socket, id) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
-        let pid = blocking(move || {
-            shims.create(
-                ShimAddr {
-                    socket: &socket,
-                    id: &id,
-                },
-                &io,
-            )
-        })
-        .await?;
+        let pid = self
+            .on_shim(rec, move |shims, at| shims.create(at, &io))
+            .await?;
         made.push(Step::Task);
+        failpoint::hit("container.create.task")?;
         rec.pid = pid;
         rec.state = ContainerState::Created;
         self.store.update_container(rec).await?;
-        Ok(())
+        failpoint::hit("container.create.created")
     }
 
     /// Generates the OCI spec and writes it as the bundle's config.json. Spec
@@ -265,15 +264,7 @@ impl Containers {
         };
         let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
         let (config, sandbox) = (rec.config.clone(), plan.sandbox_config.clone());
-        let run = &plan.run;
-        let image = ImageConfig {
-            entrypoint: run.entrypoint.clone(),
-            cmd: run.cmd.clone(),
-            env: run.env.clone(),
-            working_dir: run.working_dir.clone(),
-            user: run.user.clone(),
-            stop_signal: run.stop_signal.clone(),
-        };
+        let image = plan.run.config.clone();
         let pod_dir = pod.dir.clone();
         let (driver, host) = (self.config.cgroup_driver(), self.host_facts.clone());
         let profiles = self.config.state_dir.join("seccomp");

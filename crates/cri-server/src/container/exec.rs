@@ -8,8 +8,7 @@ use k8s_cri::v1 as cri;
 
 use super::Containers;
 use crate::error::{CriError, CriResult};
-use crate::host::ShimAddr;
-use crate::util::{blocking, new_id};
+use crate::util::new_id;
 
 /// Default cap on ExecSync output per stream (the kubelet's own limit is 16 MiB).
 const EXEC_SYNC_OUTPUT_LIMIT: u64 = 16 * 1024 * 1024;
@@ -46,20 +45,12 @@ impl Containers {
         } else {
             u64::try_from(timeout).unwrap_or(EXEC_SYNC_MAX_SECS)
         };
-        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
-        let out = blocking(move || {
-            shims.exec_sync(
-                ShimAddr {
-                    socket: &socket,
-                    id: &cid,
-                },
-                &exec_id,
-                &json,
-                Duration::from_secs(secs),
-                EXEC_SYNC_OUTPUT_LIMIT,
-            )
-        })
-        .await?;
+        let limit = Duration::from_secs(secs);
+        let out = self
+            .on_shim(&c, move |shims, at| {
+                shims.exec_sync(at, &exec_id, &json, limit, EXEC_SYNC_OUTPUT_LIMIT)
+            })
+            .await?;
         Ok(cri::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -76,14 +67,7 @@ impl Containers {
                 c.id
             )));
         }
-        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
-        blocking(move || {
-            shims.reopen_log(ShimAddr {
-                socket: &socket,
-                id: &cid,
-            })
-        })
-        .await
+        self.on_shim(&c, |shims, at| shims.reopen_log(at)).await
     }
 
     /// UpdateContainerResources.
@@ -99,17 +83,8 @@ impl Containers {
         let resources = crius_spec::linux_resources(&r, &self.host_facts)?;
         let json = serde_json::to_vec(&resources)
             .map_err(|e| CriError::Internal(format!("encoding resources: {e}")))?;
-        let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
-        blocking(move || {
-            shims.update(
-                ShimAddr {
-                    socket: &socket,
-                    id: &cid,
-                },
-                &json,
-            )
-        })
-        .await?;
+        self.on_shim(&c, move |shims, at| shims.update(at, &json))
+            .await?;
         let _guard = self.locks.lock(&c.id).await;
         let mut rec = self.must(&c.id).await?;
         if let Some(l) = rec.config.linux.as_mut() {

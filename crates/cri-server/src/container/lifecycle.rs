@@ -11,8 +11,9 @@ use tracing::info;
 
 use super::{Containers, signal_number};
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
-use crate::util::{blocking, now_nanos};
+use crate::util::now_nanos;
 
 /// What the record says of a container stopped after its shim died.
 const STOPPED_ORPHAN: &str =
@@ -34,18 +35,10 @@ impl Containers {
                 rec.id, rec.state
             )));
         }
-        let (shims, socket, cid) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
+        failpoint::hit("container.start.begin")?;
         let started_at = now_nanos();
-        let pid = blocking(move || {
-            shims.start(
-                ShimAddr {
-                    socket: &socket,
-                    id: &cid,
-                },
-                "",
-            )
-        })
-        .await?;
+        let pid = self.on_shim(&rec, |shims, at| shims.start(at, "")).await?;
+        failpoint::hit("container.start.started")?;
         rec.pid = pid;
         rec.state = ContainerState::Running;
         rec.started_at = started_at;
@@ -67,17 +60,13 @@ impl Containers {
         }
         let signal = signal_number(&rec.stop_signal).unwrap_or(15);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
-        let (shims, socket, cid) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
-        let waited = blocking(move || {
-            let at = ShimAddr {
-                socket: &socket,
-                id: &cid,
-            };
-            Ok(shims
-                .is_alive(at.socket)
-                .then(|| stop_init(&*shims, at, signal, grace)))
-        })
-        .await?;
+        let waited = self
+            .on_shim(&rec, move |shims, at| {
+                Ok(shims
+                    .is_alive(at.socket)
+                    .then(|| stop_init(shims, at, signal, grace)))
+            })
+            .await?;
         let (waited, note) = match waited {
             Some(exit) => (exit, None),
             None => {
@@ -93,6 +82,7 @@ impl Containers {
                 (exit, exit.map(|_| STOPPED_ORPHAN))
             }
         };
+        failpoint::hit("container.stop.signalled")?;
         let _guard = self.locks.lock(&rec.id).await;
         if rec.state == ContainerState::Created {
             let mut r = self.must(&rec.id).await?;
@@ -119,6 +109,7 @@ impl Containers {
             return Ok(());
         };
         self.release(&rec).await?;
+        failpoint::hit("container.remove.released")?;
         self.store.delete_container(&rec.id).await?;
         self.unwatch(&rec.id);
         drop(guard);

@@ -45,6 +45,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::host::{Processes, Rootfs, ShimAddr, ShimApi};
 use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
@@ -193,15 +194,32 @@ impl Containers {
         Ok(c)
     }
 
+    /// Runs `f` with the container's shim, on the blocking pool.
+    /// The future owns what it needs (it can be spawned).
+    fn on_shim<T, F>(
+        &self,
+        rec: &ContainerRecord,
+        f: F,
+    ) -> impl std::future::Future<Output = CriResult<T>> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ShimApi, ShimAddr<'_>) -> CriResult<T> + Send + 'static,
+    {
+        let (shims, socket, id) = (self.shims.clone(), rec.socket.clone(), rec.id.clone());
+        blocking(move || {
+            f(
+                &*shims,
+                ShimAddr {
+                    socket: &socket,
+                    id: &id,
+                },
+            )
+        })
+    }
+
     /// The containers of a pod.
     async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
-        Ok(self
-            .store
-            .containers()
-            .await?
-            .into_iter()
-            .filter(|c| c.pod_id == pod_id)
-            .collect())
+        Ok(self.store.containers_of_pod(pod_id).await?)
     }
 
     /// Undoes one step. Idempotent.
@@ -211,6 +229,13 @@ impl Containers {
         rec: &ContainerRecord,
         step: Step,
     ) -> CriResult<()> {
+        failpoint::hit(match step {
+            Step::Task => "container.undo.task",
+            Step::Shim => "container.undo.shim",
+            Step::Mount => "container.undo.mount",
+            Step::Layer => "container.undo.layer",
+            Step::Bundle => "container.undo.bundle",
+        })?;
         let at = ShimAddr {
             socket: &rec.socket,
             id: &rec.id,

@@ -35,15 +35,8 @@ impl Containers {
                     // Streaming execs of a previous daemon have lost their client.
                     // Listed now, before this daemon can start any; killed in the
                     // background.
-                    let (shims, socket, id) = (self.shims.clone(), c.socket.clone(), c.id.clone());
-                    tokio::spawn(blocking(move || {
-                        reap_stream_execs(
-                            &*shims,
-                            ShimAddr {
-                                socket: &socket,
-                                id: &id,
-                            },
-                        );
+                    tokio::spawn(self.on_shim(&c, |shims, at| {
+                        reap_stream_execs(shims, at);
                         Ok(())
                     }));
                 }

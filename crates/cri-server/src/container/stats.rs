@@ -5,7 +5,6 @@ use k8s_cri::v1 as cri;
 
 use super::Containers;
 use crate::error::CriResult;
-use crate::host::ShimAddr;
 use crate::util::{blocking, now_nanos};
 
 impl Containers {
@@ -23,16 +22,8 @@ impl Containers {
         let ts = now_nanos();
         let u = |value: u64| Some(cri::UInt64Value { value });
         let metrics = if c.state == ContainerState::Running {
-            let (shims, socket, cid) = (self.shims.clone(), c.socket.clone(), c.id.clone());
-            blocking(move || {
-                Ok(shims
-                    .stats(ShimAddr {
-                        socket: &socket,
-                        id: &cid,
-                    })
-                    .ok())
-            })
-            .await?
+            self.on_shim(c, |shims, at| Ok(shims.stats(at).ok()))
+                .await?
         } else {
             None
         };

@@ -106,7 +106,10 @@ impl Namespaces for HelperNamespaces {
     }
 
     fn unpin(&self, dir: &Path) -> CriResult<()> {
-        pinns::unpin(dir).map_err(CriError::io("releasing pod namespaces"))
+        pinns::unpin(dir).map_err(CriError::io(format!(
+            "releasing the pod namespaces pinned in {}",
+            dir.display()
+        )))
     }
 
     fn start_infra<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, CriResult<u32>> {

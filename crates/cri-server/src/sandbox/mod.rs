@@ -36,6 +36,7 @@ use k8s_cri::v1 as cri;
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::host::Namespaces;
 use crate::util::Locks;
 
@@ -157,6 +158,12 @@ impl Sandboxes {
     }
 
     async fn undo(&self, rec: &PodRecord, step: Step) -> CriResult<()> {
+        failpoint::hit(match step {
+            Step::Network => "sandbox.undo.network",
+            Step::Infra(_) => "sandbox.undo.infra",
+            Step::Pinned => "sandbox.undo.pinned",
+            Step::Dir => "sandbox.undo.dir",
+        })?;
         match step {
             Step::Network => match network_request(rec) {
                 Some(net) => Ok(self.network.teardown(&net).await?),

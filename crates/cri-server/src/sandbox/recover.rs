@@ -70,7 +70,7 @@ impl Sandboxes {
             Err(e) => return Err(CriError::io(format!("reading {}", dir.display()))(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(CriError::io("reading pod directories"))?;
+            let entry = entry.map_err(CriError::io(format!("reading {}", dir.display())))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if known.contains(&name) {
                 continue;

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{Sandboxes, Step, network_request, pod_hostname};
 use crate::error::{CriError, CriResult};
+use crate::failpoint;
 use crate::pinns::PinRequest;
 use crate::podfiles::{self, PodFiles};
 use crate::util::{new_id, now_nanos};
@@ -64,6 +65,7 @@ impl Sandboxes {
             Reserve::Done => {}
             Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
         }
+        failpoint::hit("sandbox.run.recorded")?;
         let mut made = Vec::new();
         match self.build(&mut rec, &pod, &mut made).await {
             Ok(()) => {
@@ -114,6 +116,7 @@ impl Sandboxes {
             },
         )
         .map_err(CriError::io("writing pod files"))?;
+        failpoint::hit("sandbox.run.dir")?;
         let req = PinRequest {
             dir: dir.join("ns"),
             net: rec.namespaces.net.is_some(),
@@ -124,6 +127,7 @@ impl Sandboxes {
         if req.net || req.ipc || req.uts {
             self.ns.pin(&req).await?;
             made.push(Step::Pinned);
+            failpoint::hit("sandbox.run.pinned")?;
         }
         if pod.pod_pid {
             let pid = self.ns.start_infra(&dir.join("infra")).await?;
@@ -131,10 +135,12 @@ impl Sandboxes {
             rec.infra_pid = Some(pid);
             // Recorded at once, so that a crash from here on still stops it.
             self.store.update_pod(rec).await?;
+            failpoint::hit("sandbox.run.infra")?;
         }
         if let Some(net) = network_request(rec) {
             let status = self.network.setup(&net).await?;
             made.push(Step::Network);
+            failpoint::hit("sandbox.run.network")?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();
             if !rec.ips.is_empty() {
                 podfiles::write_atomic(
@@ -146,6 +152,6 @@ impl Sandboxes {
         }
         rec.state = PodState::Ready;
         self.store.update_pod(rec).await?;
-        Ok(())
+        failpoint::hit("sandbox.run.ready")
     }
 }

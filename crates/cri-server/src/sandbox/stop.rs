@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::Sandboxes;
 use crate::error::CriResult;
+use crate::failpoint;
 
 impl Sandboxes {
     /// StopPodSandbox: releases the pod's network, infra process and namespaces;
@@ -23,6 +24,7 @@ impl Sandboxes {
             return Ok(());
         }
         self.stop_resources(&rec).await?;
+        failpoint::hit("sandbox.stop.released")?;
         rec.state = PodState::NotReady;
         self.store.update_pod(&rec).await?;
         info!(pod_id = %rec.id, "pod sandbox stopped");
@@ -39,6 +41,7 @@ impl Sandboxes {
             return Ok(());
         };
         self.release(&rec).await?;
+        failpoint::hit("sandbox.remove.released")?;
         self.store.delete_pod(&rec.id).await?;
         info!(pod_id = %rec.id, "pod sandbox removed");
         Ok(())

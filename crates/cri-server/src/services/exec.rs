@@ -1,5 +1,5 @@
-//! ExecSync, and Exec, Attach and PortForward, which validate and hand out a URL on
-//! the streaming server.
+//! Exec, Attach and PortForward: they validate and hand out a URL on the streaming
+//! server.
 
 use crius_store::PodState;
 use k8s_cri::v1 as cri;
@@ -10,15 +10,6 @@ use crate::streaming::Request as Stream;
 use crate::validate;
 
 impl Cri {
-    pub(super) async fn exec_sync(
-        &self,
-        req: cri::ExecSyncRequest,
-    ) -> CriResult<cri::ExecSyncResponse> {
-        self.containers
-            .exec_sync(&req.container_id, req.cmd, req.timeout)
-            .await
-    }
-
     pub(super) async fn exec(&self, req: cri::ExecRequest) -> CriResult<cri::ExecResponse> {
         if req.cmd.is_empty() {
             return Err(CriError::invalid("cmd", "must not be empty"));

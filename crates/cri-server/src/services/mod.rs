@@ -1,18 +1,21 @@
 //! The CRI v1 gRPC services. Every RPC goes through [`call`]: a tracing span naming
 //! the RPC and the pod, container or image it is about, the one conversion of
 //! [`CriError`] to a gRPC status, and a [`CallObserver`] told each call's latency and
-//! outcome. One file per RPC group holds what each RPC does: its validation
-//! (`crate::validate`) and the manager calls, so from an RPC's name a reader reaches
-//! both in one hop:
+//! outcome.
 //!
-//! | RPCs | file |
+//! The `serve!` tables below give, for each RPC, what it is about and its handler:
+//! an RPC that is one manager call is written in the table; the others call a
+//! handler in their group's file, which holds the validation (`crate::validate`) and
+//! the manager calls. From an RPC's name a reader reaches both in one hop:
+//!
+//! | RPCs with a handler of their own | file |
 //! |---|---|
 //! | Version, Status, RuntimeConfig, UpdateRuntimeConfig | `runtime_info.rs` |
-//! | RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox | `sandboxes.rs` |
-//! | CreateContainer, StartContainer, StopContainer, RemoveContainer, ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog | `containers.rs` |
-//! | ExecSync, Exec, Attach, PortForward | `exec.rs` |
-//! | ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats | `stats.rs` |
-//! | ListImages, ImageStatus, PullImage, RemoveImage, ImageFsInfo | `images.rs` |
+//! | RunPodSandbox, StopPodSandbox, RemovePodSandbox | `sandboxes.rs` |
+//! | CreateContainer | `containers.rs` |
+//! | Exec, Attach, PortForward | `exec.rs` |
+//! | ListPodSandboxStats | `stats.rs` |
+//! | ImageStatus (and the image name check of every image RPC) | `images.rs` |
 //!
 //! The RPCs crius does not serve (yet) answer `Unimplemented`, never a fake success.
 
@@ -40,6 +43,7 @@ use crate::container::Containers;
 use crate::error::{CriError, CriResult, status_message};
 use crate::sandbox::Sandboxes;
 use crius_images::Images;
+use images::named;
 
 /// Told the latency and outcome of every CRI call (the metrics endpoint implements
 /// it).
@@ -144,12 +148,14 @@ pub struct ImageApi {
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
-/// The gRPC trait impls: each RPC is one line naming its handler (a method of the
-/// service in its group's file) and what the call is about.
+/// The gRPC trait impls, one line per RPC: its handler (`|s, r|` are the service and
+/// the request) and what the call is about. An RPC that is one manager call is
+/// written here; the others call their handler in the group's file.
 macro_rules! serve {
     (
         impl $trait:ident for $ty:ty {
-            $( $method:ident($req:ident) -> $resp:ident, $rpc:literal, |$r:ident| $subject:expr; )*
+            $( $method:ident($req:ident) -> $resp:ident, $rpc:literal,
+               |$s:ident, $r:ident| $subject:expr => $body:expr; )*
         }
         $($extra:item)*
     ) => {
@@ -160,12 +166,13 @@ macro_rules! serve {
                     &self,
                     request: Request<cri::$req>,
                 ) -> Result<Response<cri::$resp>, Status> {
+                    let $s = self;
                     let $r = request.into_inner();
                     let subject = {
-                        let _ = &$r;
+                        let _ = (&$s, &$r);
                         $subject
                     };
-                    call(&*self.observer, $rpc, subject, self.$method($r)).await
+                    call(&*$s.observer, $rpc, subject, async move { $body }).await
                 }
             )*
             $($extra)*
@@ -175,34 +182,80 @@ macro_rules! serve {
 
 serve! {
     impl RuntimeService for Cri {
-        version(VersionRequest) -> VersionResponse, "Version", |r| Subject::none();
-        status(StatusRequest) -> StatusResponse, "Status", |r| Subject::none();
-        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse, "RuntimeConfig", |r| Subject::none();
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse, "UpdateRuntimeConfig", |r| Subject::none();
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse, "RunPodSandbox", |r| Subject::none();
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse, "StopPodSandbox", |r| Subject::pod(&r.pod_sandbox_id);
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse, "RemovePodSandbox", |r| Subject::pod(&r.pod_sandbox_id);
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse, "PodSandboxStatus", |r| Subject::pod(&r.pod_sandbox_id);
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse, "ListPodSandbox", |r| Subject::none();
-        create_container(CreateContainerRequest) -> CreateContainerResponse, "CreateContainer", |r| Subject::pod(&r.pod_sandbox_id);
-        start_container(StartContainerRequest) -> StartContainerResponse, "StartContainer", |r| Subject::container(&r.container_id);
-        stop_container(StopContainerRequest) -> StopContainerResponse, "StopContainer", |r| Subject::container(&r.container_id);
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse, "RemoveContainer", |r| Subject::container(&r.container_id);
-        list_containers(ListContainersRequest) -> ListContainersResponse, "ListContainers", |r| Subject::none();
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse, "ContainerStatus", |r| Subject::container(&r.container_id);
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse, "UpdateContainerResources", |r| Subject::container(&r.container_id);
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse, "ReopenContainerLog", |r| Subject::container(&r.container_id);
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse, "ExecSync", |r| Subject::container(&r.container_id);
-        exec(ExecRequest) -> ExecResponse, "Exec", |r| Subject::container(&r.container_id);
-        attach(AttachRequest) -> AttachResponse, "Attach", |r| Subject::container(&r.container_id);
-        port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward", |r| Subject::pod(&r.pod_sandbox_id);
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse, "ContainerStats", |r| Subject::container(&r.container_id);
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse, "ListContainerStats", |r| Subject::none();
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse, "PodSandboxStats", |r| Subject::pod(&r.pod_sandbox_id);
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats", |r| Subject::none();
-        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer", |r| Subject::container(&r.container_id);
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors", |r| Subject::none();
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics", |r| Subject::none();
+        version(VersionRequest) -> VersionResponse, "Version",
+            |s, r| Subject::none() => Ok(s.version());
+        status(StatusRequest) -> StatusResponse, "Status",
+            |s, r| Subject::none() => Ok(s.status(r.verbose));
+        runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse, "RuntimeConfig",
+            |s, r| Subject::none() => Ok(s.runtime_config());
+        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse, "UpdateRuntimeConfig",
+            |s, r| Subject::none() => Ok(s.update_runtime_config(r));
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse, "RunPodSandbox",
+            |s, r| Subject::none() => s.run_pod_sandbox(r).await;
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse, "StopPodSandbox",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => s.stop_pod_sandbox(r).await;
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse, "RemovePodSandbox",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => s.remove_pod_sandbox(r).await;
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse, "PodSandboxStatus",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => s.sandboxes.status(&r.pod_sandbox_id, r.verbose).await;
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse, "ListPodSandbox",
+            |s, r| Subject::none() => Ok(cri::ListPodSandboxResponse { items: s.sandboxes.list(r.filter).await? });
+        create_container(CreateContainerRequest) -> CreateContainerResponse, "CreateContainer",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => s.create_container(r).await;
+        start_container(StartContainerRequest) -> StartContainerResponse, "StartContainer",
+            |s, r| Subject::container(&r.container_id) => {
+                s.containers.start(&r.container_id).await?;
+                Ok(cri::StartContainerResponse {})
+            };
+        stop_container(StopContainerRequest) -> StopContainerResponse, "StopContainer",
+            |s, r| Subject::container(&r.container_id) => {
+                s.containers.stop(&r.container_id, r.timeout).await?;
+                Ok(cri::StopContainerResponse {})
+            };
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse, "RemoveContainer",
+            |s, r| Subject::container(&r.container_id) => {
+                s.containers.remove(&r.container_id).await?;
+                Ok(cri::RemoveContainerResponse {})
+            };
+        list_containers(ListContainersRequest) -> ListContainersResponse, "ListContainers",
+            |s, r| Subject::none() => Ok(cri::ListContainersResponse { containers: s.containers.list(r.filter).await? });
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse, "ContainerStatus",
+            |s, r| Subject::container(&r.container_id) => s.containers.status(&r.container_id, r.verbose).await;
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse, "UpdateContainerResources",
+            |s, r| Subject::container(&r.container_id) => {
+                s.containers.update(&r.container_id, r.linux).await?;
+                Ok(cri::UpdateContainerResourcesResponse {})
+            };
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse, "ReopenContainerLog",
+            |s, r| Subject::container(&r.container_id) => {
+                s.containers.reopen_log(&r.container_id).await?;
+                Ok(cri::ReopenContainerLogResponse {})
+            };
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse, "ExecSync",
+            |s, r| Subject::container(&r.container_id) => s.containers.exec_sync(&r.container_id, r.cmd, r.timeout).await;
+        exec(ExecRequest) -> ExecResponse, "Exec",
+            |s, r| Subject::container(&r.container_id) => s.exec(r).await;
+        attach(AttachRequest) -> AttachResponse, "Attach",
+            |s, r| Subject::container(&r.container_id) => s.attach(r).await;
+        port_forward(PortForwardRequest) -> PortForwardResponse, "PortForward",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => s.port_forward(r).await;
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse, "ContainerStats",
+            |s, r| Subject::container(&r.container_id) => Ok(cri::ContainerStatsResponse { stats: Some(s.containers.stats(&r.container_id).await?) });
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse, "ListContainerStats",
+            |s, r| Subject::none() => Ok(cri::ListContainerStatsResponse { stats: s.containers.list_stats(r.filter).await? });
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse, "PodSandboxStats",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => {
+                let pod = s.sandboxes.must(&r.pod_sandbox_id).await?;
+                Ok(cri::PodSandboxStatsResponse { stats: Some(s.containers.pod_stats(&pod).await?) })
+            };
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats",
+            |s, r| Subject::none() => s.list_pod_sandbox_stats(r).await;
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer",
+            |s, r| Subject::container(&r.container_id) => unimplemented("CheckpointContainer");
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors",
+            |s, r| Subject::none() => unimplemented("ListMetricDescriptors");
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics",
+            |s, r| Subject::none() => unimplemented("ListPodSandboxMetrics");
     }
 
     type GetContainerEventsStream = EventStream;
@@ -219,11 +272,23 @@ serve! {
 
 serve! {
     impl ImageService for ImageApi {
-        list_images(ListImagesRequest) -> ListImagesResponse, "ListImages", |r| Subject::image(r.filter.as_ref().and_then(|f| f.image.as_ref()));
-        image_status(ImageStatusRequest) -> ImageStatusResponse, "ImageStatus", |r| Subject::image(r.image.as_ref());
-        pull_image(PullImageRequest) -> PullImageResponse, "PullImage", |r| Subject::image(r.image.as_ref());
-        remove_image(RemoveImageRequest) -> RemoveImageResponse, "RemoveImage", |r| Subject::image(r.image.as_ref());
-        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo", |r| Subject::none();
+        list_images(ListImagesRequest) -> ListImagesResponse, "ListImages",
+            |s, r| Subject::image(r.filter.as_ref().and_then(|f| f.image.as_ref()))
+            => Ok(cri::ListImagesResponse { images: s.images.list(r.filter).await? });
+        image_status(ImageStatusRequest) -> ImageStatusResponse, "ImageStatus",
+            |s, r| Subject::image(r.image.as_ref()) => s.image_status(r).await;
+        pull_image(PullImageRequest) -> PullImageResponse, "PullImage",
+            |s, r| Subject::image(r.image.as_ref()) => {
+                let image_ref = s.images.pull(&named(r.image)?, r.auth.as_ref()).await?;
+                Ok(cri::PullImageResponse { image_ref })
+            };
+        remove_image(RemoveImageRequest) -> RemoveImageResponse, "RemoveImage",
+            |s, r| Subject::image(r.image.as_ref()) => {
+                s.images.remove(&named(r.image)?).await?;
+                Ok(cri::RemoveImageResponse {})
+            };
+        image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo",
+            |s, r| Subject::none() => Ok(s.images.fs_info(s.config.state_dir.clone()).await?);
     }
 }
 

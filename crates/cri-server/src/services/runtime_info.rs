@@ -1,13 +1,11 @@
-//! Version, Status, RuntimeConfig, UpdateRuntimeConfig, and the runtime RPCs crius
-//! does not serve.
+//! Version, Status, RuntimeConfig, UpdateRuntimeConfig.
 
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 
-use super::{Cri, unimplemented};
+use super::Cri;
 use crate::config::CgroupDriver;
-use crate::error::CriResult;
 use crate::util::find_binary;
 
 /// The runtime name reported by `Version`.
@@ -26,21 +24,18 @@ fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> cri::Runti
 }
 
 impl Cri {
-    pub(super) async fn version(
-        &self,
-        _req: cri::VersionRequest,
-    ) -> CriResult<cri::VersionResponse> {
-        Ok(cri::VersionResponse {
+    pub(super) fn version(&self) -> cri::VersionResponse {
+        cri::VersionResponse {
             version: "0.1.0".to_string(),
             runtime_name: RUNTIME_NAME.to_string(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             runtime_api_version: RUNTIME_API_VERSION.to_string(),
-        })
+        }
     }
 
     /// RuntimeReady: the default handler's OCI runtime is installed. NetworkReady: as
     /// the network backend says.
-    pub(super) async fn status(&self, req: cri::StatusRequest) -> CriResult<cri::StatusResponse> {
+    pub(super) fn status(&self, verbose: bool) -> cri::StatusResponse {
         let default = &self.config.default_runtime;
         let handler = self.config.runtimes.get(default);
         let runtime = match handler.and_then(|h| find_binary(&h.path)) {
@@ -71,10 +66,10 @@ impl Cri {
             })
             .collect();
         let mut info = HashMap::new();
-        if req.verbose {
+        if verbose {
             info.insert("config".to_string(), self.verbose_config().to_string());
         }
-        Ok(cri::StatusResponse {
+        cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![runtime, network],
             }),
@@ -83,7 +78,7 @@ impl Cri {
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: false,
             }),
-        })
+        }
     }
 
     /// The effective configuration, for verbose Status.
@@ -110,55 +105,31 @@ impl Cri {
         })
     }
 
-    pub(super) async fn runtime_config(
-        &self,
-        _req: cri::RuntimeConfigRequest,
-    ) -> CriResult<cri::RuntimeConfigResponse> {
+    pub(super) fn runtime_config(&self) -> cri::RuntimeConfigResponse {
         let driver = match self.config.cgroup_driver() {
             CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
             CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
         };
-        Ok(cri::RuntimeConfigResponse {
+        cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
                 cgroup_driver: driver as i32,
             }),
-        })
+        }
     }
 
     /// The kubelet sends the node's pod CIDR here. The built-in bridge takes its
     /// subnet from the configuration and CNI plugins from theirs, so it is logged and
     /// nothing changes — the truth, not a fake.
-    pub(super) async fn update_runtime_config(
+    pub(super) fn update_runtime_config(
         &self,
         req: cri::UpdateRuntimeConfigRequest,
-    ) -> CriResult<cri::UpdateRuntimeConfigResponse> {
+    ) -> cri::UpdateRuntimeConfigResponse {
         let cidr = req
             .runtime_config
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
         tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig: the pod CIDR is not used (the network backend has its own)");
-        Ok(cri::UpdateRuntimeConfigResponse {})
-    }
-
-    pub(super) async fn checkpoint_container(
-        &self,
-        _req: cri::CheckpointContainerRequest,
-    ) -> CriResult<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
-    }
-
-    pub(super) async fn list_metric_descriptors(
-        &self,
-        _req: cri::ListMetricDescriptorsRequest,
-    ) -> CriResult<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
-    }
-
-    pub(super) async fn list_pod_sandbox_metrics(
-        &self,
-        _req: cri::ListPodSandboxMetricsRequest,
-    ) -> CriResult<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        cri::UpdateRuntimeConfigResponse {}
     }
 }

@@ -1,4 +1,5 @@
-//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox (StopPodSandbox and RemovePodSandbox
+//! first stop or remove the pod's containers).
 
 use k8s_cri::v1 as cri;
 
@@ -42,22 +43,5 @@ impl Cri {
         }
         self.sandboxes.remove(&req.pod_sandbox_id).await?;
         Ok(cri::RemovePodSandboxResponse {})
-    }
-
-    pub(super) async fn pod_sandbox_status(
-        &self,
-        req: cri::PodSandboxStatusRequest,
-    ) -> CriResult<cri::PodSandboxStatusResponse> {
-        self.sandboxes
-            .status(&req.pod_sandbox_id, req.verbose)
-            .await
-    }
-
-    pub(super) async fn list_pod_sandbox(
-        &self,
-        req: cri::ListPodSandboxRequest,
-    ) -> CriResult<cri::ListPodSandboxResponse> {
-        let items = self.sandboxes.list(req.filter).await?;
-        Ok(cri::ListPodSandboxResponse { items })
     }
 }

@@ -1,4 +1,4 @@
-//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats.
+//! ListPodSandboxStats.
 
 use k8s_cri::v1 as cri;
 
@@ -6,31 +6,6 @@ use super::Cri;
 use crate::error::CriResult;
 
 impl Cri {
-    pub(super) async fn container_stats(
-        &self,
-        req: cri::ContainerStatsRequest,
-    ) -> CriResult<cri::ContainerStatsResponse> {
-        let stats = self.containers.stats(&req.container_id).await?;
-        Ok(cri::ContainerStatsResponse { stats: Some(stats) })
-    }
-
-    pub(super) async fn list_container_stats(
-        &self,
-        req: cri::ListContainerStatsRequest,
-    ) -> CriResult<cri::ListContainerStatsResponse> {
-        let stats = self.containers.list_stats(req.filter).await?;
-        Ok(cri::ListContainerStatsResponse { stats })
-    }
-
-    pub(super) async fn pod_sandbox_stats(
-        &self,
-        req: cri::PodSandboxStatsRequest,
-    ) -> CriResult<cri::PodSandboxStatsResponse> {
-        let pod = self.sandboxes.must(&req.pod_sandbox_id).await?;
-        let stats = self.containers.pod_stats(&pod).await?;
-        Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
-    }
-
     /// The stats of every pod the filter selects (by id prefix and labels).
     pub(super) async fn list_pod_sandbox_stats(
         &self,

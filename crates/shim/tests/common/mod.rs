@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crius_shim::client::{self, ProcessStatus, Shim, StartOptions};
+pub use crius_testkit::Runtime;
 use serde_json::json;
 
 /// The shim under test: this build's, or `CRIUS_SHIM_BIN` (e.g. a release build, to
@@ -29,39 +30,12 @@ pub fn require_root() {
     assert_eq!(uid, "0", "crius-shim integration tests must run as root");
 }
 
-pub fn runtime_path(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("OCI runtime {name} is not installed");
-}
-
-/// The runtime binary to hand the shim. runc is used as installed. crun 1.8.1 refuses
-/// to run at all on this host's hybrid cgroup layout ("cgroups in hybrid mode not
-/// supported, drop all controllers from cgroupv2": hugetlb is left on the cgroup2
-/// mount), even with `--cgroup-manager=disabled`. Rather than change the shared host,
-/// crun runs through a wrapper that hides /sys/fs/cgroup/unified in a private mount
-/// namespace, so crun sees a pure cgroup v1 host; it is still the real crun doing
-/// everything.
-pub fn runtime_for(name: &str, dir: &Path) -> PathBuf {
-    let real = runtime_path(name);
-    if name != "crun" {
-        return real;
-    }
-    let wrapper = dir.join("crun-v1");
-    let script = format!(
-        "#!/bin/sh\nexec unshare --mount --propagation private /bin/sh -c \
-         'umount /sys/fs/cgroup/unified 2>/dev/null; exec {} \"$@\"' crun \"$@\"\n",
-        real.display()
-    );
-    std::fs::write(&wrapper, script).unwrap();
-    let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&wrapper, perm).unwrap();
-    wrapper
+/// The runtime binary to hand the shim (see [`Runtime::executable_in`]: crun runs
+/// through a wrapper written into `dir`).
+pub fn runtime_for(runtime: Runtime, dir: &Path) -> PathBuf {
+    runtime
+        .executable_in(dir)
+        .unwrap_or_else(|e| panic!("the {runtime} runtime for the tests: {e}"))
 }
 
 pub struct Fixture {
@@ -79,7 +53,7 @@ pub const APPLETS: &[&str] = &[
 
 impl Fixture {
     /// A bundle whose container runs `args`.
-    pub fn new(runtime: &str, args: &[&str]) -> Fixture {
+    pub fn new(runtime: Runtime, args: &[&str]) -> Fixture {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("crius-shim-t")
@@ -108,6 +82,11 @@ impl Fixture {
         let fx = Fixture { dir, id, runtime };
         fx.write_config(args, false);
         fx
+    }
+
+    /// A bundle whose container runs `sh -c <script>` (busybox's shell).
+    pub fn sh(runtime: Runtime, script: &str) -> Fixture {
+        Fixture::new(runtime, &["sh", "-c", script])
     }
 
     pub fn bundle(&self) -> PathBuf {
@@ -197,6 +176,29 @@ impl Fixture {
 
     pub fn start_shim(&self) -> Shim {
         client::start(&self.start_options()).unwrap()
+    }
+
+    /// A FIFO `stdin.fifo` in the test's directory, for a process's stdin.
+    pub fn stdin_fifo(&self) -> PathBuf {
+        let path = self.dir.path().join("stdin.fifo");
+        mkfifo(&path);
+        path
+    }
+
+    /// A shim with the container created (its output to the CRI log) and started.
+    pub fn start_running(&self) -> Shim {
+        let shim = self.start_shim();
+        shim.create(&client::ProcessIo::default()).unwrap();
+        shim.start("").unwrap();
+        shim
+    }
+
+    /// Deletes the exited container, shuts the shim down, and checks that nothing is
+    /// left ([`assert_clean`](Self::assert_clean)).
+    pub fn delete_and_clean(self, shim: &Shim) {
+        shim.delete("").unwrap();
+        shim.shutdown(false).unwrap();
+        self.assert_clean();
     }
 
     /// Checks that no process, mount or cgroup of this test is left; then removes the dir.
@@ -347,6 +349,23 @@ pub fn join_lines(
     lines
 }
 
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// Process I/O with stdin from the FIFO at `path` (output to the CRI log).
+pub fn stdin_io(path: &Path) -> client::ProcessIo {
+    client::ProcessIo {
+        stdin: path.display().to_string(),
+        ..Default::default()
+    }
+}
+
 /// A process spec for exec.
 pub fn process_json(args: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -358,23 +377,4 @@ pub fn process_json(args: &[&str]) -> Vec<u8> {
         "noNewPrivileges": true
     }))
     .unwrap()
-}
-
-/// For each `name`, generates tests `name::runc` and `name::crun` calling `name(runtime)`.
-#[macro_export]
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn runc() {
-                    super::$name("runc")
-                }
-                #[test]
-                fn crun() {
-                    super::$name("crun")
-                }
-            }
-        )*
-    };
 }

@@ -66,10 +66,7 @@ impl IncomingStream {
         validate_headers(&headers).map_err(SessionError::InvalidHeaders)?;
         let shared = &self.guard.shared;
         let done = {
-            let mut inner = lock(&shared.inner);
-            if !inner.can_send() {
-                return Err(SessionError::Closed);
-            }
+            let mut inner = shared.lock_to_send()?;
             let done = {
                 let mut st = lock(&self.cell.state);
                 if let Some(reset) = st.reset {

@@ -217,10 +217,7 @@ impl Session {
         let shared = self.shared();
         let (tx, rx) = oneshot::channel();
         let cell = {
-            let mut inner = lock(&shared.inner);
-            if !inner.can_send() {
-                return Err(SessionError::Closed);
-            }
+            let mut inner = shared.lock_to_send()?;
             if inner.goaway_sent || inner.goaway_received {
                 return Err(SessionError::GoingAway);
             }
@@ -320,10 +317,7 @@ impl Session {
         let shared = self.shared();
         let (tx, rx) = oneshot::channel();
         let id = {
-            let mut inner = lock(&shared.inner);
-            if !inner.can_send() {
-                return Err(SessionError::Closed);
-            }
+            let mut inner = shared.lock_to_send()?;
             let id = inner.next_ping;
             // Keep the parity; skip 0 (spdystream refuses PING id 0).
             inner.next_ping = match id.wrapping_add(2) {

@@ -340,6 +340,16 @@ impl Shared {
         lock(&self.inner).streams.get(&id).cloned()
     }
 
+    /// Locks the session state to queue something the user asked for;
+    /// [`SessionError::Closed`] once frames can no longer be queued.
+    pub(super) fn lock_to_send(&self) -> Result<MutexGuard<'_, Inner>, SessionError> {
+        let inner = lock(&self.inner);
+        if !inner.can_send() {
+            return Err(SessionError::Closed);
+        }
+        Ok(inner)
+    }
+
     /// Called by each task as it finishes.
     pub(super) fn task_exited(&self) {
         if self.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -33,15 +33,18 @@ enum ReadEnd {
 /// Reads frames and dispatches them until EOF, an error, or the session
 /// leaving [`Phase::Running`].
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
-    let mut phase = shared.phase.subscribe();
+    let mut r = Reader {
+        phase: shared.phase.subscribe(),
+        shared,
+    };
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; READ_BUF];
     let end = 'session: loop {
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    shared.touch();
-                    match handle_frame(&shared, frame, &mut phase).await {
+                    r.shared.touch();
+                    match r.handle_frame(frame).await {
                         Flow::Continue => {}
                         Flow::Stop => break 'session ReadEnd::Stopped,
                         Flow::ProtocolError => break 'session ReadEnd::ProtocolError,
@@ -51,9 +54,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd:
                 Err(e) => match e.stream_id() {
                     // A stream error: the decoder stays usable.
                     Some(id) => {
-                        if let Flow::Stop =
-                            stream_error(&shared, id, RstStatus::PROTOCOL_ERROR, &mut phase).await
-                        {
+                        if let Flow::Stop = r.stream_error(id, RstStatus::PROTOCOL_ERROR).await {
                             break 'session ReadEnd::Stopped;
                         }
                     }
@@ -63,7 +64,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd:
         }
         tokio::select! {
             biased;
-            _ = phase.wait_for(|p| *p != Phase::Running) => break ReadEnd::Stopped,
+            _ = r.phase.wait_for(|p| *p != Phase::Running) => break ReadEnd::Stopped,
             read = rd.read(&mut buf) => match read {
                 Ok(0) => break ReadEnd::Eof,
                 Ok(n) => decoder.feed(buf.get(..n).unwrap_or_default()),
@@ -71,6 +72,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd:
             },
         }
     };
+    let shared = r.shared;
     match end {
         ReadEnd::Eof => shared.end(End::Clean, Phase::Abort),
         ReadEnd::Io => shared.end(End::Failed, Phase::Abort),
@@ -169,118 +171,171 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn handle_frame(
-    shared: &Arc<Shared>,
-    frame: Frame,
-    phase: &mut watch::Receiver<Phase>,
-) -> Flow {
-    match frame {
-        Frame::Data(data) => on_data(shared, data, phase).await,
-        Frame::SynStream(syn) => on_syn_stream(shared, syn, phase).await,
-        Frame::SynReply(reply) => on_syn_reply(shared, reply, phase).await,
-        Frame::RstStream(rst) => {
-            if let Some(cell) = shared.stream(rst.stream_id) {
-                shared.reset_stream(
-                    &cell,
-                    rst.status,
-                    true,
-                    false,
-                    SessionError::Reset(rst.status),
-                );
-            }
-            Flow::Continue
-        }
-        Frame::Headers(headers) => {
-            // Extra headers are not surfaced; only their FIN matters.
-            if headers.fin {
-                if let Some(cell) = shared.stream(headers.stream_id) {
-                    shared.remote_fin(&cell);
-                }
-            }
-            Flow::Continue
-        }
-        Frame::Ping(ping) => {
-            if ping.id % 2 == shared.own_parity() {
-                let waiter = lock(&shared.inner).pings.remove(&ping.id);
-                if let Some(tx) = waiter {
-                    let _ = tx.send(());
+/// What the reader task's frame handlers work with.
+struct Reader {
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Reader {
+    async fn handle_frame(&mut self, frame: Frame) -> Flow {
+        match frame {
+            Frame::Data(data) => self.on_data(data).await,
+            Frame::SynStream(syn) => self.on_syn_stream(syn).await,
+            Frame::SynReply(reply) => self.on_syn_reply(reply).await,
+            Frame::RstStream(rst) => {
+                if let Some(cell) = self.shared.stream(rst.stream_id) {
+                    self.shared.reset_stream(
+                        &cell,
+                        rst.status,
+                        true,
+                        false,
+                        SessionError::Reset(rst.status),
+                    );
                 }
                 Flow::Continue
-            } else {
-                let echo = Frame::Ping(Ping { id: ping.id });
-                continue_unless_stopped(shared.push_control_bounded(echo, phase).await)
+            }
+            Frame::Headers(headers) => {
+                // Extra headers are not surfaced; only their FIN matters.
+                if headers.fin {
+                    if let Some(cell) = self.shared.stream(headers.stream_id) {
+                        self.shared.remote_fin(&cell);
+                    }
+                }
+                Flow::Continue
+            }
+            Frame::Ping(ping) => {
+                if ping.id % 2 == self.shared.own_parity() {
+                    let waiter = lock(&self.shared.inner).pings.remove(&ping.id);
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(());
+                    }
+                    Flow::Continue
+                } else {
+                    let echo = Frame::Ping(Ping { id: ping.id });
+                    continue_unless_stopped(
+                        self.shared
+                            .push_control_bounded(echo, &mut self.phase)
+                            .await,
+                    )
+                }
+            }
+            Frame::GoAway(goaway) => {
+                on_goaway(&self.shared, goaway.last_good_stream_id);
+                Flow::Continue
+            }
+            // We do not enforce send windows (spdystream never sends
+            // WINDOW_UPDATE), so neither SETTINGS nor WINDOW_UPDATE change anything.
+            Frame::Settings(_) | Frame::WindowUpdate(_) => Flow::Continue,
+        }
+    }
+
+    /// Answers a stream-level problem with RST_STREAM `status`.
+    async fn stream_error(&mut self, id: u32, status: RstStatus) -> Flow {
+        if let Some(cell) = self.shared.stream(id) {
+            self.shared
+                .reset_stream(&cell, status, false, false, SessionError::Reset(status));
+        }
+        let rst = Frame::RstStream(RstStream {
+            stream_id: id,
+            status,
+        });
+        continue_unless_stopped(self.shared.push_control_bounded(rst, &mut self.phase).await)
+    }
+
+    async fn on_data(&mut self, data: Data) -> Flow {
+        let Some(cell) = self.shared.stream(data.stream_id) else {
+            return self
+                .stream_error(data.stream_id, RstStatus::INVALID_STREAM)
+                .await;
+        };
+        if lock(&cell.state).remote_fin {
+            return self
+                .stream_error(cell.id, RstStatus::STREAM_ALREADY_CLOSED)
+                .await;
+        }
+        let fin = data.fin;
+        let len = data.data.len();
+        if len > 0 {
+            let mut payload = Some(data.data);
+            loop {
+                match buffer_data(&cell, &mut payload, self.shared.cfg.max_stream_buffer) {
+                    Buffered::Stored(waker) => {
+                        if let Some(w) = waker {
+                            w.wake();
+                        }
+                        break;
+                    }
+                    Buffered::Discarded(delta) => {
+                        self.shared.consumed(cell.id, delta, len);
+                        break;
+                    }
+                    Buffered::Gone => return Flow::Continue,
+                    Buffered::Full => {
+                        // Head-of-line blocking, as in spdystream: wait for this
+                        // stream's reader before reading further frames.
+                        tokio::select! {
+                            () = self.shared.reader_wake.notified() => {}
+                            _ = self.phase.wait_for(|p| *p != Phase::Running) => return Flow::Stop,
+                        }
+                    }
+                }
             }
         }
-        Frame::GoAway(goaway) => {
-            on_goaway(shared, goaway.last_good_stream_id);
-            Flow::Continue
+        if fin {
+            self.shared.remote_fin(&cell);
         }
-        // We do not enforce send windows (spdystream never sends
-        // WINDOW_UPDATE), so neither SETTINGS nor WINDOW_UPDATE change anything.
-        Frame::Settings(_) | Frame::WindowUpdate(_) => Flow::Continue,
+        Flow::Continue
+    }
+
+    async fn on_syn_stream(&mut self, syn: SynStream) -> Flow {
+        let id = syn.stream_id;
+        match admit(&self.shared, syn) {
+            Admit::Accepted => Flow::Continue,
+            Admit::ProtocolError => Flow::ProtocolError,
+            Admit::Refused => {
+                let rst = Frame::RstStream(RstStream {
+                    stream_id: id,
+                    status: RstStatus::REFUSED_STREAM,
+                });
+                continue_unless_stopped(
+                    self.shared.push_control_bounded(rst, &mut self.phase).await,
+                )
+            }
+        }
+    }
+
+    async fn on_syn_reply(&mut self, reply: SynReply) -> Flow {
+        let Some(cell) = self.shared.stream(reply.stream_id) else {
+            // Most likely a stream we reset meanwhile.
+            return Flow::Continue;
+        };
+        if cell.id % 2 != self.shared.own_parity() {
+            return self.stream_error(cell.id, RstStatus::PROTOCOL_ERROR).await;
+        }
+        let (tx, done) = {
+            let mut st = lock(&cell.state);
+            let tx = st.pending_reply.take();
+            if tx.is_some() && reply.fin {
+                st.remote_fin = true;
+            }
+            (tx, st.done())
+        };
+        let Some(tx) = tx else {
+            return self.stream_error(cell.id, RstStatus::STREAM_IN_USE).await;
+        };
+        if tx.send(Ok(reply.headers)).is_err() {
+            // open_stream was cancelled; its guard resets the stream.
+        }
+        if done {
+            self.shared.remove(&cell);
+        }
+        Flow::Continue
     }
 }
 
 fn continue_unless_stopped(pushed: bool) -> Flow {
     if pushed { Flow::Continue } else { Flow::Stop }
-}
-
-/// Answers a stream-level problem with RST_STREAM `status`.
-async fn stream_error(
-    shared: &Arc<Shared>,
-    id: u32,
-    status: RstStatus,
-    phase: &mut watch::Receiver<Phase>,
-) -> Flow {
-    if let Some(cell) = shared.stream(id) {
-        shared.reset_stream(&cell, status, false, false, SessionError::Reset(status));
-    }
-    let rst = Frame::RstStream(RstStream {
-        stream_id: id,
-        status,
-    });
-    continue_unless_stopped(shared.push_control_bounded(rst, phase).await)
-}
-
-async fn on_data(shared: &Arc<Shared>, data: Data, phase: &mut watch::Receiver<Phase>) -> Flow {
-    let Some(cell) = shared.stream(data.stream_id) else {
-        return stream_error(shared, data.stream_id, RstStatus::INVALID_STREAM, phase).await;
-    };
-    if lock(&cell.state).remote_fin {
-        return stream_error(shared, cell.id, RstStatus::STREAM_ALREADY_CLOSED, phase).await;
-    }
-    let fin = data.fin;
-    let len = data.data.len();
-    if len > 0 {
-        let mut payload = Some(data.data);
-        loop {
-            match buffer_data(&cell, &mut payload, shared.cfg.max_stream_buffer) {
-                Buffered::Stored(waker) => {
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    break;
-                }
-                Buffered::Discarded(delta) => {
-                    shared.consumed(cell.id, delta, len);
-                    break;
-                }
-                Buffered::Gone => return Flow::Continue,
-                Buffered::Full => {
-                    // Head-of-line blocking, as in spdystream: wait for this
-                    // stream's reader before reading further frames.
-                    tokio::select! {
-                        () = shared.reader_wake.notified() => {}
-                        _ = phase.wait_for(|p| *p != Phase::Running) => return Flow::Stop,
-                    }
-                }
-            }
-        }
-    }
-    if fin {
-        shared.remote_fin(&cell);
-    }
-    Flow::Continue
 }
 
 enum Buffered {
@@ -314,25 +369,6 @@ fn buffer_data(cell: &StreamCell, payload: &mut Option<Vec<u8>>, max: usize) -> 
     }
     st.reader_task_waiting = true;
     Buffered::Full
-}
-
-async fn on_syn_stream(
-    shared: &Arc<Shared>,
-    syn: SynStream,
-    phase: &mut watch::Receiver<Phase>,
-) -> Flow {
-    let id = syn.stream_id;
-    match admit(shared, syn) {
-        Admit::Accepted => Flow::Continue,
-        Admit::ProtocolError => Flow::ProtocolError,
-        Admit::Refused => {
-            let rst = Frame::RstStream(RstStream {
-                stream_id: id,
-                status: RstStatus::REFUSED_STREAM,
-            });
-            continue_unless_stopped(shared.push_control_bounded(rst, phase).await)
-        }
-    }
 }
 
 enum Admit {
@@ -381,38 +417,6 @@ fn admit(shared: &Arc<Shared>, syn: SynStream) -> Admit {
     // stream, which refuses it.
     let _ = tx.send(IncomingStream::new(guard, cell, syn.headers));
     Admit::Accepted
-}
-
-async fn on_syn_reply(
-    shared: &Arc<Shared>,
-    reply: SynReply,
-    phase: &mut watch::Receiver<Phase>,
-) -> Flow {
-    let Some(cell) = shared.stream(reply.stream_id) else {
-        // Most likely a stream we reset meanwhile.
-        return Flow::Continue;
-    };
-    if cell.id % 2 != shared.own_parity() {
-        return stream_error(shared, cell.id, RstStatus::PROTOCOL_ERROR, phase).await;
-    }
-    let (tx, done) = {
-        let mut st = lock(&cell.state);
-        let tx = st.pending_reply.take();
-        if tx.is_some() && reply.fin {
-            st.remote_fin = true;
-        }
-        (tx, st.done())
-    };
-    let Some(tx) = tx else {
-        return stream_error(shared, cell.id, RstStatus::STREAM_IN_USE, phase).await;
-    };
-    if tx.send(Ok(reply.headers)).is_err() {
-        // open_stream was cancelled; its guard resets the stream.
-    }
-    if done {
-        shared.remove(&cell);
-    }
-    Flow::Continue
 }
 
 fn on_goaway(shared: &Arc<Shared>, last_good: u32) {

@@ -834,7 +834,7 @@ async fn bad_header_block_resets_only_that_stream() {
     let (server, mut incoming, mut peer) = raw(Role::Server, SessionConfig::default());
     // Upper-case header names are a stream error; encode one by hand
     // through the shared compression context.
-    let mut deflater = crate::compress::Deflater::new();
+    let mut deflater = crate::compress::Deflater::default();
     let mut block = Vec::new();
     block.extend_from_slice(&1u32.to_be_bytes());
     block.extend_from_slice(&4u32.to_be_bytes());

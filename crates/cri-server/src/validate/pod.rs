@@ -1,22 +1,13 @@
-//! Validation of what the kubelet sends, before anything is made.
-//!
-//! Every refusal names the request field (`config.metadata.name`) and the problem.
-//! The rules refuse only what would break crius or the node (a `/` or NUL where a
-//! path component or file line is made from the value, an unparsable DNS server):
-//! everything the kubelet and crictl's example configs send passes.
+//! RunPodSandbox: the checks of a pod sandbox request, before anything is made.
 
 use std::net::IpAddr;
 
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, Protocol};
+use k8s_cri::v1::{
+    DnsConfig, LinuxPodSandboxConfig, NamespaceMode, PodSandboxConfig, PortMapping, Protocol,
+};
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
-
-mod container;
-mod exec;
-
-pub use container::{ValidContainer, create_container};
-pub use exec::{port_forward, streams};
 
 /// Longest accepted metadata value (Kubernetes object names are at most 253).
 const MAX_NAME: usize = 253;
@@ -103,30 +94,7 @@ pub fn pod_sandbox(
     component("config.metadata.name", &metadata.name, false)?;
     component("config.metadata.namespace", &metadata.namespace, false)?;
     component("config.metadata.uid", &metadata.uid, false)?;
-
-    if !config.hostname.is_empty() {
-        if config.hostname.len() > MAX_HOSTNAME {
-            return Err(CriError::invalid(
-                "config.hostname",
-                format!(
-                    "is {} bytes long; at most {MAX_HOSTNAME} are allowed",
-                    config.hostname.len()
-                ),
-            ));
-        }
-        if config
-            .hostname
-            .contains(|c: char| c == '\0' || c == '/' || c.is_whitespace())
-        {
-            return Err(CriError::invalid(
-                "config.hostname",
-                format!(
-                    "{:?} must not contain NUL, '/' or white space",
-                    config.hostname
-                ),
-            ));
-        }
-    }
+    hostname(&config.hostname)?;
     if !config.log_directory.is_empty() {
         no_line_breaks("config.log_directory", &config.log_directory)?;
         if !config.log_directory.starts_with('/') {
@@ -137,101 +105,16 @@ pub fn pod_sandbox(
         }
     }
     if let Some(dns) = &config.dns_config {
-        for (i, server) in dns.servers.iter().enumerate() {
-            if server.parse::<IpAddr>().is_err() {
-                return Err(CriError::invalid(
-                    format!("config.dns_config.servers[{i}]"),
-                    format!("{server:?} is not an IP address"),
-                ));
-            }
-        }
-        for (i, search) in dns.searches.iter().enumerate() {
-            if search.is_empty() || search.contains(|c: char| c == '\0' || c.is_whitespace()) {
-                return Err(CriError::invalid(
-                    format!("config.dns_config.searches[{i}]"),
-                    format!("{search:?} must be a non-empty domain without white space"),
-                ));
-            }
-        }
-        for (i, option) in dns.options.iter().enumerate() {
-            no_line_breaks(&format!("config.dns_config.options[{i}]"), option)?;
-        }
+        dns_config(dns)?;
     }
     for (i, pm) in config.port_mappings.iter().enumerate() {
-        let field = |f: &str| format!("config.port_mappings[{i}].{f}");
-        if Protocol::try_from(pm.protocol).is_err() {
-            return Err(CriError::invalid(
-                field("protocol"),
-                format!("unknown protocol {}", pm.protocol),
-            ));
-        }
-        if !(1..=65535).contains(&pm.container_port) {
-            return Err(CriError::invalid(
-                field("container_port"),
-                format!("{} is not a port number (1-65535)", pm.container_port),
-            ));
-        }
-        if !(0..=65535).contains(&pm.host_port) {
-            return Err(CriError::invalid(
-                field("host_port"),
-                format!("{} is not a port number (0-65535)", pm.host_port),
-            ));
-        }
-        if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
-            return Err(CriError::invalid(
-                field("host_ip"),
-                format!("{:?} is not an IP address", pm.host_ip),
-            ));
-        }
+        port_mapping(i, pm)?;
     }
-    let mut host_network = false;
-    let mut host_ipc = false;
-    let mut pod_pid = false;
-    if let Some(linux) = &config.linux {
-        if linux.cgroup_parent.contains('\0') {
-            return Err(CriError::invalid(
-                "config.linux.cgroup_parent",
-                "must not contain a NUL byte",
-            ));
-        }
-        if let Some(ns) = linux
-            .security_context
-            .as_ref()
-            .and_then(|s| s.namespace_options.as_ref())
-        {
-            let prefix = "config.linux.security_context.namespace_options";
-            host_network =
-                namespace_mode(&format!("{prefix}.network"), ns.network)? == NamespaceMode::Node;
-            host_ipc = namespace_mode(&format!("{prefix}.ipc"), ns.ipc)? == NamespaceMode::Node;
-            pod_pid = namespace_mode(&format!("{prefix}.pid"), ns.pid)? == NamespaceMode::Pod;
-        }
-        // A host-network pod has the host's UTS namespace too.
-        let own = crius_spec::OwnNamespaces {
-            network: !host_network,
-            ipc: !host_ipc,
-            uts: !host_network,
-        };
-        for (key, value) in &linux.sysctls {
-            let field = format!("config.linux.sysctls[{key}]");
-            crius_spec::check_sysctl(&field, key, value, own)?;
-        }
-    }
-
-    let runtime_handler = if runtime_handler.is_empty() {
-        cfg.default_runtime.clone()
-    } else {
-        runtime_handler.to_string()
+    let modes = match &config.linux {
+        Some(linux) => linux_config(linux)?,
+        None => Modes::default(),
     };
-    if !cfg.runtimes.contains_key(&runtime_handler) {
-        return Err(CriError::invalid(
-            "runtime_handler",
-            format!(
-                "{runtime_handler:?} is not a configured runtime handler (configured: {})",
-                cfg.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    }
-
+    let runtime_handler = handler(runtime_handler, cfg)?;
     let reserved_name = format!(
         "{}_{}_{}_{}",
         metadata.name, metadata.namespace, metadata.uid, metadata.attempt
@@ -240,10 +123,142 @@ pub fn pod_sandbox(
         config,
         reserved_name,
         runtime_handler,
-        host_network,
-        host_ipc,
-        pod_pid,
+        host_network: modes.host_network,
+        host_ipc: modes.host_ipc,
+        pod_pid: modes.pod_pid,
     })
+}
+
+fn hostname(hostname: &str) -> CriResult<()> {
+    if hostname.len() > MAX_HOSTNAME {
+        return Err(CriError::invalid(
+            "config.hostname",
+            format!(
+                "is {} bytes long; at most {MAX_HOSTNAME} are allowed",
+                hostname.len()
+            ),
+        ));
+    }
+    if hostname.contains(|c: char| c == '\0' || c == '/' || c.is_whitespace()) {
+        return Err(CriError::invalid(
+            "config.hostname",
+            format!("{hostname:?} must not contain NUL, '/' or white space"),
+        ));
+    }
+    Ok(())
+}
+
+fn dns_config(dns: &DnsConfig) -> CriResult<()> {
+    for (i, server) in dns.servers.iter().enumerate() {
+        if server.parse::<IpAddr>().is_err() {
+            return Err(CriError::invalid(
+                format!("config.dns_config.servers[{i}]"),
+                format!("{server:?} is not an IP address"),
+            ));
+        }
+    }
+    for (i, search) in dns.searches.iter().enumerate() {
+        if search.is_empty() || search.contains(|c: char| c == '\0' || c.is_whitespace()) {
+            return Err(CriError::invalid(
+                format!("config.dns_config.searches[{i}]"),
+                format!("{search:?} must be a non-empty domain without white space"),
+            ));
+        }
+    }
+    for (i, option) in dns.options.iter().enumerate() {
+        no_line_breaks(&format!("config.dns_config.options[{i}]"), option)?;
+    }
+    Ok(())
+}
+
+fn port_mapping(i: usize, pm: &PortMapping) -> CriResult<()> {
+    let field = |f: &str| format!("config.port_mappings[{i}].{f}");
+    if Protocol::try_from(pm.protocol).is_err() {
+        return Err(CriError::invalid(
+            field("protocol"),
+            format!("unknown protocol {}", pm.protocol),
+        ));
+    }
+    if !(1..=65535).contains(&pm.container_port) {
+        return Err(CriError::invalid(
+            field("container_port"),
+            format!("{} is not a port number (1-65535)", pm.container_port),
+        ));
+    }
+    if !(0..=65535).contains(&pm.host_port) {
+        return Err(CriError::invalid(
+            field("host_port"),
+            format!("{} is not a port number (0-65535)", pm.host_port),
+        ));
+    }
+    if !pm.host_ip.is_empty() && pm.host_ip.parse::<IpAddr>().is_err() {
+        return Err(CriError::invalid(
+            field("host_ip"),
+            format!("{:?} is not an IP address", pm.host_ip),
+        ));
+    }
+    Ok(())
+}
+
+/// Which of the host's namespaces a pod shares.
+#[derive(Debug, Default)]
+struct Modes {
+    host_network: bool,
+    host_ipc: bool,
+    pod_pid: bool,
+}
+
+/// The cgroup parent, the namespace modes, and the sysctls (which depend on the
+/// modes: only namespaced ones the pod owns are allowed).
+fn linux_config(linux: &LinuxPodSandboxConfig) -> CriResult<Modes> {
+    if linux.cgroup_parent.contains('\0') {
+        return Err(CriError::invalid(
+            "config.linux.cgroup_parent",
+            "must not contain a NUL byte",
+        ));
+    }
+    let mut modes = Modes::default();
+    if let Some(ns) = linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.namespace_options.as_ref())
+    {
+        let prefix = "config.linux.security_context.namespace_options";
+        let mode = |f: &str, v: i32| namespace_mode(&format!("{prefix}.{f}"), v);
+        modes.host_network = mode("network", ns.network)? == NamespaceMode::Node;
+        modes.host_ipc = mode("ipc", ns.ipc)? == NamespaceMode::Node;
+        modes.pod_pid = mode("pid", ns.pid)? == NamespaceMode::Pod;
+    }
+    // A host-network pod has the host's UTS namespace too.
+    let own = crius_spec::OwnNamespaces {
+        network: !modes.host_network,
+        ipc: !modes.host_ipc,
+        uts: !modes.host_network,
+    };
+    for (key, value) in &linux.sysctls {
+        let field = format!("config.linux.sysctls[{key}]");
+        crius_spec::check_sysctl(&field, key, value, own)?;
+    }
+    Ok(modes)
+}
+
+/// The handler to use: the request's, or the default; it must be configured.
+fn handler(requested: &str, cfg: &Config) -> CriResult<String> {
+    let name = if requested.is_empty() {
+        cfg.default_runtime.clone()
+    } else {
+        requested.to_string()
+    };
+    if !cfg.runtimes.contains_key(&name) {
+        return Err(CriError::invalid(
+            "runtime_handler",
+            format!(
+                "{name:?} is not a configured runtime handler (configured: {})",
+                cfg.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]
