@@ -431,10 +431,11 @@ impl BridgeBackend {
             Err(e) => errors.push(e),
         }
         for net in self.families() {
-            if let Err(e) = self
-                .leases
-                .remove(&self.cfg.bridge, pod_id, IpFamily::of(net.addr()))
-            {
+            if let Err(e) = self.leases.remove(ipam::LeaseKey {
+                network: &self.cfg.bridge,
+                pod_id,
+                family: IpFamily::of(net.addr()),
+            }) {
                 errors.push(e.to_string());
             }
         }
@@ -468,7 +469,7 @@ impl BridgeBackend {
         for l in &leases {
             if !live_ids.contains(l.pod_id.as_str()) {
                 self.leases
-                    .remove(&l.network, &l.pod_id, l.family)
+                    .remove(l.key())
                     .map_err(|e| err(e.to_string()))?;
                 report.leases_released += 1;
             }

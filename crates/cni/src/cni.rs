@@ -650,19 +650,16 @@ impl CniBackend {
                 .exec(ty, &call, &json!({"cniVersion": list.version}))
                 .await
                 .map_err(|message| NetworkError::NotReady { message })?;
-            let v: Value = serde_json::from_slice(&v).map_err(|e| NetworkError::NotReady {
-                message: format!("plugin {ty} VERSION: {e}"),
-            })?;
-            let supported: Vec<String> = v
-                .get("supportedVersions")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            /// What a plugin's VERSION command prints.
+            #[derive(serde::Deserialize)]
+            struct VersionInfo {
+                #[serde(rename = "supportedVersions", default)]
+                supported: Vec<String>,
+            }
+            let VersionInfo { supported } =
+                serde_json::from_slice(&v).map_err(|e| NetworkError::NotReady {
+                    message: format!("plugin {ty} VERSION: {e}"),
+                })?;
             if !supported.contains(&list.version) {
                 return Err(NetworkError::NotReady {
                     message: format!(

@@ -57,6 +57,35 @@ pub struct Lease {
     pub address: IpAddr,
 }
 
+/// Which lease: a pod's address of one family in one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseKey<'a> {
+    /// The network (the bridge name).
+    pub network: &'a str,
+    /// The sandbox id.
+    pub pod_id: &'a str,
+    /// The address family.
+    pub family: IpFamily,
+}
+
+impl LeaseKey<'_> {
+    /// Whether `lease` is the one this key names.
+    pub fn names(&self, lease: &Lease) -> bool {
+        lease.network == self.network && lease.pod_id == self.pod_id && lease.family == self.family
+    }
+}
+
+impl Lease {
+    /// The key naming this lease.
+    pub fn key(&self) -> LeaseKey<'_> {
+        LeaseKey {
+            network: &self.network,
+            pod_id: &self.pod_id,
+            family: self.family,
+        }
+    }
+}
+
 /// A lease store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseStoreError {
@@ -87,14 +116,8 @@ pub trait LeaseStore: Send + Sync {
     /// when another pod holds the address in that network, and with
     /// [`LeaseStoreError::AlreadyLeased`] when the pod holds one of that family.
     fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError>;
-    /// Removes the pod's lease of `family` in `network`, returning it; `Ok(None)`
-    /// when there was none.
-    fn remove(
-        &self,
-        network: &str,
-        pod_id: &str,
-        family: IpFamily,
-    ) -> Result<Option<Lease>, LeaseStoreError>;
+    /// Removes the lease `key` names, returning it; `Ok(None)` when there was none.
+    fn remove(&self, key: LeaseKey<'_>) -> Result<Option<Lease>, LeaseStoreError>;
 }
 
 /// Checks that `lease` may join `leases` (the leases of its network; others are
@@ -119,10 +142,8 @@ pub fn check_new_lease(leases: &[Lease], lease: &Lease) -> Result<(), LeaseStore
     Ok(())
 }
 
-fn take(leases: &mut Vec<Lease>, network: &str, pod_id: &str, family: IpFamily) -> Option<Lease> {
-    let pos = leases
-        .iter()
-        .position(|l| l.network == network && l.pod_id == pod_id && l.family == family)?;
+fn take(leases: &mut Vec<Lease>, key: LeaseKey<'_>) -> Option<Lease> {
+    let pos = leases.iter().position(|l| key.names(l))?;
     Some(leases.remove(pos))
 }
 
@@ -162,14 +183,9 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(())
     }
 
-    fn remove(
-        &self,
-        network: &str,
-        pod_id: &str,
-        family: IpFamily,
-    ) -> Result<Option<Lease>, LeaseStoreError> {
+    fn remove(&self, key: LeaseKey<'_>) -> Result<Option<Lease>, LeaseStoreError> {
         let mut g = self.lock()?;
-        Ok(take(&mut g, network, pod_id, family))
+        Ok(take(&mut g, key))
     }
 }
 
@@ -242,14 +258,9 @@ impl LeaseStore for JsonFileLeaseStore {
         })
     }
 
-    fn remove(
-        &self,
-        network: &str,
-        pod_id: &str,
-        family: IpFamily,
-    ) -> Result<Option<Lease>, LeaseStoreError> {
+    fn remove(&self, key: LeaseKey<'_>) -> Result<Option<Lease>, LeaseStoreError> {
         self.with(|l| {
-            let out = take(l, network, pod_id, family);
+            let out = take(l, key);
             let dirty = out.is_some();
             Ok((out, dirty))
         })
@@ -337,6 +348,14 @@ pub(crate) fn allocate(
 mod tests {
     use super::*;
 
+    fn key<'a>(network: &'a str, pod_id: &'a str, family: IpFamily) -> LeaseKey<'a> {
+        LeaseKey {
+            network,
+            pod_id,
+            family,
+        }
+    }
+
     #[test]
     fn allocates_distinct_and_reuses() {
         let s = MemoryLeaseStore::new();
@@ -356,8 +375,8 @@ mod tests {
         ));
         let again = allocate(&s, "n", "p0", net).unwrap();
         assert!(got.contains(&again));
-        s.remove("n", "p0", IpFamily::V4).unwrap().unwrap();
-        assert!(s.remove("n", "p0", IpFamily::V4).unwrap().is_none());
+        s.remove(key("n", "p0", IpFamily::V4)).unwrap().unwrap();
+        assert!(s.remove(key("n", "p0", IpFamily::V4)).unwrap().is_none());
         allocate(&s, "n", "p9", net).unwrap();
     }
 

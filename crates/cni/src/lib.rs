@@ -42,7 +42,7 @@ pub use bridge::{BridgeBackend, BridgeConfig, ConfigError, ReconcileReport};
 pub use cidr::{IpNet, IpNetParseError};
 pub use cni::{CniBackend, CniConfig};
 pub use ipam::{
-    IpFamily, JsonFileLeaseStore, Lease, LeaseStore, LeaseStoreError, MemoryLeaseStore,
+    IpFamily, JsonFileLeaseStore, Lease, LeaseKey, LeaseStore, LeaseStoreError, MemoryLeaseStore,
     check_new_lease,
 };
 

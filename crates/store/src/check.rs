@@ -192,6 +192,16 @@ pub(crate) fn entries(
     Ok(out)
 }
 
+/// What an index is checked against: the keys each record should be found under,
+/// and why a key's record does not list it.
+struct Keys<'a, T> {
+    table: Index,
+    /// What a record is, for "no such ...".
+    kind: &'a str,
+    of: fn(&T) -> Vec<&str>,
+    unlisted: fn(&str, &T) -> String,
+}
+
 /// The problems of a name index against its records.
 fn check_names<T: Named>(
     names_table: Index,
@@ -200,33 +210,13 @@ fn check_names<T: Named>(
     records: &Loaded<T>,
     problems: &mut Vec<Problem>,
 ) {
-    let table = names_table.name().to_string();
-    for (name, id) in names {
-        let why = match records.good.get(id) {
-            Some(rec) if rec.name() == name => continue,
-            Some(rec) => format!("its record is named {}", rec.name()),
-            // Reported as undecodable already; a repair removes both.
-            None if records.bad.contains(id) => continue,
-            None => format!("no such {kind}"),
-        };
-        problems.push(Problem::Dangling {
-            table: table.clone(),
-            key: name.clone(),
-            target: id.clone(),
-            why,
-        });
-    }
-    for (id, rec) in &records.good {
-        let holder = names.get(rec.name());
-        if holder != Some(id) {
-            problems.push(Problem::Unindexed {
-                table: table.clone(),
-                key: rec.name().to_string(),
-                record: id.clone(),
-                holder: holder.cloned(),
-            });
-        }
-    }
+    let keys = Keys {
+        table: names_table,
+        kind,
+        of: |rec: &T| vec![rec.name()],
+        unlisted: |_, rec: &T| format!("its record is named {}", rec.name()),
+    };
+    check_index(&keys, names, records, problems);
 }
 
 /// The problems of `image_refs` against the image records.
@@ -235,28 +225,46 @@ fn check_refs(
     images: &Loaded<ImageRecord>,
     problems: &mut Vec<Problem>,
 ) {
-    let table = IMAGE_REFS.name().to_string();
-    for (reference, id) in refs {
-        let why = match images.good.get(id) {
-            Some(img) if img.refs().any(|r| r == reference) => continue,
-            Some(_) => format!("image {id} does not list it"),
-            None if images.bad.contains(id) => continue,
-            None => "no such image".to_string(),
+    let keys = Keys {
+        table: IMAGE_REFS,
+        kind: "image",
+        of: |img: &ImageRecord| img.refs().map(String::as_str).collect(),
+        unlisted: |id, _| format!("image {id} does not list it"),
+    };
+    check_index(&keys, refs, images, problems);
+}
+
+/// Every entry of `index` must point at a record that lists its key, and every key a
+/// record lists must point at that record.
+fn check_index<T>(
+    keys: &Keys<'_, T>,
+    index: &BTreeMap<String, String>,
+    records: &Loaded<T>,
+    problems: &mut Vec<Problem>,
+) {
+    let table = keys.table.name().to_string();
+    for (key, id) in index {
+        let why = match records.good.get(id) {
+            Some(rec) if (keys.of)(rec).contains(&key.as_str()) => continue,
+            Some(rec) => (keys.unlisted)(id, rec),
+            // Reported as undecodable already; a repair removes both.
+            None if records.bad.contains(id) => continue,
+            None => format!("no such {}", keys.kind),
         };
         problems.push(Problem::Dangling {
             table: table.clone(),
-            key: reference.clone(),
+            key: key.clone(),
             target: id.clone(),
             why,
         });
     }
-    for (id, img) in &images.good {
-        for reference in img.refs() {
-            let holder = refs.get(reference);
+    for (id, rec) in &records.good {
+        for key in (keys.of)(rec) {
+            let holder = index.get(key);
             if holder != Some(id) {
                 problems.push(Problem::Unindexed {
                     table: table.clone(),
-                    key: reference.clone(),
+                    key: key.to_string(),
                     record: id.clone(),
                     holder: holder.cloned(),
                 });

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Index, Named, Records, decode, encode, redb_err, remove_named, reserve};
+use crate::table::{Index, Owned, Records, decode, encode, redb_err, remove_named, reserve};
 use crate::{Db, Reserve, StoreError};
 
 pub(crate) const CONTAINERS: Records = TableDefinition::new("containers");
@@ -98,12 +98,6 @@ pub struct ContainerRecord {
     pub supplemental_groups: Vec<u32>,
 }
 
-impl Named for ContainerRecord {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 impl Db {
     /// Writes a new container, reserves its name and lists it under its pod, unless
     /// the name is taken.
@@ -135,8 +129,7 @@ impl Db {
                 .open_table(CONTAINERS)
                 .map_err(redb_err(op))?
                 .insert(c.id.as_str(), bytes.as_slice())
-                .map_err(redb_err(op))?
-                .map(|v| v.value().to_vec());
+                .owned(op)?;
             let mut by_pod = txn.open_table(CONTAINERS_BY_POD).map_err(redb_err(op))?;
             let old_pod = old
                 .and_then(|o| decode::<ContainerRecord>(CONTAINERS.name(), &c.id, &o).ok())

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Index, Records, decode, encode, keys_pointing_at, redb_err};
+use crate::table::{Index, Owned, Records, decode, encode, keys_pointing_at, redb_err};
 use crate::{Db, StoreError};
 
 pub(crate) const IMAGES: Records = TableDefinition::new("images");
@@ -69,10 +69,7 @@ pub(crate) fn edit_image(
     f: impl FnOnce(&mut ImageRecord),
 ) -> Result<Option<ImageRecord>, StoreError> {
     let op = "editing an image";
-    let old = images
-        .get(id)
-        .map_err(redb_err(op))?
-        .map(|v| v.value().to_vec());
+    let old = images.get(id).owned(op)?;
     let Some(old) = old else {
         return Ok(None);
     };
@@ -93,10 +90,7 @@ impl Db {
             let mut images = txn.open_table(IMAGES).map_err(redb_err(op))?;
             let mut refs = txn.open_table(IMAGE_REFS).map_err(redb_err(op))?;
             for r in image.refs() {
-                let previous = refs
-                    .insert(r.as_str(), image.id.as_str())
-                    .map_err(redb_err(op))?
-                    .map(|v| v.value().to_string());
+                let previous = refs.insert(r.as_str(), image.id.as_str()).owned(op)?;
                 if let Some(prev) = previous.filter(|p| *p != image.id) {
                     edit_image(&mut images, &prev, |old| old.drop_ref(r))?;
                 }
@@ -128,11 +122,7 @@ impl Db {
         let op = "removing an image reference";
         self.write(op, |txn| {
             let mut refs = txn.open_table(IMAGE_REFS).map_err(redb_err(op))?;
-            let Some(id) = refs
-                .remove(reference)
-                .map_err(redb_err(op))?
-                .map(|v| v.value().to_string())
-            else {
+            let Some(id) = refs.remove(reference).owned(op)? else {
                 return Ok(None);
             };
             let mut images = txn.open_table(IMAGES).map_err(redb_err(op))?;
@@ -145,10 +135,7 @@ impl Db {
         let op = "deleting an image";
         self.write(op, |txn| {
             let mut images = txn.open_table(IMAGES).map_err(redb_err(op))?;
-            let old = images
-                .remove(id)
-                .map_err(redb_err(op))?
-                .map(|v| v.value().to_vec());
+            let old = images.remove(id).owned(op)?;
             let mut refs = txn.open_table(IMAGE_REFS).map_err(redb_err(op))?;
             // Every reference pointing here goes, whether or not the record decodes.
             let stale: Vec<String> = match old.map(|o| decode::<ImageRecord>(IMAGES.name(), id, &o))

@@ -3,7 +3,7 @@
 //! the pods, so a lease and the pod it belongs to are recovered together after a
 //! crash.
 
-use crius_cni::{IpFamily, Lease, LeaseStore, LeaseStoreError};
+use crius_cni::{IpFamily, Lease, LeaseKey, LeaseStore, LeaseStoreError};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::table::{Index, redb_err};
@@ -26,7 +26,12 @@ fn family_str(f: IpFamily) -> &'static str {
     }
 }
 
-fn lease_key(network: &str, family: IpFamily, pod_id: &str) -> String {
+fn lease_key(key: LeaseKey<'_>) -> String {
+    let LeaseKey {
+        network,
+        pod_id,
+        family,
+    } = key;
     format!("{network}{SEP}{}{SEP}{pod_id}", family_str(family))
 }
 
@@ -85,7 +90,7 @@ impl LeaseStore for Db {
 
     fn insert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
         let op = "writing a lease";
-        let key = lease_key(&lease.network, lease.family, &lease.pod_id);
+        let key = lease_key(lease.key());
         let addr = lease.address.to_string();
         // The refusals are the transaction's result (nothing written), not failures.
         self.write(op, |txn| {
@@ -111,14 +116,9 @@ impl LeaseStore for Db {
         .map_err(lease_err)?
     }
 
-    fn remove(
-        &self,
-        network: &str,
-        pod_id: &str,
-        family: IpFamily,
-    ) -> Result<Option<Lease>, LeaseStoreError> {
+    fn remove(&self, key: LeaseKey<'_>) -> Result<Option<Lease>, LeaseStoreError> {
         let op = "removing a lease";
-        let key = lease_key(network, family, pod_id);
+        let key = lease_key(key);
         self.write(op, |txn| {
             let mut table = txn.open_table(IP_LEASES).map_err(redb_err(op))?;
             Ok(table
@@ -140,13 +140,8 @@ impl LeaseStore for Store {
         self.blocking().insert(lease)
     }
 
-    fn remove(
-        &self,
-        network: &str,
-        pod_id: &str,
-        family: IpFamily,
-    ) -> Result<Option<Lease>, LeaseStoreError> {
-        self.blocking().remove(network, pod_id, family)
+    fn remove(&self, key: LeaseKey<'_>) -> Result<Option<Lease>, LeaseStoreError> {
+        self.blocking().remove(key)
     }
 }
 
@@ -182,10 +177,25 @@ mod tests {
         assert_eq!(LeaseStore::list(&store, "crius0").unwrap().len(), 2);
         assert_eq!(LeaseStore::list(&store, "crius1").unwrap(), vec![other]);
         assert_eq!(
-            store.remove("crius0", "a", IpFamily::V4).unwrap(),
+            store
+                .remove(LeaseKey {
+                    network: "crius0",
+                    pod_id: "a",
+                    family: IpFamily::V4
+                })
+                .unwrap(),
             Some(lease("a", "10.88.0.2"))
         );
-        assert_eq!(store.remove("crius0", "a", IpFamily::V4).unwrap(), None);
+        assert_eq!(
+            store
+                .remove(LeaseKey {
+                    network: "crius0",
+                    pod_id: "a",
+                    family: IpFamily::V4
+                })
+                .unwrap(),
+            None
+        );
         assert_eq!(
             LeaseStore::list(&store, "crius0").unwrap(),
             vec![lease("b", "10.88.0.3")]

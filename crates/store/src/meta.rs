@@ -14,7 +14,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::table::redb_err;
+use crate::table::{Owned, redb_err};
 use crate::{Db, StoreError};
 
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -53,11 +53,7 @@ pub(crate) fn read_version(
     meta: &impl ReadableTable<&'static str, &'static str>,
 ) -> Result<Option<u32>, StoreError> {
     let op = "reading the schema version";
-    let Some(found) = meta
-        .get(VERSION_KEY)
-        .map_err(redb_err(op))?
-        .map(|v| v.value().to_string())
-    else {
+    let Some(found) = meta.get(VERSION_KEY).owned(op)? else {
         return Ok(None);
     };
     match found.parse::<u32>() {

@@ -6,7 +6,7 @@ use k8s_cri::v1::PodSandboxConfig;
 use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Index, Named, Records, redb_err};
+use crate::table::{Index, Records, redb_err};
 use crate::{Db, Reserve, StoreError};
 
 pub(crate) const PODS: Records = TableDefinition::new("pods");
@@ -72,12 +72,6 @@ pub struct PodRecord {
     /// for one (`namespace_options.pid = POD`).
     #[serde(default)]
     pub infra_pid: Option<u32>,
-}
-
-impl Named for PodRecord {
-    fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Db {

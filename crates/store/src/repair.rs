@@ -102,6 +102,15 @@ fn action(table: &str, key: &str, what: impl Into<String>) -> Action {
     }
 }
 
+/// The action of rebuilding an index table from the records.
+fn rebuilt(table: &str, entries: usize, was: usize) -> Action {
+    action(
+        table,
+        "*",
+        format!("rebuilt from the records: {entries} entries (was {was})"),
+    )
+}
+
 /// Removes the records of `def` that do not decode; returns those that do.
 fn purge<T: DeserializeOwned>(
     txn: &WriteTransaction,
@@ -182,15 +191,7 @@ fn write_index(
     for (k, v) in new {
         t.insert(k.as_str(), v.as_str()).map_err(redb_err(op))?;
     }
-    actions.push(action(
-        def.name(),
-        "*",
-        format!(
-            "rebuilt from the records: {} entries (was {})",
-            new.len(),
-            old.len()
-        ),
-    ));
+    actions.push(rebuilt(def.name(), new.len(), old.len()));
     Ok(())
 }
 
@@ -210,15 +211,7 @@ fn repair_containers(txn: &WriteTransaction, actions: &mut Vec<Action>) -> Resul
             t.insert((pod.as_str(), id.as_str()), ())
                 .map_err(redb_err(op))?;
         }
-        actions.push(action(
-            CONTAINERS_BY_POD.name(),
-            "*",
-            format!(
-                "rebuilt from the records: {} entries (was {})",
-                new.len(),
-                old.len()
-            ),
-        ));
+        actions.push(rebuilt(CONTAINERS_BY_POD.name(), new.len(), old.len()));
     }
     Ok(())
 }

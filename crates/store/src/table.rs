@@ -2,7 +2,7 @@
 //! records by id, and name (or reference) → id indexes.
 
 use redb::{
-    ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    AccessGuard, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
     WriteTransaction,
 };
 use serde::Serialize;
@@ -61,11 +61,7 @@ pub(crate) fn remove_named<T: Named + DeserializeOwned>(
 ) -> Result<Option<Option<T>>, StoreError> {
     let op = "deleting a record";
     let mut t = txn.open_table(records).map_err(redb_err(op))?;
-    let Some(old) = t
-        .remove(id)
-        .map_err(redb_err(op))?
-        .map(|v| v.value().to_vec())
-    else {
+    let Some(old) = t.remove(id).owned(op)? else {
         return Ok(None);
     };
     let mut n = txn.open_table(names).map_err(redb_err(op))?;
@@ -196,9 +192,7 @@ impl Db {
         let op = "reading an index";
         self.read(op, |txn| {
             let t = txn.open_table(def).map_err(redb_err(op))?;
-            Ok(t.get(key)
-                .map_err(redb_err(op))?
-                .map(|v| v.value().to_string()))
+            Ok(t.get(key).owned(op)?)
         })
     }
 
@@ -256,8 +250,38 @@ pub(crate) trait Named {
     fn name(&self) -> &str;
 }
 
+impl Named for crate::PodRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for crate::ContainerRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Maps any redb error to a store error for `op` (the path is filled in by the
 /// transaction wrapper).
+/// An owned copy of what a table's `get`, `insert` or `remove` returned, with the
+/// store's error naming `op`.
+pub(crate) trait Owned<T> {
+    fn owned(self, op: &'static str) -> Result<Option<T>, StoreError>;
+}
+
+impl Owned<String> for Result<Option<AccessGuard<'_, &'static str>>, redb::StorageError> {
+    fn owned(self, op: &'static str) -> Result<Option<String>, StoreError> {
+        Ok(self.map_err(redb_err(op))?.map(|v| v.value().to_string()))
+    }
+}
+
+impl Owned<Vec<u8>> for Result<Option<AccessGuard<'_, &'static [u8]>>, redb::StorageError> {
+    fn owned(self, op: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.map_err(redb_err(op))?.map(|v| v.value().to_vec()))
+    }
+}
+
 pub(crate) fn redb_err<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError {
     move |e| StoreError::db(op)(e.into())
 }
