@@ -3,9 +3,12 @@
 //! log, against a release criusd with the built-in bridge. Prints criusd's VmRSS and
 //! RssAnon every 500 lifecycles (`SOAK_SAMPLE_EVERY` to change), the p50 and p99
 //! lifecycle latency, and everything left behind after the run (mounts, pod
-//! directories, processes, veths, iptables chains, IP leases). The bar: VmRSS grows
+//! directories, pinned namespaces, processes, veths, iptables chains, IP leases,
+//! cgroups). The bar: VmRSS grows
 //! at most 1 MiB from lifecycle 500 to the end, and nothing is left. Prints the
 //! verdict; exits non-zero only when a lifecycle failed or something was left.
+//! `SOAK_CRIUSD` names another criusd executable (say one built with
+//! `--no-default-features`, on glibc's malloc) to measure instead.
 //!
 //! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench soak`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,7 +35,10 @@ async fn main() {
     bench::push_images(&reg, json!({"Cmd": ["/bin/sh"]})).await;
     let root = base.join("crius");
     let shim = bench::release_bin("crius-shim");
-    let (child, ch, net) = bench::start_criusd(&root, &reg.host, &shim).await;
+    let criusd = std::env::var_os("SOAK_CRIUSD")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| bench::release_bin("criusd"));
+    let (child, ch, net) = bench::start_criusd_bin(&criusd, &root, &reg.host, &shim).await;
     pull_image(&mut ImageServiceClient::new(ch.clone()), bench::IMAGE, None)
         .await
         .expect("pull");
@@ -51,11 +57,11 @@ async fn main() {
     let end = soak::mem_of(child.id());
     remove_image_by_id(&mut ImageServiceClient::new(ch), bench::IMAGE).await;
     bench::stop_child(child);
-    let left = soak::leftovers(&root, &net);
+    let left = soak::leftovers(&root, &net, &report.ids);
 
     println!(
         "soak: {lifecycles} pod + container lifecycles (run, create, start, exec, log read, stop, remove), 10 at a time; criusd {} (MALLOC_ARENA_MAX={})",
-        bench::release_bin("criusd").display(),
+        criusd.display(),
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
     println!();

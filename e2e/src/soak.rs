@@ -2,7 +2,8 @@
 //! lifecycles against a running criusd, a few at a time, each with an ExecSync and a
 //! read of the container's CRI log; the daemon's memory (`/proc/<pid>/status`) is
 //! sampled every so many finished lifecycles, and what the daemon left behind is
-//! checked afterwards (mounts, files, processes, veths, iptables chains, IP leases).
+//! checked afterwards (mounts, files, processes, veths, iptables chains, IP leases,
+//! cgroups).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,6 +88,8 @@ pub struct Report {
     pub latencies: Vec<Duration>,
     /// Every failed lifecycle: its number and what went wrong.
     pub failures: Vec<String>,
+    /// The ids of every pod and container made (to look for their cgroups after).
+    pub ids: Vec<String>,
     /// The whole run.
     pub elapsed: Duration,
 }
@@ -156,12 +159,14 @@ pub async fn run(rt: Rt, soak: &Soak) -> Report {
                     return;
                 }
                 let t = Instant::now();
-                let outcome = lifecycle(&mut rt.clone(), &soak, i).await;
+                let mut ids = Vec::new();
+                let outcome = lifecycle(&mut rt.clone(), &soak, i, &mut ids).await;
                 let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                 let mem = (n % soak.sample_every.max(1) == 0 || n == soak.lifecycles)
                     .then(|| mem_of(soak.daemon_pid))
                     .flatten();
                 let mut r = lock(&report);
+                r.ids.extend(ids);
                 match outcome {
                     Ok(()) => r.latencies.push(t.elapsed()),
                     Err(e) => r.failures.push(format!("lifecycle {i}: {e:#}")),
@@ -198,7 +203,8 @@ fn log_line(i: usize) -> String {
 /// StartContainer, an ExecSync, the container's log line read from its CRI log,
 /// StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox. A failure
 /// removes the pod (and so its container) before it is returned.
-async fn lifecycle(rt: &mut Rt, soak: &Soak, i: usize) -> Result<()> {
+/// The ids of the pod and container made go to `ids`.
+async fn lifecycle(rt: &mut Rt, soak: &Soak, i: usize, ids: &mut Vec<String>) -> Result<()> {
     let logs = soak.log_root.join(format!("p{i}"));
     let pc = PodBuilder::new(&format!("soak-{}-{i}", soak.tag))
         .log_directory(&logs)
@@ -212,7 +218,8 @@ async fn lifecycle(rt: &mut Rt, soak: &Soak, i: usize) -> Result<()> {
         .map_err(|s| anyhow!("RunPodSandbox: {s}"))?
         .into_inner()
         .pod_sandbox_id;
-    let result = in_pod(rt, soak, i, &pod, pc, &logs).await;
+    ids.push(pod.clone());
+    let result = in_pod(rt, soak, i, &pod, pc, &logs, ids).await;
     let removed = crate::remove_pod(rt, &pod).await;
     let _ = std::fs::remove_dir_all(&logs);
     result.and(removed)
@@ -226,6 +233,7 @@ async fn in_pod(
     pod: &str,
     pc: cri::PodSandboxConfig,
     logs: &Path,
+    ids: &mut Vec<String>,
 ) -> Result<()> {
     // The shell logs a line, then waits on a child it kills on SIGTERM, so a stop
     // ends it at once (a shell waiting in `wait` runs its trap without delay).
@@ -248,6 +256,7 @@ async fn in_pod(
         .map_err(|s| anyhow!("CreateContainer: {s}"))?
         .into_inner()
         .container_id;
+    ids.push(ctr.clone());
     rt.start_container(cri::StartContainerRequest {
         container_id: ctr.clone(),
     })
@@ -326,12 +335,32 @@ pub fn leases_left(store: &Path, network: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The cgroups (cgroupfs driver, default parent `/crius`) of any of `ids` that are
+/// still there, in any controller's hierarchy.
+pub fn cgroups_left(ids: &[String]) -> Vec<String> {
+    let ctrls: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for id in ids {
+        for ctrl in &ctrls {
+            let dir = ctrl.join("crius").join(format!("crius-{id}"));
+            if dir.exists() {
+                out.push(format!("cgroup: {}", dir.display()));
+            }
+        }
+    }
+    out
+}
+
 /// Everything a stopped daemon on `root` (the test layout: `state/`, `run/`) with
-/// network `net` left behind: mounts, files, processes, veths and pod chains, IP
-/// leases. Removes the network's bridge and base chains afterwards, and says if
-/// that failed.
-pub fn leftovers(root: &Path, net: &TestNetwork) -> Vec<String> {
+/// network `net` left behind: mounts (the pods' pinned namespaces among them),
+/// files, processes (shims, containers), veths and pod chains, IP leases, and the
+/// cgroups of the pods and containers `ids`. Removes the network's bridge and base
+/// chains afterwards, and says if that failed.
+pub fn leftovers(root: &Path, net: &TestNetwork, ids: &[String]) -> Vec<String> {
     let mut out = leaks(root);
+    out.extend(cgroups_left(ids));
     out.extend(net.pod_leftovers());
     match leases_left(&root.join("state/store.redb"), &net.bridge) {
         Ok(l) => out.extend(l),

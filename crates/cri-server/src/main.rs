@@ -10,6 +10,7 @@
 /// arenas by criusd's churn of short-lived threads (the blocking pool, and two
 /// threads per shim connection of the sync ttrpc client). The same run on another
 /// allocator stayed flat.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
