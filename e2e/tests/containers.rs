@@ -865,3 +865,40 @@ async fn removing_an_image_in_use_keeps_its_layers_until_the_container_goes() {
     assert_eq!(blobs, 0);
     f.finish().await;
 }
+
+/// A PID namespace's init drops a signal it has no handler for, so a stop that comes
+/// before the init installed its handler would be lost and wait out its whole grace
+/// period. Stopped 0 ms after StartContainer returns, 200 times, each init hears it:
+/// at once, or when it installs its handler (here after 0 to 80 ms of `sleep`). The
+/// test image's stop signal is SIGUSR1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_right_after_start_reaches_an_init_that_installs_its_handler_late() {
+    let (mut f, image, pod) = busybox_pod("ctr-stop0", Runtime::Runc).await;
+    for i in 0..200 {
+        let delay = (i % 5) * 2;
+        let script = format!("sleep 0.0{delay}; trap 'exit 0' USR1; while :; do sleep 0.05; done");
+        let c = ContainerBuilder::new(&format!("stop0-{i}"), &image)
+            .command(["/bin/sh", "-c"])
+            .args([script])
+            .no_log();
+        let id = f.create(&pod, c).await.expect("CreateContainer");
+        f.start_container(&id).await;
+        f.d.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 30,
+            })
+            .await
+            .expect("StopContainer");
+        let st = f.status(&id).await;
+        assert_eq!(
+            (st.state, st.exit_code),
+            (cri::ContainerState::ContainerExited as i32, 0),
+            "iteration {i} (handler after {delay}0 ms): the init did not hear the stop \
+             signal (reason {:?})",
+            st.reason
+        );
+        f.remove_container(&id).await;
+    }
+    f.finish().await;
+}

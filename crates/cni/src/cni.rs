@@ -61,6 +61,9 @@ impl Default for CniConfig {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 /// A loaded network config list.
 #[derive(Debug, Clone)]
 struct NetworkList {

@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 pub use auto::AutoBackend;
 pub use bridge::{BridgeBackend, BridgeConfig, ConfigError, ReconcileReport};
 pub use cidr::{IpNet, IpNetParseError};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use cni::fuzzing;
 pub use cni::{CniBackend, CniConfig};
 pub use ipam::{
     IpFamily, JsonFileLeaseStore, Lease, LeaseKey, LeaseStore, LeaseStoreError, MemoryLeaseStore,

@@ -10,7 +10,7 @@ use tracing::error;
 
 use crate::config::{Config, DEFAULT_CONFIG_TOML};
 use crate::error::status_message;
-use crate::{daemon, pinns};
+use crate::{daemon, notify, pinns, sys};
 
 #[derive(Parser, Debug)]
 #[command(name = "criusd", version, about = "crius: a Kubernetes CRI runtime")]
@@ -181,6 +181,18 @@ pub fn main() -> ExitCode {
             },
         },
         None => {
+            // Before any thread starts: the settings leave the environment here.
+            let settings = notify::Settings::from(|k| std::env::var(k).ok());
+            for name in notify::ENV_VARS {
+                sys::remove_env_before_threads(name);
+            }
+            let notifier = match notify::Notifier::new(&settings, std::process::id()) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("criusd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = match Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -199,7 +211,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(daemon::serve(config)) {
+            match runtime.block_on(daemon::serve(config, notifier)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");

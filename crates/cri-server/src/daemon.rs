@@ -17,9 +17,10 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::{container, host, sandbox, services, streaming};
 
 /// The largest CRI message accepted or sent (the kubelet's own limit).
@@ -271,8 +272,40 @@ async fn start_managers(
     Ok((sandboxes, containers, images, network))
 }
 
+/// Waits for SIGTERM or SIGINT, then tells the service manager criusd is stopping.
+async fn shutdown_signal(notifier: Option<Arc<Notifier>>) {
+    wait_for_signal().await;
+    if let Some(n) = notifier {
+        if let Err(e) = n.stopping() {
+            warn!("notifying the service manager of the shutdown: {e}");
+        }
+    }
+}
+
+/// Pings the service manager's watchdog for as long as the runtime schedules tasks.
+fn spawn_watchdog(notifier: Arc<Notifier>) {
+    let Some(every) = notifier.watchdog_interval() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match notifier.ping_watchdog() {
+                Ok(()) => {}
+                // Its queue is full: this ping is dropped, the next one may fit.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    debug!("the service manager's queue is full: watchdog ping dropped")
+                }
+                Err(e) => warn!("pinging the service manager's watchdog: {e}"),
+            }
+        }
+    });
+}
+
 /// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() {
+async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -286,8 +319,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT, telling `notifier`'s service manager
+/// when it is ready and when it stops.
+pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
+    let notifier = notifier.map(Arc::new);
     let config = Arc::new(config);
     make_dir(&config.state_dir, 0o711)?;
     make_dir(&config.run_dir, 0o711)?;
@@ -335,6 +370,15 @@ pub async fn serve(config: Config) -> Result<()> {
         cgroup_driver = ?config.cgroup_driver(),
         "criusd serving CRI v1"
     );
+    // The socket listens (connections queue until the server below accepts them) and
+    // recovery is done: the service manager may start the kubelet now.
+    if let Some(n) = &notifier {
+        let status = format!("serving CRI v1 on {}", config.socket.display());
+        if let Err(e) = n.ready(&status) {
+            warn!("notifying the service manager of readiness: {e}");
+        }
+        spawn_watchdog(n.clone());
+    }
     tonic::transport::Server::builder()
         .add_service(
             RuntimeServiceServer::new(runtime)
@@ -346,7 +390,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(notifier))
         .await
         .context("serving gRPC")?;
     stop_streams.cancel();

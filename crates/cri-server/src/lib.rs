@@ -7,7 +7,8 @@
 //! - [`sandbox`] and [`container`]: the managers, one file per operation;
 //! - [`host`]: host effects behind traits (shim, rootfs, namespaces), with a recording
 //!   fake for unprivileged undo tests; [`pinns`]: the namespace helper process;
-//! - [`error`]: the error vocabulary and its one mapping to gRPC codes.
+//! - [`error`]: the error vocabulary and its one mapping to gRPC codes;
+//! - [`notify`]: readiness, shutdown and watchdog notifications to systemd.
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -17,7 +18,11 @@ mod creations;
 pub mod daemon;
 pub mod error;
 mod failpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
+pub mod notify;
 pub mod pinns;
 mod podfiles;
 mod sandbox;

@@ -213,14 +213,7 @@ pub fn unpin_path(path: &Path) -> io::Result<()> {
             )));
         }
     }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("removing {}: {e}", path.display()),
-        )),
-    }
+    missing_is_fine(fs::remove_file(path), path)
 }
 
 /// Releases every namespace pinned under `dir` and removes `dir`.
@@ -239,13 +232,17 @@ pub fn unpin(dir: &Path) -> io::Result<()> {
         let entry = entry?;
         unpin_path(&entry.path())?;
     }
-    match fs::remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io::Error::new(
+    missing_is_fine(fs::remove_dir(dir), dir)
+}
+
+/// A removal of `path` whose target is already gone succeeded; other errors name it.
+fn missing_is_fine(removed: io::Result<()>, path: &Path) -> io::Result<()> {
+    match removed {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
             e.kind(),
-            format!("removing {}: {e}", dir.display()),
+            format!("removing {}: {e}", path.display()),
         )),
+        _ => Ok(()),
     }
 }
 

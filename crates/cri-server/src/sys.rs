@@ -61,3 +61,12 @@ pub fn catch_sigchld() -> io::Result<()> {
         .map(|_| ())
         .map_err(io::Error::from)
 }
+
+/// Takes `name` out of the process environment, so that no child inherits it.
+///
+/// The caller guarantees the process has one thread: criusd's `main` does this before
+/// logging or the async runtime start any.
+pub fn remove_env_before_threads(name: &str) {
+    // SAFETY: with a single thread nothing can read the environment concurrently.
+    unsafe { std::env::remove_var(name) }
+}

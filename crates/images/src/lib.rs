@@ -29,6 +29,9 @@ mod auth;
 mod config;
 mod error;
 mod fsinfo;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod layers;
 mod manifest;

@@ -20,7 +20,10 @@ use crate::{Images, blocking, now_nanos};
 
 /// The layer records of an image: chain ids are known before any download, from
 /// the config's diff ids.
-fn layer_records(layers: &[Descriptor], diff_ids: &[String]) -> Result<Vec<LayerRecord>> {
+pub(crate) fn layer_records(
+    layers: &[Descriptor],
+    diff_ids: &[String],
+) -> Result<Vec<LayerRecord>> {
     if diff_ids.len() != layers.len() {
         return Err(ImageError::InvalidImage {
             context: "reading the image config".into(),
@@ -47,6 +50,12 @@ fn layer_records(layers: &[Descriptor], diff_ids: &[String]) -> Result<Vec<Layer
         parent = Some(chain);
     }
     Ok(records)
+}
+
+/// The size ImageStatus reports: the config and every layer, as the manifest
+/// gives their sizes.
+pub(crate) fn image_size(config: &Descriptor, records: &[LayerRecord]) -> u64 {
+    config.size + records.iter().map(|l| l.size).sum::<u64>()
 }
 
 /// `new` with the references `old` already had from earlier pulls, and its first
@@ -130,7 +139,7 @@ impl Images {
         fetched += self.fetch_layers(&source, &layers, &records).await?;
         failpoint("image.pull.layers")?;
 
-        let size = config_desc.size + records.iter().map(|l| l.size).sum::<u64>();
+        let size = image_size(&config_desc, &records);
         let record = ImageRecord {
             id: image_id.clone(),
             repo_tags: r.tagged().into_iter().collect(),

@@ -2,6 +2,29 @@
 
 use crate::Headers;
 
+/// Status codes as constants of a `u32` newtype, each named as in the
+/// specification.
+macro_rules! codes {
+    ($ty:ident { $($name:ident = $value:literal,)* }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("`", stringify!($name), "`.")]
+                pub const $name: Self = Self($value);
+            )*
+        }
+    };
+}
+
+/// SETTINGS ids as `u32` constants; `X` is `SETTINGS_X` in the specification.
+macro_rules! ids {
+    ($($name:ident = $value:literal,)*) => {
+        $(
+            #[doc = concat!("`SETTINGS_", stringify!($name), "`.")]
+            pub const $name: u32 = $value;
+        )*
+    };
+}
+
 /// The only protocol version this crate speaks (SPDY/3.1 keeps version 3 on the wire).
 pub const VERSION: u16 = 3;
 
@@ -117,27 +140,12 @@ pub struct SynReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RstStatus(pub u32);
 
-impl RstStatus {
-    /// PROTOCOL_ERROR.
-    pub const PROTOCOL_ERROR: Self = Self(1);
-    /// INVALID_STREAM.
-    pub const INVALID_STREAM: Self = Self(2);
-    /// REFUSED_STREAM.
-    pub const REFUSED_STREAM: Self = Self(3);
-    /// UNSUPPORTED_VERSION.
-    pub const UNSUPPORTED_VERSION: Self = Self(4);
-    /// CANCEL.
-    pub const CANCEL: Self = Self(5);
-    /// INTERNAL_ERROR.
-    pub const INTERNAL_ERROR: Self = Self(6);
-    /// FLOW_CONTROL_ERROR.
-    pub const FLOW_CONTROL_ERROR: Self = Self(7);
-    /// STREAM_IN_USE.
-    pub const STREAM_IN_USE: Self = Self(8);
-    /// STREAM_ALREADY_CLOSED.
-    pub const STREAM_ALREADY_CLOSED: Self = Self(9);
-    /// FRAME_TOO_LARGE.
-    pub const FRAME_TOO_LARGE: Self = Self(11);
+codes! {
+    RstStatus {
+        PROTOCOL_ERROR = 1, INVALID_STREAM = 2, REFUSED_STREAM = 3, UNSUPPORTED_VERSION = 4,
+        CANCEL = 5, INTERNAL_ERROR = 6, FLOW_CONTROL_ERROR = 7, STREAM_IN_USE = 8,
+        STREAM_ALREADY_CLOSED = 9, FRAME_TOO_LARGE = 11,
+    }
 }
 
 /// RST_STREAM.
@@ -151,22 +159,11 @@ pub struct RstStream {
 
 /// Well-known SETTINGS ids.
 pub mod setting_id {
-    /// SETTINGS_UPLOAD_BANDWIDTH.
-    pub const UPLOAD_BANDWIDTH: u32 = 1;
-    /// SETTINGS_DOWNLOAD_BANDWIDTH.
-    pub const DOWNLOAD_BANDWIDTH: u32 = 2;
-    /// SETTINGS_ROUND_TRIP_TIME.
-    pub const ROUND_TRIP_TIME: u32 = 3;
-    /// SETTINGS_MAX_CONCURRENT_STREAMS.
-    pub const MAX_CONCURRENT_STREAMS: u32 = 4;
-    /// SETTINGS_CURRENT_CWND.
-    pub const CURRENT_CWND: u32 = 5;
-    /// SETTINGS_DOWNLOAD_RETRANS_RATE.
-    pub const DOWNLOAD_RETRANS_RATE: u32 = 6;
-    /// SETTINGS_INITIAL_WINDOW_SIZE.
-    pub const INITIAL_WINDOW_SIZE: u32 = 7;
-    /// SETTINGS_CLIENT_CERTIFICATE_VECTOR_SIZE.
-    pub const CLIENT_CERTIFICATE_VECTOR_SIZE: u32 = 8;
+    ids! {
+        UPLOAD_BANDWIDTH = 1, DOWNLOAD_BANDWIDTH = 2, ROUND_TRIP_TIME = 3,
+        MAX_CONCURRENT_STREAMS = 4, CURRENT_CWND = 5, DOWNLOAD_RETRANS_RATE = 6,
+        INITIAL_WINDOW_SIZE = 7, CLIENT_CERTIFICATE_VECTOR_SIZE = 8,
+    }
 }
 
 /// One entry of a SETTINGS frame.
@@ -203,17 +200,14 @@ pub struct Ping {
     pub id: u32,
 }
 
-/// GOAWAY status codes.
+/// GOAWAY status codes (`OK` is a normal session teardown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GoAwayStatus(pub u32);
 
-impl GoAwayStatus {
-    /// OK: a normal session teardown.
-    pub const OK: Self = Self(0);
-    /// PROTOCOL_ERROR.
-    pub const PROTOCOL_ERROR: Self = Self(1);
-    /// INTERNAL_ERROR.
-    pub const INTERNAL_ERROR: Self = Self(2);
+codes! {
+    GoAwayStatus {
+        OK = 0, PROTOCOL_ERROR = 1, INTERNAL_ERROR = 2,
+    }
 }
 
 /// GOAWAY.

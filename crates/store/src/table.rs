@@ -192,7 +192,7 @@ impl Db {
         let op = "reading an index";
         self.read(op, |txn| {
             let t = txn.open_table(def).map_err(redb_err(op))?;
-            Ok(t.get(key).owned(op)?)
+            t.get(key).owned(op)
         })
     }
 

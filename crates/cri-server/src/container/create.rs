@@ -114,7 +114,13 @@ impl Containers {
         let id = new_id()?;
         let _guard = self.locks.lock(&id).await;
         let mut rec = self.new_record(&id, &plan);
-        match self.store.insert_container(&rec).await? {
+        let reserve = self
+            .sandboxes
+            .with_ready_pod(&plan.pod.id, async {
+                Ok(self.store.insert_container(&rec).await?)
+            })
+            .await?;
+        match reserve {
             Reserve::Done => {}
             Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
         }
@@ -127,8 +133,9 @@ impl Containers {
             }
             Err(e) => {
                 warn!(container_id = %id, error = %e, "container creation failed; undoing it");
-                self.undo_made(&rec, made).await;
-                if let Err(undo) = self.store.delete_container(&id).await {
+                if !self.undo_made(&rec, made).await {
+                    warn!(container_id = %id, "part of the failed container is left; its record stays (Creating) for RemoveContainer or start-up recovery");
+                } else if let Err(undo) = self.store.delete_container(&id).await {
                     warn!(container_id = %id, error = %undo, "deleting the record of a failed container");
                 }
                 Err(e)

@@ -19,10 +19,6 @@ use crate::util::now_nanos;
 const STOPPED_ORPHAN: &str =
     "the container's shim had died; criusd stopped its processes through its cgroup";
 
-/// How long a SIGKILLed container may take to be reaped before StopContainer gives up
-/// waiting (the exit watcher records it whenever it goes).
-const KILL_GRACE: Duration = Duration::from_secs(10);
-
 impl Containers {
     /// StartContainer.
     pub async fn start(self: &Arc<Self>, id: &str) -> CriResult<()> {
@@ -60,11 +56,12 @@ impl Containers {
         }
         let signal = signal_number(&rec.stop_signal).unwrap_or(15);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
+        let kill_grace = self.kill_grace;
         let waited = self
             .on_shim(&rec, move |shims, at| {
                 Ok(shims
                     .is_alive(at.socket)
-                    .then(|| stop_init(shims, at, signal, grace)))
+                    .then(|| stop_init(shims, at, signal, grace, kill_grace)))
             })
             .await?;
         let (waited, note) = match waited {
@@ -122,6 +119,33 @@ impl Containers {
         Ok(())
     }
 
+    /// StopPodSandbox: the pod's containers, then the pod.
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        if let Some(pod) = self.sandboxes.get(id).await? {
+            self.stop_pod(&pod.id).await?;
+        }
+        self.sandboxes.stop(id).await
+    }
+
+    /// RemovePodSandbox: the pod's containers, then the pod. A container created
+    /// meanwhile (its CreateContainer was under way) makes the pod's removal refuse;
+    /// it is removed in turn, twice at most before the refusal is returned.
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let mut attempt = 0;
+        loop {
+            if let Some(pod) = self.sandboxes.get(id).await? {
+                self.remove_pod(&pod.id).await?;
+            }
+            match self.sandboxes.remove(id).await {
+                Err(CriError::FailedPrecondition(m)) if attempt < 2 => {
+                    tracing::debug!(pod_id = %id, "{m}; removing them");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops every container of a pod (StopPodSandbox).
     pub async fn stop_pod(self: &Arc<Self>, pod_id: &str) -> CriResult<()> {
         for c in self.of_pod(pod_id).await? {
@@ -140,23 +164,26 @@ impl Containers {
 }
 
 /// Stops a container's init through its shim: `signal`, then SIGKILL to every
-/// process once `grace` has passed. Returns the init's exit when the shim reports
-/// one. A shim that is gone has nothing to stop. Blocking.
+/// process once `grace` has passed (and waits `kill_grace` for that). Returns the
+/// init's exit when the shim reports one. A shim that is gone has nothing to stop.
+/// Blocking.
 fn stop_init(
     shims: &dyn ShimApi,
     at: ShimAddr<'_>,
     signal: u32,
     grace: Duration,
+    kill_grace: Duration,
 ) -> Option<crius_shim::client::ExitStatus> {
     let state = shims.state(at, "").ok()?;
     let created_only = state.status == ProcessStatus::Created;
+    let hearing = Hearing::before_sending(state.pid, signal);
     let stopped = !created_only
         && !grace.is_zero()
         && shims.kill(at, "", signal, false).is_ok()
-        && wait_timeout(shims, at, "", grace);
+        && wait_until_stopped(shims, at, "", grace, hearing);
     if !stopped {
         let _ = shims.kill(at, "", 9, true);
-        let _ = wait_timeout(shims, at, "", KILL_GRACE);
+        let _ = wait_timeout(shims, at, "", kill_grace);
     }
     shims.state(at, "").ok().and_then(|s| s.exit)
 }
@@ -169,13 +196,123 @@ pub(super) fn wait_timeout(
     exec_id: &str,
     grace: Duration,
 ) -> bool {
+    wait_until_stopped(shims, at, exec_id, grace, None)
+}
+
+fn wait_until_stopped(
+    shims: &dyn ShimApi,
+    at: ShimAddr<'_>,
+    exec_id: &str,
+    grace: Duration,
+    mut hearing: Option<Hearing>,
+) -> bool {
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         match shims.state(at, exec_id) {
             Ok(s) if s.status == ProcessStatus::Stopped => return true,
             Err(_) => return true,
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            _ => {}
         }
+        if let Some(h) = hearing.as_mut() {
+            if h.send_again() {
+                info!(
+                    pid = h.pid,
+                    signal = h.signal,
+                    "stop signal sent again: the init had not heard it"
+                );
+                let _ = shims.kill(at, exec_id, h.signal, false);
+            }
+        }
+        // Watch closely while the signal may be unheard; then poll at the usual pace.
+        let pace = if hearing.as_ref().is_some_and(|h| h.unheard) {
+            2
+        } else {
+            20
+        };
+        std::thread::sleep(Duration::from_millis(pace));
     }
     false
+}
+
+/// Whether a container's init has heard a stop signal. Two ways lose one: the init of
+/// a PID namespace drops a signal it has no handler for, and a signal caught by the
+/// runtime's own init process (runc's catches every signal) is gone once that process
+/// execs the container's program. A stop right after StartContainer meets both.
+struct Hearing {
+    pid: u32,
+    signal: u32,
+    /// The init's executable when last looked at: a change is an exec.
+    exe: Option<std::path::PathBuf>,
+    /// The signal may not have been heard: send it again once it can be.
+    unheard: bool,
+}
+
+impl Hearing {
+    /// Taken just before `signal` is sent to `pid` (None for the signals that always
+    /// arrive, or an init not yet known).
+    fn before_sending(pid: u32, signal: u32) -> Option<Hearing> {
+        if pid == 0 || signal == 9 || signal == 19 {
+            return None;
+        }
+        // The executable first: an exec between the two reads then shows as a change.
+        let exe = exe_of(pid);
+        let status = proc_status(pid);
+        Some(Hearing {
+            pid,
+            signal,
+            exe,
+            unheard: is_namespace_init(&status) && !catches(&status, signal),
+        })
+    }
+
+    /// Whether to send the signal again now: it may be unheard, and the process
+    /// would hear it (it has a handler, or it is no init, whose default is to die).
+    fn send_again(&mut self) -> bool {
+        let exe = exe_of(self.pid);
+        if exe != self.exe {
+            self.exe = exe;
+            self.unheard = true;
+        }
+        if !self.unheard {
+            return false;
+        }
+        let status = proc_status(self.pid);
+        let hears = catches(&status, self.signal) || !is_namespace_init(&status);
+        if hears {
+            self.unheard = false;
+        }
+        hears
+    }
+}
+
+/// `/proc/<pid>/status` ("" when it is gone).
+fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+/// The executable process `pid` runs (None when it is gone).
+fn exe_of(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Whether a `/proc/<pid>/status` text is of a PID namespace's init (its innermost
+/// pid, the last of `NSpid`, is 1).
+pub(super) fn is_namespace_init(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|pids| pids.split_whitespace().last())
+        == Some("1")
+}
+
+/// Whether a `/proc/<pid>/status` text shows a handler for `signal` (its bit in
+/// `SigCgt`, a hex mask with signal N at bit N-1).
+pub(super) fn catches(status: &str, signal: u32) -> bool {
+    let Some(mask) = status.lines().find_map(|l| l.strip_prefix("SigCgt:")) else {
+        return false;
+    };
+    let Ok(mask) = u64::from_str_radix(mask.trim(), 16) else {
+        return false;
+    };
+    (1..=64).contains(&signal) && mask & (1u64 << (signal - 1)) != 0
 }

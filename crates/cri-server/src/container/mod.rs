@@ -26,6 +26,8 @@
 mod create;
 mod exec;
 mod exits;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod lifecycle;
 mod orphans;
 mod query;
@@ -38,6 +40,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crius_store::{ContainerRecord, ContainerState, Store};
 use tracing::warn;
@@ -70,7 +73,14 @@ pub struct Containers {
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
     watched: std::sync::Mutex<HashMap<String, exits::Watched>>,
+    /// How long SIGKILLed processes may take to go ([`KILL_GRACE`]).
+    kill_grace: Duration,
 }
+
+/// How long a SIGKILLed container may take to be reaped before a stop gives up
+/// waiting (through the shim: the exit watcher records it whenever it goes; through
+/// the cgroup of an orphan: the stop fails).
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The host effects the container manager is built over.
 pub struct Host {
@@ -124,6 +134,7 @@ impl Containers {
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
+            kill_grace: KILL_GRACE,
         }
     }
 
@@ -137,6 +148,15 @@ impl Containers {
             self.creations.names_tracked(),
             watched,
         )
+    }
+
+    /// The same manager waiting `grace` instead of [`KILL_GRACE`] for SIGKILLed
+    /// processes (the call-sequence fuzz target, whose injected kill failures would
+    /// otherwise cost ten seconds each).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn with_kill_grace(mut self, grace: Duration) -> Containers {
+        self.kill_grace = grace;
+        self
     }
 
     fn bundle_of(&self, id: &str) -> PathBuf {
@@ -244,16 +264,29 @@ impl Containers {
             Step::Task => {
                 // Best effort, as the container may be gone already: its runtime
                 // state lives in the bundle, which goes last.
-                if let Err(e) = shims.kill(at, "", 9, true) {
+                let killed = shims.kill(at, "", 9, true);
+                if let Err(e) = &killed {
                     tracing::debug!(container_id = %rec.id, error = %e, "killing the container");
                 }
                 if let Err(e) = shims.delete(at, "") {
                     tracing::debug!(container_id = %rec.id, error = %e, "deleting the container");
                 }
+                // A container the kill did not stop would outlive its shim and its
+                // record: the runtime deletes it by force, or the release stops here.
+                let runs = matches!(shims.state(at, ""),
+                    Ok(s) if s.status != crius_shim::client::ProcessStatus::Stopped);
+                if killed.is_err() && runs {
+                    shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
+                }
                 Ok(())
             }
             Step::Shim => {
                 if let Err(e) = shims.shutdown(at) {
+                    // A shim that is gone needs no shutdown; one that still runs would
+                    // be lost with the record, so the release stops here.
+                    if shims.is_alive(at.socket) {
+                        return Err(e);
+                    }
                     tracing::debug!(container_id = %rec.id, error = %e, "shutting the shim down");
                 }
                 match std::fs::remove_file(&rec.socket) {
@@ -278,18 +311,23 @@ impl Containers {
     }
 
     /// Undoes the steps of a failed creation, newest first, every one of them even
-    /// when one fails (what cannot be undone now is found again at start-up).
-    async fn undo_made(&self, rec: &ContainerRecord, made: Vec<Step>) {
+    /// when one fails. Returns whether all of them were undone: if not, the caller
+    /// keeps the record (state `Creating`), so that RemoveContainer or start-up
+    /// recovery finds what is left.
+    async fn undo_made(&self, rec: &ContainerRecord, made: Vec<Step>) -> bool {
         let (shims, rootfs, rec) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
-        let _ = blocking(move || {
+        blocking(move || {
+            let mut all = true;
             for step in made.iter().rev() {
                 if let Err(e) = Self::undo(&*shims, &*rootfs, &rec, *step) {
                     warn!(container_id = %rec.id, ?step, error = %e, "undoing a step of a failed container");
+                    all = false;
                 }
             }
-            Ok(())
+            Ok(all)
         })
-        .await;
+        .await
+        .unwrap_or(false)
     }
 
     /// Undoes everything a container has on the host. Safe on a half-made one. A

@@ -15,8 +15,6 @@ use crate::util::blocking;
 
 /// How often a stop of an orphaned container looks whether its processes are gone.
 const POLL: Duration = Duration::from_millis(20);
-/// How long SIGKILLed processes may take to go before the stop fails.
-const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// What the record says of a running container whose shim died.
 pub(super) const ORPHANED: &str =
@@ -80,7 +78,7 @@ impl Containers {
                 return Ok(Some(exit_by(signal)));
             }
         }
-        let deadline = Instant::now() + KILL_GRACE;
+        let deadline = Instant::now() + self.kill_grace;
         loop {
             let left = self.orphan_pids(rec).await?;
             if left.is_empty() {
@@ -88,8 +86,8 @@ impl Containers {
             }
             if Instant::now() >= deadline {
                 return Err(CriError::FailedPrecondition(format!(
-                    "container {}: processes {left:?} are still running {KILL_GRACE:?} after SIGKILL",
-                    rec.id
+                    "container {}: processes {left:?} are still running {:?} after SIGKILL",
+                    rec.id, self.kill_grace
                 )));
             }
             // Again each round: a process may have forked since the last one.

@@ -104,22 +104,11 @@ impl Containers {
                 value: values.iter().sum(),
             })
         };
-        let cpu = sum(&|c| {
-            c.cpu
-                .as_ref()?
-                .usage_core_nano_seconds
-                .as_ref()
-                .map(|v| v.value)
-        });
-        let working_set = sum(&|c| {
-            c.memory
-                .as_ref()?
-                .working_set_bytes
-                .as_ref()
-                .map(|v| v.value)
-        });
-        let usage = sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value));
-        let rss = sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value));
+        let value = |v: &Option<cri::UInt64Value>| v.as_ref().map(|v| v.value);
+        let cpu = sum(&|c| value(&c.cpu.as_ref()?.usage_core_nano_seconds));
+        let working_set = sum(&|c| value(&c.memory.as_ref()?.working_set_bytes));
+        let usage = sum(&|c| value(&c.memory.as_ref()?.usage_bytes));
+        let rss = sum(&|c| value(&c.memory.as_ref()?.rss_bytes));
         Ok(cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),

@@ -286,7 +286,15 @@ async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried(
         ["shim.shutdown", "rootfs.unmount", "rootfs.remove_layer"],
         "every undo runs, the failing one too"
     );
+    // What could not be undone stays accounted for: the record, still Creating,
+    // until RemoveContainer succeeds.
+    let left = rig.store.containers().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, ContainerState::Creating);
+    host.clear_failures();
+    containers.remove(&left[0].id).await.unwrap();
     assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(host.live().mounted.is_empty());
 
     // RemoveContainer stops at the failure, keeps the record, and succeeds once the
     // host lets it.
@@ -530,4 +538,27 @@ fn stop_signals() {
     assert_eq!(signal_number("9"), Some(9));
     assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
     assert_eq!(signal_number("SIGBOGUS"), None);
+}
+
+#[test]
+fn a_namespace_init_without_a_handler_is_told_from_its_proc_status() {
+    use super::lifecycle::{catches, is_namespace_init};
+    // busybox sh before `trap ... TERM` (SIGCHLD and SIGINT caught) and after.
+    let before =
+        "Name:\tsh\nNSpid:\t4242\t1\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000010002\n";
+    let after =
+        "Name:\tsh\nNSpid:\t4242\t1\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000014002\n";
+    assert!(is_namespace_init(before));
+    assert!(!catches(before, 15), "SIGTERM caught before the trap");
+    assert!(catches(before, 2) && catches(before, 17));
+    assert!(catches(after, 15), "SIGTERM not caught after the trap");
+    // A process of a shared or the host PID namespace is not an init.
+    assert!(!is_namespace_init("NSpid:\t4242\t7\n"));
+    assert!(!is_namespace_init("NSpid:\t4242\n"));
+    assert!(is_namespace_init("NSpid:\t1\n"));
+    // Unreadable or odd text: no handler, no init.
+    assert!(!catches("", 15) && !is_namespace_init(""));
+    assert!(!catches("SigCgt:\tzz\n", 15));
+    assert!(!catches(after, 0) && !catches(after, 65));
+    assert!(catches("SigCgt:\t8000000000000000\n", 64));
 }

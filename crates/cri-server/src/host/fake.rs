@@ -6,7 +6,10 @@
 //! of them (0-based) fail; calls that remove something ("undo" steps) never fail
 //! unless [`FakeHost::fail_undo`] names them. The fake keeps just enough state to
 //! answer plausibly: a launched shim is alive until shut down, a created init is
-//! `Created`, a started one `Running`.
+//! `Created`, a started one `Running`; [`FakeHost::live`] says what is held (for
+//! leak checks).
+// Built for the fuzz targets too (feature `fuzzing`), which use only part of it.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -42,6 +45,43 @@ struct State {
     orphans: std::collections::HashMap<String, Vec<u32>>,
     /// Processes that ignore every signal but SIGKILL.
     stubborn: HashSet<u32>,
+    /// Mounted rootfs targets.
+    mounted: HashSet<String>,
+    /// Writable layers, by key.
+    layers: HashSet<String>,
+    /// Pods whose network is set up.
+    networks: HashSet<String>,
+    /// Shim sockets by container id.
+    sockets: std::collections::HashMap<String, String>,
+}
+
+/// What the fake holds now: every shim, process, mount, layer, namespace, infra
+/// process and pod network that was made and not released.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Sockets of shims that run.
+    pub shims: HashSet<String>,
+    /// Sockets of shims holding a created or running container.
+    pub tasks: HashSet<String>,
+    /// Rootfs mount targets.
+    pub mounted: HashSet<String>,
+    /// Writable layer keys.
+    pub layers: HashSet<String>,
+    /// Pinned namespace files.
+    pub pinned: HashSet<String>,
+    /// Infra process directories.
+    pub infra: HashSet<String>,
+    /// Pod ids with a network.
+    pub networks: HashSet<String>,
+    /// Bundles whose cgroup still holds processes.
+    pub processes: HashSet<String>,
+}
+
+impl Live {
+    /// Whether nothing at all is held.
+    pub fn is_empty(&self) -> bool {
+        *self == Live::default()
+    }
 }
 
 /// The fake host. Share it as `Arc<FakeHost>` behind each trait.
@@ -78,6 +118,33 @@ impl FakeHost {
     /// Makes every call of the undo step `name` (e.g. `"rootfs.unmount"`) fail.
     pub fn fail_undo(&self, name: &'static str) {
         self.lock().fail_undo.insert(name);
+    }
+
+    /// Makes "do" calls succeed and undo calls stop failing again.
+    pub fn clear_failures(&self) {
+        let mut s = self.lock();
+        s.fail_at = None;
+        s.fail_undo.clear();
+    }
+
+    /// Everything made and not released.
+    pub fn live(&self) -> Live {
+        let s = self.lock();
+        Live {
+            shims: s.alive.clone(),
+            tasks: s.created.union(&s.running).cloned().collect(),
+            mounted: s.mounted.clone(),
+            layers: s.layers.clone(),
+            pinned: s.pinned.clone(),
+            infra: s.infra.clone(),
+            networks: s.networks.clone(),
+            processes: s
+                .orphans
+                .iter()
+                .filter(|(_, pids)| !pids.is_empty())
+                .map(|(b, _)| b.clone())
+                .collect(),
+        }
     }
 
     /// Every call so far.
@@ -146,7 +213,10 @@ impl ShimApi for FakeHost {
     fn launch(&self, opts: &StartOptions) -> CriResult<()> {
         self.call("shim.launch", &opts.id)?;
         let k = opts.socket.display().to_string();
-        self.with(|s| s.alive.insert(k));
+        self.with(|s| {
+            s.sockets.insert(opts.id.clone(), k.clone());
+            s.alive.insert(k)
+        });
         Ok(())
     }
 
@@ -260,8 +330,18 @@ impl ShimApi for FakeHost {
         self.with(|s| s.alive.contains(&k))
     }
 
-    fn force_delete(&self, id: &str, _bundle: &Path, _runtime: &Path) -> CriResult<()> {
-        self.call("shim.force_delete", id)
+    fn force_delete(&self, id: &str, bundle: &Path, _runtime: &Path) -> CriResult<()> {
+        self.call("shim.force_delete", id)?;
+        // Like `runc delete --force`: the runtime's state of the container goes,
+        // whichever shim held it, and so does every process left in its cgroup.
+        self.with(|s| {
+            if let Some(k) = s.sockets.get(id).cloned() {
+                s.created.remove(&k);
+                s.running.remove(&k);
+            }
+            s.orphans.remove(&bundle.display().to_string());
+        });
+        Ok(())
     }
 }
 
@@ -286,11 +366,15 @@ impl super::Processes for FakeHost {
 
 impl Rootfs for FakeHost {
     fn create_layer(&self, key: &str, _parent: Option<&str>) -> CriResult<()> {
-        self.call("rootfs.create_layer", key)
+        self.call("rootfs.create_layer", key)?;
+        self.with(|s| s.layers.insert(key.to_string()));
+        Ok(())
     }
 
-    fn mount(&self, key: &str, _target: &Path) -> CriResult<()> {
-        self.call("rootfs.mount", key)
+    fn mount(&self, key: &str, target: &Path) -> CriResult<()> {
+        self.call("rootfs.mount", key)?;
+        self.with(|s| s.mounted.insert(target.display().to_string()));
+        Ok(())
     }
 
     fn unmount(&self, target: &Path) -> CriResult<()> {
@@ -300,11 +384,15 @@ impl Rootfs for FakeHost {
             .and_then(Path::file_name)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.call("rootfs.unmount", &id)
+        self.call("rootfs.unmount", &id)?;
+        self.with(|s| s.mounted.remove(&target.display().to_string()));
+        Ok(())
     }
 
     fn remove_layer(&self, key: &str) -> CriResult<()> {
-        self.call("rootfs.remove_layer", key)
+        self.call("rootfs.remove_layer", key)?;
+        self.with(|s| s.layers.remove(key));
+        Ok(())
     }
 
     fn usage(&self, _key: &str) -> Option<crius_snapshotter::Usage> {
@@ -403,6 +491,7 @@ impl NetworkBackend for FakeHost {
                     pod_id: req.pod_id.clone(),
                     message: e.to_string(),
                 })?;
+            self.with(|s| s.networks.insert(req.pod_id.clone()));
             let ip: IpAddr = [10, 0, 0, 2].into();
             Ok(PodNetworkStatus { ips: vec![ip] })
         })
@@ -417,7 +506,9 @@ impl NetworkBackend for FakeHost {
                 .map_err(|e| NetworkError::Teardown {
                     pod_id: req.pod_id.clone(),
                     message: e.to_string(),
-                })
+                })?;
+            self.with(|s| s.networks.remove(&req.pod_id));
+            Ok(())
         })
     }
 }

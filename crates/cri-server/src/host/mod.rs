@@ -24,7 +24,7 @@ use crate::error::CriResult;
 use crate::pinns::PinRequest;
 
 pub mod cgroup;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
 pub mod ns;
 pub mod rootfs;

@@ -129,6 +129,28 @@ impl Sandboxes {
         self.resolve(id, "pod_sandbox_id").await
     }
 
+    /// Runs `admit` (a container's record going into the store) while the pod is
+    /// held Ready: StopPodSandbox and RemovePodSandbox wait for it, and it fails if
+    /// the pod is no longer Ready or gone. So a container made concurrently with
+    /// them is either seen by them or refused.
+    pub async fn with_ready_pod<T>(
+        &self,
+        pod_id: &str,
+        admit: impl std::future::Future<Output = CriResult<T>>,
+    ) -> CriResult<T> {
+        let _guard = self.locks.lock(pod_id).await;
+        match self.store.pod(pod_id).await? {
+            Some(p) if p.state == crius_store::PodState::Ready => admit.await,
+            Some(p) => Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                p.id
+            ))),
+            None => Err(CriError::NotFound(format!(
+                "pod sandbox {pod_id:?} not found"
+            ))),
+        }
+    }
+
     /// A pod by full id or unique prefix, which must exist.
     pub async fn must(&self, id: &str) -> CriResult<PodRecord> {
         self.get(id)

@@ -1,12 +1,12 @@
 //! StopPodSandbox and RemovePodSandbox (the pod's containers are stopped or removed
-//! first, by the service). Both are idempotent: a missing sandbox is already
-//! stopped and removed.
+//! first, by `Containers::stop_pod_sandbox` and `remove_pod_sandbox`). Both are
+//! idempotent: a missing sandbox is already stopped and removed.
 
 use crius_store::PodState;
 use tracing::info;
 
 use super::Sandboxes;
-use crate::error::CriResult;
+use crate::error::{CriError, CriResult};
 use crate::failpoint;
 
 impl Sandboxes {
@@ -31,7 +31,9 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// RemovePodSandbox: removes every trace of the pod.
+    /// RemovePodSandbox: removes every trace of the pod. Refused (FailedPrecondition)
+    /// while a container of the pod exists: one made while its containers were being
+    /// removed would be left without its pod.
     pub async fn remove(&self, id: &str) -> CriResult<()> {
         let Some(found) = self.resolve(id, "pod_sandbox_id").await? else {
             return Ok(());
@@ -40,6 +42,19 @@ impl Sandboxes {
         let Some(rec) = self.store.pod(&found.id).await? else {
             return Ok(());
         };
+        let left: Vec<String> = self
+            .store
+            .containers_of_pod(&rec.id)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if !left.is_empty() {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} still has containers {left:?}",
+                rec.id
+            )));
+        }
         self.release(&rec).await?;
         failpoint::hit("sandbox.remove.released")?;
         self.store.delete_pod(&rec.id).await?;

@@ -10,32 +10,29 @@ use crate::streaming::Request as Stream;
 use crate::validate;
 
 impl Cri {
-    pub(super) async fn exec(&self, req: cri::ExecRequest) -> CriResult<cri::ExecResponse> {
+    pub(super) async fn exec(&self, mut req: cri::ExecRequest) -> CriResult<cri::ExecResponse> {
         if req.cmd.is_empty() {
             return Err(CriError::invalid("cmd", "must not be empty"));
         }
         validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        let c = self.containers.running(&req.container_id).await?;
-        let url = self.streaming.url(Stream::Exec(cri::ExecRequest {
-            container_id: c.id,
-            ..req
-        }))?;
+        req.container_id = self.containers.running(&req.container_id).await?.id;
+        let url = self.streaming.url(Stream::Exec(req))?;
         Ok(cri::ExecResponse { url })
     }
 
-    pub(super) async fn attach(&self, req: cri::AttachRequest) -> CriResult<cri::AttachResponse> {
+    pub(super) async fn attach(
+        &self,
+        mut req: cri::AttachRequest,
+    ) -> CriResult<cri::AttachResponse> {
         validate::streams(req.stdin, req.stdout, req.stderr, req.tty)?;
-        let c = self.containers.running(&req.container_id).await?;
-        let url = self.streaming.url(Stream::Attach(cri::AttachRequest {
-            container_id: c.id,
-            ..req
-        }))?;
+        req.container_id = self.containers.running(&req.container_id).await?.id;
+        let url = self.streaming.url(Stream::Attach(req))?;
         Ok(cri::AttachResponse { url })
     }
 
     pub(super) async fn port_forward(
         &self,
-        req: cri::PortForwardRequest,
+        mut req: cri::PortForwardRequest,
     ) -> CriResult<cri::PortForwardResponse> {
         validate::port_forward(&req.pod_sandbox_id, &req.port)?;
         let pod = self.sandboxes.must(&req.pod_sandbox_id).await?;
@@ -45,12 +42,8 @@ impl Cri {
                 pod.id
             )));
         }
-        let url = self
-            .streaming
-            .url(Stream::PortForward(cri::PortForwardRequest {
-                pod_sandbox_id: pod.id,
-                ..req
-            }))?;
+        req.pod_sandbox_id = pod.id;
+        let url = self.streaming.url(Stream::PortForward(req))?;
         Ok(cri::PortForwardResponse { url })
     }
 }

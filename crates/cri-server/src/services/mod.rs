@@ -203,34 +203,19 @@ serve! {
         create_container(CreateContainerRequest) -> CreateContainerResponse, "CreateContainer",
             |s, r| Subject::pod(&r.pod_sandbox_id) => s.create_container(r).await;
         start_container(StartContainerRequest) -> StartContainerResponse, "StartContainer",
-            |s, r| Subject::container(&r.container_id) => {
-                s.containers.start(&r.container_id).await?;
-                Ok(cri::StartContainerResponse {})
-            };
+            |s, r| Subject::container(&r.container_id) => s.containers.start(&r.container_id).await.map(|()| cri::StartContainerResponse {});
         stop_container(StopContainerRequest) -> StopContainerResponse, "StopContainer",
-            |s, r| Subject::container(&r.container_id) => {
-                s.containers.stop(&r.container_id, r.timeout).await?;
-                Ok(cri::StopContainerResponse {})
-            };
+            |s, r| Subject::container(&r.container_id) => s.containers.stop(&r.container_id, r.timeout).await.map(|()| cri::StopContainerResponse {});
         remove_container(RemoveContainerRequest) -> RemoveContainerResponse, "RemoveContainer",
-            |s, r| Subject::container(&r.container_id) => {
-                s.containers.remove(&r.container_id).await?;
-                Ok(cri::RemoveContainerResponse {})
-            };
+            |s, r| Subject::container(&r.container_id) => s.containers.remove(&r.container_id).await.map(|()| cri::RemoveContainerResponse {});
         list_containers(ListContainersRequest) -> ListContainersResponse, "ListContainers",
             |s, r| Subject::none() => Ok(cri::ListContainersResponse { containers: s.containers.list(r.filter).await? });
         container_status(ContainerStatusRequest) -> ContainerStatusResponse, "ContainerStatus",
             |s, r| Subject::container(&r.container_id) => s.containers.status(&r.container_id, r.verbose).await;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse, "UpdateContainerResources",
-            |s, r| Subject::container(&r.container_id) => {
-                s.containers.update(&r.container_id, r.linux).await?;
-                Ok(cri::UpdateContainerResourcesResponse {})
-            };
+            |s, r| Subject::container(&r.container_id) => s.containers.update(&r.container_id, r.linux).await.map(|()| cri::UpdateContainerResourcesResponse {});
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse, "ReopenContainerLog",
-            |s, r| Subject::container(&r.container_id) => {
-                s.containers.reopen_log(&r.container_id).await?;
-                Ok(cri::ReopenContainerLogResponse {})
-            };
+            |s, r| Subject::container(&r.container_id) => s.containers.reopen_log(&r.container_id).await.map(|()| cri::ReopenContainerLogResponse {});
         exec_sync(ExecSyncRequest) -> ExecSyncResponse, "ExecSync",
             |s, r| Subject::container(&r.container_id) => s.containers.exec_sync(&r.container_id, r.cmd, r.timeout).await;
         exec(ExecRequest) -> ExecResponse, "Exec",

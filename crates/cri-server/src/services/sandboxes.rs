@@ -26,10 +26,9 @@ impl Cri {
         &self,
         req: cri::StopPodSandboxRequest,
     ) -> CriResult<cri::StopPodSandboxResponse> {
-        if let Some(pod) = self.sandboxes.get(&req.pod_sandbox_id).await? {
-            self.containers.stop_pod(&pod.id).await?;
-        }
-        self.sandboxes.stop(&req.pod_sandbox_id).await?;
+        self.containers
+            .stop_pod_sandbox(&req.pod_sandbox_id)
+            .await?;
         Ok(cri::StopPodSandboxResponse {})
     }
 
@@ -38,10 +37,9 @@ impl Cri {
         &self,
         req: cri::RemovePodSandboxRequest,
     ) -> CriResult<cri::RemovePodSandboxResponse> {
-        if let Some(pod) = self.sandboxes.get(&req.pod_sandbox_id).await? {
-            self.containers.remove_pod(&pod.id).await?;
-        }
-        self.sandboxes.remove(&req.pod_sandbox_id).await?;
+        self.containers
+            .remove_pod_sandbox(&req.pod_sandbox_id)
+            .await?;
         Ok(cri::RemovePodSandboxResponse {})
     }
 }
