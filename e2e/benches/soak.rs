@@ -46,6 +46,7 @@ async fn main() {
     std::fs::create_dir_all(&log_root).unwrap();
     let cfg = Soak {
         lifecycles,
+        first: 0,
         parallel: 10,
         sample_every,
         image: bench::IMAGE.into(),

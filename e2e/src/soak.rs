@@ -24,6 +24,9 @@ type Rt = RuntimeServiceClient<Channel>;
 pub struct Soak {
     /// Lifecycles in all.
     pub lifecycles: usize,
+    /// The number of the first (so a soak can go on where another stopped: pod names
+    /// and sample marks count on from it).
+    pub first: usize,
     /// Lifecycles in flight at once.
     pub parallel: usize,
     /// The daemon's memory is sampled every this many finished lifecycles.
@@ -111,6 +114,17 @@ impl Report {
         self.samples.iter().copied().find(|s| s.done >= done)
     }
 
+    /// Adds the run `next` (which went on where this one stopped).
+    pub fn extend(&mut self, next: Report) {
+        self.samples.extend(next.samples);
+        self.samples.sort_by_key(|s| s.done);
+        self.samples.dedup_by_key(|s| s.done);
+        self.latencies.extend(next.latencies);
+        self.failures.extend(next.failures);
+        self.ids.extend(next.ids);
+        self.elapsed += next.elapsed;
+    }
+
     /// The markdown table of the memory curve.
     pub fn curve(&self) -> String {
         let mib = |k: u64| k as f64 / 1024.0;
@@ -145,7 +159,10 @@ pub async fn run(rt: Rt, soak: &Soak) -> Report {
     let done = Arc::new(AtomicUsize::new(0));
     let report = Arc::new(Mutex::new(Report::default()));
     if let Some(mem) = mem_of(soak.daemon_pid) {
-        lock(&report).samples.push(Sample { done: 0, mem });
+        lock(&report).samples.push(Sample {
+            done: soak.first,
+            mem,
+        });
     }
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -158,6 +175,7 @@ pub async fn run(rt: Rt, soak: &Soak) -> Report {
                 if i >= soak.lifecycles {
                     return;
                 }
+                let i = soak.first + i;
                 let t = Instant::now();
                 let mut ids = Vec::new();
                 let outcome = lifecycle(&mut rt.clone(), &soak, i, &mut ids).await;
@@ -165,6 +183,7 @@ pub async fn run(rt: Rt, soak: &Soak) -> Report {
                 let mem = (n % soak.sample_every.max(1) == 0 || n == soak.lifecycles)
                     .then(|| mem_of(soak.daemon_pid))
                     .flatten();
+                let n = soak.first + n;
                 let mut r = lock(&report);
                 r.ids.extend(ids);
                 match outcome {
@@ -188,6 +207,25 @@ pub async fn run(rt: Rt, soak: &Soak) -> Report {
     r.elapsed = start.elapsed();
     r.samples.sort_by_key(|s| s.done);
     r
+}
+
+/// The memory of the idle daemon `pid` once its threads have settled: its blocking
+/// threads leave after idling 10 s (tokio's keep-alive), their stacks and allocator
+/// caches with them. Polls until the daemon runs no more threads than `threads` (its
+/// count when it had done nothing yet), or for `within` at most, and returns the last
+/// sample with whether the threads got there.
+pub async fn settled_mem(pid: u32, threads: u64, within: Duration) -> Option<(Mem, bool)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mem = mem_of(pid)?;
+        if mem.threads <= threads {
+            return Some((mem, true));
+        }
+        if Instant::now() > deadline {
+            return Some((mem, false));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -235,10 +273,13 @@ async fn in_pod(
     logs: &Path,
     ids: &mut Vec<String>,
 ) -> Result<()> {
-    // The shell logs a line, then waits on a child it kills on SIGTERM, so a stop
-    // ends it at once (a shell waiting in `wait` runs its trap without delay).
+    // The shell logs a line, then waits on a child it kills on the stop signal, so a
+    // stop ends it at once (a shell waiting in `wait` runs its trap without delay).
+    // The test image's stop signal is SIGUSR1; TERM is trapped as well. A shell as
+    // PID 1 drops any signal it has no trap for, and the stop would then wait out its
+    // whole timeout and SIGKILL: the exit code below tells the two apart.
     let script = format!(
-        "trap 'kill $! 2>/dev/null; exit 0' TERM; echo {}; sleep 100000 & wait",
+        "trap 'kill $! 2>/dev/null; exit 0' USR1 TERM; echo {}; sleep 100000 & wait",
         log_line(i)
     );
     let ctr = rt
@@ -287,6 +328,24 @@ async fn in_pod(
     })
     .await
     .map_err(|s| anyhow!("StopContainer: {s}"))?;
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .map_err(|s| anyhow!("ContainerStatus: {s}"))?
+        .into_inner()
+        .status
+        .ok_or_else(|| anyhow!("ContainerStatus: no status"))?;
+    if status.exit_code != 0 {
+        bail!(
+            "the stopped container exited {} ({}): its trap did not run, so the stop \
+             signal was not heard",
+            status.exit_code,
+            status.reason
+        );
+    }
     rt.remove_container(cri::RemoveContainerRequest { container_id: ctr })
         .await
         .map_err(|s| anyhow!("RemoveContainer: {s}"))?;

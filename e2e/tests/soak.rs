@@ -18,31 +18,63 @@ const LIFECYCLES: usize = 500;
 /// runtime's worker and blocking threads and the store's pages have settled.
 const WARM: usize = 100;
 
-/// The most criusd's RssAnon may grow from lifecycle [`WARM`] to the last, KiB.
-const MAX_GROWTH_KIB: u64 = 1024;
+/// The most the idle criusd's RssAnon may grow from lifecycle [`WARM`] to the last,
+/// KiB.
+const MAX_GROWTH_KIB: i64 = 1024;
+
+/// How long the idle daemon's threads get to settle.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_lifecycles_all_succeed_leave_nothing_and_keep_memory_flat() {
     let mut f = Fixture::start("soak", Options::default()).await;
     let image = f.pull_busybox().await;
-    let lifecycles = soak::lifecycles_from_env(LIFECYCLES);
-    let cfg = Soak {
-        lifecycles,
+    let lifecycles = soak::lifecycles_from_env(LIFECYCLES).max(WARM + 1);
+    let daemon_pid = f.d.pid().expect("a running daemon");
+    let idle = soak::mem_of(daemon_pid).expect("criusd's memory");
+    let mut cfg = Soak {
+        lifecycles: WARM,
+        first: 0,
         parallel: 10,
-        sample_every: 50,
+        sample_every: 10,
         image,
         log_root: f.logs(),
         tag: format!("{}", std::process::id()),
-        daemon_pid: f.d.pid().expect("a running daemon"),
+        daemon_pid,
     };
-    let report = soak::run(f.d.rt.clone(), &cfg).await;
+    // The warm-up, then the daemon's memory once it is idle and its threads have
+    // settled; the rest, then the same again. Samples taken with lifecycles in flight
+    // vary by megabytes with what is in flight (the debug build's futures and
+    // buffers, the threads alive); the idle ones keep only what the daemon kept.
+    let mut report = soak::run(f.d.rt.clone(), &cfg).await;
+    let (warm, warm_settled) = soak::settled_mem(daemon_pid, idle.threads, SETTLE)
+        .await
+        .expect("criusd's memory");
+    cfg.first = WARM;
+    cfg.lifecycles = lifecycles - WARM;
+    report.extend(soak::run(f.d.rt.clone(), &cfg).await);
+    let (end, end_settled) = soak::settled_mem(daemon_pid, idle.threads, SETTLE)
+        .await
+        .expect("criusd's memory");
+    let grew = end.rss_anon_kib as i64 - warm.rss_anon_kib as i64;
     println!(
-        "{} lifecycles in {:.0} s (p50 {:.0} ms, p99 {:.0} ms); criusd memory (debug build):\n{}",
+        "{} lifecycles in {:.0} s (p50 {:.0} ms, p99 {:.0} ms); criusd memory (debug build) with lifecycles in flight:\n{}",
         report.latencies.len(),
         report.elapsed.as_secs_f64(),
         report.latency_ms(0.50),
         report.latency_ms(0.99),
         report.curve()
+    );
+    println!(
+        "idle criusd: RssAnon {} KiB ({} threads) before any lifecycle, {} KiB ({} threads{}) after {WARM}, {} KiB ({} threads{}) after {lifecycles}: {grew:+} KiB",
+        idle.rss_anon_kib,
+        idle.threads,
+        warm.rss_anon_kib,
+        warm.threads,
+        if warm_settled { "" } else { ", not settled" },
+        end.rss_anon_kib,
+        end.threads,
+        if end_settled { "" } else { ", not settled" },
     );
     assert!(
         report.failures.is_empty(),
@@ -51,18 +83,10 @@ async fn many_lifecycles_all_succeed_leave_nothing_and_keep_memory_flat() {
         report.failures.join("\n")
     );
     assert_eq!(report.latencies.len(), lifecycles);
-    if lifecycles > WARM {
-        let warm = report.at(WARM).expect("a sample at the warm-up mark");
-        let last = *report.samples.last().expect("a last sample");
-        let grew = last.mem.rss_anon_kib.saturating_sub(warm.mem.rss_anon_kib);
-        assert!(
-            grew <= MAX_GROWTH_KIB,
-            "criusd's RssAnon grew {grew} KiB from lifecycle {} to {} (at most {MAX_GROWTH_KIB}):\n{}",
-            warm.done,
-            last.done,
-            report.curve()
-        );
-    }
+    assert!(
+        grew <= MAX_GROWTH_KIB,
+        "the idle criusd's RssAnon grew {grew} KiB from lifecycle {WARM} to {lifecycles} (at most {MAX_GROWTH_KIB})"
+    );
     let pods = list_pods(&mut f.d.rt, None).await;
     assert!(pods.is_empty(), "pods left: {pods:?}");
     let containers = list_containers(&mut f.d.rt, None).await;
