@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::json;
 use tonic::transport::Channel;
 

@@ -29,8 +29,8 @@
 
 use std::path::PathBuf;
 
+use crius_cri_api::v1 as cri;
 use crius_testkit::Runtime;
-use k8s_cri::v1 as cri;
 
 use crate::images::{Comp, ImageBuilder, Pushed};
 use crate::registry::TestRegistry;

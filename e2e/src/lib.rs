@@ -28,8 +28,8 @@ use anyhow::{Context, Result, bail};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub use crius_cri_api::v1;
 pub use crius_testkit::Runtime;
-pub use k8s_cri::v1;
 
 pub mod bench;
 mod daemon;

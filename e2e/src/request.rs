@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 /// A `PodSandboxConfig` under construction.
 #[derive(Debug, Clone)]
@@ -285,7 +285,7 @@ impl ContainerBuilder {
     pub fn env(mut self, key: &str, value: &str) -> ContainerBuilder {
         self.0.envs.push(cri::KeyValue {
             key: key.to_string(),
-            value: value.to_string(),
+            value: value.as_bytes().to_vec(),
         });
         self
     }

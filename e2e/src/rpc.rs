@@ -3,9 +3,9 @@
 //! Calls whose failure a test may assert on return the status; the rest panic.
 
 use anyhow::{Result, anyhow};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::image_service_client::ImageServiceClient;
+use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 /// The runtime service client tests hold.

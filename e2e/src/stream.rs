@@ -356,6 +356,49 @@ pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<Ws> {
     Ok(Ws { ws, protocol })
 }
 
+/// A WebSocket upgrade offering `protocols` whose binary messages then carry an SPDY
+/// client session (client-go's tunnelling: `SPDY/3.1+portforward.k8s.io`). The
+/// protocol is the one the server chose, prefix and all.
+pub async fn ws_tunnel_connect(url: &str, protocols: &[&str]) -> Result<Spdy> {
+    let Ws { ws, protocol } = ws_connect(url, protocols).await?;
+    let (mut sink, mut source) = ws.split();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut from_session, mut to_session) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            let b = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) | Message::Text(_) => break,
+                _ => continue,
+            };
+            if to_session.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_session.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from_session.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let (session, _incoming) = Session::new(ours, Role::Client, SessionConfig::default());
+    Ok(Spdy { session, protocol })
+}
+
 impl Ws {
     /// Sends `data` on channel `ch`.
     pub async fn send(&mut self, ch: u8, data: &[u8]) -> Result<()> {

@@ -9,9 +9,9 @@
 //! Mutation is structure-aware half the time: decode, set one field to a value
 //! from a list of awkward ones (or random text), encode.
 
+use crius_cri_api::v1 as cri;
 use crius_cri_server::fuzzing::{self, CriError};
 use crius_fuzz::{Harness, Rng, Target};
-use k8s_cri::v1 as cri;
 use prost::Message;
 
 use super::{PARSE_BOUND, shape, tag};

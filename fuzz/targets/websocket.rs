@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_fuzz::{Harness, Target};
 use crius_streaming::{Backend, ConnectError, Outcome, Request, StdStreams, TermSize};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::config::{Config, RuntimeHandler};
 pub use crate::container::fuzzing::{CallRig, PodSpec, UNDO_STEPS};

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use k8s_cri::v1::DnsConfig;
+use crius_cri_api::v1::DnsConfig;
 
 /// The host's resolver configuration, copied when the pod gives none.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";

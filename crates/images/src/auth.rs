@@ -7,7 +7,7 @@
 //! registry token. Identity (refresh) tokens are refused: exchanging them needs an
 //! OAuth flow crius does not implement.
 
-use k8s_cri::v1::AuthConfig;
+use crius_cri_api::v1::AuthConfig;
 use oci_client::secrets::RegistryAuth;
 
 use crate::config::ImagesConfig;

@@ -2,7 +2,7 @@
 //! crate's parsers of what registries and the kubelet send, each with the
 //! invariants it promises checked by assertions. A panic here is a finding.
 
-use k8s_cri::v1::AuthConfig;
+use crius_cri_api::v1::AuthConfig;
 use oci_client::secrets::RegistryAuth;
 
 use crate::ImagesConfig;

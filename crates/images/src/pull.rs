@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crius_cri_api::v1 as cri;
 use crius_snapshotter::Digest;
 use crius_store::{ImageRecord, LayerRecord};
-use k8s_cri::v1 as cri;
 use tokio::sync::watch;
 use tracing::info;
 

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use crius_cri_api::v1 as cri;
 use crius_snapshotter::Digest;
 use crius_spec::ImageConfig;
 use crius_store::ImageRecord;
-use k8s_cri::v1 as cri;
 
 use crate::error::{ImageError, Result};
 use crate::manifest::{self, ImageConfigFile};
@@ -101,6 +101,7 @@ impl Images {
                 annotations: HashMap::new(),
                 user_specified_image: String::new(),
                 runtime_handler: String::new(),
+                image_ref: String::new(),
             }),
             pinned: img.refs().any(|r| self.pinned.contains(r)),
         })

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use k8s_cri::v1::AuthConfig;
+use crius_cri_api::v1::AuthConfig;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;

@@ -427,6 +427,12 @@ impl Unpacker {
         Ok(false)
     }
 
+    /// Writes one tar entry into the layer directory.
+    ///
+    /// One piece on purpose: the path is resolved once (components, whiteouts, the
+    /// parent opened beneath the root without following links) and then one `match`
+    /// over the entry type creates it; every arm relies on that same resolved parent
+    /// and name, and the order of the checks is what keeps an entry inside the root.
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<()> {
         let kind = entry.header().entry_type();
         if matches!(

@@ -113,6 +113,12 @@ impl Decoder {
         }
     }
 
+    /// Decodes the frame at the front of the buffer.
+    ///
+    /// One piece on purpose: the header checks (version, length limits) and the one
+    /// `match` over the frame types read as the SPDY/3 frame table, each arm the
+    /// layout of one frame; split, each part would need the header and the limits
+    /// passed in, and the table would be spread over several functions.
     fn decode_one(&mut self) -> Result<Step, Error> {
         let avail = self.buf.get(self.pos..).unwrap_or_default();
         let Some(header) = avail.get(..FRAME_HEADER_LEN) else {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
 

@@ -44,7 +44,7 @@ mod user;
 use std::collections::HashMap;
 use std::path::Path;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use oci_spec::runtime::{Linux, LinuxBuilder, RootBuilder, Spec, SpecBuilder};
 
 pub use capabilities::DEFAULT_CAPABILITIES;

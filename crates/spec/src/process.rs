@@ -1,7 +1,7 @@
 //! process.args, process.env and process.cwd as Kubernetes defines them over the
 //! image's config, and the process of an exec in a running container.
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use oci_spec::runtime::Process;
 
 use crate::error::{Result, SpecError, invalid};
@@ -72,13 +72,20 @@ pub(crate) fn environment(
                 ),
             ));
         }
-        if kv.value.contains('\0') {
+        // The CRI carries values as bytes; an OCI process environment is strings.
+        let Ok(value) = std::str::from_utf8(&kv.value) else {
+            return Err(invalid(
+                format!("config.envs[{i}].value"),
+                "is not valid UTF-8",
+            ));
+        };
+        if value.contains('\0') {
             return Err(invalid(
                 format!("config.envs[{i}].value"),
                 "must not contain a NUL byte",
             ));
         }
-        set_env(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
+        set_env(&mut env, &kv.key, format!("{}={value}", kv.key));
     }
     if config.tty && !has_env(&env, "TERM") {
         env.push("TERM=xterm".to_string());
@@ -239,6 +246,10 @@ mod tests {
         };
         let e = environment(&c, &img, "", "/").unwrap_err();
         assert_eq!(e.field(), Some("config.envs[3].value"));
+        c.envs[3].value = vec![b'a', 0xff];
+        let e = environment(&c, &img, "", "/").unwrap_err();
+        assert_eq!(e.field(), Some("config.envs[3].value"));
+        assert!(e.to_string().contains("UTF-8"), "{e}");
     }
 
     #[test]

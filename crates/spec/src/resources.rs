@@ -13,7 +13,7 @@
 //! - hugepage limits: a page size like `2MB` or `1GB`;
 //! - `unified`: keys plain cgroup file names, values without NUL or newline.
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxHugepageLimit, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
     LinuxResources, LinuxResourcesBuilder,

@@ -72,7 +72,7 @@ pub struct ContainerRecord {
     #[serde(default)]
     pub message: String,
     /// The config the kubelet sent.
-    pub config: k8s_cri::v1::ContainerConfig,
+    pub config: crius_cri_api::v1::ContainerConfig,
     /// The image as the kubelet named it, and its id.
     pub image: String,
     pub image_ref: String,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use k8s_cri::v1::PodSandboxConfig;
+use crius_cri_api::v1::PodSandboxConfig;
 use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 

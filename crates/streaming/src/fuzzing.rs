@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 

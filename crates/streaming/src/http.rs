@@ -42,7 +42,12 @@ const WS_REMOTECOMMAND: &[&str] = &[
     "v2.channel.k8s.io",
     "channel.k8s.io",
 ];
-const WS_PORTFORWARD: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
+/// Port forward over WebSocket: an SPDY session tunnelled in binary messages (the
+/// SPDY subprotocol with a `SPDY/3.1+` prefix, as client-go's tunnelling dialer offers
+/// it), or the channel form.
+const WS_PORTFORWARD: &[&str] = &[WS_SPDY_PORTFORWARD, "v4.channel.k8s.io", "channel.k8s.io"];
+/// The WebSocket subprotocol that carries an SPDY `portforward.k8s.io` session.
+const WS_SPDY_PORTFORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// How long a TLS handshake or an HTTP request head may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -394,6 +399,10 @@ impl Upgraded {
             (Upgrade::Spdy, Request::PortForward(r)) => {
                 portforward::serve_spdy(io, r, backend, limits, gone).await;
             }
+            (Upgrade::WebSocket, Request::PortForward(r)) if protocol == WS_SPDY_PORTFORWARD => {
+                let tunnelled = crate::ws::tunnel(io, gone.clone()).await;
+                portforward::serve_spdy(tunnelled, r, backend, limits, gone).await;
+            }
             (Upgrade::WebSocket, Request::PortForward(r)) => {
                 portforward::serve_ws(io, r, &self.query, backend, gone).await;
             }
@@ -419,6 +428,8 @@ mod tests {
         assert_eq!(negotiate(&c, SPDY_REMOTECOMMAND), None);
         let c = vec!["portforward.k8s.io".to_string()];
         assert_eq!(negotiate(&c, SPDY_PORTFORWARD), Some("portforward.k8s.io"));
+        let c = vec!["SPDY/3.1+portforward.k8s.io".to_string()];
+        assert_eq!(negotiate(&c, WS_PORTFORWARD), Some(WS_SPDY_PORTFORWARD));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!   negotiation, and the idle timeout on every upgraded connection;
 //! - `remotecommand`: exec and attach over SPDY (`channel.k8s.io` to
 //!   `v5.channel.k8s.io`) and WebSocket (channels, `v5` adding the close signal);
-//! - `portforward`: `portforward.k8s.io` over SPDY, and the channel form over WebSocket.
+//! - `portforward`: `portforward.k8s.io` over SPDY, the same SPDY session tunnelled in
+//!   WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`), and the channel form
+//!   over WebSocket.
 //!
 //! # Invariants
 //!
@@ -52,8 +54,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_spdy::session::{Incoming, Role, Session, SessionConfig};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

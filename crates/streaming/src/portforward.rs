@@ -9,7 +9,10 @@
 //! error stream as text. Pairs never completed are reset after the stream creation
 //! timeout.
 //!
-//! WebSocket: the ports come from the `ports` query parameter; port i uses channel 2i
+//! SPDY tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`, client-go's
+//! tunnelling dialer): the same SPDY session, its bytes carried in binary messages.
+//!
+//! WebSocket channels: the ports come from the `ports` query parameter; port i uses channel 2i
 //! for data and 2i+1 for errors, and each channel's first message is the port number
 //! (two bytes, little endian). One connection per port; the socket closes when all
 //! are done.
@@ -18,9 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_spdy::session::{IncomingStream, Stream};
 use crius_spdy::{Headers, RstStatus};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;

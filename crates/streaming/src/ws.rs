@@ -251,3 +251,76 @@ impl AsyncWrite for ChannelWriter {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Buffer between a tunnelled byte stream and its WebSocket.
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
+/// A byte stream carried in the binary messages of a WebSocket, as newer clients
+/// tunnel SPDY (`SPDY/3.1+portforward.k8s.io`): message boundaries mean nothing, a
+/// normal close is EOF. The returned end reads what the client sends and writes to
+/// it; shutting down its write side (or dropping it) sends a normal close. One task
+/// reads the socket, one writes it; either ending cancels `gone`, and `gone` cancelled
+/// stops both.
+pub(crate) async fn tunnel<T: Conn>(io: T, gone: CancellationToken) -> DuplexStream {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(16 << 20);
+    config.max_frame_size = Some(16 << 20);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (mut sink, mut stream) = ws.split();
+    let (theirs, ours) = tokio::io::duplex(TUNNEL_BUFFER);
+    let (mut from_us, mut to_us) = tokio::io::split(ours);
+    let reader_gone = gone.clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                () = reader_gone.cancelled() => break,
+            };
+            let data = match msg {
+                Some(Ok(Message::Binary(d))) => d,
+                // Only binary messages carry the stream (as the client checks too).
+                Some(Ok(Message::Text(_))) => {
+                    tracing::debug!("tunnelled stream: text message from the client");
+                    break;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                // Pings are answered by the library.
+                Some(Ok(_)) => continue,
+            };
+            if to_us.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_us.shutdown().await;
+        reader_gone.cancel();
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            let n = tokio::select! {
+                r = tokio::io::AsyncReadExt::read(&mut from_us, &mut buf) => r.unwrap_or(0),
+                () = gone.cancelled() => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            if sink
+                .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                .await
+                .is_err()
+            {
+                gone.cancel();
+                return;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+        let _ = sink.close().await;
+        gone.cancel();
+    });
+    theirs
+}

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_shim::client::{ProcessIo, StartOptions};
 use crius_spec::{PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
-use k8s_cri::v1 as cri;
 use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};
@@ -45,9 +45,21 @@ impl Containers {
         self.creations
             .run(
                 &plan.name.clone(),
-                || match store.blocking().container_id_by_name(&name)? {
-                    Some(existing) => Err(already_exists(&name, &existing)),
-                    None => Ok(()),
+                || {
+                    let db = store.blocking();
+                    match db.container_id_by_name(&name)? {
+                        // The remains of a failed creation whose undo was incomplete
+                        // (no creation of this name is in flight): this one removes them.
+                        Some(existing)
+                            if db
+                                .container(&existing)?
+                                .is_some_and(|c| c.state == ContainerState::Creating) =>
+                        {
+                            Ok(())
+                        }
+                        Some(existing) => Err(already_exists(&name, &existing)),
+                        None => Ok(()),
+                    }
                 },
                 async move { this.create_planned(plan).await },
             )
@@ -114,15 +126,16 @@ impl Containers {
         let id = new_id()?;
         let _guard = self.locks.lock(&id).await;
         let mut rec = self.new_record(&id, &plan);
-        let reserve = self
-            .sandboxes
-            .with_ready_pod(&plan.pod.id, async {
+        let insert = || {
+            self.sandboxes.with_ready_pod(&plan.pod.id, async {
                 Ok(self.store.insert_container(&rec).await?)
             })
-            .await?;
-        match reserve {
-            Reserve::Done => {}
-            Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
+        };
+        if let Reserve::Taken(existing) = insert().await? {
+            self.remove_leftover(&rec.name, &existing).await?;
+            if let Reserve::Taken(existing) = insert().await? {
+                return Err(already_exists(&rec.name, &existing));
+            }
         }
         failpoint::hit("container.create.recorded")?;
         let mut made = Vec::new();
@@ -140,6 +153,24 @@ impl Containers {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Finishes the removal of what a failed creation of `name` left (container
+    /// `id`, still `Creating`), so that a retry of CreateContainer can take the name.
+    /// Any other holder of the name is a duplicate.
+    async fn remove_leftover(&self, name: &str, id: &str) -> CriResult<()> {
+        let guard = self.locks.lock(id).await;
+        match self.store.container(id).await? {
+            Some(old) if old.state == ContainerState::Creating => {
+                info!(container_id = %id, %name, "removing what a failed creation of this name left");
+                self.release(&old).await?;
+                self.store.delete_container(id).await?;
+                drop(guard);
+                Ok(())
+            }
+            Some(_) => Err(already_exists(name, id)),
+            None => Ok(()),
         }
     }
 

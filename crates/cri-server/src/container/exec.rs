@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState};
-use k8s_cri::v1 as cri;
 
 use super::Containers;
 use crate::error::{CriError, CriResult};

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_images::Images;
 use crius_snapshotter::{ContentStore, Digest, Snapshotter};
 use crius_store::{ContainerState, ImageRecord, PodState, Store};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 use super::{Containers, Host, exits::SHIM_PROBE_EVERY};

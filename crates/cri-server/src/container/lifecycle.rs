@@ -9,7 +9,7 @@ use crius_shim::client::ProcessStatus;
 use crius_store::ContainerState;
 use tracing::info;
 
-use super::{Containers, signal_number};
+use super::{Containers, stop_signal};
 use crate::error::{CriError, CriResult};
 use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
@@ -44,7 +44,7 @@ impl Containers {
         Ok(())
     }
 
-    /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds (at once
+    /// StopContainer: the stop signal (the config's, the image's or SIGTERM), then SIGKILL after `timeout` seconds (at once
     /// for a container that never started).
     pub async fn stop(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
         let Some(rec) = self.resolve(id, "container_id").await? else {
@@ -54,7 +54,7 @@ impl Containers {
         if rec.state != ContainerState::Running && rec.state != ContainerState::Created {
             return Ok(());
         }
-        let signal = signal_number(&rec.stop_signal).unwrap_or(15);
+        let signal = stop_signal(&rec);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
         let kill_grace = self.kill_grace;
         let waited = self

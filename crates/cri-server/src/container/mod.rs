@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState, Store};
 use tracing::warn;
 
@@ -354,8 +355,8 @@ impl Containers {
 }
 
 /// The CRI state of a stored state.
-fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
-    use k8s_cri::v1::ContainerState as Cri;
+fn cri_state(s: ContainerState) -> crius_cri_api::v1::ContainerState {
+    use crius_cri_api::v1::ContainerState as Cri;
     match s {
         ContainerState::Creating | ContainerState::Created => Cri::ContainerCreated,
         ContainerState::Running => Cri::ContainerRunning,
@@ -363,7 +364,8 @@ fn cri_state(s: ContainerState) -> k8s_cri::v1::ContainerState {
     }
 }
 
-/// Signal numbers by name (the image's STOPSIGNAL).
+/// Signal numbers by name (the image's STOPSIGNAL, or a CRI `Signal` without its
+/// `SIGNAL_` prefix): `SIGUSR1`, `usr1`, `10`, `SIGRTMIN+3`, `RTMAX-2`.
 fn signal_number(name: &str) -> Option<u32> {
     let n = name.trim().to_uppercase();
     if n.is_empty() {
@@ -373,21 +375,82 @@ fn signal_number(name: &str) -> Option<u32> {
         return Some(v);
     }
     let n = n.strip_prefix("SIG").unwrap_or(&n);
+    // Linux numbering; the real-time range is the C library's (34-64).
     Some(match n {
         "HUP" => 1,
         "INT" => 2,
         "QUIT" => 3,
+        "ILL" => 4,
+        "TRAP" => 5,
+        "ABRT" | "IOT" => 6,
+        "BUS" => 7,
+        "FPE" => 8,
         "KILL" => 9,
         "USR1" => 10,
+        "SEGV" => 11,
         "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
         "TERM" => 15,
-        "WINCH" => 28,
-        "PWR" => 30,
-        "STOP" => 19,
+        "STKFLT" => 16,
+        "CHLD" | "CLD" => 17,
         "CONT" => 18,
+        "STOP" => 19,
+        "TSTP" => 20,
+        "TTIN" => 21,
+        "TTOU" => 22,
+        "URG" => 23,
+        "XCPU" => 24,
+        "XFSZ" => 25,
+        "VTALRM" => 26,
+        "PROF" => 27,
+        "WINCH" => 28,
+        "IO" | "POLL" => 29,
+        "PWR" => 30,
+        "SYS" => 31,
+        "RTMIN" => 34,
+        "RTMAX" => 64,
         _ => {
-            let rt = n.strip_prefix("RTMIN+")?.parse::<u32>().ok()?;
-            34 + rt
+            let (base, offset) = if let Some(k) = n.strip_prefix("RTMIN+") {
+                (34, k.parse::<i64>().ok()?)
+            } else if let Some(k) = n.strip_prefix("RTMAX-") {
+                (64, -k.parse::<i64>().ok()?)
+            } else {
+                return None;
+            };
+            let v = base + offset;
+            if !(34..=64).contains(&v) {
+                return None;
+            }
+            u32::try_from(v).ok()?
         }
     })
+}
+
+/// The number of a CRI `Signal` (`ContainerConfig.stop_signal`); None for
+/// RUNTIME_DEFAULT and values outside the enum.
+fn cri_signal_number(value: i32) -> Option<u32> {
+    let signal = cri::Signal::try_from(value).ok()?;
+    if signal == cri::Signal::RuntimeDefault {
+        return None;
+    }
+    let name = signal.as_str_name().strip_prefix("SIGNAL_")?;
+    signal_number(&name.replace("PLUS", "+").replace("MINUS", "-"))
+}
+
+/// The CRI `Signal` of a signal number: the first name the enum gives it
+/// (SIGABRT before SIGIOT, SIGCHLD before SIGCLD, SIGIO before SIGPOLL).
+fn cri_signal(number: u32) -> cri::Signal {
+    (1..)
+        .map_while(|v| cri::Signal::try_from(v).ok())
+        .find(|s| cri_signal_number(*s as i32) == Some(number))
+        .unwrap_or(cri::Signal::RuntimeDefault)
+}
+
+/// The signal StopContainer sends first: the container config's, else the image's,
+/// else SIGTERM.
+fn stop_signal(rec: &ContainerRecord) -> u32 {
+    cri_signal_number(rec.config.stop_signal)
+        .or_else(|| signal_number(&rec.stop_signal))
+        .unwrap_or(15)
 }

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState};
-use k8s_cri::v1 as cri;
 
-use super::{Containers, cri_state};
+use super::{Containers, cri_signal, cri_state, stop_signal};
 use crate::error::CriResult;
 
 impl Containers {
@@ -97,6 +97,7 @@ impl Containers {
                         .collect(),
                 }),
             }),
+            stop_signal: cri_signal(stop_signal(&c)) as i32,
         };
         let mut info = HashMap::new();
         if verbose {

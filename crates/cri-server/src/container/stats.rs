@@ -1,7 +1,7 @@
 //! ContainerStats, ListContainerStats and the per-pod sums of PodSandboxStats.
 
+use crius_cri_api::v1 as cri;
 use crius_store::{ContainerRecord, ContainerState, PodRecord};
-use k8s_cri::v1 as cri;
 
 use super::Containers;
 use crate::error::CriResult;
@@ -41,6 +41,7 @@ impl Containers {
                 timestamp: ts,
                 usage_core_nano_seconds: u(m.cpu_usage_ns),
                 usage_nano_cores: None,
+                psi: None,
             }),
             memory: metrics.map(|m| cri::MemoryUsage {
                 timestamp: ts,
@@ -50,6 +51,7 @@ impl Containers {
                 rss_bytes: u(m.memory_rss),
                 page_faults: None,
                 major_page_faults: None,
+                psi: None,
             }),
             writable_layer: layer.map(|l| cri::FilesystemUsage {
                 timestamp: ts,
@@ -65,6 +67,7 @@ impl Containers {
                 inodes_used: u(l.inodes),
             }),
             swap: None,
+            io: None,
         };
         Ok((stats, pids))
     }
@@ -121,6 +124,7 @@ impl Containers {
                     timestamp: ts,
                     usage_core_nano_seconds: Some(v),
                     usage_nano_cores: None,
+                    psi: None,
                 }),
                 memory: working_set.map(|v| cri::MemoryUsage {
                     timestamp: ts,
@@ -130,6 +134,7 @@ impl Containers {
                     rss_bytes: rss,
                     page_faults: None,
                     major_page_faults: None,
+                    psi: None,
                 }),
                 network,
                 process: processes.map(|n| cri::ProcessUsage {
@@ -137,6 +142,7 @@ impl Containers {
                     process_count: Some(cri::UInt64Value { value: n }),
                 }),
                 containers,
+                io: None,
             }),
             windows: None,
         })

@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_snapshotter::{ContentStore, Digest, Snapshotter};
 use crius_store::{
     ContainerState, ImageRecord, PinnedNamespaces, PodRecord, PodState, Reserve, Store,
 };
-use k8s_cri::v1 as cri;
 
-use super::{Containers, Host, signal_number};
+use super::{Containers, Host, cri_signal, cri_signal_number, signal_number, stop_signal};
 use crate::config::{Config, RuntimeHandler};
+use crate::error::CriError;
 use crate::host::fake::FakeHost;
 use crate::sandbox::Sandboxes;
 use crate::validate;
@@ -311,6 +312,43 @@ async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried(
     assert!(rig.bundles().is_empty());
 }
 
+#[tokio::test]
+async fn a_retry_of_a_failed_creation_whose_undo_failed_removes_the_rest_and_takes_the_name() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    host.fail_undo("rootfs.unmount");
+    host.fail_at(3);
+    containers
+        .create(rig.request("app", false))
+        .await
+        .unwrap_err();
+    let left = rig.store.containers().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, ContainerState::Creating);
+    // While the host still fails, the retry fails too and the record stays.
+    host.fail_undo("rootfs.unmount");
+    assert!(containers.create(rig.request("app", false)).await.is_err());
+    assert!(rig.store.container(&left[0].id).await.unwrap().is_some());
+    // The kubelet retries with the same metadata once the host lets it.
+    host.clear_failures();
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    assert_ne!(id, left[0].id);
+    assert!(rig.store.container(&left[0].id).await.unwrap().is_none());
+    let live = host.live();
+    let bundle = rig.store.container(&id).await.unwrap().unwrap().bundle;
+    assert_eq!(
+        live.mounted,
+        [bundle.join("rootfs").display().to_string()].into(),
+        "{live:?}"
+    );
+    // A created container's name is still a duplicate.
+    match containers.create(rig.request("app", false)).await {
+        Err(CriError::AlreadyExists(m)) => assert!(m.contains(&id), "{m}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+}
+
 /// Creates a container and rewrites its record's state, as a crash would leave it.
 async fn leave(rig: &Rig, host: &Arc<FakeHost>, name: &str, state: ContainerState) -> String {
     let containers = rig.containers(host);
@@ -538,6 +576,56 @@ fn stop_signals() {
     assert_eq!(signal_number("9"), Some(9));
     assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
     assert_eq!(signal_number("SIGBOGUS"), None);
+    assert_eq!(signal_number("SIGRTMAX-2"), Some(62));
+    assert_eq!(signal_number("SIGRTMIN+31"), None);
+    assert_eq!(signal_number("SIGALRM"), Some(14));
+
+    // Every CRI Signal has a number, and maps back to itself or its first alias.
+    use crius_cri_api::v1::Signal;
+    assert_eq!(cri_signal_number(Signal::RuntimeDefault as i32), None);
+    assert_eq!(cri_signal_number(999), None);
+    assert_eq!(cri_signal_number(Signal::Sigusr1 as i32), Some(10));
+    assert_eq!(cri_signal_number(Signal::Sigrtminplus1 as i32), Some(35));
+    assert_eq!(cri_signal_number(Signal::Sigrtmaxminus1 as i32), Some(63));
+    assert_eq!(cri_signal_number(Signal::Sigrtmax as i32), Some(64));
+    for v in 1..=65 {
+        let n = cri_signal_number(v).unwrap_or_else(|| panic!("signal value {v}"));
+        assert_eq!(cri_signal_number(cri_signal(n) as i32), Some(n));
+    }
+    assert_eq!(cri_signal(6), Signal::Sigabrt);
+    assert_eq!(cri_signal(17), Signal::Sigchld);
+    assert_eq!(cri_signal(200), Signal::RuntimeDefault);
+
+    // The config's stop signal wins over the image's; SIGTERM without either.
+    let mut rec = crius_store::ContainerRecord {
+        id: "c".into(),
+        pod_id: "p".into(),
+        name: "n".into(),
+        state: crius_store::ContainerState::Running,
+        created_at: 1,
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        config: Default::default(),
+        image: "busybox".into(),
+        image_ref: "sha256:1".into(),
+        log_path: None,
+        bundle: "/b".into(),
+        socket: "/s".into(),
+        runtime: "runc".into(),
+        pid: 0,
+        stop_signal: String::new(),
+        uid: 0,
+        gid: 0,
+        supplemental_groups: vec![],
+    };
+    assert_eq!(stop_signal(&rec), 15);
+    rec.stop_signal = "SIGUSR1".into();
+    assert_eq!(stop_signal(&rec), 10);
+    rec.config.stop_signal = Signal::Sigquit as i32;
+    assert_eq!(stop_signal(&rec), 3);
 }
 
 #[test]

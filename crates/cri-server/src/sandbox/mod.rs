@@ -5,12 +5,15 @@
 //! Invariants (what start-up recovery relies on):
 //! - A record is written in state `Creating`, with its name reserved, before anything
 //!   is made on the host; it turns `Ready` only when everything exists. A `Creating`
-//!   record found at start-up is therefore the remains of a crash and is undone.
+//!   record found at start-up is therefore the remains of a crash (or of a failed
+//!   creation whose undo failed) and is undone.
 //! - Everything a pod owns on the host lives under `<run_dir>/pods/<id>/` or is
 //!   released by the network backend's idempotent `teardown`; a release undoes it all
 //!   and is safe on a half-made pod. A pod directory with no record is an orphan and
 //!   is released at start-up.
-//! - A failed RunPodSandbox undoes exactly the steps it made, newest first.
+//! - A failed RunPodSandbox undoes exactly the steps it made, newest first. If an
+//!   undo fails, the record stays `Creating`: a retry of the same name,
+//!   RemovePodSandbox or start-up recovery releases what is left.
 //! - Slow work (helper process, network) runs under the pod's own lock, never a
 //!   global one.
 //! - RunPodSandbox work runs in its own task, so a client that gives up does not
@@ -30,8 +33,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crius_cni::NetworkBackend;
+use crius_cri_api::v1 as cri;
 use crius_store::{PodRecord, Store};
-use k8s_cri::v1 as cri;
 
 use crate::config::Config;
 use crate::creations::Creations;

@@ -1,8 +1,8 @@
 //! What the network backend is told about a pod.
 
 use crius_cni::PodNetworkRequest;
+use crius_cri_api::v1 as cri;
 use crius_store::{PodRecord, PodState};
-use k8s_cri::v1 as cri;
 
 use super::Sandboxes;
 use crate::error::CriResult;

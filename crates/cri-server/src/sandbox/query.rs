@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{PodRecord, PodState};
-use k8s_cri::v1 as cri;
 
 use super::Sandboxes;
 use crate::error::CriResult;

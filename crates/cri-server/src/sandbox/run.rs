@@ -30,9 +30,17 @@ impl Sandboxes {
         self.creations
             .run(
                 &name,
-                || match store.blocking().pod_id_by_name(&name)? {
-                    Some(id) => Err(already_exists(&name, &id)),
-                    None => Ok(()),
+                || {
+                    let db = store.blocking();
+                    match db.pod_id_by_name(&name)? {
+                        // The remains of a failed creation whose undo was incomplete
+                        // (no creation of this name is in flight): this one removes them.
+                        Some(id) if db.pod(&id)?.is_some_and(|p| p.state == PodState::Creating) => {
+                            Ok(())
+                        }
+                        Some(id) => Err(already_exists(&name, &id)),
+                        None => Ok(()),
+                    }
                 },
                 async move { this.create(pod).await },
             )
@@ -61,9 +69,11 @@ impl Sandboxes {
             ips: Vec::new(),
             infra_pid: None,
         };
-        match self.store.insert_pod(&rec).await? {
-            Reserve::Done => {}
-            Reserve::Taken(existing) => return Err(already_exists(&rec.name, &existing)),
+        if let Reserve::Taken(existing) = self.store.insert_pod(&rec).await? {
+            self.remove_leftover(&rec.name, &existing).await?;
+            if let Reserve::Taken(existing) = self.store.insert_pod(&rec).await? {
+                return Err(already_exists(&rec.name, &existing));
+            }
         }
         failpoint::hit("sandbox.run.recorded")?;
         let mut made = Vec::new();
@@ -74,8 +84,9 @@ impl Sandboxes {
             }
             Err(e) => {
                 warn!(pod_id = %id, pod = %rec.name, error = %e, "pod sandbox creation failed; undoing it");
-                self.undo_made(&rec, &made).await;
-                if let Err(undo) = self.store.delete_pod(&id).await {
+                if !self.undo_made(&rec, &made).await {
+                    warn!(pod_id = %id, pod = %rec.name, "part of the failed sandbox is left; its record stays (Creating) for RemovePodSandbox, a retry of RunPodSandbox or start-up recovery");
+                } else if let Err(undo) = self.store.delete_pod(&id).await {
                     warn!(pod_id = %id, error = %undo, "deleting the record of a failed sandbox");
                 }
                 Err(e)
@@ -83,14 +94,37 @@ impl Sandboxes {
         }
     }
 
+    /// Finishes the removal of what a failed creation of `name` left (sandbox `id`,
+    /// still `Creating`), so that a retry of RunPodSandbox can take the name. Any
+    /// other holder of the name is a duplicate.
+    async fn remove_leftover(&self, name: &str, id: &str) -> CriResult<()> {
+        let guard = self.locks.lock(id).await;
+        match self.store.pod(id).await? {
+            Some(old) if old.state == PodState::Creating => {
+                info!(pod_id = %id, pod = %name, "removing what a failed creation of this name left");
+                self.release(&old).await?;
+                self.store.delete_pod(id).await?;
+                drop(guard);
+                Ok(())
+            }
+            Some(_) => Err(already_exists(name, id)),
+            None => Ok(()),
+        }
+    }
+
     /// Undoes the steps of a failed creation, newest first, every one of them even
-    /// when one fails (what cannot be undone now is found again at start-up).
-    async fn undo_made(&self, rec: &PodRecord, made: &[Step]) {
+    /// when one fails. Returns whether all of them were undone: if not, the caller
+    /// keeps the record (state `Creating`), so that what is left is found again (the
+    /// pod directory alone does not say what was pinned or set up).
+    async fn undo_made(&self, rec: &PodRecord, made: &[Step]) -> bool {
+        let mut all = true;
         for step in made.iter().rev() {
             if let Err(e) = self.undo(rec, *step).await {
                 warn!(pod_id = %rec.id, ?step, error = %e, "undoing a step of a failed sandbox");
+                all = false;
             }
         }
+        all
     }
 
     /// The host-side steps of RunPodSandbox, after the record exists. Each step that

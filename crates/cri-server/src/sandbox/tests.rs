@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crius_cri_api::v1 as cri;
 use crius_store::{PodState, Store};
-use k8s_cri::v1 as cri;
 
 use super::Sandboxes;
 use crate::config::Config;
@@ -273,4 +273,68 @@ async fn recovery_rewrites_missing_pod_files_and_removes_orphan_directories() {
     assert!(dir.join("resolv.conf").is_file());
     assert!(!Path::new(&orphan).exists());
     assert_eq!(host.log(), ["ns.unpin orphan"]);
+}
+
+#[tokio::test]
+async fn a_failed_creation_whose_unpin_fails_keeps_its_record_until_the_rest_is_removed() {
+    for finish in ["retry", "remove", "recovery"] {
+        let rig = Rig::new();
+        let host = Arc::new(FakeHost::default());
+        let sandboxes = rig.sandboxes(&host);
+        // The network setup fails, and so does the undo of the pinned namespaces.
+        host.fail_at(1);
+        host.fail_undo("ns.unpin");
+        let err = sandboxes.run(pod("web", false)).await.unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        let pods = rig.store.pods().await.unwrap();
+        assert_eq!(pods.len(), 1, "{finish}: the record stays");
+        let left = &pods[0];
+        assert_eq!(left.state, PodState::Creating);
+        let pinned = host.live().pinned;
+        assert_eq!(pinned.len(), 3, "{finish}: {pinned:?}");
+        assert!(
+            sandboxes.list(None).await.unwrap().is_empty(),
+            "{finish}: a half-made pod is not listed"
+        );
+        host.clear_failures();
+        match finish {
+            "retry" => {
+                // The kubelet retries with the same metadata: the name is taken over.
+                let id = sandboxes.run(pod("web", false)).await.unwrap();
+                assert_ne!(id, left.id);
+                assert!(rig.store.pod(&left.id).await.unwrap().is_none());
+                let new_dir = rig.store.pod(&id).await.unwrap().unwrap().dir;
+                let live = host.live().pinned;
+                assert!(
+                    live.iter()
+                        .all(|p| p.starts_with(&new_dir.display().to_string())),
+                    "{live:?}"
+                );
+                assert_eq!(rig.pod_dirs(), std::slice::from_ref(&id));
+                sandboxes.remove(&id).await.unwrap();
+            }
+            "remove" => sandboxes.remove(&left.id).await.unwrap(),
+            _ => rig.sandboxes(&host).recover().await.unwrap(),
+        }
+        assert!(rig.store.pods().await.unwrap().is_empty(), "{finish}");
+        assert!(host.live().is_empty(), "{finish}: {:?}", host.live());
+        assert!(rig.pod_dirs().is_empty(), "{finish}: {:?}", rig.pod_dirs());
+    }
+}
+
+#[tokio::test]
+async fn a_retry_does_not_take_the_name_of_a_live_pod() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let sandboxes = rig.sandboxes(&host);
+    let id = sandboxes.run(pod("web", false)).await.unwrap();
+    sandboxes.stop(&id).await.unwrap();
+    match sandboxes.run(pod("web", false)).await {
+        Err(CriError::AlreadyExists(m)) => assert!(m.contains(&id), "{m}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(
+        rig.store.pod(&id).await.unwrap().unwrap().state,
+        PodState::NotReady
+    );
 }

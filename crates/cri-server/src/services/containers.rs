@@ -1,6 +1,6 @@
 //! CreateContainer.
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use super::Cri;
 use crate::error::CriResult;

@@ -1,8 +1,8 @@
 //! Exec, Attach and PortForward: they validate and hand out a URL on the streaming
 //! server.
 
+use crius_cri_api::v1 as cri;
 use crius_store::PodState;
-use k8s_cri::v1 as cri;
 
 use super::Cri;
 use crate::error::{CriError, CriResult};

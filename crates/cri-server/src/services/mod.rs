@@ -14,10 +14,12 @@
 //! | RunPodSandbox, StopPodSandbox, RemovePodSandbox | `sandboxes.rs` |
 //! | CreateContainer | `containers.rs` |
 //! | Exec, Attach, PortForward | `exec.rs` |
-//! | ListPodSandboxStats | `stats.rs` |
+//! | ListPodSandboxStats, StreamPodSandboxStats | `stats.rs` |
 //! | ImageStatus (and the image name check of every image RPC) | `images.rs` |
 //!
-//! The RPCs crius does not serve (yet) answer `Unimplemented`, never a fake success.
+//! The Stream* RPCs (below the tables) share their List twin's code and send its
+//! answer in [`STREAM_CHUNK`]-item messages. The RPCs crius does not serve (yet)
+//! answer `Unimplemented`, never a fake success.
 
 mod containers;
 mod exec;
@@ -32,9 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crius_cni::NetworkBackend;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crius_cri_api::v1 as cri;
+use crius_cri_api::v1::image_service_server::ImageService;
+use crius_cri_api::v1::runtime_service_server::RuntimeService;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
@@ -145,6 +147,28 @@ pub struct ImageApi {
     pub observer: Arc<dyn CallObserver>,
 }
 
+/// The answer of a Stream* RPC: its List twin's items, [`STREAM_CHUNK`] per message.
+type Chunks<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Items per message of a Stream* RPC: far below the 16 MiB message limit for any
+/// item crius produces, few messages for a node's usual few hundred.
+pub const STREAM_CHUNK: usize = 100;
+
+/// Splits a List answer into the messages of its Stream twin, each item once, in
+/// order; no items, no message (the stream just ends).
+fn chunks<I, T>(items: Response<Vec<I>>, wrap: fn(Vec<I>) -> T) -> Response<Chunks<T>>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+{
+    let mut items = items.into_inner().into_iter().peekable();
+    let mut messages = Vec::new();
+    while items.peek().is_some() {
+        messages.push(Ok(wrap(items.by_ref().take(STREAM_CHUNK).collect())));
+    }
+    Response::new(Box::pin(tokio_stream::iter(messages)))
+}
+
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
@@ -234,13 +258,74 @@ serve! {
                 Ok(cri::PodSandboxStatsResponse { stats: Some(s.containers.pod_stats(&pod).await?) })
             };
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse, "ListPodSandboxStats",
-            |s, r| Subject::none() => s.list_pod_sandbox_stats(r).await;
+            |s, r| Subject::none() => Ok(cri::ListPodSandboxStatsResponse { stats: s.list_pod_sandbox_stats(r.filter).await? });
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer",
             |s, r| Subject::container(&r.container_id) => unimplemented("CheckpointContainer");
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors",
             |s, r| Subject::none() => unimplemented("ListMetricDescriptors");
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics",
             |s, r| Subject::none() => unimplemented("ListPodSandboxMetrics");
+        checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse, "CheckpointPod",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => unimplemented("CheckpointPod");
+        restore_pod(RestorePodRequest) -> RestorePodResponse, "RestorePod",
+            |s, r| Subject::none() => unimplemented("RestorePod");
+        update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse, "UpdatePodSandboxResources",
+            |s, r| Subject::pod(&r.pod_sandbox_id) => Err(CriError::Unimplemented(
+                "UpdatePodSandboxResources is not implemented in crius yet: a pod's cgroup keeps \
+                 the limits it was created with; containers are resized with UpdateContainerResources".into(),
+            ));
+    }
+
+    type StreamPodSandboxesStream = Chunks<cri::StreamPodSandboxesResponse>;
+    type StreamContainersStream = Chunks<cri::StreamContainersResponse>;
+    type StreamContainerStatsStream = Chunks<cri::StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = Chunks<cri::StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = Chunks<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = request.into_inner().filter;
+        let items = call(&*self.observer, "StreamPodSandboxes", Subject::none(), self.sandboxes.list(filter)).await?;
+        Ok(chunks(items, |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes }))
+    }
+
+    async fn stream_containers(
+        &self,
+        request: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let filter = request.into_inner().filter;
+        let items = call(&*self.observer, "StreamContainers", Subject::none(), self.containers.list(filter)).await?;
+        Ok(chunks(items, |containers| cri::StreamContainersResponse { containers }))
+    }
+
+    async fn stream_container_stats(
+        &self,
+        request: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = request.into_inner().filter;
+        let items = call(&*self.observer, "StreamContainerStats", Subject::none(), self.containers.list_stats(filter)).await?;
+        Ok(chunks(items, |container_stats| cri::StreamContainerStatsResponse { container_stats }))
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = request.into_inner().filter;
+        let items = call(&*self.observer, "StreamPodSandboxStats", Subject::none(), self.list_pod_sandbox_stats(filter)).await?;
+        Ok(chunks(items, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }))
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        // As ListPodSandboxMetrics: not served.
+        let items: Response<Vec<cri::PodSandboxMetrics>> =
+            call(&*self.observer, "StreamPodSandboxMetrics", Subject::none(), async { unimplemented("StreamPodSandboxMetrics") }).await?;
+        Ok(chunks(items, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }))
     }
 
     type GetContainerEventsStream = EventStream;
@@ -275,6 +360,18 @@ serve! {
         image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse, "ImageFsInfo",
             |s, r| Subject::none() => Ok(s.images.fs_info(s.config.state_dir.clone()).await?);
     }
+
+    type StreamImagesStream = Chunks<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let filter = request.into_inner().filter;
+        let subject = Subject::image(filter.as_ref().and_then(|f| f.image.as_ref()));
+        let items = call(&*self.observer, "StreamImages", subject, async { Ok(self.images.list(filter).await?) }).await?;
+        Ok(chunks(items, |images| cri::StreamImagesResponse { images }))
+    }
 }
 
 /// The answer of an RPC crius does not serve.
@@ -282,4 +379,35 @@ fn unimplemented<T>(rpc: &str) -> CriResult<T> {
     Err(CriError::Unimplemented(format!(
         "{rpc} is not implemented in crius yet"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn sizes(n: usize) -> Vec<usize> {
+        let items: Vec<u32> = (0..n as u32).collect();
+        let stream = chunks(Response::new(items), |images| images).into_inner();
+        let got: Vec<Vec<u32>> = stream.map(|m| m.unwrap()).collect().await;
+        let flat: Vec<u32> = got.iter().flatten().copied().collect();
+        assert_eq!(
+            flat,
+            (0..n as u32).collect::<Vec<_>>(),
+            "each item once, in order"
+        );
+        got.iter().map(Vec::len).collect()
+    }
+
+    #[tokio::test]
+    async fn stream_answers_are_list_answers_in_chunks() {
+        assert_eq!(sizes(0).await, Vec::<usize>::new());
+        assert_eq!(sizes(1).await, vec![1]);
+        assert_eq!(sizes(STREAM_CHUNK).await, vec![STREAM_CHUNK]);
+        assert_eq!(
+            sizes(2 * STREAM_CHUNK + 7).await,
+            vec![STREAM_CHUNK, STREAM_CHUNK, 7]
+        );
+    }
 }

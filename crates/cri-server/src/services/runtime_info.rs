@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use super::Cri;
 use crate::config::CgroupDriver;
@@ -77,6 +77,8 @@ impl Cri {
             runtime_handlers,
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: false,
+                user_namespaces_host_network: false,
+                mount_options: false,
             }),
         }
     }

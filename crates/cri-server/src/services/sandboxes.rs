@@ -1,7 +1,7 @@
 //! RunPodSandbox, StopPodSandbox, RemovePodSandbox (StopPodSandbox and RemovePodSandbox
 //! first stop or remove the pod's containers).
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use super::Cri;
 use crate::error::CriResult;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_shim::client::{self, ProcessIo, Shim};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncWriteExt, copy};
 use tokio::net::TcpStream;
 use tokio::net::unix::pipe;

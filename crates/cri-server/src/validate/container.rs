@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 
 use crate::error::{CriError, CriResult};
 
@@ -53,6 +53,12 @@ pub fn create_container(req: cri::CreateContainerRequest) -> CriResult<ValidCont
         return Err(CriError::invalid("config.image.image", "must not be empty"));
     }
     log_path(&config.log_path)?;
+    if cri::Signal::try_from(config.stop_signal).is_err() {
+        return Err(CriError::invalid(
+            "config.stop_signal",
+            format!("{} is not a CRI Signal value", config.stop_signal),
+        ));
+    }
     Ok(ValidContainer {
         pod_sandbox_id: req.pod_sandbox_id,
         config,

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use k8s_cri::v1::{
+use crius_cri_api::v1::{
     DnsConfig, LinuxPodSandboxConfig, NamespaceMode, PodSandboxConfig, PortMapping, Protocol,
 };
 
@@ -264,7 +264,7 @@ fn handler(requested: &str, cfg: &Config) -> CriResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{
+    use crius_cri_api::v1::{
         DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption,
         PodSandboxMetadata, PortMapping,
     };

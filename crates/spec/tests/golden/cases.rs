@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use crius_cri_api::v1 as cri;
 use serde_json::Value;
 
 /// What the generator takes from the image.

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crius_cni::{IpFamily, Lease};
+use crius_cri_api::v1 as cri;
 use crius_store::{
     ContainerRecord, ContainerState, ImageRecord, LayerRecord, PinnedNamespaces, PodRecord,
     PodState,
 };
-use k8s_cri::v1 as cri;
 
 /// The committed version-1 store.
 pub fn fixture_v1() -> PathBuf {

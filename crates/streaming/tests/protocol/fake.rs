@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crius_cri_api::v1 as cri;
 use crius_e2e::stream::{Finished, Want, spdy_command};
 use crius_streaming::{
     Backend, BoxRead, BoxWrite, ConnectError, Outcome, Request, StdStreams, StreamServer,
     StreamingConfig, TermSize,
 };
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncWriteExt, copy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;

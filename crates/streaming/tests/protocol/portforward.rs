@@ -101,6 +101,60 @@ async fn spdy_pairs_not_completed_in_time_are_reset() {
     assert_eq!(round_trip(data, b"after".to_vec()).await, b"after");
 }
 
+#[tokio::test]
+async fn spdy_tunnelled_in_websocket_forwards_like_spdy() {
+    // client-go's tunnelling dialer (kubectl, critest -websocket-portforward): a
+    // WebSocket offering only the SPDY protocol with the `SPDY/3.1+` prefix, then an
+    // SPDY session in its binary messages, ports in the stream headers.
+    let h = Harness::start(config()).await;
+    let port = echo_server().await;
+    let url = h.port_forward(&[]);
+    let conn = ws_tunnel_connect(&url, &["SPDY/3.1+portforward.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(conn.protocol, "SPDY/3.1+portforward.k8s.io");
+    let port_s = port.to_string();
+    let mut tasks = Vec::new();
+    for id in 1..=4u32 {
+        let (data, err) = pair(&conn, &port_s, id).await;
+        // Larger than one tunnel message, so it is carried in several.
+        let payload = format!("tunnelled {id} ").repeat(20_000).into_bytes();
+        tasks.push(tokio::spawn(async move {
+            let back = round_trip(data, payload.clone()).await;
+            let err = read_all(err).await;
+            (back == payload, err)
+        }));
+    }
+    for t in tasks {
+        let (same, err) = t.await.unwrap();
+        assert!(same, "a tunnelled connection got other bytes");
+        assert!(err.is_empty(), "{:?}", String::from_utf8_lossy(&err));
+    }
+    assert_eq!(
+        h.fake.connects.lock().unwrap().clone(),
+        vec![(POD.to_string(), port); 4]
+    );
+    let closed = closed_port();
+    let (_data, err) = pair(&conn, &closed.to_string(), 9).await;
+    let msg = String::from_utf8_lossy(&read_all(err).await).to_string();
+    assert!(
+        msg.starts_with(&format!("error forwarding port {closed} to pod {POD}: ")),
+        "{msg:?}"
+    );
+    conn.session.close();
+}
+
+#[tokio::test]
+async fn websocket_without_a_protocol_in_common_is_refused() {
+    let h = Harness::start(config()).await;
+    let url = h.port_forward(&[]);
+    let err = ws_connect(&url, &["SPDY/3.1+v9.portforward.k8s.io"])
+        .await
+        .err()
+        .expect("an unknown tunnelled protocol was accepted");
+    assert!(err.to_string().contains("400"), "{err}");
+}
+
 /// Reads the opening message of each of `n` channels: the port number, little endian.
 async fn opened(ws: &mut Ws, ports: &[u16]) {
     for (i, port) in ports.iter().enumerate() {

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crius_cri_api::v1 as cri;
 use crius_e2e::stream::*;
 use crius_streaming::{Request, StreamError, StreamServer, StreamingConfig};
-use k8s_cri::v1 as cri;
 
 use crate::fake::*;
 
