@@ -8,7 +8,7 @@
 //! at most 1 MiB from lifecycle 500 to the end, and nothing is left. Prints the
 //! verdict; exits non-zero only when a lifecycle failed or something was left.
 //! `SOAK_CRIUSD` names another criusd executable (say one built with
-//! `--no-default-features`, on glibc's malloc) to measure instead.
+//! `--features mimalloc`, on mimalloc) to measure instead.
 //!
 //! Run as root: `cargo build --release --bins && cargo bench -p crius-e2e --bench soak`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -20,8 +20,8 @@ const WARM: usize = 200;
 
 /// The most the idle criusd's RssAnon may grow from lifecycle [`WARM`] to the last,
 /// KiB: 10 KiB per lifecycle. Measured on the 2-core VM under heavy load: +1.9 MiB
-/// (from 200) and +2.2 MiB (from 100). This catches gross leaks only (the one fixed on
-/// this branch kept about 3 KiB per lifecycle); the release benchmark's 5,000
+/// (from 200) and +2.2 MiB (from 100). This catches gross leaks only (the per-id
+/// locks that kept every pod's and container's id cost about 3 KiB per lifecycle); the release benchmark's 5,000
 /// lifecycles are the finer check.
 const MAX_GROWTH_KIB: i64 = 3072;
 

@@ -1,22 +1,16 @@
 //! criusd: the crius CRI v1 server. The command line is `crius_cri_server::cli`.
 #![deny(unsafe_code)]
 
-/// criusd allocates through mimalloc, not glibc's malloc. Measured with the soak
-/// benchmark (`e2e/benches/soak.rs`): once nothing per pod was kept any more, heaptrack
-/// found the live heap bounded (under 1 MB allocated after lifecycle 300 was still
-/// live 1,450 lifecycles later, nearly all of it the requests in flight), yet under
-/// glibc the RSS kept rising about 0.9 KiB per lifecycle, with `MALLOC_ARENA_MAX=2`
-/// as well, and `malloc_trim` gave back almost nothing: fragmentation of glibc's
-/// arenas by criusd's churn of short-lived threads (the blocking pool, and two
-/// threads per shim connection of the sync ttrpc client). The same run on another
-/// allocator stayed flat.
-///
-/// mimalloc is built with `no_thp` (Cargo.toml): by default mimalloc 3 madvises its
-/// arenas for transparent huge pages, and a 2 MiB page that is only partly free stays
-/// resident. Three release soaks run side by side on the 2-core VM (started within two
-/// minutes of each other, sampled at the same moment 13 minutes in): criusd's RssAnon
-/// was 95 MiB (26 MiB of it huge pages) with huge pages, 19.8 MiB without, 11.0 MiB on
-/// glibc's malloc. glibc's is lower in level; mimalloc is kept for glibc's growth.
+/// criusd allocates through glibc's malloc; the `mimalloc` feature swaps in mimalloc
+/// (built with `no_thp`: by default mimalloc 3 madvises its arenas for transparent
+/// huge pages, and a 2 MiB page that is only partly free stays resident). Measured
+/// with the soak benchmark (`e2e/benches/soak.rs`, release builds side by side on the
+/// 2-core VM): criusd's RssAnon was 11-12 MiB on glibc, 20-21 MiB on mimalloc without
+/// huge pages and 89-99 MiB with them. heaptrack found the live heap bounded once
+/// nothing per pod was kept (the per-id locks forget ids); what glibc's RSS still
+/// gains over thousands of lifecycles is fragmentation of its arenas by criusd's churn
+/// of short-lived threads (the blocking pool, the sync ttrpc client's threads per shim
+/// connection). README.md has the figures of the 5,000-lifecycle runs.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
