@@ -120,9 +120,19 @@ pub async fn start_criusd(
     registry: &str,
     shim: &Path,
 ) -> (Child, Channel, TestNetwork) {
+    start_criusd_bin(&release_bin("criusd"), root, registry, shim).await
+}
+
+/// [`start_criusd`] with the criusd executable `bin`.
+pub async fn start_criusd_bin(
+    bin: &Path,
+    root: &Path,
+    registry: &str,
+    shim: &Path,
+) -> (Child, Channel, TestNetwork) {
     let net = TestNetwork::unique();
     let (child, ch) = spawn_criusd(
-        &release_bin("criusd"),
+        bin,
         root,
         &format!(
             "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",

@@ -39,6 +39,7 @@ mod network;
 pub mod registry;
 mod request;
 pub mod rpc;
+pub mod soak;
 pub mod stream;
 pub mod tls;
 

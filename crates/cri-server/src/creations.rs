@@ -5,7 +5,10 @@
 //! and gets its id. Once a result has been handed to a client, the same name is a
 //! duplicate again (the store's name reservation answers AlreadyExists). A result
 //! nobody collects is forgotten after [`UNCLAIMED_RESULT_TTL`]; the object stays, and
-//! the kubelet finds it by listing.
+//! the kubelet finds it by listing. The timer that forgets it is cancelled when a
+//! client collects the result, so only unclaimed results wait out the TTL: what is
+//! kept is bounded by the creations in flight and the unclaimed ones, not by every
+//! creation of the last ten minutes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +27,17 @@ type Outcome = Option<Result<String, Arc<CriError>>>;
 
 struct Entry {
     result: watch::Receiver<Outcome>,
+    /// The timer that forgets an unclaimed successful result; cancelled on a claim.
+    expiry: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Entry {
+    fn cancel_expiry(&self) {
+        let timer = self.expiry.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+    }
 }
 
 /// Creations in progress (or finished and not yet handed to a client), by name.
@@ -55,7 +69,10 @@ impl Creations {
                 None => {
                     taken()?;
                     let (tx, rx) = watch::channel(None);
-                    let entry = Arc::new(Entry { result: rx });
+                    let entry = Arc::new(Entry {
+                        result: rx,
+                        expiry: Mutex::new(None),
+                    });
                     map.insert(name.to_string(), entry.clone());
                     let this = self.clone();
                     let task_entry = entry.clone();
@@ -65,13 +82,15 @@ impl Creations {
                         if result.is_err() {
                             this.forget(&name, &task_entry);
                         } else {
-                            let this = this.clone();
-                            let name = name.clone();
-                            let task_entry = task_entry.clone();
-                            tokio::spawn(async move {
+                            let (this, name) = (this.clone(), name.clone());
+                            let expiring = task_entry.clone();
+                            let timer = tokio::spawn(async move {
                                 tokio::time::sleep(UNCLAIMED_RESULT_TTL).await;
-                                this.forget(&name, &task_entry);
+                                this.forget(&name, &expiring);
                             });
+                            // Set before the result is published, so a claim finds it.
+                            *task_entry.expiry.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(timer.abort_handle());
                         }
                         let _ = tx.send(Some(result));
                     });
@@ -94,8 +113,15 @@ impl Creations {
         if result.is_ok() {
             // Handed to a client: from now on the same metadata is a duplicate.
             self.forget(name, &entry);
+            entry.cancel_expiry();
         }
         result
+    }
+
+    /// Names with an entry (in flight or unclaimed).
+    #[cfg(test)]
+    pub fn names_tracked(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn forget(&self, name: &str, entry: &Arc<Entry>) {
@@ -140,5 +166,64 @@ mod tests {
             )
             .await;
         assert!(matches!(third, Err(CriError::AlreadyExists(_))));
+    }
+
+    #[tokio::test]
+    async fn claimed_results_keep_neither_an_entry_nor_a_timer() {
+        let c = Arc::new(Creations::default());
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        for i in 0..200 {
+            let id = c
+                .run(
+                    &format!("n{i}"),
+                    || Ok(()),
+                    async move { Ok(format!("id-{i}")) },
+                )
+                .await
+                .unwrap();
+            assert_eq!(id, format!("id-{i}"));
+        }
+        assert_eq!(c.names_tracked(), 0);
+        // Aborted timers leave the runtime once it has run their cancellation.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metrics.num_alive_tasks() > before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} tasks still alive, {before} before",
+                metrics.num_alive_tasks()
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unclaimed_result_waits_with_its_timer_until_a_retry_takes_it() {
+        let c = Arc::new(Creations::default());
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let gone = tokio::time::timeout(
+            Duration::from_millis(10),
+            c.run("n", || Ok(()), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok("id".to_string())
+            }),
+        )
+        .await;
+        assert!(gone.is_err(), "the first client gave up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(c.names_tracked(), 1, "the result waits for a retry");
+        assert_eq!(metrics.num_alive_tasks(), before + 1, "with its timer");
+        let retry = c.run("n", || Ok(()), async { Ok("other".to_string()) });
+        assert_eq!(retry.await.unwrap(), "id");
+        assert_eq!(c.names_tracked(), 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metrics.num_alive_tasks() > before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timer outlived the claim"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }

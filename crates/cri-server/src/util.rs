@@ -29,25 +29,74 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// Per-id async locks: slow work on one pod or container never holds a global lock.
+/// An id has an entry only while someone holds or waits for its lock: the last one
+/// to leave removes it, so the map holds the ids being worked on now, never every id
+/// a long-running daemon has seen (a waiter that gives up counts as leaving).
 #[derive(Default)]
 pub struct Locks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    map: Arc<Mutex<HashMap<String, LockEntry>>>,
+}
+
+struct LockEntry {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    /// Holders and waiters of this id's lock.
+    users: usize,
+}
+
+/// One holder's or waiter's claim on an id's entry; dropping it gives the claim up
+/// and removes the entry when it was the last.
+struct LockUser {
+    map: Arc<Mutex<HashMap<String, LockEntry>>>,
+    id: String,
+}
+
+impl Drop for LockUser {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(&self.id) {
+            entry.users = entry.users.saturating_sub(1);
+            if entry.users == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// The lock of one id, held until dropped.
+pub struct IdGuard {
+    // Fields drop in order: the lock is released before the claim is given up.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _user: LockUser,
 }
 
 impl Locks {
     /// Locks `id`, waiting for whoever holds it.
-    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
+    pub async fn lock(&self, id: &str) -> IdGuard {
+        let (mutex, user) = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(id.to_string()).or_default().clone()
+            let entry = map.entry(id.to_string()).or_insert_with(|| LockEntry {
+                mutex: Arc::default(),
+                users: 0,
+            });
+            entry.users += 1;
+            let user = LockUser {
+                map: self.map.clone(),
+                id: id.to_string(),
+            };
+            (entry.mutex.clone(), user)
         };
-        m.lock_owned().await
+        // Cancelled while waiting: `user` goes with the future and gives its claim up.
+        let guard = mutex.lock_owned().await;
+        IdGuard {
+            _guard: guard,
+            _user: user,
+        }
     }
 
-    /// Drops the lock of an id that no longer exists.
-    pub fn forget(&self, id: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(id);
+    /// Ids with an entry (held or waited for).
+    #[cfg(test)]
+    pub fn ids_tracked(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -74,4 +123,63 @@ pub fn find_binary(name: &std::path::Path) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_id_has_an_entry_only_while_its_lock_is_held_or_waited_for() {
+        let locks = Arc::new(Locks::default());
+        for i in 0..1000 {
+            let _g = locks.lock(&format!("id-{i}")).await;
+            assert_eq!(locks.ids_tracked(), 1);
+        }
+        assert_eq!(locks.ids_tracked(), 0, "released ids are forgotten");
+
+        // A waiter keeps the entry while the holder lets go, then removes it.
+        let held = locks.lock("a").await;
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _g = locks.lock("a").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "the waiter waits for the holder");
+        drop(held);
+        waiter.await.unwrap();
+        assert_eq!(locks.ids_tracked(), 0);
+
+        // A waiter that gives up leaves no entry behind either.
+        let held = locks.lock("b").await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), locks.lock("b")).await;
+        assert!(gave_up.is_err());
+        assert_eq!(locks.ids_tracked(), 1);
+        drop(held);
+        assert_eq!(locks.ids_tracked(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_lock_excludes() {
+        let locks = Arc::new(Locks::default());
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (locks, inside) = (locks.clone(), inside.clone());
+            tasks.push(tokio::spawn(async move {
+                let _g = locks.lock("same").await;
+                let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                n
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 0, "one holder at a time");
+        }
+        assert_eq!(locks.ids_tracked(), 0);
+    }
 }

@@ -167,7 +167,6 @@ impl Containers {
                 self.release(&old).await?;
                 self.store.delete_container(id).await?;
                 drop(guard);
-                self.locks.forget(id);
                 Ok(())
             }
             Some(_) => Err(already_exists(name, id)),

@@ -108,9 +108,8 @@ impl Containers {
         self.release(&rec).await?;
         failpoint::hit("container.remove.released")?;
         self.store.delete_container(&rec.id).await?;
-        drop(guard);
-        self.locks.forget(&rec.id);
         self.unwatch(&rec.id);
+        drop(guard);
         info!(container_id = %rec.id, "container removed");
         // Its image may have been removed while it ran: the layers it kept alive are
         // garbage now.

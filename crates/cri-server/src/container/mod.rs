@@ -139,6 +139,18 @@ impl Containers {
         }
     }
 
+    /// What the manager keeps per id in memory: held or awaited locks, creations in
+    /// flight or unclaimed, containers under the exit watcher.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize, usize) {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (
+            self.locks.ids_tracked(),
+            self.creations.names_tracked(),
+            watched,
+        )
+    }
+
     /// The same manager waiting `grace` instead of [`KILL_GRACE`] for SIGKILLed
     /// processes (the call-sequence fuzz target, whose injected kill failures would
     /// otherwise cost ten seconds each).

@@ -505,6 +505,69 @@ async fn a_container_whose_shim_died_with_it_is_reported_exited() {
     containers.stop(&id, 10).await.unwrap();
 }
 
+/// Waits until the runtime runs no more tasks than `before` (aborted timers leave
+/// once the runtime has run their cancellation).
+async fn tasks_back_to(before: usize) {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks alive, {before} before",
+            metrics.num_alive_tasks()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn containers_made_and_removed_leave_no_lock_creation_timer_or_watch() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    for i in 0..40 {
+        let id = containers
+            .create(rig.request(&format!("c{i}"), false))
+            .await
+            .unwrap();
+        containers.start(&id).await.unwrap();
+        assert_eq!(
+            containers.tracked(),
+            (0, 0, 1),
+            "the running one is watched"
+        );
+        if i % 2 == 0 {
+            containers.stop(&id, 0).await.unwrap();
+        } else {
+            // It exits by itself (shim and processes gone): the exit watcher records it.
+            let rec = rig.store.container(&id).await.unwrap().unwrap();
+            host.kill_shim_leaving(&rec.socket, &rec.bundle, &[]);
+            watch_round(&containers).await;
+            let exited = rig.store.container(&id).await.unwrap().unwrap();
+            assert_eq!(exited.state, ContainerState::Exited);
+        }
+        containers.remove(&id).await.unwrap();
+    }
+    // Creations that fail, at every step.
+    for (n, _) in STEPS.iter().enumerate() {
+        host.fail_at(n);
+        containers
+            .create(rig.request(&format!("f{n}"), false))
+            .await
+            .unwrap_err();
+    }
+    assert!(rig.store.containers().await.unwrap().is_empty());
+    assert_eq!(
+        containers.tracked(),
+        (0, 0, 0),
+        "(locks, creations, watched)"
+    );
+    tasks_back_to(before).await;
+}
+
 #[test]
 fn stop_signals() {
     assert_eq!(signal_number(""), Some(15));

@@ -86,6 +86,13 @@ impl Sandboxes {
         }
     }
 
+    /// What the manager keeps per id in memory: held or awaited locks, creations in
+    /// flight or unclaimed.
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        (self.locks.ids_tracked(), self.creations.names_tracked())
+    }
+
     fn pods_dir(&self) -> PathBuf {
         self.config.run_dir.join("pods")
     }

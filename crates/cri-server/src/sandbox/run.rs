@@ -105,7 +105,6 @@ impl Sandboxes {
                 self.release(&old).await?;
                 self.store.delete_pod(id).await?;
                 drop(guard);
-                self.locks.forget(id);
                 Ok(())
             }
             Some(_) => Err(already_exists(name, id)),

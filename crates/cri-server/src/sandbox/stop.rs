@@ -38,7 +38,7 @@ impl Sandboxes {
         let Some(found) = self.resolve(id, "pod_sandbox_id").await? else {
             return Ok(());
         };
-        let guard = self.locks.lock(&found.id).await;
+        let _guard = self.locks.lock(&found.id).await;
         let Some(rec) = self.store.pod(&found.id).await? else {
             return Ok(());
         };
@@ -58,8 +58,6 @@ impl Sandboxes {
         self.release(&rec).await?;
         failpoint::hit("sandbox.remove.released")?;
         self.store.delete_pod(&rec.id).await?;
-        drop(guard);
-        self.locks.forget(&rec.id);
         info!(pod_id = %rec.id, "pod sandbox removed");
         Ok(())
     }

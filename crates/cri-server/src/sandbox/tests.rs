@@ -148,6 +148,42 @@ async fn a_pod_made_and_removed_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn pods_made_and_removed_leave_no_lock_creation_or_timer() {
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let sandboxes = rig.sandboxes(&host);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for i in 0..40 {
+        let id = sandboxes
+            .run(pod(&format!("p{i}"), i % 2 == 0))
+            .await
+            .unwrap();
+        sandboxes.stop(&id).await.unwrap();
+        sandboxes.remove(&id).await.unwrap();
+    }
+    for (n, _) in STEPS.iter().enumerate() {
+        host.fail_at(n);
+        sandboxes
+            .run(pod(&format!("f{n}"), true))
+            .await
+            .unwrap_err();
+    }
+    assert!(rig.store.pods().await.unwrap().is_empty());
+    assert_eq!(sandboxes.tracked(), (0, 0), "(locks, creations)");
+    // No timer of a claimed creation outlives it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks alive, {before} before",
+            metrics.num_alive_tasks()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
 async fn a_duplicate_name_is_refused_naming_the_holder() {
     let rig = Rig::new();
     let host = Arc::new(FakeHost::default());
