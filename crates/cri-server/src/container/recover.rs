@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crius_store::ContainerState;
-use tracing::warn;
+use crius_store::{ContainerRecord, ContainerState};
+use tracing::{error, warn};
 
 use super::Containers;
 use super::lifecycle::wait_timeout;
@@ -21,36 +21,46 @@ pub const STREAM_EXEC_PREFIX: &str = "s";
 const EXEC_KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl Containers {
-    /// Start-up recovery. Runs before the daemon serves, so nothing races it.
+    /// Start-up recovery. Runs before the daemon serves, so nothing races it. A
+    /// container whose recovery fails is logged and left as its record says, for the
+    /// kubelet's RemoveContainer or the next start; it never keeps criusd from
+    /// serving. Only reading the store fails recovery.
     pub async fn recover(self: &Arc<Self>) -> CriResult<()> {
         for c in self.store.containers().await? {
-            match c.state {
-                ContainerState::Creating => {
-                    warn!(container_id = %c.id, "recovery: container was half-made when criusd stopped; removing it");
-                    self.release(&c).await?;
-                    self.store.delete_container(&c.id).await?;
-                }
-                ContainerState::Running => {
-                    self.watch(&c);
-                    // Streaming execs of a previous daemon have lost their client.
-                    // Listed now, before this daemon can start any; killed in the
-                    // background.
-                    tokio::spawn(self.on_shim(&c, |shims, at| {
-                        reap_stream_execs(shims, at);
-                        Ok(())
-                    }));
-                }
-                ContainerState::Created => {
-                    let (shims, socket) = (self.shims.clone(), c.socket.clone());
-                    if !blocking(move || Ok(shims.is_alive(&socket))).await? {
-                        warn!(container_id = %c.id, "recovery: the shim of a created container is gone");
-                        // Only the runtime's init can be left in its cgroup: it goes.
-                        self.stop_orphan(&c, 9, std::time::Duration::ZERO).await?;
-                        self.settle(&c.id, None, None).await?;
-                    }
-                }
-                ContainerState::Exited => {}
+            if let Err(e) = self.recover_container(&c).await {
+                error!(container_id = %c.id, state = ?c.state, error = %e, "recovery: could not finish this container; left for RemoveContainer or the next start");
             }
+        }
+        Ok(())
+    }
+
+    async fn recover_container(self: &Arc<Self>, c: &ContainerRecord) -> CriResult<()> {
+        match c.state {
+            ContainerState::Creating => {
+                warn!(container_id = %c.id, "recovery: container was half-made when criusd stopped; removing it");
+                self.release(c).await?;
+                self.store.delete_container(&c.id).await?;
+            }
+            ContainerState::Running => {
+                self.watch(c);
+                // Streaming execs of a previous daemon have lost their client.
+                // Listed now, before this daemon can start any; killed in the
+                // background.
+                tokio::spawn(self.on_shim(c, |shims, at| {
+                    reap_stream_execs(shims, at);
+                    Ok(())
+                }));
+            }
+            ContainerState::Created => {
+                let (shims, socket) = (self.shims.clone(), c.socket.clone());
+                if !blocking(move || Ok(shims.is_alive(&socket))).await? {
+                    warn!(container_id = %c.id, "recovery: the shim of a created container is gone");
+                    // Only the runtime's init can be left in its cgroup: it goes.
+                    self.stop_orphan(c, 9, std::time::Duration::ZERO).await?;
+                    self.settle(&c.id, None, None).await?;
+                }
+            }
+            ContainerState::Exited => {}
         }
         Ok(())
     }

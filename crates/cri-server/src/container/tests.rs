@@ -403,6 +403,39 @@ async fn recovery_undoes_half_made_containers_whether_or_not_their_shim_lives() 
 }
 
 #[tokio::test]
+async fn a_container_whose_recovery_fails_is_left_for_later_and_the_others_recover() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let half = [
+        leave(&rig, &host, "half-a", ContainerState::Creating).await,
+        leave(&rig, &host, "half-b", ContainerState::Creating).await,
+    ];
+    host.fail_undo("rootfs.unmount");
+    host.clear_log();
+    rig.containers(&host).recover().await.unwrap();
+    for id in &half {
+        let rec = rig
+            .store
+            .container(id)
+            .await
+            .unwrap()
+            .expect("kept for a retry");
+        assert_eq!(rec.state, ContainerState::Creating);
+    }
+    let unmounts = host
+        .log()
+        .iter()
+        .filter(|c| c.starts_with("rootfs.unmount"))
+        .count();
+    assert_eq!(unmounts, 2, "every container was tried: {:?}", host.log());
+    host.clear_failures();
+    rig.containers(&host).recover().await.unwrap();
+    for id in &half {
+        assert!(rig.store.container(id).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
 async fn recovery_settles_containers_whose_shim_is_gone_and_keeps_the_rest() {
     let rig = Rig::new().await;
     let host = Arc::new(FakeHost::default());

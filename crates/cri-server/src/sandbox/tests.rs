@@ -231,6 +231,47 @@ async fn recovery_undoes_half_made_pods() {
 }
 
 #[tokio::test]
+async fn a_pod_whose_recovery_fails_is_left_for_later_and_the_others_recover() {
+    let rig = Rig::new();
+    let before = Arc::new(FakeHost::default());
+    let half = [
+        leave(&rig, &before, "half-a", PodState::Creating, false).await,
+        leave(&rig, &before, "half-b", PodState::Creating, false).await,
+    ];
+    let ready = leave(&rig, &before, "ready", PodState::Ready, false).await;
+    // After a reboot, namespaces will not unpin: criusd still starts.
+    let host = Arc::new(FakeHost::default());
+    host.fail_undo("ns.unpin");
+    rig.sandboxes(&host).recover().await.unwrap();
+    for id in &half {
+        let rec = rig.store.pod(id).await.unwrap().expect("kept for a retry");
+        assert_eq!(rec.state, PodState::Creating);
+    }
+    // Its namespaces are gone: NotReady, whatever its stop did.
+    assert_eq!(
+        rig.store.pod(&ready).await.unwrap().unwrap().state,
+        PodState::NotReady
+    );
+    let unpins = host
+        .log()
+        .iter()
+        .filter(|c| c.starts_with("ns.unpin"))
+        .count();
+    assert_eq!(unpins, 3, "every pod was tried: {:?}", host.log());
+    // The next start finishes them.
+    host.clear_failures();
+    rig.sandboxes(&host).recover().await.unwrap();
+    for id in &half {
+        assert!(rig.store.pod(id).await.unwrap().is_none());
+    }
+    assert_eq!(
+        rig.pod_dirs().len(),
+        1,
+        "the NotReady pod keeps its directory"
+    );
+}
+
+#[tokio::test]
 async fn recovery_keeps_live_pods_and_stops_those_whose_namespaces_are_gone() {
     let rig = Rig::new();
     let host = Arc::new(FakeHost::default());
