@@ -123,6 +123,11 @@ stream_creation_timeout_secs = 30
 # A stream with no traffic in either direction for this long is closed.
 idle_timeout_secs = 14400
 
+# The Prometheus endpoint: criusd's own metrics (CRI calls, pods and containers by
+# state, readiness) at http://<address>/metrics. "" is off; e.g. "127.0.0.1:1338".
+[metrics]
+address = ""
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]
@@ -260,7 +265,16 @@ pub struct Config {
     pub images: ImagesConfig,
     pub network: NetworkConfig,
     pub streaming: crius_streaming::StreamingConfig,
+    pub metrics: MetricsConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint; empty: off.
+    pub address: String,
 }
 
 impl Default for Config {
@@ -290,6 +304,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             network: NetworkConfig::default(),
             streaming: crius_streaming::StreamingConfig::default(),
+            metrics: MetricsConfig::default(),
             runtimes,
         }
     }
@@ -346,6 +361,13 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let metrics = &self.metrics.address;
+        if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "metrics.address",
+                format!("{metrics:?} must be an IP address and port, such as \"127.0.0.1:1338\""),
+            ));
+        }
         for (key, path) in [
             ("state_dir", &self.state_dir),
             ("run_dir", &self.run_dir),

@@ -350,7 +350,34 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
         stop_streams.clone(),
     );
 
-    let observer: Arc<dyn services::CallObserver> = Arc::new(services::NoObserver);
+    let observer: Arc<dyn services::CallObserver> = if config.metrics.address.is_empty() {
+        Arc::new(services::NoObserver)
+    } else {
+        let listener = crate::metrics::bind(&config.metrics.address).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let (pods, ctrs, net, cfg) = (
+            sandboxes.clone(),
+            containers.clone(),
+            network.clone(),
+            config.clone(),
+        );
+        let snapshot: crate::metrics::SnapshotFn = Arc::new(move || {
+            let (pods, ctrs, net, cfg) = (pods.clone(), ctrs.clone(), net.clone(), cfg.clone());
+            Box::pin(async move {
+                let mut snap = crate::metrics::Snapshot {
+                    network_ready: net.status().ready,
+                    runtime_ready: services::runtime_ready(&cfg),
+                    ..Default::default()
+                };
+                let p = pods.list(None).await.unwrap_or_default();
+                let c = ctrs.list(None).await.unwrap_or_default();
+                snap.count(&p, &c);
+                snap
+            })
+        });
+        crate::metrics::serve(listener, metrics.clone(), snapshot, stop_streams.clone());
+        metrics
+    };
     let runtime = services::Cri {
         config: config.clone(),
         sandboxes,

@@ -22,6 +22,7 @@ mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+pub mod metrics;
 pub mod notify;
 pub mod pinns;
 mod podfiles;

@@ -25,6 +25,8 @@ mod containers;
 mod exec;
 mod images;
 mod runtime_info;
+
+pub(crate) use runtime_info::runtime_ready;
 mod sandboxes;
 mod stats;
 

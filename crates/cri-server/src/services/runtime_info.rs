@@ -23,6 +23,15 @@ fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> cri::Runti
     }
 }
 
+/// RuntimeReady: the default handler's OCI runtime binary is installed.
+pub(crate) fn runtime_ready(config: &crate::config::Config) -> bool {
+    config
+        .runtimes
+        .get(&config.default_runtime)
+        .and_then(|h| find_binary(&h.path))
+        .is_some()
+}
+
 impl Cri {
     pub(super) fn version(&self) -> cri::VersionResponse {
         cri::VersionResponse {
@@ -38,9 +47,10 @@ impl Cri {
     pub(super) fn status(&self, verbose: bool) -> cri::StatusResponse {
         let default = &self.config.default_runtime;
         let handler = self.config.runtimes.get(default);
-        let runtime = match handler.and_then(|h| find_binary(&h.path)) {
-            Some(_) => condition("RuntimeReady", true, "", ""),
-            None => condition(
+        let runtime = if runtime_ready(&self.config) {
+            condition("RuntimeReady", true, "", "")
+        } else {
+            condition(
                 "RuntimeReady",
                 false,
                 "OCIRuntimeMissing",
@@ -50,7 +60,7 @@ impl Cri {
                         .map(|h| h.path.display().to_string())
                         .unwrap_or_default()
                 ),
-            ),
+            )
         };
         let net = self.network.status();
         let network = condition("NetworkReady", net.ready, &net.reason, &net.message);
