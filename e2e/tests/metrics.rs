@@ -96,6 +96,10 @@ async fn prometheus_scrapes_calls_errors_latency_and_state() {
     )
     .await;
     let prom = Prometheus::start(&address);
+    f.pull_busybox().await;
+    let registry = f.registry().host.clone();
+    let missing = format!("{registry}/test/missing:v1");
+    assert!(pull_image(&mut f.d.img, &missing, None).await.is_err());
     let pod = f.pod(PodBuilder::new("metrics")).await;
     let err =
         f.d.rt
@@ -129,6 +133,19 @@ async fn prometheus_scrapes_calls_errors_latency_and_state() {
     )
     .await;
     prom.eventually_equals("crius_network_ready", 1.0).await;
+    for (result, n) in [("succeeded", 1.0), ("failed", 1.0)] {
+        prom.eventually_equals(
+            &format!("crius_image_pulls_total{{registry=\"{registry}\",result=\"{result}\"}}"),
+            n,
+        )
+        .await;
+    }
+    // The busybox layer and config came over the wire.
+    prom.eventually_equals(
+        &format!("crius_image_pull_bytes_total{{registry=\"{registry}\"}} > bool 100000"),
+        1.0,
+    )
+    .await;
     prom.eventually_equals("crius_runtime_ready", 1.0).await;
 
     // The pod stops: the gauge follows.

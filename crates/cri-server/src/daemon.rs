@@ -355,18 +355,21 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
     } else {
         let listener = crate::metrics::bind(&config.metrics.address).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let (pods, ctrs, net, cfg) = (
+        let (pods, ctrs, net, cfg, imgs) = (
             sandboxes.clone(),
             containers.clone(),
             network.clone(),
             config.clone(),
+            images.clone(),
         );
         let snapshot: crate::metrics::SnapshotFn = Arc::new(move || {
             let (pods, ctrs, net, cfg) = (pods.clone(), ctrs.clone(), net.clone(), cfg.clone());
+            let pulls = imgs.pull_counts();
             Box::pin(async move {
                 let mut snap = crate::metrics::Snapshot {
                     network_ready: net.status().ready,
                     runtime_ready: services::runtime_ready(&cfg),
+                    pulls,
                     ..Default::default()
                 };
                 let p = pods.list(None).await.unwrap_or_default();

@@ -5,7 +5,9 @@
 //!   `crius_operations_errors_total` by gRPC code, and the latency histogram
 //!   `crius_operations_latency_seconds` (the names of CRI-O's family, crius's prefix);
 //! - read at each scrape: `crius_pods` and `crius_containers` by state,
-//!   `crius_network_ready`, `crius_runtime_ready`, `crius_build_info`.
+//!   `crius_network_ready`, `crius_runtime_ready`, `crius_build_info`, and the
+//!   image pulls by registry (`crius_image_pulls_total` by result,
+//!   `crius_image_pull_bytes_total`, `crius_image_pull_seconds_total`).
 //!
 //! Containers' own resource metrics are the CRI's (ListPodSandboxMetrics), for the
 //! kubelet; this endpoint is about the runtime.
@@ -75,6 +77,8 @@ pub struct Snapshot {
     pub containers: BTreeMap<&'static str, u64>,
     pub network_ready: bool,
     pub runtime_ready: bool,
+    /// Pull outcomes by registry.
+    pub pulls: Vec<(String, crius_images::PullCounts)>,
 }
 
 impl Snapshot {
@@ -204,6 +208,46 @@ impl Metrics {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {}", u8::from(v));
         }
+        header(
+            &mut out,
+            "crius_image_pulls_total",
+            "counter",
+            "Image pulls, by the image's registry and result.",
+        );
+        for (registry, c) in &snap.pulls {
+            for (result, n) in [("succeeded", c.succeeded), ("failed", c.failed)] {
+                let _ = writeln!(
+                    out,
+                    "crius_image_pulls_total{{registry=\"{registry}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        header(
+            &mut out,
+            "crius_image_pull_bytes_total",
+            "counter",
+            "Bytes downloaded by successful pulls, by the image's registry.",
+        );
+        for (registry, c) in &snap.pulls {
+            let _ = writeln!(
+                out,
+                "crius_image_pull_bytes_total{{registry=\"{registry}\"}} {}",
+                c.bytes
+            );
+        }
+        header(
+            &mut out,
+            "crius_image_pull_seconds_total",
+            "counter",
+            "Time successful pulls took, summed, by the image's registry.",
+        );
+        for (registry, c) in &snap.pulls {
+            let _ = writeln!(
+                out,
+                "crius_image_pull_seconds_total{{registry=\"{registry}\"}} {}",
+                c.seconds
+            );
+        }
         header(&mut out, "crius_build_info", "gauge", "criusd's version.");
         let _ = writeln!(
             out,
@@ -309,7 +353,18 @@ mod tests {
         m.observe("RunPodSandbox", Duration::from_millis(3), Code::Ok);
         m.observe("RunPodSandbox", Duration::from_millis(40), Code::Ok);
         m.observe("RunPodSandbox", Duration::from_secs(100), Code::NotFound);
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            pulls: vec![(
+                "registry.example".into(),
+                crius_images::PullCounts {
+                    succeeded: 2,
+                    failed: 1,
+                    bytes: 300,
+                    seconds: 0.5,
+                },
+            )],
+            ..Default::default()
+        };
         snap.count(
             &[cri::PodSandbox {
                 state: cri::PodSandboxState::SandboxReady as i32,
@@ -331,6 +386,9 @@ mod tests {
             "crius_pods{state=\"notready\"} 0",
             "crius_containers{state=\"running\"} 0",
             "crius_network_ready 0",
+            "crius_image_pulls_total{registry=\"registry.example\",result=\"succeeded\"} 2",
+            "crius_image_pulls_total{registry=\"registry.example\",result=\"failed\"} 1",
+            "crius_image_pull_bytes_total{registry=\"registry.example\"} 300",
             "# TYPE crius_operations_latency_seconds histogram",
         ] {
             assert!(

@@ -73,6 +73,21 @@ pub struct Images {
     /// Pulls hold it shared, garbage collection exclusively: GC never deletes the
     /// blobs and layers of a pull that has not written its image record yet.
     gc: tokio::sync::RwLock<()>,
+    /// Pull outcomes by registry host, for the metrics endpoint.
+    pulls: std::sync::Mutex<std::collections::BTreeMap<String, PullCounts>>,
+}
+
+/// What the pulls from one registry came to since criusd started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullCounts {
+    /// Pulls that ended with an image.
+    pub succeeded: u64,
+    /// Pulls that failed (after their reference parsed).
+    pub failed: u64,
+    /// Bytes downloaded by the pulls that succeeded (blobs already stored not counted).
+    pub bytes: u64,
+    /// Seconds the pulls that succeeded took, summed.
+    pub seconds: f64,
 }
 
 impl Images {
@@ -103,6 +118,34 @@ impl Images {
             blobs: SingleFlight::default(),
             pinned,
             gc: tokio::sync::RwLock::new(()),
+            pulls: Default::default(),
+        }
+    }
+}
+
+impl Images {
+    /// Pull outcomes by the registry of the image pulled (mirrors count for it).
+    pub fn pull_counts(&self) -> Vec<(String, PullCounts)> {
+        let pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pulls.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn count_pull(&self, registry: &str, outcome: Option<(u64, std::time::Duration)>) {
+        let mut pulls = self
+            .pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = pulls.entry(registry.to_string()).or_default();
+        match outcome {
+            Some((bytes, took)) => {
+                c.succeeded += 1;
+                c.bytes += bytes;
+                c.seconds += took.as_secs_f64();
+            }
+            None => c.failed += 1,
         }
     }
 }

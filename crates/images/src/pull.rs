@@ -88,6 +88,11 @@ impl Images {
     ) -> Result<String> {
         let r = Reference::parse(image)?;
         let result = self.pull_parsed(&r, auth).await;
+        match &result {
+            Ok((_, bytes, took)) => self.count_pull(&r.registry, Some((*bytes, *took))),
+            Err(_) => self.count_pull(&r.registry, None),
+        }
+        let result = result.map(|(id, _, _)| id);
         if result.is_err() {
             // What the failed pull stored (manifests, verified blobs and layers) has no
             // image record: collect it once no other pull is under way (a retry would
@@ -102,11 +107,12 @@ impl Images {
         result.map_err(|e| e.context(format!("pulling {r}")))
     }
 
+    /// The pull; its image id, the bytes it downloaded and how long it took.
     async fn pull_parsed(
         self: &Arc<Self>,
         r: &Reference,
         auth: Option<&cri::AuthConfig>,
-    ) -> Result<String> {
+    ) -> Result<(String, u64, std::time::Duration)> {
         let start = Instant::now();
         let _no_gc = self.gc.read().await;
         let Resolved {
@@ -162,7 +168,7 @@ impl Images {
             elapsed_ms = start.elapsed().as_millis() as u64,
             "pulled image"
         );
-        Ok(image_id)
+        Ok((image_id, fetched, start.elapsed()))
     }
 
     /// Downloads the config blob unless it is stored; returns the bytes fetched.
