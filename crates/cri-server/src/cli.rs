@@ -1,4 +1,5 @@
-//! criusd's command line: the daemon (the default), `config default|dump`,
+//! criusd's command line: the daemon (the default), `check` (the host's
+//! prerequisites), `config default|dump`,
 //! `store check|repair` (the metadata store, with the daemon stopped), and the
 //! internal helpers `pinns` and `infra` that criusd runs as child processes.
 
@@ -24,6 +25,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check the host's prerequisites (kernel, overlayfs, cgroups, OCI runtimes,
+    /// iptables, privileges, free space) and print them as a table. Exits 0 only when
+    /// crius can run here.
+    Check,
     /// Print configuration.
     Config {
         #[command(subcommand)]
@@ -158,6 +163,22 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::Store { what }) => store_command(cli.config.as_deref(), what),
+        Some(Command::Check) => match Config::load(cli.config.as_deref()) {
+            Ok(config) => {
+                let (text, can_run) =
+                    crate::check::report(&crate::check::run(std::path::Path::new("/"), &config));
+                print!("{text}");
+                if can_run {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("criusd: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Config { what }) => match what {
             ConfigCommand::Default => {
                 print!("{DEFAULT_CONFIG_TOML}");

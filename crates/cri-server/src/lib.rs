@@ -11,6 +11,7 @@
 //! - [`notify`]: readiness, shutdown and watchdog notifications to systemd.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod config;
 mod container;
