@@ -55,6 +55,7 @@ use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
 use crius_images::Images;
 
+pub use query::status_of;
 pub use recover::STREAM_EXEC_PREFIX;
 
 /// The container manager.
@@ -224,6 +225,14 @@ impl Containers {
                 },
             )
         })
+    }
+
+    /// Publishes a container event (after the change it reports is in the store).
+    async fn event(&self, kind: crate::events::Kind, rec: &ContainerRecord) {
+        self.sandboxes
+            .events()
+            .container(kind, &rec.id, &rec.pod_id)
+            .await;
     }
 
     /// The containers of a pod.

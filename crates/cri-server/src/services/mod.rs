@@ -334,9 +334,20 @@ serve! {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not implemented in crius yet",
-        ))
+        let sub = self.sandboxes.events().subscribe();
+        tracing::debug!(rpc = "GetContainerEvents", "subscribed");
+        let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+            let item = match sub.next().await? {
+                Ok(ev) => Ok(ev),
+                Err(o) => Err(Status::resource_exhausted(format!(
+                    "this GetContainerEvents subscriber fell {} events behind and was dropped; \
+                     subscribe again and list the pods and containers",
+                    o.buffer
+                ))),
+            };
+            Some((item, sub))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
