@@ -351,6 +351,7 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
     );
 
     let observer: Arc<dyn services::CallObserver> = Arc::new(services::NoObserver);
+    let events = sandboxes.events().clone();
     let runtime = services::Cri {
         config: config.clone(),
         sandboxes,
@@ -390,7 +391,12 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(notifier))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal(notifier).await;
+            // Open GetContainerEvents streams never end by themselves; the server
+            // waits for them.
+            events.close();
+        })
         .await
         .context("serving gRPC")?;
     stop_streams.cancel();

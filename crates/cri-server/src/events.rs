@@ -71,6 +71,8 @@ struct Subscriber<T> {
 struct Subscribers<T> {
     list: Vec<Subscriber<T>>,
     next_id: u64,
+    /// Closed (the daemon is stopping): subscriptions end at once.
+    closed: bool,
 }
 
 /// A fan-out of events to subscribers, each with its own bounded buffer.
@@ -114,6 +116,7 @@ impl<T: Clone> Bus<T> {
             subscribers: Mutex::new(Subscribers {
                 list: Vec::new(),
                 next_id: 0,
+                closed: false,
             }),
             buffer: buffer.max(1),
         }
@@ -126,11 +129,13 @@ impl<T: Clone> Bus<T> {
         let mut s = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let id = s.next_id;
         s.next_id += 1;
-        s.list.push(Subscriber {
-            id,
-            tx,
-            overflowed: overflowed.clone(),
-        });
+        if !s.closed {
+            s.list.push(Subscriber {
+                id,
+                tx,
+                overflowed: overflowed.clone(),
+            });
+        }
         debug!(
             subscriber = id,
             subscribers = s.list.len(),
@@ -142,6 +147,14 @@ impl<T: Clone> Bus<T> {
             buffer: self.buffer,
             done: false,
         }
+    }
+
+    /// Ends every subscription (after what it has buffered), and every one made from
+    /// now on: a server shutting down waits for its open streams.
+    pub fn close(&self) {
+        let mut s = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        s.closed = true;
+        s.list.clear();
     }
 
     /// How many subscribers are attached.
@@ -200,6 +213,11 @@ impl Events {
     /// A new subscriber (GetContainerEvents).
     pub fn subscribe(&self) -> Subscription<cri::ContainerEventResponse> {
         self.bus.subscribe()
+    }
+
+    /// Ends every subscription (the daemon is stopping).
+    pub fn close(&self) {
+        self.bus.close();
     }
 
     /// A timestamp from the events' clock (PodSandboxStatus's `timestamp`).
@@ -322,6 +340,19 @@ mod tests {
         assert_eq!(slow.next().await, Some(Err(Overflow { buffer: 3 })));
         assert_eq!(slow.next().await, None);
         assert_eq!(bus.subscribers(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_subscription_cleanly() {
+        let bus: Bus<u32> = Bus::new(3);
+        let mut a = bus.subscribe();
+        bus.publish(&1);
+        bus.close();
+        assert_eq!(a.next().await, Some(Ok(1)));
+        assert_eq!(a.next().await, None, "no overflow: a clean end");
+        let mut late = bus.subscribe();
+        assert_eq!(late.next().await, None);
+        assert_eq!(bus.publish(&2), 0);
     }
 
     #[tokio::test]

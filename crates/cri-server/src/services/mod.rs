@@ -262,9 +262,9 @@ serve! {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer",
             |s, r| Subject::container(&r.container_id) => unimplemented("CheckpointContainer");
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors",
-            |s, r| Subject::none() => unimplemented("ListMetricDescriptors");
+            |s, r| Subject::none() => Ok(cri::ListMetricDescriptorsResponse { descriptors: crate::container::metric_descriptors() });
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics",
-            |s, r| Subject::none() => unimplemented("ListPodSandboxMetrics");
+            |s, r| Subject::none() => Ok(cri::ListPodSandboxMetricsResponse { pod_metrics: s.containers.pod_sandbox_metrics().await? });
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse, "CheckpointPod",
             |s, r| Subject::pod(&r.pod_sandbox_id) => unimplemented("CheckpointPod");
         restore_pod(RestorePodRequest) -> RestorePodResponse, "RestorePod",
@@ -322,9 +322,7 @@ serve! {
         &self,
         _request: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        // As ListPodSandboxMetrics: not served.
-        let items: Response<Vec<cri::PodSandboxMetrics>> =
-            call(&*self.observer, "StreamPodSandboxMetrics", Subject::none(), async { unimplemented("StreamPodSandboxMetrics") }).await?;
+        let items = call(&*self.observer, "StreamPodSandboxMetrics", Subject::none(), self.containers.pod_sandbox_metrics()).await?;
         Ok(chunks(items, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }))
     }
 
