@@ -14,6 +14,8 @@
 //! condition, so does crius: the CFS counters and `container_spec_cpu_quota` only
 //! for a container with a CPU quota, the pressure metrics only where the cgroup has
 //! PSI files (cgroup v2), the hugepage metrics only where the hugetlb controller is.
+//! cAdvisor's `container_hugetlb_failcnt` is left out: a client checking that every
+//! descriptor has values (critest does) would fail on every node without hugepages.
 
 use std::path::Path;
 
@@ -317,12 +319,6 @@ pub const DESCRIPTORS: &[Desc] = &[
         Gauge,
         PAGESIZE,
         "The most hugepage memory the container has used, in bytes.",
-    ),
-    d(
-        "container_hugetlb_failcnt",
-        Counter,
-        PAGESIZE,
-        "Times the container's hugepage usage reached its limit.",
     ),
     d(
         "container_pressure_cpu_stalled_seconds_total",
@@ -646,7 +642,6 @@ pub fn container_metrics(m: &mut Metrics, x: &ContainerInput<'_>) {
         if let Some(max) = h.max_usage {
             m.push("container_hugetlb_max_usage_bytes", max, &size);
         }
-        m.push("container_hugetlb_failcnt", h.failcnt, &size);
     }
     let psi = [
         ("cpu", s.psi.cpu),
