@@ -381,6 +381,7 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
         crate::metrics::serve(listener, metrics.clone(), snapshot, stop_streams.clone());
         metrics
     };
+    let events = sandboxes.events().clone();
     let runtime = services::Cri {
         config: config.clone(),
         sandboxes,
@@ -420,7 +421,12 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal(notifier))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal(notifier).await;
+            // Open GetContainerEvents streams never end by themselves; the server
+            // waits for them.
+            events.close();
+        })
         .await
         .context("serving gRPC")?;
     stop_streams.cancel();

@@ -7,6 +7,7 @@
 //! - [`sandbox`] and [`container`]: the managers, one file per operation;
 //! - [`host`]: host effects behind traits (shim, rootfs, namespaces), with a recording
 //!   fake for unprivileged undo tests; [`pinns`]: the namespace helper process;
+//! - [`events`]: container events (GetContainerEvents), one bus all subscribers share;
 //! - [`error`]: the error vocabulary and its one mapping to gRPC codes;
 //! - [`notify`]: readiness, shutdown and watchdog notifications to systemd.
 #![deny(unsafe_code)]
@@ -18,6 +19,7 @@ mod container;
 mod creations;
 pub mod daemon;
 pub mod error;
+mod events;
 mod failpoint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{Containers, Step, stdin_fifo};
 use crate::error::{CriError, CriResult};
+use crate::events::Kind;
 use crate::failpoint;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
@@ -142,6 +143,7 @@ impl Containers {
         match self.build(&mut rec, &plan, &mut made).await {
             Ok(()) => {
                 info!(container_id = %id, pod_id = %plan.pod.id, name = %plan.req.name, "container created");
+                self.event(Kind::ContainerCreatedEvent, &rec).await;
                 Ok(id)
             }
             Err(e) => {

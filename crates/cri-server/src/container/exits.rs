@@ -184,6 +184,11 @@ impl Containers {
         }
         rec.state = ContainerState::Exited;
         info!(container_id = %rec.id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
-        Ok(self.store.update_container(&rec).await?)
+        self.store.update_container(&rec).await?;
+        // Every way a container stops comes here once (under its lock): StopContainer,
+        // an exit of its own, its shim dying, recovery.
+        self.event(crate::events::Kind::ContainerStoppedEvent, &rec)
+            .await;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{Containers, stop_signal};
 use crate::error::{CriError, CriResult};
+use crate::events::Kind;
 use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
 use crate::util::now_nanos;
@@ -41,6 +42,7 @@ impl Containers {
         self.store.update_container(&rec).await?;
         self.watch(&rec);
         info!(container_id = %rec.id, pid, "container started");
+        self.event(Kind::ContainerStartedEvent, &rec).await;
         Ok(())
     }
 
@@ -83,11 +85,17 @@ impl Containers {
         let _guard = self.locks.lock(&rec.id).await;
         if rec.state == ContainerState::Created {
             let mut r = self.must(&rec.id).await?;
+            if r.state == ContainerState::Exited {
+                // Another stop got here first (and reported it).
+                return Ok(());
+            }
             r.state = ContainerState::Exited;
             r.exit_code = 137;
             r.finished_at = now_nanos();
             r.reason = "Error".into();
-            return Ok(self.store.update_container(&r).await?);
+            self.store.update_container(&r).await?;
+            self.event(Kind::ContainerStoppedEvent, &r).await;
+            return Ok(());
         }
         self.unwatch(&rec.id);
         self.settle(&rec.id, waited, note).await
@@ -111,6 +119,11 @@ impl Containers {
         self.unwatch(&rec.id);
         drop(guard);
         info!(container_id = %rec.id, "container removed");
+        // Only a container the kubelet saw created is reported gone (not what a
+        // failed creation left).
+        if rec.state != ContainerState::Creating {
+            self.event(Kind::ContainerDeletedEvent, &rec).await;
+        }
         // Its image may have been removed while it ran: the layers it kept alive are
         // garbage now.
         if self.store.image(&rec.image_ref).await?.is_none() {

@@ -1,7 +1,7 @@
 //! Containers: one crius-shim per container driving runc or crun. One file per
 //! operation: [`create`] (CreateContainer), [`lifecycle`] (Start, Stop, Remove),
 //! [`exits`] (the exit watcher), [`query`] (ContainerStatus, ListContainers),
-//! [`stats`], [`exec`] (ExecSync, ReopenContainerLog, UpdateContainerResources),
+//! [`stats`], [`metrics`] (the CRI metrics, from a [`sample`] of the cgroup), [`exec`] (ExecSync, ReopenContainerLog, UpdateContainerResources),
 //! [`recover`] (start-up).
 //!
 //! Invariants (what start-up recovery relies on):
@@ -29,9 +29,11 @@ mod exits;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod lifecycle;
+mod metrics;
 mod orphans;
 mod query;
 mod recover;
+mod sample;
 mod stats;
 
 #[cfg(test)]
@@ -55,6 +57,8 @@ use crate::sandbox::Sandboxes;
 use crate::util::{Locks, blocking};
 use crius_images::Images;
 
+pub use metrics::descriptors as metric_descriptors;
+pub use query::status_of;
 pub use recover::STREAM_EXEC_PREFIX;
 
 /// The container manager.
@@ -236,6 +240,14 @@ impl Containers {
                 },
             )
         })
+    }
+
+    /// Publishes a container event (after the change it reports is in the store).
+    async fn event(&self, kind: crate::events::Kind, rec: &ContainerRecord) {
+        self.sandboxes
+            .events()
+            .container(kind, &rec.id, &rec.pod_id)
+            .await;
     }
 
     /// The containers of a pod.

@@ -55,50 +55,7 @@ impl Containers {
     /// ContainerStatus.
     pub async fn status(&self, id: &str, verbose: bool) -> CriResult<cri::ContainerStatusResponse> {
         let c = self.must(id).await?;
-        let mounts = c.config.mounts.to_vec();
-        let status = cri::ContainerStatus {
-            id: c.id.clone(),
-            metadata: c.config.metadata.clone(),
-            state: cri_state(c.state) as i32,
-            created_at: c.created_at,
-            started_at: c.started_at,
-            finished_at: c.finished_at,
-            exit_code: c.exit_code,
-            image: c.config.image.clone(),
-            image_ref: c.image_ref.clone(),
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-            labels: c.config.labels.clone(),
-            annotations: c.config.annotations.clone(),
-            mounts,
-            log_path: c
-                .log_path
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            resources: c
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.resources.clone())
-                .map(|r| cri::ContainerResources {
-                    linux: Some(r),
-                    windows: None,
-                }),
-            image_id: c.image_ref.clone(),
-            user: Some(cri::ContainerUser {
-                linux: Some(cri::LinuxContainerUser {
-                    uid: i64::from(c.uid),
-                    gid: i64::from(c.gid),
-                    supplemental_groups: c
-                        .supplemental_groups
-                        .iter()
-                        .map(|g| i64::from(*g))
-                        .collect(),
-                }),
-            }),
-            stop_signal: cri_signal(stop_signal(&c)) as i32,
-        };
+        let status = status_of(&c);
         let mut info = HashMap::new();
         if verbose {
             let spec: serde_json::Value = std::fs::read(c.bundle.join("config.json"))
@@ -120,5 +77,54 @@ impl Containers {
             status: Some(status),
             info,
         })
+    }
+}
+
+/// The CRI status of a container record (ContainerStatus without `verbose`; the
+/// statuses container events and PodSandboxStatus carry).
+pub fn status_of(c: &ContainerRecord) -> cri::ContainerStatus {
+    let mounts = c.config.mounts.to_vec();
+    cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state: cri_state(c.state) as i32,
+        created_at: c.created_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        exit_code: c.exit_code,
+        image: c.config.image.clone(),
+        image_ref: c.image_ref.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts,
+        log_path: c
+            .log_path
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| cri::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }),
+        image_id: c.image_ref.clone(),
+        user: Some(cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: i64::from(c.uid),
+                gid: i64::from(c.gid),
+                supplemental_groups: c
+                    .supplemental_groups
+                    .iter()
+                    .map(|g| i64::from(*g))
+                    .collect(),
+            }),
+        }),
+        stop_signal: cri_signal(stop_signal(c)) as i32,
     }
 }

@@ -683,3 +683,134 @@ fn a_namespace_init_without_a_handler_is_told_from_its_proc_status() {
     assert!(!catches(after, 0) && !catches(after, 65));
     assert!(catches("SigCgt:\t8000000000000000\n", 64));
 }
+
+/// The events a subscription holds now, as (container id, type, that container's
+/// state in the event's statuses).
+async fn drain(
+    sub: &mut crate::events::Subscription<cri::ContainerEventResponse>,
+) -> Vec<(
+    String,
+    cri::ContainerEventType,
+    Option<cri::ContainerState>,
+    i64,
+)> {
+    let mut out = Vec::new();
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(std::time::Duration::from_millis(50), sub.next()).await
+    {
+        let ev = ev.unwrap();
+        assert_eq!(
+            ev.pod_sandbox_status.as_ref().map(|p| p.id.as_str()),
+            Some(POD_ID),
+            "every event carries its pod's status"
+        );
+        let own = ev
+            .containers_statuses
+            .iter()
+            .find(|s| s.id == ev.container_id)
+            .map(|s| s.state());
+        out.push((
+            ev.container_id.clone(),
+            ev.container_event_type(),
+            own,
+            ev.created_at,
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn each_change_is_one_event_carrying_the_pod_and_its_containers() {
+    use cri::ContainerEventType as E;
+    use cri::ContainerState as S;
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let mut sub = containers.sandboxes.events().subscribe();
+    // A failed creation is never reported.
+    host.fail_at(0);
+    containers
+        .create(rig.request("app", false))
+        .await
+        .unwrap_err();
+    assert!(drain(&mut sub).await.is_empty());
+
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    containers.start(&id).await.unwrap();
+    containers.stop(&id, 0).await.unwrap();
+    containers.stop(&id, 0).await.unwrap();
+    containers.remove(&id).await.unwrap();
+    containers.remove(&id).await.unwrap();
+    let got = drain(&mut sub).await;
+    let kinds: Vec<_> = got.iter().map(|e| (e.0.as_str(), e.1, e.2)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                id.as_str(),
+                E::ContainerCreatedEvent,
+                Some(S::ContainerCreated)
+            ),
+            (
+                id.as_str(),
+                E::ContainerStartedEvent,
+                Some(S::ContainerRunning)
+            ),
+            (
+                id.as_str(),
+                E::ContainerStoppedEvent,
+                Some(S::ContainerExited)
+            ),
+            (id.as_str(), E::ContainerDeletedEvent, None),
+        ],
+        "the second stop and remove change nothing and report nothing"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].3 < w[1].3),
+        "timestamps rise: {got:?}"
+    );
+
+    // A created container that is stopped, and one whose shim dies with it.
+    let never = containers
+        .create(rig.request("never", false))
+        .await
+        .unwrap();
+    containers.stop(&never, 0).await.unwrap();
+    let died = containers.create(rig.request("died", false)).await.unwrap();
+    containers.start(&died).await.unwrap();
+    let rec = rig.store.container(&died).await.unwrap().unwrap();
+    host.kill_shim_leaving(&rec.socket, &rec.bundle, &[]);
+    watch_round(&containers).await;
+    let got = drain(&mut sub).await;
+    let kinds: Vec<_> = got.iter().map(|e| (e.0.as_str(), e.1)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (never.as_str(), E::ContainerCreatedEvent),
+            (never.as_str(), E::ContainerStoppedEvent),
+            (died.as_str(), E::ContainerCreatedEvent),
+            (died.as_str(), E::ContainerStartedEvent),
+            (died.as_str(), E::ContainerStoppedEvent),
+        ]
+    );
+
+    // PodSandboxStatus: a timestamp from the same clock, above every event's, and
+    // the statuses of the pod's containers with it.
+    let status = containers.sandboxes.status(POD_ID, false).await.unwrap();
+    assert!(status.timestamp > got.last().unwrap().3);
+    let mut ids: Vec<&str> = status
+        .containers_statuses
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![never.as_str(), died.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(
+        status
+            .containers_statuses
+            .iter()
+            .all(|s| s.state() == S::ContainerExited)
+    );
+}

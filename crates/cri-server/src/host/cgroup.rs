@@ -81,21 +81,26 @@ fn expand_slice(slice: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// The cgroup directory, relative to a hierarchy's root, of the container whose
+/// bundle is `bundle` (from its spec's `linux.cgroupsPath`); None without a spec.
+pub fn relative_dir_of(bundle: &Path) -> CriResult<Option<PathBuf>> {
+    let spec = bundle.join("config.json");
+    let bytes = match std::fs::read(&spec) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CriError::io(format!("reading {}", spec.display()))(e)),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CriError::Internal(format!("{} is unreadable: {e}", spec.display())))?;
+    Ok(value["linux"]["cgroupsPath"]
+        .as_str()
+        .and_then(relative_dir))
+}
+
 impl CgroupProcesses {
     /// The directory holding the container's `cgroup.procs`, if it still exists.
     fn dir_of(&self, bundle: &Path) -> CriResult<Option<PathBuf>> {
-        let spec = bundle.join("config.json");
-        let bytes = match std::fs::read(&spec) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CriError::io(format!("reading {}", spec.display()))(e)),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CriError::Internal(format!("{} is unreadable: {e}", spec.display())))?;
-        let Some(rel) = value["linux"]["cgroupsPath"]
-            .as_str()
-            .and_then(relative_dir)
-        else {
+        let Some(rel) = relative_dir_of(bundle)? else {
             return Ok(None);
         };
         let unified = self.root.join("cgroup.controllers").exists();

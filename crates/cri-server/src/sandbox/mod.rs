@@ -39,12 +39,14 @@ use crius_store::{PodRecord, Store};
 use crate::config::Config;
 use crate::creations::Creations;
 use crate::error::{CriError, CriResult};
+use crate::events::Events;
 use crate::failpoint;
 use crate::host::Namespaces;
 use crate::util::Locks;
 
 pub use crate::util::new_id;
 pub use network::network_request;
+pub use query::status_of;
 
 /// The pod sandbox manager.
 pub struct Sandboxes {
@@ -54,6 +56,8 @@ pub struct Sandboxes {
     ns: Arc<dyn Namespaces>,
     locks: Locks,
     creations: Arc<Creations>,
+    /// Container events (pods are reported too, with their id as the container id).
+    events: Arc<Events>,
 }
 
 /// What a pod has on the host, in the order it is made; released newest first.
@@ -78,6 +82,7 @@ impl Sandboxes {
     ) -> Sandboxes {
         Sandboxes {
             config,
+            events: Arc::new(Events::new(store.clone())),
             store,
             network,
             ns,
@@ -91,6 +96,11 @@ impl Sandboxes {
     #[cfg(test)]
     fn tracked(&self) -> (usize, usize) {
         (self.locks.ids_tracked(), self.creations.names_tracked())
+    }
+
+    /// The container events of this daemon (the container manager publishes there too).
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
     }
 
     fn pods_dir(&self) -> PathBuf {

@@ -7,43 +7,21 @@ use crius_store::{PodRecord, PodState};
 
 use super::Sandboxes;
 use crate::error::CriResult;
-use crate::util::now_nanos;
 
 impl Sandboxes {
-    /// PodSandboxStatus.
+    /// PodSandboxStatus. `timestamp` and `containers_statuses` are always filled
+    /// together (the kubelet's evented PLEG takes the container statuses from here
+    /// whenever the timestamp is set): the statuses are read after the timestamp was
+    /// taken, from the events' clock.
     pub async fn status(
         &self,
         id: &str,
         verbose: bool,
     ) -> CriResult<cri::PodSandboxStatusResponse> {
+        let timestamp = self.events.now();
         let rec = self.must(id).await?;
-        let mut ips = rec.ips.iter();
-        let network = cri::PodSandboxNetworkStatus {
-            ip: ips.next().cloned().unwrap_or_default(),
-            additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
-        };
-        let options = rec
-            .config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone())
-            .unwrap_or_default();
-        let status = cri::PodSandboxStatus {
-            id: rec.id.clone(),
-            metadata: rec.config.metadata.clone(),
-            state: cri_state(rec.state) as i32,
-            created_at: rec.created_at,
-            network: Some(network),
-            linux: Some(cri::LinuxPodSandboxStatus {
-                namespaces: Some(cri::Namespace {
-                    options: Some(options),
-                }),
-            }),
-            labels: rec.config.labels.clone(),
-            annotations: rec.config.annotations.clone(),
-            runtime_handler: rec.runtime_handler.clone(),
-        };
+        let containers_statuses = self.events.container_statuses(&rec.id).await?;
+        let status = status_of(&rec);
         let mut info = HashMap::new();
         if verbose {
             let detail = serde_json::json!({
@@ -66,8 +44,8 @@ impl Sandboxes {
         Ok(cri::PodSandboxStatusResponse {
             status: Some(status),
             info,
-            containers_statuses: Vec::new(),
-            timestamp: now_nanos(),
+            containers_statuses,
+            timestamp,
         })
     }
 
@@ -120,6 +98,37 @@ impl Sandboxes {
                 runtime_handler: p.runtime_handler.clone(),
             })
             .collect())
+    }
+}
+
+/// The CRI status of a pod record.
+pub fn status_of(rec: &PodRecord) -> cri::PodSandboxStatus {
+    let mut ips = rec.ips.iter();
+    let network = cri::PodSandboxNetworkStatus {
+        ip: ips.next().cloned().unwrap_or_default(),
+        additional_ips: ips.map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+    };
+    let options = rec
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    cri::PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: rec.config.metadata.clone(),
+        state: cri_state(rec.state) as i32,
+        created_at: rec.created_at,
+        network: Some(network),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: rec.config.labels.clone(),
+        annotations: rec.config.annotations.clone(),
+        runtime_handler: rec.runtime_handler.clone(),
     }
 }
 

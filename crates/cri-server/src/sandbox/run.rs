@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{Sandboxes, Step, network_request, pod_hostname};
 use crate::error::{CriError, CriResult};
+use crate::events::Kind;
 use crate::failpoint;
 use crate::pinns::PinRequest;
 use crate::podfiles::{self, PodFiles};
@@ -80,6 +81,12 @@ impl Sandboxes {
         match self.build(&mut rec, &pod, &mut made).await {
             Ok(()) => {
                 info!(pod_id = %id, pod = %rec.name, "pod sandbox ready");
+                self.events
+                    .pod(Kind::ContainerCreatedEvent, &id, None)
+                    .await;
+                self.events
+                    .pod(Kind::ContainerStartedEvent, &id, None)
+                    .await;
                 Ok(id)
             }
             Err(e) => {

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::Sandboxes;
 use crate::error::{CriError, CriResult};
+use crate::events::Kind;
 use crate::failpoint;
 
 impl Sandboxes {
@@ -23,11 +24,17 @@ impl Sandboxes {
         if rec.state == PodState::NotReady {
             return Ok(());
         }
+        let was_ready = rec.state == PodState::Ready;
         self.stop_resources(&rec).await?;
         failpoint::hit("sandbox.stop.released")?;
         rec.state = PodState::NotReady;
         self.store.update_pod(&rec).await?;
         info!(pod_id = %rec.id, "pod sandbox stopped");
+        if was_ready {
+            self.events
+                .pod(Kind::ContainerStoppedEvent, &rec.id, None)
+                .await;
+        }
         Ok(())
     }
 
@@ -59,6 +66,20 @@ impl Sandboxes {
         failpoint::hit("sandbox.remove.released")?;
         self.store.delete_pod(&rec.id).await?;
         info!(pod_id = %rec.id, "pod sandbox removed");
+        // A pod the kubelet saw (not one whose creation failed) is reported gone: as
+        // stopped first if it was still ready, then deleted with its last status.
+        if rec.state != PodState::Creating {
+            let mut last = rec;
+            if last.state == PodState::Ready {
+                last.state = PodState::NotReady;
+                self.events
+                    .pod(Kind::ContainerStoppedEvent, &last.id, Some(&last))
+                    .await;
+            }
+            self.events
+                .pod(Kind::ContainerDeletedEvent, &last.id, Some(&last))
+                .await;
+        }
         Ok(())
     }
 }

@@ -293,9 +293,9 @@ serve! {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse, "CheckpointContainer",
             |s, r| Subject::container(&r.container_id) => unimplemented("CheckpointContainer");
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse, "ListMetricDescriptors",
-            |s, r| Subject::none() => unimplemented("ListMetricDescriptors");
+            |s, r| Subject::none() => Ok(cri::ListMetricDescriptorsResponse { descriptors: crate::container::metric_descriptors() });
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse, "ListPodSandboxMetrics",
-            |s, r| Subject::none() => unimplemented("ListPodSandboxMetrics");
+            |s, r| Subject::none() => Ok(cri::ListPodSandboxMetricsResponse { pod_metrics: s.containers.pod_sandbox_metrics().await? });
         checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse, "CheckpointPod",
             |s, r| Subject::pod(&r.pod_sandbox_id) => unimplemented("CheckpointPod");
         restore_pod(RestorePodRequest) -> RestorePodResponse, "RestorePod",
@@ -318,10 +318,9 @@ serve! {
             stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream
                 of StreamPodSandboxStatsResponse { pod_sandbox_stats }, "StreamPodSandboxStats",
                 |s, r| Subject::none() => s.list_pod_sandbox_stats(r.filter).await;
-            // As ListPodSandboxMetrics: not served.
             stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream
                 of StreamPodSandboxMetricsResponse { pod_sandbox_metrics }, "StreamPodSandboxMetrics",
-                |s, r| Subject::none() => unimplemented::<Vec<cri::PodSandboxMetrics>>("StreamPodSandboxMetrics");
+                |s, r| Subject::none() => s.containers.pod_sandbox_metrics().await;
         }
     }
 
@@ -331,9 +330,20 @@ serve! {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not implemented in crius yet",
-        ))
+        let sub = self.sandboxes.events().subscribe();
+        tracing::debug!(rpc = "GetContainerEvents", "subscribed");
+        let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+            let item = match sub.next().await? {
+                Ok(ev) => Ok(ev),
+                Err(o) => Err(Status::resource_exhausted(format!(
+                    "this GetContainerEvents subscriber fell {} events behind and was dropped; \
+                     subscribe again and list the pods and containers",
+                    o.buffer
+                ))),
+            };
+            Some((item, sub))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
