@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::IpNet;
-use crate::ipam::{self, IpFamily, IpamError, LeaseStore, fnv64};
+use crate::ipam::{self, IpFamily, IpamError, LeaseStore, LeaseStoreError, fnv64};
 use crate::iptables::Rules;
 use crate::netlink::{Netlink, in_netns};
 use crate::{
@@ -348,6 +348,10 @@ impl BridgeBackend {
             let ip = ipam::allocate(self.leases.as_ref(), &self.cfg.bridge, &req.pod_id, net)
                 .map_err(|e| match e {
                     IpamError::Exhausted { .. } => NetworkError::AddressesExhausted {
+                        pod_id: req.pod_id.clone(),
+                        message: e.to_string(),
+                    },
+                    IpamError::Store(e @ LeaseStoreError::Full(_)) => NetworkError::DiskFull {
                         pod_id: req.pod_id.clone(),
                         message: e.to_string(),
                     },

@@ -105,6 +105,9 @@ pub enum LeaseStoreError {
     /// The store itself failed.
     #[error("lease store: {0}")]
     Backend(String),
+    /// The store's file system is full; the same call works once space is freed.
+    #[error("lease store: no space left: {0}")]
+    Full(String),
 }
 
 /// Where IP leases are kept. criusd implements it over its redb store; each call must
@@ -196,6 +199,19 @@ pub struct JsonFileLeaseStore {
     lock: Mutex<()>,
 }
 
+/// errno values of a full file system and of a used-up quota.
+const ENOSPC: i32 = nix::errno::Errno::ENOSPC as i32;
+const EDQUOT: i32 = nix::errno::Errno::EDQUOT as i32;
+
+/// An I/O failure on the lease file; a full file system is [`LeaseStoreError::Full`].
+fn io_error(path: &Path, e: std::io::Error) -> LeaseStoreError {
+    let message = format!("{}: {e}", path.display());
+    match e.raw_os_error() {
+        Some(ENOSPC | EDQUOT) => LeaseStoreError::Full(message),
+        _ => LeaseStoreError::Backend(message),
+    }
+}
+
 impl JsonFileLeaseStore {
     /// A store kept at `path` (created on first insert).
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -215,7 +231,7 @@ impl JsonFileLeaseStore {
     }
 
     fn write(path: &Path, leases: &[Lease]) -> Result<(), LeaseStoreError> {
-        let err = |e: std::io::Error| LeaseStoreError::Backend(format!("{}: {e}", path.display()));
+        let err = |e: std::io::Error| io_error(path, e);
         let tmp = path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(leases)
             .map_err(|e| LeaseStoreError::Backend(e.to_string()))?;
@@ -354,6 +370,21 @@ mod tests {
             pod_id,
             family,
         }
+    }
+
+    #[test]
+    fn a_full_file_system_is_told_apart() {
+        let p = Path::new("/var/lib/leases.json");
+        let full = io_error(p, std::io::Error::from_raw_os_error(ENOSPC));
+        assert!(
+            matches!(&full, LeaseStoreError::Full(m) if m.contains("leases.json")),
+            "{full}"
+        );
+        let other = io_error(
+            p,
+            std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32),
+        );
+        assert!(matches!(other, LeaseStoreError::Backend(_)), "{other}");
     }
 
     #[test]

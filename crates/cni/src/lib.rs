@@ -220,6 +220,14 @@ pub enum NetworkError {
         /// Which subnet.
         message: String,
     },
+    /// The file system that holds the IP leases is full (nothing was set up).
+    #[error("network setup for pod {pod_id}: {message}")]
+    DiskFull {
+        /// The pod.
+        pod_id: String,
+        /// What could not be written.
+        message: String,
+    },
     /// The backend cannot set up pods now (no usable CNI config).
     #[error("pod network not ready: {message}")]
     NotReady {

@@ -229,7 +229,9 @@ fn image_code(e: &ImageError) -> Code {
 fn network_code(e: &NetworkError) -> Code {
     match e {
         NetworkError::HostPortInUse { .. } => Code::FailedPrecondition,
-        NetworkError::AddressesExhausted { .. } => Code::ResourceExhausted,
+        NetworkError::AddressesExhausted { .. } | NetworkError::DiskFull { .. } => {
+            Code::ResourceExhausted
+        }
         NetworkError::InvalidRequest { .. } => Code::InvalidArgument,
         NetworkError::NotReady { .. } => Code::Unavailable,
         NetworkError::Setup { .. } | NetworkError::Teardown { .. } => Code::Internal,
@@ -318,6 +320,11 @@ mod tests {
             message: "10.88.0.0/30".into(),
         };
         assert_eq!(CriError::from(pool).code(), Code::ResourceExhausted);
+        let full = NetworkError::DiskFull {
+            pod_id: "p".into(),
+            message: "lease store: no space left: /var/lib/crius/store.redb".into(),
+        };
+        assert_eq!(CriError::from(full).code(), Code::ResourceExhausted);
         let gone = crius_shim::client::Error::ShimGone("/s".into());
         assert_eq!(
             CriError::shim("stopping")(gone).code(),

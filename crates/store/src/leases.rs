@@ -38,7 +38,11 @@ fn lease_key(key: LeaseKey<'_>) -> String {
 /// A store failure as the lease store reports it: the whole chain, so the network
 /// backend's message still names the file and the cause.
 fn lease_err(e: StoreError) -> LeaseStoreError {
-    LeaseStoreError::Backend(crate::error::chain(&e))
+    if e.is_disk_full() {
+        LeaseStoreError::Full(crate::error::chain(&e))
+    } else {
+        LeaseStoreError::Backend(crate::error::chain(&e))
+    }
 }
 
 /// Parses a lease entry; `None` when it is not one (the check reports it).
