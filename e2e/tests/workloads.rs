@@ -256,6 +256,51 @@ async fn recursive_read_only_mounts(runtime: Runtime) {
         assert_ne!(code, 0, "{path} must be read-only");
         assert!(err.contains("Read-only file system"), "{path}: {err}");
     }
+    // runc declares `rro` and is handed it; crun 1.8.1 cannot say (no `features`
+    // command), so crius hands it a read-only clone of the tree from the bundle.
+    let verbose =
+        f.d.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let spec_mount = info["runtimeSpec"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/rro")
+        .unwrap()
+        .clone();
+    let bundle = f.d.run_dir().join("containers").join(&id);
+    let options: Vec<&str> = spec_mount["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    match runtime {
+        Runtime::Runc => {
+            assert!(options.contains(&"rro"), "{spec_mount}");
+            assert_eq!(spec_mount["source"], src.display().to_string());
+        }
+        Runtime::Crun => {
+            assert!(
+                options.contains(&"ro") && !options.contains(&"rro"),
+                "{spec_mount}"
+            );
+            let clone = bundle.join("rro/0");
+            assert_eq!(spec_mount["source"], clone.display().to_string());
+            let mounts = mounts_under(&bundle);
+            assert!(
+                mounts.iter().any(|m| Path::new(m).starts_with(&clone)),
+                "{mounts:?}"
+            );
+        }
+    }
     // Without recursive_read_only the submount stays writable: the check above can fail.
     let (code, _, err) = sh(&mut f, &id, "touch /plain/tmpfs/x && rm /plain/tmpfs/x").await;
     assert_eq!(
@@ -265,7 +310,6 @@ async fn recursive_read_only_mounts(runtime: Runtime) {
     // The source is untouched on the host.
     std::fs::write(sub.join("host-file"), b"x").expect("the host's tmpfs stays writable");
     std::fs::remove_file(sub.join("host-file")).unwrap();
-    let bundle = f.d.run_dir().join("containers").join(&id);
     f.remove_container(&id).await;
     assert!(mounts_under(&bundle).is_empty());
     assert!(!bundle.exists());
