@@ -247,6 +247,10 @@ async fn start_managers(
         images.clone(),
         host,
     ));
+    let probing = containers.clone();
+    tokio::task::spawn_blocking(move || probing.probe_features())
+        .await
+        .context("probing the runtime handlers' features")?;
     containers
         .recover()
         .await

@@ -12,6 +12,12 @@
 //!   exactly when its chain symlink does.
 //! - `snapshots/<key>/{fs,work,meta.json}` — writable snapshots (upperdir, workdir,
 //!   `{key, parent}`).
+//! - `snapshots/<key>/meta.json` alone, with `"view": true` — a read-only view of a
+//!   committed chain (an image volume): no files of its own, mounted as an overlay of the
+//!   chain's layers without an upper directory. Like a writable snapshot it holds its
+//!   chain: the layers cannot be removed while it exists.
+//! - `empty/` — an empty directory, the bottom lowerdir of a one-layer view (overlayfs
+//!   wants two lowerdirs when there is no upperdir).
 //! - `tmp/<pid>-<n>-<nanos>` — layers being unpacked, snapshots being made, trees being
 //!   deleted.
 //!
@@ -49,13 +55,16 @@ pub struct LayerInfo {
     pub inodes: u64,
 }
 
-/// A writable snapshot.
+/// A writable snapshot, or a read-only view of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     /// The snapshot's key (the container id).
     pub key: String,
     /// The chain id of the committed layer it sits on, if any.
     pub parent: Option<Digest>,
+    /// A read-only view ([`Snapshotter::prepare_view`]): no files of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub view: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -75,6 +84,7 @@ struct Inner {
     snapshots: PathBuf,
     tmp: PathBuf,
     lock: PathBuf,
+    empty: PathBuf,
     index_off: bool,
     options: Options,
 }
@@ -167,11 +177,18 @@ impl Snapshotter {
             snapshots: root.join("snapshots"),
             tmp: root.join("tmp"),
             lock: root.join("lock"),
+            empty: root.join("empty"),
             root: root.clone(),
             index_off: Path::new("/sys/module/overlay/parameters/index").exists(),
             options,
         };
-        for d in [&inner.layers, &inner.chains, &inner.snapshots, &inner.tmp] {
+        for d in [
+            &inner.layers,
+            &inner.chains,
+            &inner.snapshots,
+            &inner.tmp,
+            &inner.empty,
+        ] {
             util::create_dir_all(d)?;
         }
         let sn = Snapshotter {
@@ -363,6 +380,7 @@ impl Snapshotter {
                     &SnapshotInfo {
                         key: key.to_owned(),
                         parent: parent.cloned(),
+                        view: false,
                     },
                 )?;
                 rename_noreplace(&tmp, &dst)
@@ -396,7 +414,47 @@ impl Snapshotter {
         }])
     }
 
-    /// The mounts of writable snapshot `key`.
+    /// Creates a read-only view `key` of the committed chain `chain_id` and returns its
+    /// mounts: one overlay of the chain's layers with no upper directory, so neither the
+    /// mount nor a remount of it can write to a layer. Nothing is copied or unpacked;
+    /// the view only records its chain, which holds the layers (like a writable
+    /// snapshot, it makes [`Snapshotter::remove_layer`] refuse them) until
+    /// [`Snapshotter::remove_snapshot`]. An existing key is [`Error::AlreadyExists`].
+    pub fn prepare_view(&self, key: &str, chain_id: &Digest) -> Result<Vec<Mount>> {
+        valid_key(key)?;
+        let i = &self.inner;
+        let dst = i.snapshots.join(key);
+        {
+            let _lock = Lock::acquire(&i.lock)?;
+            if dst.exists() {
+                return Err(Error::AlreadyExists {
+                    what: format!("snapshot {key:?}"),
+                });
+            }
+            self.layer_meta(chain_id)?;
+            let tmp = i.tmp.join(util::temp_name());
+            let built = (|| -> Result<()> {
+                util::create_dir_all(&tmp)?;
+                write_meta(
+                    &tmp.join("meta.json"),
+                    &SnapshotInfo {
+                        key: key.to_owned(),
+                        parent: Some(chain_id.clone()),
+                        view: true,
+                    },
+                )?;
+                rename_noreplace(&tmp, &dst).map_err(|e| Error::io_path("create view", &dst, e))?;
+                util::fsync_dir(&i.snapshots)
+            })();
+            if let Err(e) = built {
+                let _ = util::remove_any(&tmp);
+                return Err(e);
+            }
+        }
+        self.mounts(key)
+    }
+
+    /// The mounts of snapshot `key` (writable, or a view).
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         valid_key(key)?;
         let dir = self.inner.snapshots.join(key);
@@ -409,6 +467,28 @@ impl Snapshotter {
                 e
             }
         })?;
+        if info.view {
+            let Some(p) = info.parent else {
+                return Err(Error::Corrupt {
+                    path: dir.join("meta.json"),
+                    reason: "a view without a chain".into(),
+                });
+            };
+            let (_, meta) = self.layer_meta(&p)?;
+            let mut options = self.overlay_options(&meta.lowers, None);
+            if let [_] = meta.lowers[..] {
+                if let Some(l) = options.last_mut() {
+                    l.push(':');
+                    l.push_str(&self.inner.empty.to_string_lossy());
+                }
+            }
+            options.push("ro".into());
+            return Ok(vec![Mount {
+                kind: "overlay".into(),
+                source: "overlay".into(),
+                options,
+            }]);
+        }
         match info.parent {
             None => Ok(vec![Mount {
                 kind: "bind".into(),
@@ -574,7 +654,11 @@ impl Snapshotter {
                 what: format!("snapshot {key:?}"),
             });
         }
-        util::disk_usage(&dir.join("fs"))
+        let fs_dir = dir.join("fs");
+        if !fs_dir.exists() {
+            return Ok(Usage::default()); // a view has no files of its own
+        }
+        util::disk_usage(&fs_dir)
     }
 
     /// Total disk usage of all committed layers: the sum of what each measured on disk when

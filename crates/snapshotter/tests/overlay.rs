@@ -414,3 +414,59 @@ fn open_repairs_what_a_crash_left() {
     drop(mounts_under(t.path()));
     unmount(&t.join("never-mounted")).unwrap();
 }
+
+#[test]
+fn views_are_read_only_overlays_that_hold_their_layers() {
+    let t = TestDir::new();
+    let sn = Snapshotter::open(&t.join("snap")).unwrap();
+    let (c1, c2) = image(&sn);
+    let target = t.join("vol");
+    std::fs::create_dir(&target).unwrap();
+    for (key, chain, expect) in [
+        ("v1", &c1, set(&["d", "etc", "keep"])),
+        ("v2", &c2, set(&["d", "etc", "keep", "new"])),
+    ] {
+        let mounts = sn.prepare_view(key, chain).unwrap();
+        assert_eq!(sn.mounts(key).unwrap(), mounts);
+        // Always an overlay without upper, one layer included: a remount cannot make
+        // it writable (a bind of the layer directory could be).
+        assert_eq!(mounts[0].kind, "overlay", "{mounts:?}");
+        assert!(mounts[0].is_read_only());
+        assert!(!mounts[0].options.iter().any(|o| o.starts_with("upperdir=")));
+        assert!(matches!(
+            sn.prepare_view(key, chain),
+            Err(Error::AlreadyExists { .. })
+        ));
+        mount_all(&mounts, &target).unwrap();
+        let _m = Mounted(target.clone());
+        assert_eq!(names(&target), expect);
+        assert!(std::fs::write(target.join("nope"), b"").is_err());
+        let remount = rustix::mount::mount_remount(&target, rustix::mount::MountFlags::empty(), "");
+        assert!(remount.is_err(), "a view cannot be remounted read-write");
+        assert!(std::fs::write(target.join("nope"), b"").is_err());
+        assert_eq!(sn.snapshot_usage(key).unwrap().bytes, 0);
+    }
+    let infos = sn.snapshots().unwrap();
+    assert!(infos.iter().all(|s| s.view), "{infos:?}");
+    // The views hold their chains: neither removal nor garbage collection takes them.
+    assert!(matches!(sn.remove_layer(&c2), Err(Error::InUse { .. })));
+    assert!(sn.prune_layers(&Default::default()).unwrap().is_empty());
+    sn.remove_snapshot("v2").unwrap();
+    assert!(matches!(sn.remove_layer(&c1), Err(Error::InUse { .. })));
+    assert_eq!(
+        sn.prune_layers(&Default::default()).unwrap(),
+        vec![c2.clone()]
+    );
+    sn.remove_snapshot("v1").unwrap();
+    assert_eq!(sn.prune_layers(&Default::default()).unwrap(), vec![c1]);
+    // A view of a chain that is not there is NotFound, and leaves nothing.
+    assert!(sn.prepare_view("v3", &c2).unwrap_err().is_not_found());
+    assert!(sn.snapshots().unwrap().is_empty());
+    // A view survives reopening (and the repair it runs).
+    let (c1, _) = image(&sn);
+    sn.prepare_view("v4", &c1).unwrap();
+    let sn = Snapshotter::open(&t.join("snap")).unwrap();
+    assert!(sn.snapshots().unwrap()[0].view);
+    assert!(matches!(sn.remove_layer(&c1), Err(Error::InUse { .. })));
+    assert!(mounts_under(t.path()).is_empty());
+}

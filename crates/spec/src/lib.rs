@@ -135,6 +135,12 @@ pub struct SpecInput<'a> {
     /// Where relative `Localhost` seccomp profiles are found.
     pub seccomp_profile_root: &'a Path,
     pub host: &'a HostFacts,
+    /// Host directories the container manager prepared for request mounts, by index
+    /// in `config.mounts`: every image volume's (the mounted image, at its
+    /// `image_sub_path`), and a recursive read-only mount's when the runtime cannot
+    /// make one itself (a read-only clone of `host_path` and all its submounts). Such a
+    /// mount is bound from here, read-only.
+    pub prepared_mounts: &'a std::collections::BTreeMap<usize, std::path::PathBuf>,
 }
 
 /// A generated spec and what the container manager needs beside it.
@@ -324,6 +330,7 @@ mod tests {
         config: cri::ContainerConfig,
         driver: CgroupDriver,
         host: HostFacts,
+        prepared: std::collections::BTreeMap<usize, PathBuf>,
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -392,6 +399,7 @@ mod tests {
                     ..Default::default()
                 },
                 driver: CgroupDriver::Cgroupfs,
+                prepared: Default::default(),
                 host: HostFacts {
                     oom_score_adj_floor: i64::MIN,
                     cap_bounding_set: u64::MAX,
@@ -441,6 +449,7 @@ mod tests {
                 cgroup_driver: self.driver,
                 seccomp_profile_root: &self.profiles,
                 host: &self.host,
+                prepared_mounts: &self.prepared,
             })
         }
 
@@ -651,7 +660,11 @@ mod tests {
         f.config.mounts[0].recursive_read_only = true;
         assert!(strings(&mount(&f.json(), "/data").unwrap()["options"]).contains(&"rro".into()));
         f.config.mounts[0].readonly = false;
-        assert!(f.err().starts_with("config.mounts[0].recursive_read_only:"));
+        assert!(
+            f.err().starts_with("config.mounts[0].readonly:"),
+            "{}",
+            f.err()
+        );
     }
 
     #[test]

@@ -145,14 +145,13 @@ fn pod_binds(
 }
 
 /// One request mount as a bind; `propagation` becomes the rootfs propagation it needs.
-fn cri_bind(i: usize, m: &cri::Mount, propagation: &mut Option<String>) -> Result<Bind> {
+fn cri_bind(
+    i: usize,
+    m: &cri::Mount,
+    prepared: Option<&PathBuf>,
+    propagation: &mut Option<String>,
+) -> Result<Bind> {
     let field = |f: &str| format!("config.mounts[{i}].{f}");
-    if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
-        return Err(unsupported(
-            field("image"),
-            "image volumes are not supported yet",
-        ));
-    }
     if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
         return Err(unsupported(
             field("uid_mappings"),
@@ -165,26 +164,63 @@ fn cri_bind(i: usize, m: &cri::Mount, propagation: &mut Option<String>) -> Resul
             format!("{:?} is not an absolute path", m.container_path),
         ));
     }
+    if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
+        // An image volume: the image the container manager mounted read-only.
+        if !m.readonly {
+            return Err(invalid(
+                field("readonly"),
+                "an image volume is always read-only: readonly must be true",
+            ));
+        }
+        let Some(source) = prepared else {
+            return Err(unsupported(
+                field("image"),
+                "the image volume was not prepared by the container manager",
+            ));
+        };
+        return Ok(Bind {
+            dest: clean(&m.container_path),
+            source: source.clone(),
+            options: vec!["rbind".into(), "rprivate".into(), "ro".into()],
+        });
+    }
     if m.host_path.is_empty() {
         return Err(invalid(field("host_path"), "must not be empty"));
     }
-    let source = std::fs::canonicalize(&m.host_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            invalid(
-                field("host_path"),
-                format!("{:?} does not exist", m.host_path),
-            )
-        } else {
-            invalid(field("host_path"), format!("{:?}: {e}", m.host_path))
-        }
-    })?;
-    let mut options = vec!["rbind".to_string()];
     let mode = cri::MountPropagation::try_from(m.propagation).map_err(|_| {
         invalid(
             field("propagation"),
             format!("unknown propagation {}", m.propagation),
         )
     })?;
+    if m.recursive_read_only {
+        if !m.readonly {
+            return Err(invalid(
+                field("readonly"),
+                "a recursive read-only mount must be readonly",
+            ));
+        }
+        if mode != cri::MountPropagation::PropagationPrivate {
+            return Err(invalid(
+                field("propagation"),
+                "a recursive read-only mount needs private propagation",
+            ));
+        }
+    }
+    let source = match prepared {
+        Some(p) => p.clone(),
+        None => std::fs::canonicalize(&m.host_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                invalid(
+                    field("host_path"),
+                    format!("{:?} does not exist", m.host_path),
+                )
+            } else {
+                invalid(field("host_path"), format!("{:?}: {e}", m.host_path))
+            }
+        })?,
+    };
+    let mut options = vec!["rbind".to_string()];
     match mode {
         cri::MountPropagation::PropagationPrivate => options.push("rprivate".into()),
         cri::MountPropagation::PropagationHostToContainer => {
@@ -198,16 +234,13 @@ fn cri_bind(i: usize, m: &cri::Mount, propagation: &mut Option<String>) -> Resul
             *propagation = Some("rshared".into());
         }
     }
-    if m.recursive_read_only {
-        if !m.readonly || mode != cri::MountPropagation::PropagationPrivate {
-            return Err(invalid(
-                field("recursive_read_only"),
-                "needs readonly and private propagation",
-            ));
-        }
+    if m.recursive_read_only && prepared.is_none() {
+        // The runtime makes it recursive (runc and crun know `rro`).
         options.push("rro".into());
     } else {
-        options.push(ro_rw(m.readonly));
+        // A prepared recursive read-only source is read-only all the way down already;
+        // the bind of it keeps each submount's flags.
+        options.push(ro_rw(m.readonly || m.recursive_read_only));
     }
     Ok(Bind {
         dest: clean(&m.container_path),
@@ -230,7 +263,8 @@ pub(crate) fn mounts(
     let mut binds = pod_binds(input, sc, &cri_dests);
     let mut propagation: Option<String> = None;
     for (i, m) in config.mounts.iter().enumerate() {
-        binds.push(cri_bind(i, m, &mut propagation)?);
+        let prepared = input.prepared_mounts.get(&i);
+        binds.push(cri_bind(i, m, prepared, &mut propagation)?);
     }
     let supplied: BTreeSet<&str> = binds.iter().map(|b| b.dest.as_str()).collect();
     let mut out = Vec::new();
@@ -275,7 +309,7 @@ mod tests {
 
     fn bind(m: cri::Mount) -> Result<(Bind, Option<String>)> {
         let mut p = None;
-        cri_bind(0, &m, &mut p).map(|b| (b, p))
+        cri_bind(0, &m, None, &mut p).map(|b| (b, p))
     }
 
     #[test]
@@ -299,7 +333,7 @@ mod tests {
             propagation: cri::MountPropagation::PropagationHostToContainer as i32,
             ..Default::default()
         };
-        let b = cri_bind(0, &m, &mut p).unwrap();
+        let b = cri_bind(0, &m, None, &mut p).unwrap();
         assert_eq!(b.options, vec!["rbind", "rslave", "rw"]);
         assert_eq!(p.as_deref(), Some("rshared"), "rshared wins over rslave");
         let e = bind(cri::Mount {
@@ -309,16 +343,69 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field(), Some("config.mounts[0].host_path"));
-        let e = bind(cri::Mount {
+        // An image volume is bound from the directory the manager prepared, read-only.
+        let image = cri::Mount {
             container_path: "/v".into(),
             image: Some(cri::ImageSpec {
                 image: "busybox".into(),
                 ..Default::default()
             }),
+            readonly: true,
             ..Default::default()
-        })
-        .unwrap_err();
+        };
+        let e = bind(image.clone()).unwrap_err();
         assert!(matches!(e, SpecError::Unsupported { .. }), "{e}");
+        let prepared = PathBuf::from("/run/crius/containers/c/volumes/0");
+        let b = cri_bind(0, &image, Some(&prepared), &mut None).unwrap();
+        assert_eq!((b.dest.as_str(), &b.source), ("/v", &prepared));
+        assert_eq!(b.options, vec!["rbind", "rprivate", "ro"]);
+        let writable = cri::Mount {
+            readonly: false,
+            ..image
+        };
+        let e = cri_bind(0, &writable, Some(&prepared), &mut None).unwrap_err();
+        assert_eq!(e.field(), Some("config.mounts[0].readonly"));
+        // Recursive read-only: `rro` for the runtime, or the prepared clone bound `ro`.
+        let rro = cri::Mount {
+            container_path: "/r".into(),
+            host_path: host.clone(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        };
+        let (b, _) = bind(rro.clone()).unwrap();
+        assert_eq!(b.options, vec!["rbind", "rprivate", "rro"]);
+        let clone = PathBuf::from("/run/crius/containers/c/rro/0");
+        let b = cri_bind(0, &rro, Some(&clone), &mut None).unwrap();
+        assert_eq!(
+            (&b.source, b.options),
+            (&clone, vec!["rbind".into(), "rprivate".into(), "ro".into()])
+        );
+        for (m, f) in [
+            (
+                cri::Mount {
+                    readonly: false,
+                    ..rro.clone()
+                },
+                "config.mounts[0].readonly",
+            ),
+            (
+                cri::Mount {
+                    propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+                    ..rro.clone()
+                },
+                "config.mounts[0].propagation",
+            ),
+            (
+                cri::Mount {
+                    propagation: cri::MountPropagation::PropagationBidirectional as i32,
+                    ..rro.clone()
+                },
+                "config.mounts[0].propagation",
+            ),
+        ] {
+            assert_eq!(bind(m).unwrap_err().field(), Some(f));
+        }
         let e = bind(cri::Mount {
             container_path: "/v".into(),
             host_path: host,

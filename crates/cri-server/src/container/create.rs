@@ -2,7 +2,8 @@
 //! the writable layer and its mount, the OCI spec, the shim and the container in it;
 //! on a failure, undo what was made.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crius_cri_api::v1 as cri;
@@ -11,7 +12,8 @@ use crius_spec::{PodNamespaces, SpecInput};
 use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodState, Reserve};
 use tracing::{info, warn};
 
-use super::{Containers, Step, stdin_fifo};
+use super::features::RecursiveReadOnly;
+use super::{Containers, Step, is_image_volume, rro_dir, stdin_fifo, volume_dir, volume_key};
 use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
@@ -34,6 +36,10 @@ struct Plan {
     image: ImageRecord,
     run: ImageRunConfig,
     runtime: PathBuf,
+    /// The image volumes: index in `config.mounts` and the top chain id of the image.
+    volumes: Vec<(usize, String)>,
+    /// How the pod's handler gets recursive read-only mounts.
+    rro: RecursiveReadOnly,
 }
 
 impl Containers {
@@ -68,7 +74,7 @@ impl Containers {
     }
 
     /// The checks that need the pod, the image and the runtime handler.
-    async fn plan(&self, req: ValidContainer) -> CriResult<Plan> {
+    async fn plan(&self, mut req: ValidContainer) -> CriResult<Plan> {
         let pod = self.sandboxes.must(&req.pod_sandbox_id).await?;
         if pod.state != PodState::Ready {
             return Err(CriError::FailedPrecondition(format!(
@@ -100,6 +106,18 @@ impl Containers {
                 path.display()
             ))
         })?;
+        let volumes = self.resolve_image_volumes(&mut req.config).await?;
+        let rro = self.recursive_read_only(handler);
+        if let Some(i) = req.config.mounts.iter().position(|m| m.recursive_read_only) {
+            if !rro.works() {
+                return Err(CriError::invalid(
+                    format!("config.mounts[{i}].recursive_read_only"),
+                    format!(
+                        "the runtime handler {handler:?} cannot make recursive read-only mounts on this node (its runtime does not declare rro and the kernel lacks mount_setattr)"
+                    ),
+                ));
+            }
+        }
         let pmd = pod.config.metadata.clone().unwrap_or_default();
         let attempt = req.config.metadata.as_ref().map_or(0, |m| m.attempt);
         let name = format!(
@@ -118,7 +136,45 @@ impl Containers {
             image,
             run,
             runtime,
+            volumes,
+            rro,
         })
+    }
+
+    /// The image of each image volume, which must be present (the kubelet pulls it
+    /// first): its top chain id, by index in `config.mounts`. Each volume's
+    /// `image.image_ref` is set to the image's id, so the record (and
+    /// ContainerStatus) says which image is mounted.
+    async fn resolve_image_volumes(
+        &self,
+        config: &mut cri::ContainerConfig,
+    ) -> CriResult<Vec<(usize, String)>> {
+        let mut volumes = Vec::new();
+        for (i, m) in config.mounts.iter_mut().enumerate() {
+            if !is_image_volume(m) {
+                continue;
+            }
+            let Some(spec) = m.image.as_mut() else {
+                continue;
+            };
+            let field = format!("config.mounts[{i}].image");
+            let image = self.images.find(&spec.image).await?.ok_or_else(|| {
+                CriError::NotFound(format!(
+                    "{field}: image {:?} is not present: pull it first",
+                    spec.image
+                ))
+            })?;
+            let run = self.images.run_config(&image).await?;
+            let chain = run.top_chain_id.ok_or_else(|| {
+                CriError::FailedPrecondition(format!(
+                    "{field}: image {} has no layers to mount",
+                    image.id
+                ))
+            })?;
+            spec.image_ref = image.id.clone();
+            volumes.push((i, chain));
+        }
+        Ok(volumes)
     }
 
     /// The work of CreateContainer once everything is resolved (see
@@ -237,7 +293,9 @@ impl Containers {
         made.push(Step::Mount);
         failpoint::hit("container.create.mount")?;
 
-        self.write_spec(rec, plan).await?;
+        let prepared = self.prepare_mounts(rec, plan, made).await?;
+
+        self.write_spec(rec, plan, &prepared).await?;
         failpoint::hit("container.create.spec")?;
         // A container that keeps stdin open (`stdin: true`) gets a FIFO the shim holds
         // for its whole life; attach sessions write into it (see `stdin_fifo`).
@@ -291,7 +349,12 @@ impl Containers {
     /// Generates the OCI spec and writes it as the bundle's config.json. Spec
     /// generation reads the container's /etc/passwd and /etc/group and stats devices,
     /// so it runs on the blocking pool with owned copies of its inputs.
-    async fn write_spec(&self, rec: &mut ContainerRecord, plan: &Plan) -> CriResult<()> {
+    async fn write_spec(
+        &self,
+        rec: &mut ContainerRecord,
+        plan: &Plan,
+        prepared: &BTreeMap<usize, PathBuf>,
+    ) -> CriResult<()> {
         let pod = &plan.pod;
         let namespaces = PodNamespaces {
             net: pod.namespaces.net.clone(),
@@ -309,6 +372,7 @@ impl Containers {
         let (driver, host) = (self.config.cgroup_driver(), self.host_facts.clone());
         let profiles = self.config.state_dir.join("seccomp");
         let bundle = rec.bundle.clone();
+        let prepared = prepared.clone();
         let generated = blocking(move || {
             let rootfs = bundle.join("rootfs");
             let generated = crius_spec::generate(&SpecInput {
@@ -324,6 +388,7 @@ impl Containers {
                 cgroup_driver: driver,
                 seccomp_profile_root: &profiles,
                 host: &host,
+                prepared_mounts: &prepared,
             })?;
             let json = serde_json::to_vec_pretty(&generated.spec)
                 .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;
@@ -345,6 +410,63 @@ impl Containers {
             .and_then(|p| p.user().additional_gids().clone())
             .unwrap_or_default();
         Ok(())
+    }
+
+    /// Prepares the request mounts the runtime cannot make from the request alone,
+    /// and returns their host directories by index: each image volume (a read-only
+    /// view of the image's layers mounted at `<bundle>/volumes/<index>`, at its
+    /// `image_sub_path`), and, when the handler's runtime does not know `rro`, each
+    /// recursive read-only mount (a read-only clone of the host path's mount tree at
+    /// `<bundle>/rro/<index>`).
+    async fn prepare_mounts(
+        &self,
+        rec: &ContainerRecord,
+        plan: &Plan,
+        made: &mut Vec<Step>,
+    ) -> CriResult<BTreeMap<usize, PathBuf>> {
+        let mut prepared = BTreeMap::new();
+        let clones: Vec<usize> = if plan.rro == RecursiveReadOnly::Crius {
+            let mounts = rec.config.mounts.iter().enumerate();
+            mounts
+                .filter(|(_, m)| m.recursive_read_only && !is_image_volume(m))
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if plan.volumes.is_empty() && clones.is_empty() {
+            return Ok(prepared);
+        }
+        // Undone as a whole (each part idempotent), so pushed before the first part.
+        made.push(Step::Mounts);
+        for (i, chain) in &plan.volumes {
+            let (i, target) = (*i, volume_dir(&rec.bundle, *i));
+            mkdir(&target)?;
+            let (rootfs, key, chain) = (self.rootfs.clone(), volume_key(&rec.id, i), chain.clone());
+            let at = target.clone();
+            blocking(move || {
+                rootfs.create_view(&key, &chain)?;
+                rootfs.mount(&key, &at)
+            })
+            .await?;
+            let sub = rec.config.mounts[i].image_sub_path.clone();
+            let field = format!("config.mounts[{i}].image_sub_path");
+            let source = blocking(move || sub_path(&target, &sub, &field)).await?;
+            prepared.insert(i, source);
+        }
+        for i in clones {
+            let m = &rec.config.mounts[i];
+            let field = format!("config.mounts[{i}].host_path");
+            let source = std::fs::canonicalize(&m.host_path)
+                .map_err(|e| CriError::invalid(field.clone(), format!("{:?}: {e}", m.host_path)))?;
+            let target = rro_dir(&rec.bundle, i);
+            mkdir(&target)?;
+            let (rootfs, at) = (self.rootfs.clone(), target.clone());
+            blocking(move || rootfs.bind_read_only_recursive(&source, &at)).await?;
+            prepared.insert(i, target);
+        }
+        failpoint::hit("container.create.mounts")?;
+        Ok(prepared)
     }
 
     /// The PID namespace of the container a TARGET-mode container (an ephemeral
@@ -373,6 +495,53 @@ impl Containers {
         }
         Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
     }
+}
+
+/// The directory `sub` (an image volume's `image_sub_path`, relative) of the mounted
+/// image at `root`, resolved inside it: a symlink in the image cannot lead out of the
+/// image. It must exist and be a directory.
+fn sub_path(root: &Path, sub: &str, field: &str) -> CriResult<PathBuf> {
+    if sub.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let root = std::fs::canonicalize(root)
+        .map_err(CriError::io(format!("resolving {}", root.display())))?;
+    let dir =
+        std::fs::File::open(&root).map_err(CriError::io(format!("opening {}", root.display())))?;
+    let how = nix::fcntl::OpenHow::new()
+        .flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let fd = nix::fcntl::openat2(&dir, sub, how).map_err(|e| {
+        if e == nix::errno::Errno::ENOENT || e == nix::errno::Errno::ENOTDIR {
+            CriError::invalid(field, format!("{sub:?} does not exist in the image"))
+        } else {
+            CriError::invalid(field, format!("{sub:?}: {e}"))
+        }
+    })?;
+    let path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .map_err(CriError::io(format!(
+        "resolving {sub:?} in {}",
+        root.display()
+    )))?;
+    if !path.starts_with(&root) {
+        return Err(CriError::invalid(
+            field,
+            format!("{sub:?} leads out of the image"),
+        ));
+    }
+    if !path.is_dir() {
+        return Err(CriError::invalid(
+            field,
+            format!("{sub:?} is not a directory in the image (only directories can be mounted)"),
+        ));
+    }
+    Ok(path)
 }
 
 fn mkdir(dir: &std::path::Path) -> CriResult<()> {

@@ -124,9 +124,22 @@ impl Containers {
         if rec.state != ContainerState::Creating {
             self.event(Kind::ContainerDeletedEvent, &rec).await;
         }
-        // Its image may have been removed while it ran: the layers it kept alive are
-        // garbage now.
-        if self.store.image(&rec.image_ref).await?.is_none() {
+        // Its image, or an image it mounted as a volume, may have been removed while
+        // it ran: the layers it kept alive are garbage now.
+        let volumes = rec.config.mounts.iter().filter_map(|m| m.image.as_ref());
+        let mut images = std::iter::once(rec.image_ref.as_str()).chain(
+            volumes
+                .map(|i| i.image_ref.as_str())
+                .filter(|r| !r.is_empty()),
+        );
+        let mut gone = false;
+        for image in &mut images {
+            if self.store.image(image).await?.is_none() {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
             self.images.collect_garbage().await?;
         }
         Ok(())

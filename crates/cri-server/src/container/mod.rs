@@ -26,6 +26,7 @@
 mod create;
 mod exec;
 mod exits;
+pub mod features;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod lifecycle;
@@ -80,6 +81,9 @@ pub struct Containers {
     watched: std::sync::Mutex<HashMap<String, exits::Watched>>,
     /// How long SIGKILLed processes may take to go ([`KILL_GRACE`]).
     kill_grace: Duration,
+    /// How each runtime handler gets recursive read-only mounts (probed at start-up,
+    /// [`Containers::probe_features`]; a handler not probed cannot).
+    rro: std::sync::RwLock<HashMap<String, features::RecursiveReadOnly>>,
 }
 
 /// How long a SIGKILLed container may take to be reaped before a stop gives up
@@ -105,6 +109,10 @@ enum Step {
     Layer,
     /// The rootfs mount.
     Mount,
+    /// The prepared request mounts: image volumes (a view of the image's layers,
+    /// mounted at `<bundle>/volumes/<index>`) and recursive read-only clones crius made
+    /// (`<bundle>/rro/<index>`). Found again from the record's mounts.
+    Mounts,
     /// The shim process.
     Shim,
     /// The container in the shim's runtime (`runc create`).
@@ -140,6 +148,7 @@ impl Containers {
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
             kill_grace: KILL_GRACE,
+            rro: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -153,6 +162,35 @@ impl Containers {
             self.creations.names_tracked(),
             watched,
         )
+    }
+
+    /// Probes what each configured runtime handler can do (runs `<runtime>
+    /// features`). Blocking; called once at start-up.
+    pub fn probe_features(&self) {
+        let handlers = self
+            .config
+            .runtimes
+            .iter()
+            .map(|(name, h)| (name.clone(), h.path.clone()))
+            .collect();
+        let probed = features::probe(&handlers);
+        *self.rro.write().unwrap_or_else(|p| p.into_inner()) = probed;
+    }
+
+    /// How runtime handler `handler` gets recursive read-only mounts (`""`: the
+    /// default handler).
+    pub fn recursive_read_only(&self, handler: &str) -> features::RecursiveReadOnly {
+        let name = if handler.is_empty() {
+            self.config.default_runtime.as_str()
+        } else {
+            handler
+        };
+        self.rro
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The same manager waiting `grace` instead of [`KILL_GRACE`] for SIGKILLed
@@ -266,6 +304,7 @@ impl Containers {
             Step::Task => "container.undo.task",
             Step::Shim => "container.undo.shim",
             Step::Mount => "container.undo.mount",
+            Step::Mounts => "container.undo.mounts",
             Step::Layer => "container.undo.layer",
             Step::Bundle => "container.undo.bundle",
         })?;
@@ -312,6 +351,18 @@ impl Containers {
                 }
             }
             Step::Mount => rootfs.unmount(&rec.bundle.join("rootfs")),
+            Step::Mounts => {
+                // Each one idempotent, whether it was made or not.
+                for (i, m) in rec.config.mounts.iter().enumerate().rev() {
+                    if is_image_volume(m) {
+                        rootfs.unmount(&volume_dir(&rec.bundle, i))?;
+                        rootfs.remove_layer(&volume_key(&rec.id, i))?;
+                    } else if m.recursive_read_only {
+                        rootfs.detach(&rro_dir(&rec.bundle, i))?;
+                    }
+                }
+                Ok(())
+            }
             Step::Layer => rootfs.remove_layer(&rec.id),
             Step::Bundle => match std::fs::remove_dir_all(&rec.bundle) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CriError::io(format!(
@@ -357,13 +408,33 @@ impl Containers {
                 shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
                 Self::undo(&*shims, &*rootfs, &rec, Step::Shim)?;
             }
-            for step in [Step::Mount, Step::Layer, Step::Bundle] {
+            for step in [Step::Mounts, Step::Mount, Step::Layer, Step::Bundle] {
                 Self::undo(&*shims, &*rootfs, &rec, step)?;
             }
             Ok(())
         })
         .await
     }
+}
+
+/// Whether a request mount is an image volume.
+pub(crate) fn is_image_volume(m: &cri::Mount) -> bool {
+    m.image.as_ref().is_some_and(|i| !i.image.is_empty())
+}
+
+/// The snapshotter key of the view behind image volume `index` of container `id`.
+fn volume_key(id: &str, index: usize) -> String {
+    format!("{id}-v{index}")
+}
+
+/// Where image volume `index` is mounted on the host.
+fn volume_dir(bundle: &Path, index: usize) -> PathBuf {
+    bundle.join("volumes").join(index.to_string())
+}
+
+/// Where crius mounts the recursive read-only clone of request mount `index`.
+fn rro_dir(bundle: &Path, index: usize) -> PathBuf {
+    bundle.join("rro").join(index.to_string())
 }
 
 /// The CRI state of a stored state.

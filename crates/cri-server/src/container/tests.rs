@@ -209,6 +209,127 @@ async fn a_failure_at_each_step_undoes_exactly_the_steps_before_it() {
     }
 }
 
+/// An image with one (fake) layer, for image volumes over the fake host.
+async fn layered_image(rig: &Rig) -> String {
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:1111111111111111111111111111111111111111111111111111111111111111"]}}"#;
+    let digest = Digest::sha256_of(config);
+    let content = ContentStore::open(&rig.config.state_dir.join("content")).unwrap();
+    content
+        .ingest(&digest, Some(config.len() as u64), &config[..])
+        .unwrap();
+    let chain = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    rig.store
+        .put_image(&ImageRecord {
+            id: digest.as_str().to_string(),
+            repo_tags: vec!["docker.io/library/data:v1".into()],
+            repo_digests: vec![],
+            manifest_digest: digest.as_str().to_string(),
+            layers: vec![crius_store::LayerRecord {
+                digest: chain.into(),
+                diff_id: chain.into(),
+                chain_id: chain.into(),
+                size: 1,
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            }],
+            size: 1,
+            pulled_at: 1,
+        })
+        .await
+        .unwrap();
+    digest.as_str().to_string()
+}
+
+fn with_volume(mut req: validate::ValidContainer, image: &str) -> validate::ValidContainer {
+    req.config.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    req
+}
+
+#[tokio::test]
+async fn an_image_volume_is_a_view_undone_with_the_rest() {
+    // The host steps with one image volume, and what a failure at each undoes.
+    let made = [
+        "rootfs.create_layer",
+        "rootfs.mount",
+        "rootfs.create_view",
+        "rootfs.mount",
+        "shim.launch",
+        "shim.create",
+    ];
+    for n in 0..made.len() {
+        let rig = Rig::new().await;
+        let data = layered_image(&rig).await;
+        let host = Arc::new(FakeHost::default());
+        host.fail_at(n);
+        let containers = rig.containers(&host);
+        let err = containers
+            .create(with_volume(rig.request("app", false), "data:v1"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        let log = host.log();
+        assert_eq!(names(&log, false), made[..=n], "failing step {n}: {log:?}");
+        let mut undone: Vec<&str> = Vec::new();
+        if n == 5 {
+            undone.push("shim.shutdown");
+        }
+        if n >= 2 {
+            undone.extend(["rootfs.unmount", "rootfs.remove_layer"]);
+        }
+        if n >= 2 {
+            undone.push("rootfs.unmount");
+        }
+        if n >= 1 {
+            undone.push("rootfs.remove_layer");
+        }
+        assert_eq!(names(&log, true), undone, "failing step {n}: {log:?}");
+        assert!(host.live().is_empty(), "step {n}: {:?}", host.live());
+        assert!(rig.bundles().is_empty(), "step {n}");
+        // The retry succeeds; the record names the image mounted, and the removal
+        // releases the view too.
+        let id = containers
+            .create(with_volume(rig.request("app", false), "data:v1"))
+            .await
+            .unwrap();
+        let rec = rig.store.container(&id).await.unwrap().unwrap();
+        assert_eq!(rec.config.mounts[0].image.as_ref().unwrap().image_ref, data);
+        let status = containers.status(&id, false).await.unwrap().status.unwrap();
+        assert_eq!(status.mounts[0].image.as_ref().unwrap().image_ref, data);
+        assert!(host.live().layers.contains(&format!("{id}-v0")));
+        containers.remove(&id).await.unwrap();
+        assert!(host.live().is_empty(), "{:?}", host.live());
+    }
+}
+
+#[tokio::test]
+async fn an_image_volume_of_a_missing_image_is_not_found_and_makes_nothing() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let err = rig
+        .containers(&host)
+        .create(with_volume(rig.request("app", false), "never-pulled:v1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(err.to_string().contains("config.mounts[0].image"), "{err}");
+    // An image without layers has nothing to mount.
+    let err = rig
+        .containers(&host)
+        .create(with_volume(rig.request("app", false), "busybox"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(host.log().is_empty(), "{:?}", host.log());
+    assert!(rig.store.containers().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_spec_refusal_undoes_the_rootfs_and_names_the_field() {
     let rig = Rig::new().await;

@@ -99,6 +99,7 @@ const UNDO: &[&str] = &[
     "shim.force_delete",
     "rootfs.unmount",
     "rootfs.remove_layer",
+    "rootfs.detach",
     "ns.unpin",
     "ns.stop_infra",
     "net.teardown",
@@ -371,13 +372,7 @@ impl Rootfs for FakeHost {
     }
 
     fn unmount(&self, target: &Path) -> CriResult<()> {
-        // The subject is the container id: the rootfs is `<bundle>/rootfs`.
-        let id = target
-            .parent()
-            .and_then(Path::file_name)
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.call("rootfs.unmount", &id)?;
+        self.call("rootfs.unmount", &container_of(target))?;
         self.with(|s| s.mounted.remove(&target.display().to_string()));
         Ok(())
     }
@@ -391,6 +386,35 @@ impl Rootfs for FakeHost {
     fn usage(&self, _key: &str) -> Option<crius_snapshotter::Usage> {
         None
     }
+
+    fn create_view(&self, key: &str, _chain: &str) -> CriResult<()> {
+        self.call("rootfs.create_view", key)?;
+        self.with(|s| s.layers.insert(key.to_string()));
+        Ok(())
+    }
+
+    fn bind_read_only_recursive(&self, _source: &Path, target: &Path) -> CriResult<()> {
+        self.call("rootfs.bind_read_only_recursive", &container_of(target))?;
+        self.with(|s| s.mounted.insert(target.display().to_string()));
+        Ok(())
+    }
+
+    fn detach(&self, target: &Path) -> CriResult<()> {
+        self.call("rootfs.detach", &container_of(target))?;
+        self.with(|s| s.mounted.remove(&target.display().to_string()));
+        Ok(())
+    }
+}
+
+/// The container id of a path in its bundle (`<run_dir>/containers/<id>/...`).
+fn container_of(path: &Path) -> String {
+    let mut comps = path.components().map(|c| c.as_os_str().to_string_lossy());
+    while let Some(c) = comps.next() {
+        if c == "containers" {
+            return comps.next().map(|c| c.into_owned()).unwrap_or_default();
+        }
+    }
+    String::new()
 }
 
 /// The pod id of a pod directory path (`<run_dir>/pods/<id>/...`).

@@ -84,7 +84,9 @@ pub trait ShimApi: Send + Sync {
 }
 
 /// A container's root file system: its writable layer over the image's layers,
-/// mounted at the bundle's `rootfs`. Blocking.
+/// mounted at the bundle's `rootfs`; its image volumes (read-only views of an image's
+/// layers) and the recursive read-only clones crius makes for a runtime that cannot.
+/// Blocking.
 pub trait Rootfs: Send + Sync {
     /// Makes the writable layer `key` over the layer `parent` (a chain id; `None`:
     /// an empty image).
@@ -93,8 +95,16 @@ pub trait Rootfs: Send + Sync {
     fn mount(&self, key: &str, target: &Path) -> CriResult<()>;
     /// Unmounts `target`; nothing mounted is fine.
     fn unmount(&self, target: &Path) -> CriResult<()>;
-    /// Removes the writable layer `key`; a missing one is fine.
+    /// Removes the writable layer or view `key`; a missing one is fine.
     fn remove_layer(&self, key: &str) -> CriResult<()>;
+    /// Makes the read-only view `key` of the committed chain `chain` (an image
+    /// volume; [`Rootfs::mount`] mounts it). One that exists already is fine.
+    fn create_view(&self, key: &str, chain: &str) -> CriResult<()>;
+    /// Mounts at `target` a read-only clone of `source` and every mount under it.
+    fn bind_read_only_recursive(&self, source: &Path, target: &Path) -> CriResult<()>;
+    /// Detaches the mount tree at `target` (lazily, submounts included); nothing
+    /// mounted, or no `target`, is fine.
+    fn detach(&self, target: &Path) -> CriResult<()>;
     /// Bytes and inodes the writable layer holds.
     fn usage(&self, key: &str) -> Option<crius_snapshotter::Usage>;
 }

@@ -1,5 +1,5 @@
 //! [`Rootfs`] over the snapshotter: writable snapshots keyed by container id, mounted
-//! as overlayfs.
+//! as overlayfs; read-only views for image volumes; recursive read-only clones.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,5 +55,32 @@ impl Rootfs for SnapshotRootfs {
 
     fn usage(&self, key: &str) -> Option<crius_snapshotter::Usage> {
         self.snapshots.snapshot_usage(key).ok()
+    }
+
+    fn create_view(&self, key: &str, chain: &str) -> CriResult<()> {
+        let chain = Digest::parse(chain).map_err(CriError::snapshot("the image's top chain id"))?;
+        match self.snapshots.prepare_view(key, &chain) {
+            Ok(_) | Err(crius_snapshotter::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(CriError::snapshot(format!(
+                "preparing the image volume view {key}"
+            ))(e)),
+        }
+    }
+
+    fn bind_read_only_recursive(&self, source: &Path, target: &Path) -> CriResult<()> {
+        crate::sys::bind_read_only_recursive(source, target).map_err(CriError::io(format!(
+            "mounting a recursive read-only clone of {} at {}",
+            source.display(),
+            target.display()
+        )))
+    }
+
+    fn detach(&self, target: &Path) -> CriResult<()> {
+        match nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(CriError::io(format!("detaching {}", target.display()))(
+                std::io::Error::from(e),
+            )),
+        }
     }
 }

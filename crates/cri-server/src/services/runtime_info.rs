@@ -64,15 +64,14 @@ impl Cri {
         };
         let net = self.network.status();
         let network = condition("NetworkReady", net.ready, &net.reason, &net.message);
-        let no_features = Some(cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
-            user_namespaces: false,
-        });
         let names = std::iter::once(String::new()).chain(self.config.runtimes.keys().cloned());
         let runtime_handlers = names
             .map(|name| cri::RuntimeHandler {
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: self.containers.recursive_read_only(&name).works(),
+                    user_namespaces: false,
+                }),
                 name,
-                features: no_features,
             })
             .collect();
         let mut info = HashMap::new();
@@ -86,7 +85,7 @@ impl Cri {
             info,
             runtime_handlers,
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
                 mount_options: false,
             }),

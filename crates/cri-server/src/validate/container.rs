@@ -53,6 +53,9 @@ pub fn create_container(req: cri::CreateContainerRequest) -> CriResult<ValidCont
         return Err(CriError::invalid("config.image.image", "must not be empty"));
     }
     log_path(&config.log_path)?;
+    for (i, m) in config.mounts.iter().enumerate() {
+        mount(i, m)?;
+    }
     if cri::Signal::try_from(config.stop_signal).is_err() {
         return Err(CriError::invalid(
             "config.stop_signal",
@@ -66,6 +69,55 @@ pub fn create_container(req: cri::CreateContainerRequest) -> CriResult<ValidCont
         image,
         sandbox_config: req.sandbox_config,
     })
+}
+
+/// The checks of one request mount that need nothing else: an image volume is
+/// read-only and its `image_sub_path` a relative path inside the image; a recursive
+/// read-only mount is read-only with private propagation.
+fn mount(i: usize, m: &cri::Mount) -> CriResult<()> {
+    let field = |f: &str| format!("config.mounts[{i}].{f}");
+    if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
+        if !m.readonly {
+            return Err(CriError::invalid(
+                field("readonly"),
+                "an image volume is always read-only: readonly must be true",
+            ));
+        }
+        let sub = &m.image_sub_path;
+        if sub.contains(char::is_control) {
+            return Err(CriError::invalid(
+                field("image_sub_path"),
+                format!("{sub:?} must not contain control characters"),
+            ));
+        }
+        let p = Path::new(sub);
+        if p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+            return Err(CriError::invalid(
+                field("image_sub_path"),
+                format!("{sub:?} must be a relative path inside the image, without '..'"),
+            ));
+        }
+    } else if !m.image_sub_path.is_empty() {
+        return Err(CriError::invalid(
+            field("image_sub_path"),
+            "is only for image volumes (config.mounts[].image)",
+        ));
+    }
+    if m.recursive_read_only {
+        if !m.readonly {
+            return Err(CriError::invalid(
+                field("readonly"),
+                "a recursive read-only mount must be readonly",
+            ));
+        }
+        if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+            return Err(CriError::invalid(
+                field("propagation"),
+                "a recursive read-only mount needs private propagation (not HOST_TO_CONTAINER or BIDIRECTIONAL)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `log_path` is relative to the pod's log directory and must stay inside it: an
@@ -148,6 +200,107 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn image_volumes_are_read_only_with_a_sub_path_inside() {
+        let with = |m: cri::Mount| {
+            let mut r = request("c", "busybox", "");
+            r.config.as_mut().unwrap().mounts = vec![cri::Mount::default(), m];
+            create_container(r)
+        };
+        let volume = cri::Mount {
+            container_path: "/v".into(),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            readonly: true,
+            ..Default::default()
+        };
+        with(volume.clone()).unwrap();
+        with(cri::Mount {
+            image_sub_path: "etc/ssl".into(),
+            ..volume.clone()
+        })
+        .unwrap();
+        let bad = |m: cri::Mount| field_of(with(m));
+        assert_eq!(
+            bad(cri::Mount {
+                readonly: false,
+                ..volume.clone()
+            }),
+            "config.mounts[1].readonly"
+        );
+        for sub in ["/etc", "../x", "a/../../b", "a\nb"] {
+            let sub = sub.to_string();
+            assert_eq!(
+                bad(cri::Mount {
+                    image_sub_path: sub.clone(),
+                    ..volume.clone()
+                }),
+                "config.mounts[1].image_sub_path",
+                "{sub:?}"
+            );
+        }
+        assert_eq!(
+            bad(cri::Mount {
+                host_path: "/tmp".into(),
+                image_sub_path: "etc".into(),
+                ..Default::default()
+            }),
+            "config.mounts[1].image_sub_path"
+        );
+    }
+
+    #[test]
+    fn recursive_read_only_needs_readonly_and_private_propagation() {
+        let with = |m: cri::Mount| {
+            let mut r = request("c", "busybox", "");
+            r.config.as_mut().unwrap().mounts = vec![m];
+            create_container(r)
+        };
+        let rro = cri::Mount {
+            container_path: "/mnt".into(),
+            host_path: "/tmp".into(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        };
+        with(rro.clone()).unwrap();
+        for (m, f) in [
+            (
+                cri::Mount {
+                    readonly: false,
+                    ..rro.clone()
+                },
+                "config.mounts[0].readonly",
+            ),
+            (
+                cri::Mount {
+                    propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+                    ..rro.clone()
+                },
+                "config.mounts[0].propagation",
+            ),
+            (
+                cri::Mount {
+                    propagation: cri::MountPropagation::PropagationBidirectional as i32,
+                    ..rro.clone()
+                },
+                "config.mounts[0].propagation",
+            ),
+        ] {
+            assert_eq!(field_of(with(m)), f);
+        }
+        // Without recursive_read_only, a writable, propagated mount is fine.
+        with(cri::Mount {
+            readonly: false,
+            recursive_read_only: false,
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..rro
+        })
+        .unwrap();
     }
 
     #[test]
