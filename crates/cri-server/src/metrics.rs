@@ -222,31 +222,24 @@ impl Metrics {
                 );
             }
         }
-        header(
-            &mut out,
-            "crius_image_pull_bytes_total",
-            "counter",
-            "Bytes downloaded by successful pulls, by the image's registry.",
-        );
-        for (registry, c) in &snap.pulls {
-            let _ = writeln!(
-                out,
-                "crius_image_pull_bytes_total{{registry=\"{registry}\"}} {}",
-                c.bytes
-            );
-        }
-        header(
-            &mut out,
-            "crius_image_pull_seconds_total",
-            "counter",
-            "Time successful pulls took, summed, by the image's registry.",
-        );
-        for (registry, c) in &snap.pulls {
-            let _ = writeln!(
-                out,
-                "crius_image_pull_seconds_total{{registry=\"{registry}\"}} {}",
-                c.seconds
-            );
+        type Of = fn(&crius_images::PullCounts) -> f64;
+        let per_registry: [(&str, &str, Of); 2] = [
+            (
+                "crius_image_pull_bytes_total",
+                "Bytes downloaded by successful pulls, by the image's registry.",
+                |c| c.bytes as f64,
+            ),
+            (
+                "crius_image_pull_seconds_total",
+                "Time successful pulls took, summed, by the image's registry.",
+                |c| c.seconds,
+            ),
+        ];
+        for (name, help, of) in per_registry {
+            header(&mut out, name, "counter", help);
+            for (registry, c) in &snap.pulls {
+                let _ = writeln!(out, "{name}{{registry=\"{registry}\"}} {}", of(c));
+            }
         }
         header(&mut out, "crius_build_info", "gauge", "criusd's version.");
         let _ = writeln!(

@@ -342,6 +342,46 @@ impl Snapshotter {
     /// the committed chain `parent` and returns its mounts. An existing key is
     /// [`Error::AlreadyExists`].
     pub fn prepare(&self, key: &str, parent: Option<&Digest>) -> Result<Vec<Mount>> {
+        let info = SnapshotInfo {
+            key: key.to_owned(),
+            parent: parent.cloned(),
+            view: false,
+        };
+        self.create(key, info, |tmp| {
+            let top = match parent {
+                Some(p) => Some(self.layer_meta(p)?.0),
+                None => None,
+            };
+            util::create_dir_all(&tmp.join("fs"))?;
+            util::create_dir_all(&tmp.join("work"))?;
+            // The upper root decides the merged root's owner and mode: take the top
+            // layer's (as containerd does), else 0755 root.
+            let fs_dir = tmp.join("fs");
+            let (mode, uid, gid) = match top {
+                Some(id) => {
+                    let p = self.layer_dir(id).join("fs");
+                    let m = fs::metadata(&p).map_err(|e| Error::io_path("stat", &p, e))?;
+                    (m.mode() & 0o7777, m.uid(), m.gid())
+                }
+                None => (0o755, 0, 0),
+            };
+            std::os::unix::fs::chown(&fs_dir, Some(uid), Some(gid))
+                .map_err(|e| Error::io_path("chown", &fs_dir, e))?;
+            fs::set_permissions(&fs_dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| Error::io_path("chmod", &fs_dir, e))
+        })
+    }
+
+    /// Makes snapshot `key` under the lock: `fill` populates its directory in a
+    /// temporary place, its metadata is written, and it is renamed into place at once
+    /// (a crash leaves only a temporary directory, a failure nothing); returns its
+    /// mounts. An existing key is [`Error::AlreadyExists`].
+    fn create(
+        &self,
+        key: &str,
+        info: SnapshotInfo,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Vec<Mount>> {
         valid_key(key)?;
         let i = &self.inner;
         let dst = i.snapshots.join(key);
@@ -352,39 +392,17 @@ impl Snapshotter {
                     what: format!("snapshot {key:?}"),
                 });
             }
-            let top = match parent {
-                Some(p) => Some(self.layer_meta(p)?.0),
-                None => None,
-            };
             let tmp = i.tmp.join(util::temp_name());
+            let what = if info.view {
+                "create view"
+            } else {
+                "create snapshot"
+            };
             let built = (|| -> Result<()> {
-                util::create_dir_all(&tmp.join("fs"))?;
-                util::create_dir_all(&tmp.join("work"))?;
-                // The upper root decides the merged root's owner and mode: take the top
-                // layer's (as containerd does), else 0755 root.
-                let fs_dir = tmp.join("fs");
-                let (mode, uid, gid) = match top {
-                    Some(id) => {
-                        let p = self.layer_dir(id).join("fs");
-                        let m = fs::metadata(&p).map_err(|e| Error::io_path("stat", &p, e))?;
-                        (m.mode() & 0o7777, m.uid(), m.gid())
-                    }
-                    None => (0o755, 0, 0),
-                };
-                std::os::unix::fs::chown(&fs_dir, Some(uid), Some(gid))
-                    .map_err(|e| Error::io_path("chown", &fs_dir, e))?;
-                fs::set_permissions(&fs_dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(|e| Error::io_path("chmod", &fs_dir, e))?;
-                write_meta(
-                    &tmp.join("meta.json"),
-                    &SnapshotInfo {
-                        key: key.to_owned(),
-                        parent: parent.cloned(),
-                        view: false,
-                    },
-                )?;
-                rename_noreplace(&tmp, &dst)
-                    .map_err(|e| Error::io_path("create snapshot", &dst, e))?;
+                util::create_dir_all(&tmp)?;
+                fill(&tmp)?;
+                write_meta(&tmp.join("meta.json"), &info)?;
+                rename_noreplace(&tmp, &dst).map_err(|e| Error::io_path(what, &dst, e))?;
                 util::fsync_dir(&i.snapshots)
             })();
             if let Err(e) = built {
@@ -421,37 +439,12 @@ impl Snapshotter {
     /// snapshot, it makes [`Snapshotter::remove_layer`] refuse them) until
     /// [`Snapshotter::remove_snapshot`]. An existing key is [`Error::AlreadyExists`].
     pub fn prepare_view(&self, key: &str, chain_id: &Digest) -> Result<Vec<Mount>> {
-        valid_key(key)?;
-        let i = &self.inner;
-        let dst = i.snapshots.join(key);
-        {
-            let _lock = Lock::acquire(&i.lock)?;
-            if dst.exists() {
-                return Err(Error::AlreadyExists {
-                    what: format!("snapshot {key:?}"),
-                });
-            }
-            self.layer_meta(chain_id)?;
-            let tmp = i.tmp.join(util::temp_name());
-            let built = (|| -> Result<()> {
-                util::create_dir_all(&tmp)?;
-                write_meta(
-                    &tmp.join("meta.json"),
-                    &SnapshotInfo {
-                        key: key.to_owned(),
-                        parent: Some(chain_id.clone()),
-                        view: true,
-                    },
-                )?;
-                rename_noreplace(&tmp, &dst).map_err(|e| Error::io_path("create view", &dst, e))?;
-                util::fsync_dir(&i.snapshots)
-            })();
-            if let Err(e) = built {
-                let _ = util::remove_any(&tmp);
-                return Err(e);
-            }
-        }
-        self.mounts(key)
+        let info = SnapshotInfo {
+            key: key.to_owned(),
+            parent: Some(chain_id.clone()),
+            view: true,
+        };
+        self.create(key, info, |_| self.layer_meta(chain_id).map(|_| ()))
     }
 
     /// The mounts of snapshot `key` (writable, or a view).

@@ -706,22 +706,24 @@ pub fn net_dev(text: &str) -> Vec<Interface> {
 pub fn pod_metrics(m: &mut Metrics, interfaces: &[Interface]) {
     for i in interfaces {
         let l = [i.name.as_str()];
-        m.push("container_network_receive_bytes_total", i.rx_bytes, &l);
-        m.push("container_network_receive_packets_total", i.rx_packets, &l);
-        m.push(
-            "container_network_receive_packets_dropped_total",
-            i.rx_dropped,
-            &l,
-        );
-        m.push("container_network_receive_errors_total", i.rx_errors, &l);
-        m.push("container_network_transmit_bytes_total", i.tx_bytes, &l);
-        m.push("container_network_transmit_packets_total", i.tx_packets, &l);
-        m.push(
-            "container_network_transmit_packets_dropped_total",
-            i.tx_dropped,
-            &l,
-        );
-        m.push("container_network_transmit_errors_total", i.tx_errors, &l);
+        for (name, value) in [
+            ("container_network_receive_bytes_total", i.rx_bytes),
+            ("container_network_receive_packets_total", i.rx_packets),
+            (
+                "container_network_receive_packets_dropped_total",
+                i.rx_dropped,
+            ),
+            ("container_network_receive_errors_total", i.rx_errors),
+            ("container_network_transmit_bytes_total", i.tx_bytes),
+            ("container_network_transmit_packets_total", i.tx_packets),
+            (
+                "container_network_transmit_packets_dropped_total",
+                i.tx_dropped,
+            ),
+            ("container_network_transmit_errors_total", i.tx_errors),
+        ] {
+            m.push(name, value, &l);
+        }
     }
 }
 
