@@ -42,6 +42,19 @@ async fn created(resp: reqwest::Response, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `docker-registry serve config`, its output to `log_path`.
+fn serve(config: &Path, log_path: &Path) -> Result<Child> {
+    let log = std::fs::File::create(log_path)?;
+    Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting docker-registry with {}", config.display()))
+}
+
 /// A running `docker-registry`.
 pub struct TestRegistry {
     pub host: String,
@@ -83,15 +96,7 @@ impl TestRegistry {
             ),
         )?;
         let log_path = root.join("registry.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting docker-registry")?;
+        let child = serve(&config, &log_path)?;
         let mut reg = TestRegistry {
             host: format!("127.0.0.1:{port}"),
             root: root.to_path_buf(),
@@ -138,15 +143,7 @@ impl TestRegistry {
             ),
         )?;
         let log_path = self.root.join(format!("registry-tls-{port}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting docker-registry with TLS")?;
+        let child = serve(&config, &log_path)?;
         let mut twin = TestRegistry {
             host: format!("127.0.0.1:{port}"),
             root: self.root.clone(),
