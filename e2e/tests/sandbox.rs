@@ -590,10 +590,15 @@ async fn version_status_runtime_config_and_unimplemented() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("cmd"), "{}", err.message());
     let err =
-        d.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        d.rt.checkpoint_container(cri::CheckpointContainerRequest::default())
             .await
             .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("CheckpointContainer"),
+        "{}",
+        err.message()
+    );
     // An empty image spec names the field.
     let err = d
         .img
