@@ -38,7 +38,7 @@ use crate::rpc::{
     create_container, image_spec, image_status, list_containers, pull_image, remove_pod,
     run_pod_on, start_container,
 };
-use crate::{DEADLINE, Daemon, Options, eventually};
+use crate::{Daemon, Options};
 
 /// A daemon and what a test made through it.
 pub struct Fixture {
@@ -232,24 +232,10 @@ impl Fixture {
             .expect("a container status")
     }
 
-    /// Waits (up to [`DEADLINE`]) until the container has exited; returns its status.
+    /// Waits (up to [`DEADLINE`](crate::DEADLINE)) until the container has exited; returns its status.
     pub async fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
-        let rt = self.d.rt.clone();
-        eventually(DEADLINE, "the container to exit", || {
-            let mut rt = rt.clone();
-            let id = id.to_string();
-            async move {
-                let st = rt
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status?;
-                (st.state == cri::ContainerState::ContainerExited as i32).then_some(st)
-            }
+        crate::status_when(&self.d.rt, id, "the container to exit", |st| {
+            st.state == cri::ContainerState::ContainerExited as i32
         })
         .await
     }

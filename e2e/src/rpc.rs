@@ -176,3 +176,31 @@ pub async fn list_containers(
         .into_inner()
         .containers
 }
+
+/// Polls ContainerStatus of `id` (up to [`DEADLINE`](crate::DEADLINE)) until `done`
+/// holds for it; returns that status. `what` names the wait in a timeout.
+pub async fn status_when(
+    rt: &Rt,
+    id: &str,
+    what: &str,
+    done: impl Fn(&cri::ContainerStatus) -> bool,
+) -> cri::ContainerStatus {
+    let done = &done;
+    crate::eventually(crate::DEADLINE, what, || {
+        let mut rt = rt.clone();
+        let id = id.to_string();
+        async move {
+            let st = rt
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id,
+                    verbose: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status?;
+            done(&st).then_some(st)
+        }
+    })
+    .await
+}

@@ -334,22 +334,8 @@ async fn a_dead_shim_is_noticed_and_pod_removal_cleans_up(runtime: Runtime) {
     // The container's processes outlive their shim: it is still running, and says
     // why, until it is stopped through its cgroup.
     let pid = pid_of(&mut f, &id).await;
-    let rt = f.d.rt.clone();
-    let orphaned = eventually(DEADLINE, "criusd to notice the dead shim", || {
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            let st = rt
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: id,
-                    verbose: false,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status?;
-            st.message.contains("shim died").then_some(st)
-        }
+    let orphaned = status_when(&f.d.rt, &id, "criusd to notice the dead shim", |st| {
+        st.message.contains("shim died")
     })
     .await;
     assert_eq!(

@@ -117,22 +117,8 @@ async fn churn_one(mut rt: Rt, pod: String, image: String, n: usize) -> String {
         .expect("CreateContainer");
     start_container(&mut rt, &id).await.expect("StartContainer");
     if exits_itself {
-        let rt2 = rt.clone();
-        eventually(DEADLINE, "the container to exit by itself", || {
-            let mut rt = rt2.clone();
-            let id = id.clone();
-            async move {
-                let st = rt
-                    .container_status(cri::ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status?;
-                (st.state() == S::ContainerExited).then_some(())
-            }
+        status_when(&rt, &id, "the container to exit by itself", |st| {
+            st.state() == S::ContainerExited
         })
         .await;
     } else {
