@@ -319,16 +319,25 @@ fn serve(args: &Args) -> Result<(), String> {
     if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
         let _ = sys::dup2(null.as_raw_fd(), 1);
     }
-    let _ = rx.recv();
-    // Let the Shutdown response reach the caller before the socket goes.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let caller = rx.recv().ok().flatten();
+    // No new caller finds the shim from now on.
     let _ = std::fs::remove_file(&socket);
+    // Let the Shutdown response reach the caller: it hangs up once it has it (a
+    // caller that keeps its connection, as containerd does, is given 50 ms).
+    match caller {
+        Some(conn) => sys::wait_hangup(&conn, 50),
+        None => std::thread::sleep(std::time::Duration::from_millis(50)),
+    }
     server = server.stop_listen();
     drop(server);
     sys::exit_now(0)
 }
 
-type Served = (ttrpc::Server, PathBuf, std::sync::mpsc::Receiver<()>);
+type Served = (
+    ttrpc::Server,
+    PathBuf,
+    std::sync::mpsc::Receiver<Option<std::os::fd::OwnedFd>>,
+);
 
 fn serve_setup(args: &Args) -> Result<Served, String> {
     sys::setsid().map_err(|e| format!("setsid: {e}"))?;

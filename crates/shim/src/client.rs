@@ -587,12 +587,15 @@ impl Shim {
             // The shim may close the connection as it exits.
             Err(_) => {}
         }
+        // It goes within a millisecond or two: look soon, then less often.
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pace = Duration::from_micros(250);
         while Instant::now() < deadline {
             if !self.is_alive() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pace);
+            pace = (pace * 2).min(Duration::from_millis(20));
         }
         Ok(())
     }

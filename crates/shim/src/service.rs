@@ -17,6 +17,7 @@
 //! - Every request names this shim's container (`Shim::serving`) before anything else.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::mpsc::Sender;
@@ -54,7 +55,7 @@ pub(crate) struct Shim {
     pub(crate) tees: Mutex<Option<(Arc<Tee>, Arc<Tee>)>>,
     /// The init's memory cgroup `oom_kill` counter file and its value at Create.
     pub(crate) oom: Mutex<Option<(PathBuf, u64)>>,
-    shutdown: Mutex<Option<Sender<()>>>,
+    shutdown: Mutex<Option<Sender<Option<OwnedFd>>>>,
     /// Console sockets made so far (they are numbered).
     pub(crate) consoles: AtomicU32,
 }
@@ -66,7 +67,7 @@ pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shim {
     /// `shutdown` is told once, when a caller asks the shim to exit.
-    pub(crate) fn new(cfg: Config, shutdown: Sender<()>) -> Arc<Self> {
+    pub(crate) fn new(cfg: Config, shutdown: Sender<Option<OwnedFd>>) -> Arc<Self> {
         Arc::new(Shim {
             cfg,
             procs: Procs::default(),
@@ -101,9 +102,11 @@ impl Shim {
         let _ = std::fs::remove_file(&self.cfg.runtime.log);
     }
 
-    pub(crate) fn request_shutdown(&self) {
+    /// Asks the main thread to exit; `caller` is a duplicate of the asking
+    /// connection, whose hang-up (the caller has the response) lets it go at once.
+    pub(crate) fn request_shutdown(&self, caller: Option<OwnedFd>) {
         if let Some(tx) = locked(&self.shutdown).take() {
-            let _ = tx.send(());
+            let _ = tx.send(caller);
         }
     }
 }

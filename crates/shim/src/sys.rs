@@ -54,6 +54,68 @@ pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     check(unsafe { libc::kill(pid, sig) }).map(|_| ())
 }
 
+/// Sends `sig` to `pid`, a child of this process not yet reaped, through a pidfd, so
+/// that a pid reused after the reaper took the child is never signalled:
+/// `Ok(false)` when the child is gone (or `pid` is no child of ours).
+pub(crate) fn signal_child(pid: i32, sig: i32) -> io::Result<bool> {
+    if pid <= 0 {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_open takes a pid and flags; the returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: fd was just returned by pidfd_open and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Still our child (running, or a zombie nobody reaped yet)? WNOWAIT leaves a
+    // zombie to the reaper; a process that is not our child gives ECHILD.
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a valid, writable siginfo_t for the duration of the call.
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            fd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ECHILD) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: pidfd_send_signal takes the pidfd, a signal number, no siginfo, no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(true)
+}
+
 /// True when a process with this pid exists (it may be a zombie).
 pub(crate) fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
@@ -177,6 +239,24 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// A close-on-exec duplicate of `fd`.
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes a plain fd and a minimum number.
+    let new = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: new was just returned by fcntl and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Waits at most `timeout_ms` for the peer of the connected socket `fd` to hang up.
+pub(crate) fn wait_hangup(fd: &OwnedFd, timeout_ms: i32) {
+    let mut fds = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    let _ = poll(&mut fds, timeout_ms);
+}
+
 /// dup2(old, new).
 pub(crate) fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
     // SAFETY: dup2 takes plain fds; replacing `new` is what the caller asks for.
@@ -226,5 +306,29 @@ impl EventFd {
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_child_reaches_an_unreaped_child_only() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .expect("spawning sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert!(signal_child(pid, libc::SIGTERM).expect("signalling"));
+        let status = child.wait().expect("waiting");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        // Reaped: the pid is no child of ours any more, whatever holds it now.
+        assert!(!signal_child(pid, libc::SIGTERM).expect("no error"));
+        // PID 1 is never our child.
+        assert!(!signal_child(1, 0).expect("no error"));
     }
 }

@@ -236,13 +236,13 @@ impl containerd_shim_protos::Task for TaskService {
         })
     }
 
-    fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
+    fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
         let shim = self.0.serving(&req.id)?;
         if shim.procs.any_live() && !req.now {
             // As containerd's shims do: keep serving while a process lives.
             return Ok(Empty::new());
         }
-        shim.request_shutdown();
+        shim.request_shutdown(sys::dup(ctx.fd).ok());
         Ok(Empty::new())
     }
 }
@@ -393,6 +393,19 @@ fn start_exec(shim: &Arc<Shim>, exec_id: String) -> Result<i32, ShimError> {
 
 /// Kill of the init (`all`: every process of the container) through the runtime.
 fn kill_init(shim: &Shim, pid: i32, signal: u32, all: bool) -> Result<(), ShimError> {
+    // A running init is the shim's own child (it reaps it): signalled directly, without
+    // a runtime process, as the runtime itself would. Every process of the container
+    // (`all`), or an init not yet started, is the runtime's business.
+    if !all && shim.procs.init_status() == Some(PStatus::Running) {
+        if let Ok(sig) = i32::try_from(signal) {
+            match sys::signal_child(pid, sig) {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(ShimError::Finished),
+                // Fall back to the runtime.
+                Err(_) => {}
+            }
+        }
+    }
     let Err(e) = shim.cfg.runtime.kill(&shim.cfg.id, signal, all) else {
         return Ok(());
     };

@@ -82,6 +82,7 @@ impl Containers {
                 })
                 .collect()
         };
+        let mut settled = Vec::new();
         for (id, exit_file, socket, probe_shim, orphaned) in candidates {
             let exited = exit_file.exists();
             let shim_gone = orphaned
@@ -110,6 +111,22 @@ impl Containers {
                 continue;
             }
             self.unwatch(&id);
+            settled.push(id);
+        }
+        // What the exited containers held while they could run goes now, all at
+        // once, so that RemoveContainer has little left to do.
+        futures_util::future::join_all(settled.iter().map(|id| self.tear_down_settled(id))).await;
+    }
+
+    /// Tears down an exited container (under its lock; one removed meanwhile is gone).
+    pub(super) async fn tear_down_settled(&self, id: &str) {
+        let _guard = self.locks.lock(id).await;
+        match self.store.container(id).await {
+            Ok(Some(rec)) if rec.state == ContainerState::Exited => {
+                self.tear_down_exited(&rec).await;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(container_id = %id, error = %e, "reading an exited container"),
         }
     }
 

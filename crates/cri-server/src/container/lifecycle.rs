@@ -95,10 +95,15 @@ impl Containers {
             r.reason = "Error".into();
             self.store.update_container(&r).await?;
             self.event(Kind::ContainerStoppedEvent, &r).await;
+            self.tear_down_exited(&r).await;
             return Ok(());
         }
         self.unwatch(&rec.id);
-        self.settle(&rec.id, waited, note).await
+        self.settle(&rec.id, waited, note).await?;
+        if let Some(r) = self.store.container(&rec.id).await? {
+            self.tear_down_exited(&r).await;
+        }
+        Ok(())
     }
 
     /// RemoveContainer: stops it first.
@@ -233,6 +238,9 @@ fn wait_until_stopped(
     mut hearing: Option<Hearing>,
 ) -> bool {
     let deadline = Instant::now() + grace;
+    // Most processes go within a few milliseconds of their stop signal: look soon,
+    // then less and less often.
+    let mut pace = Duration::from_millis(1);
     while Instant::now() < deadline {
         match shims.state(at, exec_id) {
             Ok(s) if s.status == ProcessStatus::Stopped => return true,
@@ -249,13 +257,15 @@ fn wait_until_stopped(
                 let _ = shims.kill(at, exec_id, h.signal, false);
             }
         }
-        // Watch closely while the signal may be unheard; then poll at the usual pace.
-        let pace = if hearing.as_ref().is_some_and(|h| h.unheard) {
-            2
+        // Watch closely while the signal may be unheard; then back off to the usual
+        // pace.
+        let now = if hearing.as_ref().is_some_and(|h| h.unheard) {
+            pace.min(Duration::from_millis(2))
         } else {
-            20
+            pace
         };
-        std::thread::sleep(Duration::from_millis(pace));
+        std::thread::sleep(now);
+        pace = (pace * 2).min(Duration::from_millis(20));
     }
     false
 }

@@ -119,6 +119,10 @@ enum Step {
     Task,
 }
 
+/// The file in a bundle that says the container has been torn down
+/// ([`Containers::tear_down`]): its runtime state, shim and mounts are gone.
+const TORN_DOWN: &str = "torn-down";
+
 /// The FIFO a `stdin: true` container's stdin comes from. The shim holds it open
 /// read-write for the container's life, so attach sessions can come and go without the
 /// container seeing EOF; only CloseIO (stdin_once) ends its stdin.
@@ -315,8 +319,16 @@ impl Containers {
         match step {
             Step::Task => {
                 // Best effort, as the container may be gone already: its runtime
-                // state lives in the bundle, which goes last.
-                let killed = shims.kill(at, "", 9, true);
+                // state lives in the bundle, which goes last. An init that has
+                // exited needs no kill (the runtime's forced delete stops what is
+                // left of a container that shares its PID namespace).
+                let exited = matches!(shims.state(at, ""),
+                    Ok(s) if s.status == crius_shim::client::ProcessStatus::Stopped);
+                let killed = if exited {
+                    Ok(())
+                } else {
+                    shims.kill(at, "", 9, true)
+                };
                 if let Err(e) = &killed {
                     tracing::debug!(container_id = %rec.id, error = %e, "killing the container");
                 }
@@ -401,19 +413,48 @@ impl Containers {
     async fn release(&self, rec: &ContainerRecord) -> CriResult<()> {
         let (shims, rootfs, rec) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
         blocking(move || {
-            if shims.is_alive(&rec.socket) {
-                Self::undo(&*shims, &*rootfs, &rec, Step::Task)?;
-                Self::undo(&*shims, &*rootfs, &rec, Step::Shim)?;
-            } else {
-                shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
-                Self::undo(&*shims, &*rootfs, &rec, Step::Shim)?;
-            }
-            for step in [Step::Mounts, Step::Mount, Step::Layer, Step::Bundle] {
+            Self::tear_down(&*shims, &*rootfs, &rec)?;
+            for step in [Step::Layer, Step::Bundle] {
                 Self::undo(&*shims, &*rootfs, &rec, step)?;
             }
             Ok(())
         })
         .await
+    }
+
+    /// What a container holds only while it may run: the runtime's state of it, its
+    /// shim, its mounts. Undone as soon as it has exited (see [`Containers::settle`]),
+    /// so that RemoveContainer is left with the writable layer and the bundle, as in
+    /// containerd, whose task is deleted when it exits. Blocking; idempotent: done
+    /// once, it is recorded in the bundle ([`TORN_DOWN`]) and not done again.
+    fn tear_down(shims: &dyn ShimApi, rootfs: &dyn Rootfs, rec: &ContainerRecord) -> CriResult<()> {
+        let marker = rec.bundle.join(TORN_DOWN);
+        if marker.exists() {
+            return Ok(());
+        }
+        if shims.is_alive(&rec.socket) {
+            Self::undo(shims, rootfs, rec, Step::Task)?;
+        } else {
+            shims.force_delete(&rec.id, &rec.bundle, &rec.runtime)?;
+        }
+        for step in [Step::Shim, Step::Mounts, Step::Mount] {
+            Self::undo(shims, rootfs, rec, step)?;
+        }
+        // Only an existing bundle is marked (a failed creation may not have made it).
+        if rec.bundle.is_dir() {
+            std::fs::write(&marker, b"")
+                .map_err(CriError::io(format!("writing {}", marker.display())))?;
+        }
+        Ok(())
+    }
+
+    /// [`Containers::tear_down`] of an exited container, on the blocking pool. A
+    /// failure is logged: RemoveContainer (or the next start) tries again.
+    async fn tear_down_exited(&self, rec: &ContainerRecord) {
+        let (shims, rootfs, r) = (self.shims.clone(), self.rootfs.clone(), rec.clone());
+        if let Err(e) = blocking(move || Self::tear_down(&*shims, &*rootfs, &r)).await {
+            warn!(container_id = %rec.id, error = %e, "tearing down an exited container; RemoveContainer tries again");
+        }
     }
 }
 

@@ -58,9 +58,11 @@ impl Containers {
                     // Only the runtime's init can be left in its cgroup: it goes.
                     self.stop_orphan(c, 9, std::time::Duration::ZERO).await?;
                     self.settle(&c.id, None, None).await?;
+                    self.tear_down_settled(&c.id).await;
                 }
             }
-            ContainerState::Exited => {}
+            // A previous daemon may have stopped before it tore the container down.
+            ContainerState::Exited => self.tear_down_settled(&c.id).await,
         }
         Ok(())
     }

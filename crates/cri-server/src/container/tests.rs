@@ -371,23 +371,27 @@ async fn a_container_made_started_stopped_and_removed_leaves_nothing() {
         rig.store.container(&id).await.unwrap().unwrap().state,
         ContainerState::Running
     );
+    host.clear_log();
     containers.stop(&id, 0).await.unwrap();
     let stopped = rig.store.container(&id).await.unwrap().unwrap();
     assert_eq!(stopped.state, ContainerState::Exited);
     assert_eq!(stopped.exit_code, 137);
-    host.clear_log();
-    containers.remove(&id).await.unwrap();
-    containers.remove(&id).await.unwrap();
+    // The stop tears the exited container down: only its layer and bundle are left
+    // for RemoveContainer.
     assert_eq!(
         names(&host.log(), true),
         [
             "shim.kill",
             "shim.delete",
             "shim.shutdown",
-            "rootfs.unmount",
-            "rootfs.remove_layer"
+            "rootfs.unmount"
         ]
     );
+    assert!(rec.bundle.join(super::TORN_DOWN).is_file());
+    host.clear_log();
+    containers.remove(&id).await.unwrap();
+    containers.remove(&id).await.unwrap();
+    assert_eq!(names(&host.log(), true), ["rootfs.remove_layer"]);
     assert!(rig.store.containers().await.unwrap().is_empty());
     assert!(rig.bundles().is_empty());
 }
@@ -568,9 +572,40 @@ async fn recovery_settles_containers_whose_shim_is_gone_and_keeps_the_rest() {
     host.kill_shim(&socket);
     host.clear_log();
     rig.containers(&host).recover().await.unwrap();
+    // Only the exited containers are torn down (runtime state, shim, mounts); their
+    // layers and bundles stay for RemoveContainer.
+    let log = host.log();
+    let undone = |id: &str| -> Vec<String> {
+        log.iter()
+            .filter(|e| FakeHost::is_undo(e) && e.ends_with(id))
+            .map(|e| e.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(undone(&running).is_empty(), "{log:?}");
+    assert!(undone(&created).is_empty(), "{log:?}");
+    // (The fake's shim still holds it as created: it is killed first.)
+    assert_eq!(
+        undone(&exited),
+        [
+            "shim.kill",
+            "shim.delete",
+            "shim.shutdown",
+            "rootfs.unmount"
+        ],
+        "{log:?}"
+    );
+    assert_eq!(
+        undone(&orphan),
+        ["shim.force_delete", "shim.shutdown", "rootfs.unmount"],
+        "{log:?}"
+    );
+    assert!(!names(&log, true).contains(&"rootfs.remove_layer".to_string()));
+    let again = log.len();
+    host.clear_log();
+    rig.containers(&host).recover().await.unwrap();
     assert!(
         names(&host.log(), true).is_empty(),
-        "recovery removes nothing that is whole: {:?}",
+        "a second start finds them torn down ({again} calls the first time): {:?}",
         host.log()
     );
     let state = |id: String| {
