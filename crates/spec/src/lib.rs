@@ -30,6 +30,7 @@
 //!   unless there is a PID namespace to join.
 
 mod capabilities;
+pub mod cdi;
 mod devices;
 mod error;
 mod host;
@@ -141,6 +142,9 @@ pub struct SpecInput<'a> {
     /// make one itself (a read-only clone of `host_path` and all its submounts). Such a
     /// mount is bound from here, read-only.
     pub prepared_mounts: &'a std::collections::BTreeMap<usize, std::path::PathBuf>,
+    /// The edits of the container's CDI devices (resolved by the caller), applied
+    /// last.
+    pub cdi: &'a cdi::CdiEdits,
 }
 
 /// A generated spec and what the container manager needs beside it.
@@ -216,6 +220,7 @@ pub fn generate(input: &SpecInput) -> std::result::Result<Generated, SpecError> 
         .map_err(build("spec"))?;
     // The builder starts from oci-spec's default spec, which names a hostname.
     spec.set_hostname(None);
+    input.cdi.apply(&mut spec)?;
     Ok(Generated {
         spec,
         uid: user.uid,
@@ -331,6 +336,7 @@ mod tests {
         driver: CgroupDriver,
         host: HostFacts,
         prepared: std::collections::BTreeMap<usize, PathBuf>,
+        cdi: cdi::CdiEdits,
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -400,6 +406,7 @@ mod tests {
                 },
                 driver: CgroupDriver::Cgroupfs,
                 prepared: Default::default(),
+                cdi: Default::default(),
                 host: HostFacts {
                     oom_score_adj_floor: i64::MIN,
                     cap_bounding_set: u64::MAX,
@@ -450,6 +457,7 @@ mod tests {
                 seccomp_profile_root: &self.profiles,
                 host: &self.host,
                 prepared_mounts: &self.prepared,
+                cdi: &self.cdi,
             })
         }
 
