@@ -110,11 +110,20 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
             "mounts": [{"hostPath": data, "containerPath": "/cdi-data", "options": ["rbind", "ro"]}],
         })
     };
+    // foo also has a createRuntime hook, run by the runtime on the host.
+    let hook_mark = f.path("hook-ran");
+    let mut foo_edits = edits("CDI_FOO=bar");
+    foo_edits["hooks"] = serde_json::json!([{
+        "hookName": "createRuntime",
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!("echo ran >> {}", hook_mark.display())],
+        "timeout": 10,
+    }]);
     let foo_spec = serde_json::json!({
         "cdiVersion": "0.6.0",
         "kind": "vendor.example.com/device",
         "containerEdits": {"env": ["CDI_SPEC=common"]},
-        "devices": [{"name": "foo", "containerEdits": edits("CDI_FOO=bar")}],
+        "devices": [{"name": "foo", "containerEdits": foo_edits}],
     });
     std::fs::write(spec_dir.join("foo.json"), foo_spec.to_string()).unwrap();
     let bar_spec = format!(
@@ -134,6 +143,11 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
         .expect("CreateContainer via cdi_devices");
     f.start_container(&by_field).await;
     sees_the_device(&mut f, &by_field, "CDI_FOO=bar").await;
+    assert_eq!(
+        std::fs::read_to_string(&hook_mark).unwrap_or_default(),
+        "ran\n",
+        "the device's createRuntime hook ran once"
+    );
 
     let mut annotated = sleeper("by-annotation", &image);
     annotated.annotations.insert(
@@ -148,6 +162,11 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
     sees_the_device(&mut f, &by_annotation, "CDI_BAR=baz").await;
     let env = sh(&mut f, &by_annotation, "env").await;
     assert!(!env.contains("CDI_FOO"), "only the device asked for: {env}");
+    assert_eq!(
+        std::fs::read_to_string(&hook_mark).unwrap_or_default(),
+        "ran\n",
+        "bar has no hook"
+    );
 
     // crictl info: the devices known, the file that failed.
     let info =
@@ -193,6 +212,10 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
         &err,
         Code::InvalidArgument,
         "vendor.example.com/device=nope",
+    );
+    assert!(
+        err.message().contains("broken.json"),
+        "the file that failed to load is named: {err}"
     );
     let listed = list_containers(&mut f.d.rt, None).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
