@@ -911,6 +911,40 @@ mod tests {
     }
 
     #[test]
+    fn cdi_edits_apply_last_also_to_privileged_containers() {
+        let mut f = Fixture::new();
+        f.config.envs.push(cri::KeyValue {
+            key: "GPU".into(),
+            value: b"request".to_vec(),
+        });
+        f.cdi = cdi::CdiEdits {
+            devices: vec!["v.com/gpu=0".into()],
+            edits: vec![cdi::ContainerEdits {
+                env: vec!["GPU=cdi".into()],
+                device_nodes: vec![cdi::DeviceNode {
+                    path: "/dev/gpu0".into(),
+                    typ: "c".into(),
+                    major: 195,
+                    minor: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let spec = f.json();
+        assert_eq!(env_of(&spec, "GPU").as_deref(), Some("cdi"));
+        let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false, "deny all first");
+        assert_eq!(rules.last().unwrap()["major"], 195);
+        f.privileged_sandbox();
+        f.sc().privileged = true;
+        let spec = f.json();
+        let devices = spec["linux"]["devices"].as_array().unwrap();
+        assert!(devices.iter().any(|d| d["path"] == "/dev/gpu0"));
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], true);
+    }
+
+    #[test]
     fn spec_json_has_what_runc_needs() {
         let f = Fixture::new();
         let g = f.generate().unwrap();
