@@ -223,6 +223,28 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
         .unwrap()
         .count();
     assert_eq!(bundles, 2, "only the two containers' bundles");
+
+    // A changed file is read again: foo's variable now has another value, and a
+    // device at the same priority in a new file is ambiguous.
+    let mut changed = foo_spec.clone();
+    changed["devices"][0]["containerEdits"]["env"] = serde_json::json!(["CDI_FOO=changed"]);
+    std::fs::write(spec_dir.join("foo.json"), changed.to_string()).unwrap();
+    let mut again = sleeper("changed", &image);
+    again.cdi_devices = vec![cri::CdiDevice {
+        name: "vendor.example.com/device=foo".into(),
+    }];
+    let id = f
+        .create(&pod, again.clone())
+        .await
+        .expect("CreateContainer after the change");
+    f.start_container(&id).await;
+    let env = sh(&mut f, &id, "env").await;
+    assert!(env.lines().any(|l| l == "CDI_FOO=changed"), "{env}");
+    std::fs::write(spec_dir.join("foo-again.json"), changed.to_string()).unwrap();
+    again.metadata.as_mut().unwrap().name = "ambiguous".into();
+    let err = f.create(&pod, again).await.unwrap_err();
+    assert_refused(&err, Code::InvalidArgument, "is ambiguous");
+    assert!(err.message().contains("foo-again.json"), "{err}");
     f.finish().await;
 }
 

@@ -6,7 +6,9 @@
 //! When the directories are read: at every CreateContainer that asks for a CDI
 //! device and at every verbose Status, criusd lists the spec directories and stats
 //! each spec file (path, inode, size, modification time in nanoseconds); only when
-//! that differs from the last listing are the files read again. That is a readdir
+//! that differs from the last listing, or the last listing had a file modified in
+//! its last two seconds (file times are as coarse as a clock tick, so a same-size
+//! rewrite within one would keep its time), are the files read again. That is a readdir
 //! and a stat per file for the calls that need it, and nothing for the others. It
 //! sees a directory created after start-up, a file replaced by rename (new inode)
 //! and one rewritten in place, and needs no watcher thread or inotify descriptor
@@ -147,7 +149,8 @@ impl Cdi {
                 "CDI spec directories read"
             );
             cache.registry = Arc::new(registry);
-            cache.stamp = Some(stamp);
+            // A file changed in the last seconds may change again unseen by its stamp.
+            cache.stamp = stamp.settled().then_some(stamp);
         }
         cache.registry.clone()
     }
@@ -274,6 +277,14 @@ mod tests {
         .unwrap();
         let edits = cdi.resolve(&want).unwrap();
         assert_eq!(edits.devices, vec!["v.com/d=a"]);
+        assert_eq!(edits.edits[0].env, ["A=1"]);
+        // Rewritten in place at once with the same size: still seen.
+        std::fs::write(
+            dir.join("v.json"),
+            r#"{"cdiVersion":"0.6.0","kind":"v.com/d","devices":[{"name":"a","containerEdits":{"env":["A=2"]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cdi.resolve(&want).unwrap().edits[0].env, ["A=2"]);
         let info = cdi.info();
         assert_eq!(info["devices"][0]["name"], "v.com/d=a");
         assert!(cdi.resolve(&config(&[], &[])).unwrap().is_empty());

@@ -83,11 +83,27 @@ pub fn spec_files(dirs: &[PathBuf]) -> Vec<(usize, PathBuf)> {
 }
 
 /// A cheap summary of the spec directories' contents: each spec file's path, inode,
-/// size and modification time (nanoseconds). Equal stamps mean nothing to re-read.
+/// size and modification time (nanoseconds). Equal stamps mean nothing to re-read,
+/// once the stamp is [settled](Stamp::settled).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stamp(Vec<(PathBuf, u64, u64, i64, i64)>);
 
+/// How old every file's modification time must be for a stamp to be trusted.
+const SETTLE_SECS: i64 = 2;
+
 impl Stamp {
+    /// Whether every file was last modified more than [`SETTLE_SECS`] ago. A file's
+    /// time has the file system's granularity (often a clock tick), so a file
+    /// rewritten in place with the same size within that tick keeps its stamp: a
+    /// stamp with a recent file is not kept, and the files are read again at the
+    /// next call, until they are older.
+    pub fn settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.0.iter().all(|f| f.3 >= 0 && now - f.3 > SETTLE_SECS)
+    }
+
     pub fn of(dirs: &[PathBuf]) -> Stamp {
         Stamp(
             spec_files(dirs)

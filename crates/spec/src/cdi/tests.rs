@@ -398,8 +398,19 @@ fn stamps_change_with_the_files() {
     assert_eq!(one, registry::Stamp::of(&dirs));
     std::fs::write(&p, "{ }").unwrap();
     assert_ne!(one, registry::Stamp::of(&dirs), "rewritten");
+    assert!(!registry::Stamp::of(&dirs).settled(), "just written");
+    let old = std::fs::FileTimes::new()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60));
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(old)
+        .unwrap();
+    assert!(registry::Stamp::of(&dirs).settled());
     std::fs::remove_file(&p).unwrap();
     assert_eq!(empty, registry::Stamp::of(&dirs));
+    assert!(empty.settled());
 }
 
 fn base_spec(uid: u32) -> Spec {
