@@ -7,7 +7,9 @@
 //! Pure logic apart from reading: the container's /etc/passwd and /etc/group (resolved
 //! inside the rootfs, symlinks never leaving it), the host paths of mounts and devices
 //! (stat), the pod's files (exist?), seccomp profile files, for privileged containers
-//! the host's /dev, and for a host-network pod without a hostname the host's hostname.
+//! the host's /dev, for a host-network pod without a hostname the host's hostname, and
+//! CDI spec files and the host device nodes they name ([`cdi`], called by the daemon
+//! before generation).
 //!
 //! Invariants:
 //! - Every refusal names the CRI field at fault ([`SpecError::InvalidField`],

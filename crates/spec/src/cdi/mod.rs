@@ -10,11 +10,13 @@
 //! dependencies into the library (clap, jsonschema with its own dependency tree,
 //! lazy_static and once_cell together, the deprecated serde_yaml), reports errors as
 //! `anyhow` and `Box<dyn Error>` (not typed, so the daemon cannot tell a missing
-//! device from a broken file to choose a gRPC code), locks its cache with
-//! `Mutex::lock().unwrap()` and unwraps in library paths, and owns the refresh
-//! policy (a watcher thread). What crius needs is small: parse, validate, resolve
-//! with the priority rules, apply to an oci-spec `Spec` it already builds. Written
-//! from the published spec (SPEC.md, spec 1.1.0) and the documented priority rule.
+//! device from a broken file to choose a gRPC code), hands out its cache as an
+//! `Arc<Mutex<_>>` it locks with `lock().unwrap()`, and its auto-refresh option has
+//! no watcher behind it (its watch module is not part of the library), so the caller
+//! must decide when to re-read anyway. What crius needs is small: parse, validate,
+//! resolve with the priority rules, apply to an oci-spec `Spec` it already builds.
+//! Written from the published spec (SPEC.md, spec 1.1.0) and the documented priority
+//! rule.
 //!
 //! Rules (what the spec and its reference library document):
 //! - A spec file is `*.json` or `*.yaml` directly in a spec directory. Unknown fields
