@@ -128,6 +128,16 @@ idle_timeout_secs = 14400
 [metrics]
 address = ""
 
+# CDI (Container Device Interface) devices, asked for by `cdi_devices` in a
+# container's config or by `cdi.k8s.io/<key>` annotations (comma-separated fully
+# qualified names, vendor.com/class=name), described by spec files (*.json, *.yaml)
+# in spec_dirs. A later directory overrides an earlier one for the same device.
+# Changed or new files are read at the next CreateContainer that asks for a device.
+[cdi]
+# Off: a container that asks for a CDI device is refused (FailedPrecondition).
+enabled = true
+spec_dirs = ["/etc/cdi", "/var/run/cdi"]
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]
@@ -266,6 +276,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub streaming: crius_streaming::StreamingConfig,
     pub metrics: MetricsConfig,
+    pub cdi: crate::cdi::CdiConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -305,6 +316,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             streaming: crius_streaming::StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            cdi: crate::cdi::CdiConfig::default(),
             runtimes,
         }
     }
@@ -429,6 +441,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.cdi
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if !self.pinns_path.as_os_str().is_empty() && !self.pinns_path.is_absolute() {
             return Err(invalid("pinns_path", "must be empty or an absolute path"));
         }
@@ -559,6 +574,18 @@ mod tests {
         assert!(err.contains("`streaming.idle_timeout_secs`"), "{err}");
         let err = Config::parse("[streaming]\nidle_timeout = 5\n").unwrap_err();
         assert!(err.contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn cdi_values_are_checked() {
+        let c = Config::parse("[cdi]\nenabled = false\nspec_dirs = [\"/x\"]\n").unwrap();
+        assert!(!c.cdi.enabled);
+        c.validate().unwrap();
+        let c = Config::parse("[cdi]\nspec_dirs = [\"rel\"]\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`cdi.spec_dirs`"), "{err}");
+        let err = Config::parse("[cdi]\nspecdirs = []\n").unwrap_err();
+        assert!(err.contains("specdirs"), "{err}");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`sandbox`] and [`container`]: the managers, one file per operation;
 //! - [`host`]: host effects behind traits (shim, rootfs, namespaces), with a recording
 //!   fake for unprivileged undo tests; [`pinns`]: the namespace helper process;
+//! - [`cdi`]: CDI devices (`[cdi]`, the requests, the spec directories' devices);
 //! - [`events`]: container events (GetContainerEvents), one bus all subscribers share;
 //! - [`error`]: the error vocabulary and its one mapping to gRPC codes;
 //! - [`notify`]: readiness, shutdown and watchdog notifications to systemd.
 #![deny(unsafe_code)]
 
+pub mod cdi;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -7,7 +7,9 @@
 //! Pure logic apart from reading: the container's /etc/passwd and /etc/group (resolved
 //! inside the rootfs, symlinks never leaving it), the host paths of mounts and devices
 //! (stat), the pod's files (exist?), seccomp profile files, for privileged containers
-//! the host's /dev, and for a host-network pod without a hostname the host's hostname.
+//! the host's /dev, for a host-network pod without a hostname the host's hostname, and
+//! CDI spec files and the host device nodes they name ([`cdi`], called by the daemon
+//! before generation).
 //!
 //! Invariants:
 //! - Every refusal names the CRI field at fault ([`SpecError::InvalidField`],
@@ -30,6 +32,7 @@
 //!   unless there is a PID namespace to join.
 
 mod capabilities;
+pub mod cdi;
 mod devices;
 mod error;
 mod host;
@@ -141,6 +144,9 @@ pub struct SpecInput<'a> {
     /// make one itself (a read-only clone of `host_path` and all its submounts). Such a
     /// mount is bound from here, read-only.
     pub prepared_mounts: &'a std::collections::BTreeMap<usize, std::path::PathBuf>,
+    /// The edits of the container's CDI devices (resolved by the caller), applied
+    /// last.
+    pub cdi: &'a cdi::CdiEdits,
 }
 
 /// A generated spec and what the container manager needs beside it.
@@ -216,6 +222,7 @@ pub fn generate(input: &SpecInput) -> std::result::Result<Generated, SpecError> 
         .map_err(build("spec"))?;
     // The builder starts from oci-spec's default spec, which names a hostname.
     spec.set_hostname(None);
+    input.cdi.apply(&mut spec)?;
     Ok(Generated {
         spec,
         uid: user.uid,
@@ -331,6 +338,7 @@ mod tests {
         driver: CgroupDriver,
         host: HostFacts,
         prepared: std::collections::BTreeMap<usize, PathBuf>,
+        cdi: cdi::CdiEdits,
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
@@ -400,6 +408,7 @@ mod tests {
                 },
                 driver: CgroupDriver::Cgroupfs,
                 prepared: Default::default(),
+                cdi: Default::default(),
                 host: HostFacts {
                     oom_score_adj_floor: i64::MIN,
                     cap_bounding_set: u64::MAX,
@@ -450,6 +459,7 @@ mod tests {
                 seccomp_profile_root: &self.profiles,
                 host: &self.host,
                 prepared_mounts: &self.prepared,
+                cdi: &self.cdi,
             })
         }
 
@@ -900,6 +910,40 @@ mod tests {
         assert_eq!(a[ANN_SANDBOX_UID], "uid-1");
         assert_eq!(a[ANN_CONTAINER_NAME], "ctr");
         assert_eq!(a[ANN_IMAGE_NAME], "busybox:latest");
+    }
+
+    #[test]
+    fn cdi_edits_apply_last_also_to_privileged_containers() {
+        let mut f = Fixture::new();
+        f.config.envs.push(cri::KeyValue {
+            key: "GPU".into(),
+            value: b"request".to_vec(),
+        });
+        f.cdi = cdi::CdiEdits {
+            devices: vec!["v.com/gpu=0".into()],
+            edits: vec![cdi::ContainerEdits {
+                env: vec!["GPU=cdi".into()],
+                device_nodes: vec![cdi::DeviceNode {
+                    path: "/dev/gpu0".into(),
+                    typ: "c".into(),
+                    major: 195,
+                    minor: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let spec = f.json();
+        assert_eq!(env_of(&spec, "GPU").as_deref(), Some("cdi"));
+        let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0]["allow"], false, "deny all first");
+        assert_eq!(rules.last().unwrap()["major"], 195);
+        f.privileged_sandbox();
+        f.sc().privileged = true;
+        let spec = f.json();
+        let devices = spec["linux"]["devices"].as_array().unwrap();
+        assert!(devices.iter().any(|d| d["path"] == "/dev/gpu0"));
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], true);
     }
 
     #[test]

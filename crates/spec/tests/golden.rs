@@ -66,6 +66,7 @@ fn run(case: &cases::Case) -> Result<Generated, SpecError> {
         seccomp_profile_root: &case.profiles,
         host: &host(case),
         prepared_mounts: &Default::default(),
+        cdi: &Default::default(),
     })
 }
 

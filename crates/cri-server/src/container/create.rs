@@ -40,6 +40,8 @@ struct Plan {
     volumes: Vec<(usize, String)>,
     /// How the pod's handler gets recursive read-only mounts.
     rro: RecursiveReadOnly,
+    /// The edits of the CDI devices the container asks for.
+    cdi: crius_spec::cdi::CdiEdits,
 }
 
 impl Containers {
@@ -107,6 +109,8 @@ impl Containers {
             ))
         })?;
         let volumes = self.resolve_image_volumes(&mut req.config).await?;
+        let (cdi, config) = (self.cdi.clone(), req.config.clone());
+        let cdi = blocking(move || cdi.resolve(&config)).await?;
         let rro = self.recursive_read_only(handler);
         if let Some(i) = req.config.mounts.iter().position(|m| m.recursive_read_only) {
             if !rro.works() {
@@ -138,6 +142,7 @@ impl Containers {
             runtime,
             volumes,
             rro,
+            cdi,
         })
     }
 
@@ -373,6 +378,7 @@ impl Containers {
         let profiles = self.config.state_dir.join("seccomp");
         let bundle = rec.bundle.clone();
         let prepared = prepared.clone();
+        let cdi = plan.cdi.clone();
         let generated = blocking(move || {
             let rootfs = bundle.join("rootfs");
             let generated = crius_spec::generate(&SpecInput {
@@ -389,6 +395,7 @@ impl Containers {
                 seccomp_profile_root: &profiles,
                 host: &host,
                 prepared_mounts: &prepared,
+                cdi: &cdi,
             })?;
             let json = serde_json::to_vec_pretty(&generated.spec)
                 .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;

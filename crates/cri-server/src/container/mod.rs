@@ -84,6 +84,8 @@ pub struct Containers {
     /// How each runtime handler gets recursive read-only mounts (probed at start-up,
     /// [`Containers::probe_features`]; a handler not probed cannot).
     rro: std::sync::RwLock<HashMap<String, features::RecursiveReadOnly>>,
+    /// The CDI devices of the spec directories (`[cdi]`).
+    cdi: Arc<crate::cdi::Cdi>,
 }
 
 /// How long a SIGKILLed container may take to be reaped before a stop gives up
@@ -139,7 +141,6 @@ impl Containers {
         host: Host,
     ) -> Containers {
         Containers {
-            config,
             store,
             sandboxes,
             images,
@@ -153,7 +154,15 @@ impl Containers {
             watched: std::sync::Mutex::new(HashMap::new()),
             kill_grace: KILL_GRACE,
             rro: std::sync::RwLock::new(HashMap::new()),
+            cdi: Arc::new(crate::cdi::Cdi::new(config.cdi.clone())),
+            config,
         }
+    }
+
+    /// The CDI devices known and the spec files that failed, for verbose Status
+    /// (blocking: may read the spec directories).
+    pub fn cdi_info(&self) -> serde_json::Value {
+        self.cdi.info()
     }
 
     /// What the manager keeps per id in memory: held or awaited locks, creations in

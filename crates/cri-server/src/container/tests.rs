@@ -37,6 +37,8 @@ impl Rig {
             state_dir: root.path().join("state"),
             ..Config::default()
         };
+        // CDI spec directories of the test's own (empty unless a test writes them).
+        config.cdi.spec_dirs = vec![root.path().join("cdi")];
         // Any installed binary will do: the fake shim never runs it.
         config.runtimes.insert(
             "runc".into(),
@@ -328,6 +330,83 @@ async fn an_image_volume_of_a_missing_image_is_not_found_and_makes_nothing() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     assert!(host.log().is_empty(), "{:?}", host.log());
     assert!(rig.store.containers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cdi_devices_reach_the_spec_and_an_unknown_one_makes_nothing() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let with_cdi = |name: &str| {
+        let mut r = rig.request(name, false);
+        r.config.cdi_devices = vec![cri::CdiDevice {
+            name: "v.example.com/d=a".into(),
+        }];
+        r
+    };
+    let err = containers.create(with_cdi("app")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("config.cdi_devices[0].name"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"v.example.com/d=a\""), "{err}");
+    assert!(host.log().is_empty(), "{:?}", host.log());
+    assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(rig.bundles().is_empty());
+
+    // A spec file written now is read at the next request.
+    let dir = &rig.config.cdi.spec_dirs[0];
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("v.json"),
+        r#"{"cdiVersion": "0.7.0", "kind": "v.example.com/d", "devices": [{"name": "a",
+            "containerEdits": {"env": ["CDI_A=1"], "additionalGids": [77],
+            "deviceNodes": [{"path": "/dev/a", "hostPath": "/dev/null"}]}}]}"#,
+    )
+    .unwrap();
+    let id = containers.create(with_cdi("app")).await.unwrap();
+    let text = std::fs::read_to_string(
+        rig.config
+            .run_dir
+            .join("containers")
+            .join(&id)
+            .join("config.json"),
+    )
+    .unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let env = spec["process"]["env"].as_array().unwrap();
+    assert!(env.iter().any(|v| v == "CDI_A=1"), "{env:?}");
+    let dev = spec["linux"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == "/dev/a")
+        .cloned();
+    let dev = dev.unwrap_or_else(|| panic!("{}", spec["linux"]["devices"]));
+    assert_eq!(
+        (
+            dev["type"].as_str(),
+            dev["major"].as_i64(),
+            dev["minor"].as_i64()
+        ),
+        (Some("c"), Some(1), Some(3))
+    );
+    let rules = spec["linux"]["resources"]["devices"].as_array().unwrap();
+    assert!(
+        rules.iter().any(|r| r["allow"] == true
+            && r["major"] == 1
+            && r["minor"] == 3
+            && r["access"] == "rwm"),
+        "{rules:?}"
+    );
+    // The record's supplemental groups are the process's, CDI's included.
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    assert!(
+        rec.supplemental_groups.contains(&77),
+        "{:?}",
+        rec.supplemental_groups
+    );
 }
 
 #[tokio::test]

@@ -56,6 +56,8 @@ pub fn create_container(req: cri::CreateContainerRequest) -> CriResult<ValidCont
     for (i, m) in config.mounts.iter().enumerate() {
         mount(i, m)?;
     }
+    // CDI device names (the devices themselves are looked up at create time).
+    crate::cdi::requests(&config)?;
     if cri::Signal::try_from(config.stop_signal).is_err() {
         return Err(CriError::invalid(
             "config.stop_signal",
@@ -301,6 +303,33 @@ mod tests {
             ..rro
         })
         .unwrap();
+    }
+
+    #[test]
+    fn malformed_cdi_device_names_are_named() {
+        let mut r = request("c", "busybox", "");
+        let c = r.config.as_mut().unwrap();
+        c.cdi_devices = vec![cri::CdiDevice {
+            name: "vendor.example.com/device=foo".into(),
+        }];
+        c.annotations.insert(
+            "cdi.k8s.io/x".into(),
+            "vendor.example.com/device=bar".into(),
+        );
+        create_container(r.clone()).unwrap();
+        r.config.as_mut().unwrap().cdi_devices[0].name = "foo".into();
+        assert_eq!(
+            field_of(create_container(r.clone())),
+            "config.cdi_devices[0].name"
+        );
+        let c = r.config.as_mut().unwrap();
+        c.cdi_devices.clear();
+        c.annotations
+            .insert("cdi.k8s.io/x".into(), "vendor/=bar".into());
+        assert_eq!(
+            field_of(create_container(r)),
+            "config.annotations[\"cdi.k8s.io/x\"]"
+        );
     }
 
     #[test]
