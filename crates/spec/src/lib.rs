@@ -29,6 +29,7 @@
 //!   per-container PID namespace; an explicit `POD` or `TARGET` PID mode is refused
 //!   unless there is a PID namespace to join.
 
+pub mod adjust;
 mod capabilities;
 mod devices;
 mod error;

@@ -84,9 +84,15 @@ impl Containers {
         linux: Option<cri::LinuxContainerResources>,
     ) -> CriResult<()> {
         let c = self.must(id).await?;
-        let Some(r) = linux else {
+        let Some(mut r) = linux else {
             return Ok(());
         };
+        let nri = self.sandboxes.nri();
+        if nri.active() {
+            if let Some(pod) = self.store.pod(&c.pod_id).await? {
+                r = nri.update_container(&pod, &c, &r).await?;
+            }
+        }
         let resources = crius_spec::linux_resources(&r, &self.host_facts)?;
         let json = serde_json::to_vec(&resources)
             .map_err(|e| CriError::Internal(format!("encoding resources: {e}")))?;
@@ -97,6 +103,8 @@ impl Containers {
         if let Some(l) = rec.config.linux.as_mut() {
             l.resources = Some(r);
         }
-        Ok(self.store.update_container(&rec).await?)
+        self.store.update_container(&rec).await?;
+        self.nri_event(crate::nri::api::Event::PostUpdateContainer, &rec)
+            .await
     }
 }

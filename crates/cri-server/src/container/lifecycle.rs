@@ -14,6 +14,7 @@ use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
+use crate::nri::api::Event;
 use crate::util::now_nanos;
 
 /// What the record says of a container stopped after its shim died.
@@ -33,6 +34,7 @@ impl Containers {
             )));
         }
         failpoint::hit("container.start.begin")?;
+        self.nri_event(Event::StartContainer, &rec).await?;
         let started_at = now_nanos();
         let pid = self.on_shim(&rec, |shims, at| shims.start(at, "")).await?;
         failpoint::hit("container.start.started")?;
@@ -43,7 +45,7 @@ impl Containers {
         self.watch(&rec);
         info!(container_id = %rec.id, pid, "container started");
         self.event(Kind::ContainerStartedEvent, &rec).await;
-        Ok(())
+        self.nri_event(Event::PostStartContainer, &rec).await
     }
 
     /// StopContainer: the stop signal (the config's, the image's or SIGTERM), then
@@ -95,10 +97,16 @@ impl Containers {
             r.reason = "Error".into();
             self.store.update_container(&r).await?;
             self.event(Kind::ContainerStoppedEvent, &r).await;
-            return Ok(());
+            drop(_guard);
+            return self.nri_event(Event::StopContainer, &r).await;
         }
         self.unwatch(&rec.id);
-        self.settle(&rec.id, waited, note).await
+        self.settle(&rec.id, waited, note).await?;
+        drop(_guard);
+        match self.store.container(&rec.id).await? {
+            Some(r) => self.nri_event(Event::StopContainer, &r).await,
+            None => Ok(()),
+        }
     }
 
     /// RemoveContainer: stops it first.
@@ -123,6 +131,7 @@ impl Containers {
         // failed creation left).
         if rec.state != ContainerState::Creating {
             self.event(Kind::ContainerDeletedEvent, &rec).await;
+            self.nri_event(Event::RemoveContainer, &rec).await?;
         }
         // Its image, or an image it mounted as a volume, may have been removed while
         // it ran: the layers it kept alive are garbage now.

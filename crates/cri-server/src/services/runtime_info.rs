@@ -77,6 +77,7 @@ impl Cri {
         let mut info = HashMap::new();
         if verbose {
             info.insert("config".to_string(), self.verbose_config().to_string());
+            info.insert("nri".to_string(), self.sandboxes.nri().info().to_string());
         }
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
