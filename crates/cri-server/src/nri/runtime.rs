@@ -252,7 +252,8 @@ impl Adaptation {
                 let (index, base) = name.split_once('-')?;
                 super::plugin::check_index(index).ok()?;
                 super::plugin::check_name(base).ok()?;
-                let meta = e.metadata().ok()?;
+                // Through a symlink too.
+                let meta = std::fs::metadata(e.path()).ok()?;
                 (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then(|| {
                     (
                         e.path(),
