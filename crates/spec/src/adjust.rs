@@ -364,6 +364,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::field_reassign_with_default)]
     fn env_mounts_annotations_resources_and_more_are_applied() {
         let mut s = spec();
         let mut adj = Adjustment::default();

@@ -105,22 +105,25 @@ pub type UpdateHandler = Arc<
         + Sync,
 >;
 
+/// A plugin's configuration text, given its name and index.
+pub type ConfigFn = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+/// Where RegisterPlugin hands over the name and index (or why they are refused).
+type Registration = Arc<Mutex<Option<oneshot::Sender<Result<(String, String), String>>>>>;
+
 /// What connecting needs to know.
 pub struct Setup {
     pub key: u64,
     pub preset: Option<Preset>,
     /// The plugin's configuration text, given its name and index.
-    pub config: Box<dyn Fn(&str, &str) -> String + Send + Sync>,
+    pub config: ConfigFn,
     pub registration_timeout: Duration,
     pub request_timeout: Duration,
     pub runtime_version: String,
     pub updates: UpdateHandler,
 }
 
-fn runtime_handler(
-    registered: Arc<Mutex<Option<oneshot::Sender<Result<(String, String), String>>>>>,
-    updates: UpdateHandler,
-) -> Handler {
+fn runtime_handler(registered: Registration, updates: UpdateHandler) -> Handler {
     Arc::new(move |service: String, method: String, payload: Bytes| {
         let registered = registered.clone();
         let updates = updates.clone();

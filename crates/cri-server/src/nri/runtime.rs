@@ -55,7 +55,7 @@ impl Adaptation {
         if !this.cfg.disable_connections {
             let listener = listen(&this.cfg.socket_path)?;
             info!(socket = %this.cfg.socket_path.display(), "NRI socket listening");
-            let weak = Arc::downgrade(&this);
+            let weak = Arc::downgrade(this);
             let task = tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
