@@ -195,6 +195,7 @@ async fn nri_plugin_sees_events_in_order_and_adjusts_containers() {
                 .log_directory(f.logs()),
         )
         .await;
+    plugin.control("update PostStartContainer");
     let id = f
         .run(
             &pod,
@@ -214,6 +215,23 @@ async fn nri_plugin_sees_events_in_order_and_adjusts_containers() {
     );
     let out = f.exec(&id, "touch /nri-mount/x").await;
     assert_ne!(out.exit_code, 0, "the plugin's mount is read-only");
+
+    // The plugin asked, unsolicited, for a 128 MiB memory limit once it started.
+    let result = eventually(DEADLINE, "the plugin's UpdateContainers answer", || async {
+        plugin
+            .records()
+            .into_iter()
+            .find(|r| r["event"] == "UpdateContainersResult" && r["container"]["id"] == id.as_str())
+    })
+    .await;
+    assert_eq!(result["failed"], 0, "{result}");
+    let out = f
+        .exec(&id, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (128u64 << 20).to_string()
+    );
 
     f.d.rt
         .update_container_resources(cri::UpdateContainerResourcesRequest {
@@ -262,7 +280,10 @@ async fn nri_plugin_sees_events_in_order_and_adjusts_containers() {
         "the pod's network namespace: {run}"
     );
 
-    let mine = about(&recs, &id);
+    let mine: Vec<&Value> = about(&recs, &id)
+        .into_iter()
+        .filter(|r| r["event"] != "UpdateContainersResult")
+        .collect();
     let seq: Vec<&str> = mine.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(
         seq,

@@ -254,6 +254,13 @@ async fn start_managers(
         images.clone(),
         host,
     ));
+    if let Some(nri) = &nri {
+        let c = containers.clone();
+        nri.set_updater(Arc::new(move |id, resources| {
+            let c = c.clone();
+            Box::pin(async move { c.update_from_nri(&id, &resources).await })
+        }));
+    }
     let probing = containers.clone();
     tokio::task::spawn_blocking(move || probing.probe_features())
         .await

@@ -13,7 +13,9 @@
 //!   NRI_PLUGIN_IDX);
 //! - `NRI_TEST_RECORD`: the record file (JSON lines);
 //! - `NRI_TEST_CONTROL`: the control file: `refuse EVENT`, `hang EVENT` or
-//!   `crash EVENT`, EVENT as in the record (`CreateContainer`, `StartContainer`, …);
+//!   `crash EVENT`, or `update EVENT` (it then asks, unsolicited, for the event's
+//!   container's memory limit to be 128 MiB); EVENT as in the record
+//!   (`CreateContainer`, `StartContainer`, …);
 //! - `NRI_TEST_ENV`: `KEY=VALUE` added to each container's environment;
 //! - `NRI_TEST_MOUNT`: `SOURCE:DESTINATION` bind-mounted read-only into each container;
 //! - `NRI_TEST_EVENTS`: the event mask it subscribes to (default 0: all).
@@ -63,6 +65,8 @@ impl Settings {
 
 struct State {
     settings: std::sync::Mutex<Settings>,
+    /// Its client of the runtime's service, for unsolicited updates.
+    client: std::sync::OnceLock<Arc<Client>>,
 }
 
 impl State {
@@ -123,9 +127,52 @@ fn ctr_json(c: &Option<api::Container>) -> serde_json::Value {
     }
 }
 
-/// Does what the control file says for `event` (refuse, hang or crash), if anything.
-async fn obey(state: &State, event: &str) -> Result<(), Status> {
+/// Asks the runtime, unsolicited, to set container `id`'s memory limit to 128 MiB.
+fn update_memory(state: &Arc<State>, id: String) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let Some(client) = state.client.get().cloned() else {
+            return;
+        };
+        let req = api::UpdateContainersRequest {
+            update: vec![api::ContainerUpdate {
+                container_id: id.clone(),
+                linux: Some(api::LinuxContainerUpdate {
+                    resources: Some(api::LinuxResources {
+                        memory: Some(api::LinuxMemory {
+                            limit: Some(api::OptionalInt64 { value: 128 << 20 }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                ignore_failure: false,
+            }],
+            evict: Vec::new(),
+        };
+        let got: Result<api::UpdateContainersResponse, _> = client
+            .call(
+                RUNTIME_SERVICE,
+                "UpdateContainers",
+                &req,
+                Duration::from_secs(10),
+            )
+            .await;
+        state.record(json!({"event": "UpdateContainersResult", "container": {"id": id},
+            "failed": got.as_ref().map(|r| r.failed.len()).ok(), "error": got.err().map(|e| e.to_string())}));
+    });
+}
+
+/// Does what the control file says for `event` (refuse, hang, crash, or update the
+/// container), if anything.
+async fn obey(state: &Arc<State>, event: &str, ctr: &Option<api::Container>) -> Result<(), Status> {
     match state.control(event).as_deref() {
+        Some("update") => {
+            if let Some(c) = ctr {
+                update_memory(state, c.id.clone());
+            }
+            Ok(())
+        }
         Some("refuse") => Err(Status::new(
             code::UNKNOWN,
             format!("nri-test-plugin refuses {event}"),
@@ -201,7 +248,7 @@ async fn handle(
         "CreateContainer" => {
             let req: api::CreateContainerRequest = ttrpc::decode(payload)?;
             state.record(json!({"event": "CreateContainer", "pod": pod_json(&req.pod), "container": ctr_json(&req.container)}));
-            obey(&state, "CreateContainer").await?;
+            obey(&state, "CreateContainer", &req.container).await?;
             ttrpc::reply(&api::CreateContainerResponse {
                 adjust: Some(adjustment(&state.settings())),
                 ..Default::default()
@@ -211,13 +258,13 @@ async fn handle(
             let req: api::UpdateContainerRequest = ttrpc::decode(payload)?;
             state.record(json!({"event": "UpdateContainer", "pod": pod_json(&req.pod), "container": ctr_json(&req.container),
                 "memory_limit": req.linux_resources.as_ref().and_then(|r| r.memory.as_ref()).and_then(|m| m.limit.as_ref()).map(|l| l.value)}));
-            obey(&state, "UpdateContainer").await?;
+            obey(&state, "UpdateContainer", &req.container).await?;
             ttrpc::reply(&api::UpdateContainerResponse::default())
         }
         "StopContainer" => {
             let req: api::StopContainerRequest = ttrpc::decode(payload)?;
             state.record(json!({"event": "StopContainer", "pod": pod_json(&req.pod), "container": ctr_json(&req.container)}));
-            obey(&state, "StopContainer").await?;
+            obey(&state, "StopContainer", &req.container).await?;
             ttrpc::reply(&api::StopContainerResponse::default())
         }
         "StateChange" => {
@@ -234,7 +281,7 @@ async fn handle(
                 _ => "unknown",
             };
             state.record(json!({"event": name, "pod": pod_json(&req.pod), "container": ctr_json(&req.container)}));
-            obey(&state, name).await?;
+            obey(&state, name, &req.container).await?;
             ttrpc::reply(&api::Empty {})
         }
         _ => Err(Status::new(
@@ -282,6 +329,7 @@ async fn run() -> Result<(), String> {
         .unwrap_or_else(|| "50".to_string());
     let state = Arc::new(State {
         settings: std::sync::Mutex::new(settings),
+        client: std::sync::OnceLock::new(),
     });
     let (mux, mut readers) = Mux::start(stream, &[PLUGIN_CONN, RUNTIME_CONN]);
     let runtime_rx = readers.pop().ok_or("no runtime connection")?;
@@ -291,7 +339,8 @@ async fn run() -> Result<(), String> {
         Box::pin(handle(st.clone(), service, method, payload))
     });
     let server = ttrpc::serve(mux.clone(), PLUGIN_CONN, plugin_rx, handler);
-    let client = Client::new(mux.clone(), RUNTIME_CONN, runtime_rx);
+    let client = Arc::new(Client::new(mux.clone(), RUNTIME_CONN, runtime_rx));
+    let _ = state.client.set(client.clone());
     let req = api::RegisterPluginRequest {
         plugin_name: name.clone(),
         plugin_idx: index.clone(),

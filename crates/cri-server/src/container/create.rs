@@ -200,6 +200,8 @@ impl Containers {
             Ok(()) => {
                 info!(container_id = %id, pod_id = %plan.pod.id, name = %plan.req.name, "container created");
                 self.event(Kind::ContainerCreatedEvent, &rec).await;
+                // Not under the container's lock: a plugin may update it as it hears this.
+                drop(_guard);
                 self.nri_event(crate::nri::api::Event::PostCreateContainer, &rec)
                     .await?;
                 Ok(id)

@@ -45,6 +45,8 @@ impl Containers {
         self.watch(&rec);
         info!(container_id = %rec.id, pid, "container started");
         self.event(Kind::ContainerStartedEvent, &rec).await;
+        // Not under the container's lock: a plugin may update it as it hears this.
+        drop(_guard);
         self.nri_event(Event::PostStartContainer, &rec).await
     }
 

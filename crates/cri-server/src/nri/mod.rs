@@ -37,6 +37,14 @@ pub use config::NriConfig;
 
 use crate::error::CriResult;
 
+/// Carries out a plugin's resource update of a container (the container manager's
+/// `update_from_nri`).
+pub type Updater = std::sync::Arc<
+    dyn Fn(String, crius_spec::adjust::AdjustResources) -> BoxFuture<'static, CriResult<()>>
+        + Send
+        + Sync,
+>;
+
 /// Why NRI failed a call (or could not start).
 #[derive(Debug, thiserror::Error)]
 pub enum NriError {

@@ -24,7 +24,7 @@ use super::adjust::{merge, merge_updates};
 use super::config::NriConfig;
 use super::plugin::{Plugin, PluginError, Preset, Setup, UpdateHandler, event_names};
 use super::ttrpc::CallError;
-use super::{Nri, NriError, api, convert};
+use super::{Nri, NriError, Updater, api, convert};
 use crate::error::CriResult;
 
 /// The NRI adaptation of one daemon.
@@ -34,6 +34,9 @@ pub struct Adaptation {
     plugins: Mutex<Vec<Arc<Plugin>>>,
     next_key: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Carries out the container updates plugins ask for (set once the container
+    /// manager exists).
+    updater: std::sync::OnceLock<Updater>,
 }
 
 impl Adaptation {
@@ -45,7 +48,13 @@ impl Adaptation {
             plugins: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
+            updater: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How plugins' container updates are carried out.
+    pub fn set_updater(&self, updater: Updater) {
+        let _ = self.updater.set(updater);
     }
 
     /// Listens on the socket (unless connections are disabled) and starts the
@@ -122,19 +131,57 @@ impl Adaptation {
         String::new()
     }
 
-    fn updates_handler() -> UpdateHandler {
-        // Unsolicited updates are not carried out yet: each is answered as failed.
-        Arc::new(|updates| {
+    /// A plugin's own UpdateContainers requests, carried out at once.
+    fn updates_handler(self: &Arc<Self>, plugin: String) -> UpdateHandler {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |updates| {
+            let (weak, plugin) = (weak.clone(), plugin.clone());
             Box::pin(async move {
-                if !updates.is_empty() {
-                    warn!(
-                        count = updates.len(),
-                        "an NRI plugin asked for container updates, which crius does not carry out yet"
-                    );
+                match weak.upgrade() {
+                    Some(this) => this.apply_updates(&plugin, updates, None).await,
+                    None => updates,
                 }
-                updates
             })
         })
+    }
+
+    /// Carries out `updates` asked by `plugin` (but none of container `skip`, which
+    /// the caller applies itself); returns those that failed and may not.
+    async fn apply_updates(
+        &self,
+        plugin: &str,
+        updates: Vec<api::ContainerUpdate>,
+        skip: Option<&str>,
+    ) -> Vec<api::ContainerUpdate> {
+        let mut failed = Vec::new();
+        for u in updates {
+            if Some(u.container_id.as_str()) == skip {
+                continue;
+            }
+            let resources = u.linux.as_ref().and_then(|l| l.resources.clone());
+            let result: CriResult<()> = match (resources, self.updater.get()) {
+                (None, _) => Ok(()),
+                (Some(r), Some(updater)) => match merge_updates(&[(plugin.to_string(), r)]) {
+                    Ok(adjust) => updater(u.container_id.clone(), adjust).await,
+                    Err(c) => Err(NriError::from(super::adjust::MergeError::from(c)).into()),
+                },
+                (Some(_), None) => Err(crate::error::CriError::Unavailable(
+                    "container updates are not possible yet".into(),
+                )),
+            };
+            match result {
+                Ok(()) => {
+                    info!(plugin, container_id = %u.container_id, "NRI: container resources updated")
+                }
+                Err(e) => {
+                    warn!(plugin, container_id = %u.container_id, error = %e, "NRI: a container update failed");
+                    if !u.ignore_failure {
+                        failed.push(u);
+                    }
+                }
+            }
+        }
+        failed
     }
 
     /// Registers, configures and synchronizes a plugin on `stream`; then it gets
@@ -154,7 +201,10 @@ impl Adaptation {
             registration_timeout: self.cfg.registration_timeout(),
             request_timeout: self.cfg.request_timeout(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
-            updates: Self::updates_handler(),
+            updates: self.updates_handler(preset.as_ref().map_or_else(
+                || "an external plugin".to_string(),
+                |p| format!("{}-{}", p.index, p.name),
+            )),
         };
         let what = preset.as_ref().map_or_else(
             || "a plugin on the NRI socket".to_string(),
@@ -232,9 +282,8 @@ impl Adaptation {
             .call("Synchronize", &req, self.cfg.request_timeout())
             .await
             .map_err(PluginError::Synchronize)?;
-        if !reply.update.is_empty() {
-            warn!(plugin = %plugin.full_name(), count = reply.update.len(), "NRI: container updates asked at synchronization are not carried out yet");
-        }
+        self.apply_updates(&plugin.full_name(), reply.update, None)
+            .await;
         Ok(())
     }
 
@@ -479,7 +528,7 @@ impl Nri for Adaptation {
                 };
                 let mut r = Ok(());
                 for p in self.subscribed(event) {
-                    if let Err(e) = self
+                    match self
                         .call::<_, api::StopContainerResponse>(
                             &p,
                             "StopContainer",
@@ -488,8 +537,17 @@ impl Nri for Adaptation {
                         )
                         .await
                     {
-                        r = Err(e);
-                        break;
+                        Ok(Some(reply)) => {
+                            // Typically: resources the stopped container freed, given
+                            // to others.
+                            self.apply_updates(&p.full_name(), reply.update, Some(&ctr.id))
+                                .await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
                     }
                 }
                 r
@@ -527,9 +585,11 @@ impl Nri for Adaptation {
                     .call(&p, "CreateContainer", "CreateContainer", &req)
                     .await?;
                 if let Some(r) = reply {
-                    if !r.update.is_empty() || !r.evict.is_empty() {
-                        warn!(plugin = %p.full_name(), "NRI: updates and evictions of other containers at CreateContainer are not carried out yet");
+                    if !r.evict.is_empty() {
+                        warn!(plugin = %p.full_name(), "NRI: evictions are not carried out yet");
                     }
+                    self.apply_updates(&p.full_name(), r.update, Some(&ctr.id))
+                        .await;
                     if let Some(a) = r.adjust {
                         replies.push((p.full_name(), a));
                     }
@@ -565,11 +625,11 @@ impl Nri for Adaptation {
                 let reply: Option<api::UpdateContainerResponse> = self
                     .call(&p, "UpdateContainer", "UpdateContainer", &req)
                     .await?;
-                for u in reply.map(|r| r.update).unwrap_or_default() {
-                    if u.container_id != ctr.id {
-                        warn!(plugin = %p.full_name(), container_id = %u.container_id, "NRI: updates of other containers at UpdateContainer are not carried out yet");
-                        continue;
-                    }
+                let updates = reply.map(|r| r.update).unwrap_or_default();
+                let (own, others): (Vec<_>, Vec<_>) =
+                    updates.into_iter().partition(|u| u.container_id == ctr.id);
+                self.apply_updates(&p.full_name(), others, None).await;
+                for u in own {
                     if let Some(r) = u.linux.and_then(|l| l.resources) {
                         replies.push((p.full_name(), r));
                     }

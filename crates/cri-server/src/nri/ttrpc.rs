@@ -9,7 +9,6 @@
 //! NRI's run over a multiplexed logical connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,7 +182,9 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
 pub struct Client {
     mux: Mux,
     conn: u32,
-    next: AtomicU32,
+    /// The next stream id, held while a request is written: ids reach the peer in
+    /// increasing order.
+    next: tokio::sync::Mutex<u32>,
     pending: Pending,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -221,7 +222,7 @@ impl Client {
         Client {
             mux,
             conn,
-            next: AtomicU32::new(1),
+            next: tokio::sync::Mutex::new(1),
             pending,
             reader,
         }
@@ -239,7 +240,6 @@ impl Client {
         Q: prost::Message,
         A: prost::Message + Default,
     {
-        let stream = self.next.fetch_add(2, Ordering::Relaxed);
         let request = Request {
             service: service.to_string(),
             method: method.to_string(),
@@ -247,41 +247,48 @@ impl Client {
             timeout_nano: i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX),
             metadata: Vec::new(),
         };
+        let payload = prost::Message::encode_to_vec(&request);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(stream, tx);
-        let forget = || {
+        let sending = async {
+            let mut next = self.next.lock().await;
+            let stream = *next;
+            *next = next.wrapping_add(2);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stream, tx);
+            let msg = encode(stream, TYPE_REQUEST, &payload);
+            (stream, self.mux.write(self.conn, &msg).await)
+        };
+        let forget = |stream: u32| {
             self.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&stream);
         };
-        let msg = encode(
-            stream,
-            TYPE_REQUEST,
-            &prost::Message::encode_to_vec(&request),
-        );
-        let sent = tokio::time::timeout(timeout, self.mux.write(self.conn, &msg)).await;
+        let (stream, sent) = match tokio::time::timeout(timeout, sending).await {
+            Ok((stream, sent)) => (stream, Ok(sent)),
+            // Nothing was sent, or only part of it: the connection cannot be trusted.
+            Err(e) => (0, Err(e)),
+        };
         match sent {
             Err(_) => {
-                forget();
+                forget(stream);
                 return Err(CallError::Timeout(timeout));
             }
             Ok(Err(e)) => {
-                forget();
+                forget(stream);
                 return Err(CallError::Io(e));
             }
             Ok(Ok(())) => {}
         }
         if self.reader.is_finished() {
-            forget();
+            forget(stream);
             return Err(CallError::Closed);
         }
         let resp = match tokio::time::timeout(timeout, rx).await {
             Err(_) => {
-                forget();
+                forget(stream);
                 return Err(CallError::Timeout(timeout));
             }
             Ok(Err(_)) => return Err(CallError::Closed),
