@@ -495,6 +495,9 @@ impl Nri for Adaptation {
         pod: &'a PodRecord,
     ) -> BoxFuture<'a, CriResult<()>> {
         Box::pin(async move {
+            if self.subscribed(event).is_empty() {
+                return Ok(());
+            }
             match self.state_change(event, convert::pod(pod), None).await {
                 Err(e) if !refusal_fails(event) => {
                     warn!(pod_id = %pod.id, error = %e, "NRI");
