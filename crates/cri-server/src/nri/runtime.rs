@@ -446,6 +446,13 @@ fn listen(path: &Path) -> Result<UnixListener, NriError> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            // A socket someone answers on is another runtime's: never taken over.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process serves it (set [nri] socket_path, or enable = false)",
+                )));
+            }
             std::fs::remove_file(path).map_err(err)?;
         }
         Ok(_) => {
@@ -655,5 +662,61 @@ impl Nri for Adaptation {
             "socket_path": if self.cfg.disable_connections { Value::Null } else { json!(self.cfg.socket_path) },
             "plugins": plugins,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_live_socket_is_never_taken_over_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("nri/nri.sock");
+        std::fs::create_dir_all(path.parent().unwrap_or(dir.path()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let other = std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let err = listen(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("another process serves it"), "{err}");
+        drop(other);
+        assert!(
+            path.exists(),
+            "a stale socket file is left by the other process"
+        );
+        let ours = listen(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        drop(ours);
+        std::fs::write(dir.path().join("file"), "x").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            listen(&dir.path().join("file")).is_err(),
+            "a file that is not a socket is left alone"
+        );
+    }
+
+    #[test]
+    fn events_are_carried_by_state_change_unless_their_answer_matters() {
+        assert_eq!(method_of(api::Event::CreateContainer), "CreateContainer");
+        assert_eq!(method_of(api::Event::UpdateContainer), "UpdateContainer");
+        assert_eq!(method_of(api::Event::StopContainer), "StopContainer");
+        for e in [
+            api::Event::RunPodSandbox,
+            api::Event::PostStartContainer,
+            api::Event::RemoveContainer,
+        ] {
+            assert_eq!(method_of(e), "StateChange");
+        }
+        assert!(
+            refusal_fails(api::Event::RunPodSandbox) && refusal_fails(api::Event::StartContainer)
+        );
+        assert!(
+            !refusal_fails(api::Event::StopPodSandbox)
+                && !refusal_fails(api::Event::PostCreateContainer)
+        );
     }
 }
