@@ -67,8 +67,14 @@ impl Adaptation {
             let weak = Arc::downgrade(this);
             let task = tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
+                    let stream = match listener.accept().await {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors, say: not a busy loop.
+                            warn!(error = %e, "NRI: accepting a plugin connection");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
                     };
                     let Some(this) = weak.upgrade() else { return };
                     tokio::spawn(async move { this.admit(stream, None, None).await });
