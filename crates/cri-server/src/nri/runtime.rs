@@ -138,10 +138,15 @@ impl Adaptation {
     }
 
     /// A plugin's own UpdateContainers requests, carried out at once.
-    fn updates_handler(self: &Arc<Self>, plugin: String) -> UpdateHandler {
+    /// `name` is the plugin's `NN-name` once it has registered.
+    fn updates_handler(self: &Arc<Self>, name: Arc<std::sync::OnceLock<String>>) -> UpdateHandler {
         let weak = Arc::downgrade(self);
         Arc::new(move |updates| {
-            let (weak, plugin) = (weak.clone(), plugin.clone());
+            let weak = weak.clone();
+            let plugin = name
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "an unregistered plugin".into());
             Box::pin(async move {
                 match weak.upgrade() {
                     Some(this) => this.apply_updates(&plugin, updates, None).await,
@@ -199,6 +204,7 @@ impl Adaptation {
         child: Option<tokio::process::Child>,
     ) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let name_cell = Arc::new(std::sync::OnceLock::new());
         let dir = self.cfg.plugin_config_path.clone();
         let setup = Setup {
             key,
@@ -207,10 +213,7 @@ impl Adaptation {
             registration_timeout: self.cfg.registration_timeout(),
             request_timeout: self.cfg.request_timeout(),
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
-            updates: self.updates_handler(preset.as_ref().map_or_else(
-                || "an external plugin".to_string(),
-                |p| format!("{}-{}", p.index, p.name),
-            )),
+            updates: self.updates_handler(name_cell.clone()),
         };
         let what = preset.as_ref().map_or_else(
             || "a plugin on the NRI socket".to_string(),
@@ -228,6 +231,7 @@ impl Adaptation {
             }
         };
         *plugin.child.lock().unwrap_or_else(|p| p.into_inner()) = child;
+        let _ = name_cell.set(plugin.full_name());
         if let Err(e) = self.synchronize(&plugin).await {
             warn!(plugin = %plugin.full_name(), error = %e, "NRI: plugin dropped");
             plugin.close().await;
