@@ -268,6 +268,11 @@ fn write_config(root: &Path, net: &TestNetwork, opts: &Options) -> PathBuf {
             None => format!("{extra}[images]\nconfig_path = \"{{root}}/certs.d\"\n"),
         };
     }
+    // NRI on a socket of the test's own (a node's plugins must not see test pods);
+    // a test that sets up NRI itself gives the whole [nri] table.
+    if !extra.contains("[nri]") {
+        extra.push_str("[nri]\nsocket_path = \"{root}/fixtures/nri.sock\"\nplugin_path = \"{root}/fixtures/nri-plugins\"\nplugin_config_path = \"{root}/fixtures/nri-conf\"\n");
+    }
     let extra = extra.replace("{root}", &root.display().to_string());
     let network = if extra.contains("[network]") {
         String::new()

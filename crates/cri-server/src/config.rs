@@ -137,6 +137,20 @@ address = ""
 # Off: a container that asks for a CDI device is refused (FailedPrecondition).
 enabled = true
 spec_dirs = ["/etc/cdi", "/var/run/cdi"]
+# NRI (Node Resource Interface): plugins that see pod and container lifecycle events
+# and adjust containers as they are created. On by default; the socket exists only
+# while enabled. Plugins in plugin_path named NN-name are started at daemon start.
+[nri]
+enable = true
+socket_path = "/var/run/nri/nri.sock"
+plugin_path = "/opt/nri/plugins"
+plugin_config_path = "/etc/nri/conf.d"
+# How long a plugin has to register after connecting or being started.
+plugin_registration_timeout_ms = 5000
+# How long a plugin has to answer one request; one that does not is disconnected.
+plugin_request_timeout_ms = 2000
+# Refuse plugins connecting to the socket (pre-installed plugins still run).
+disable_connections = false
 
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
@@ -277,6 +291,7 @@ pub struct Config {
     pub streaming: crius_streaming::StreamingConfig,
     pub metrics: MetricsConfig,
     pub cdi: crate::cdi::CdiConfig,
+    pub nri: crate::nri::NriConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
 
@@ -317,6 +332,7 @@ impl Default for Config {
             streaming: crius_streaming::StreamingConfig::default(),
             metrics: MetricsConfig::default(),
             cdi: crate::cdi::CdiConfig::default(),
+            nri: crate::nri::NriConfig::default(),
             runtimes,
         }
     }
@@ -400,6 +416,9 @@ impl Config {
                     self.socket.as_os_str().len()
                 ),
             ));
+        }
+        if let Err((key, message)) = self.nri.check() {
+            return Err(invalid(key, message));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));

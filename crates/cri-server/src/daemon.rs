@@ -190,6 +190,7 @@ async fn start_managers(
     Arc<container::Containers>,
     Arc<crius_images::Images>,
     Arc<dyn crius_cni::NetworkBackend>,
+    Option<Arc<crate::nri::runtime::Adaptation>>,
 )> {
     let Stores {
         store,
@@ -206,12 +207,18 @@ async fn start_managers(
     let ns = Arc::new(host::ns::HelperNamespaces {
         helper: sibling_or(&config.pinns_path, "criusd")?,
     });
-    let sandboxes = Arc::new(sandbox::Sandboxes::new(
-        config.clone(),
-        store.clone(),
-        network.clone(),
-        ns,
-    ));
+    // NRI's plugins are started and connected once recovery is done (see `serve`).
+    let nri = config
+        .nri
+        .enable
+        .then(|| crate::nri::runtime::Adaptation::new(config.nri.clone(), store.clone()));
+    let hooks: Arc<dyn crate::nri::Nri> = match &nri {
+        Some(a) => a.clone(),
+        None => Arc::new(crate::nri::NoNri),
+    };
+    let sandboxes = Arc::new(
+        sandbox::Sandboxes::new(config.clone(), store.clone(), network.clone(), ns).with_nri(hooks),
+    );
     sandboxes
         .recover()
         .await
@@ -247,6 +254,13 @@ async fn start_managers(
         images.clone(),
         host,
     ));
+    if let Some(nri) = &nri {
+        let c = containers.clone();
+        nri.set_updater(Arc::new(move |id, resources| {
+            let c = c.clone();
+            Box::pin(async move { c.update_from_nri(&id, &resources).await })
+        }));
+    }
     let probing = containers.clone();
     tokio::task::spawn_blocking(move || probing.probe_features())
         .await
@@ -273,7 +287,7 @@ async fn start_managers(
             }
         });
     }
-    Ok((sandboxes, containers, images, network))
+    Ok((sandboxes, containers, images, network, nri))
 }
 
 /// Waits for SIGTERM or SIGINT, then tells the service manager criusd is stopping.
@@ -334,7 +348,10 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
     // Bind first: a second daemon on the same socket must fail before it touches state.
     let listener = bind_socket(&config.socket)?;
     let stores = open_stores(&config).await?;
-    let (sandboxes, containers, images, network) = start_managers(&config, stores).await?;
+    let (sandboxes, containers, images, network, nri) = start_managers(&config, stores).await?;
+    if let Some(nri) = &nri {
+        nri.start().await.context("starting NRI")?;
+    }
 
     let (streaming, stream_listener, stream_tls) =
         streaming::StreamServer::bind(&config.streaming).await?;
@@ -434,6 +451,9 @@ pub async fn serve(config: Config, notifier: Option<Notifier>) -> Result<()> {
         .await
         .context("serving gRPC")?;
     stop_streams.cancel();
+    if let Some(nri) = &nri {
+        nri.shutdown().await;
+    }
     let _ = std::fs::remove_file(&config.socket);
     info!("criusd stopped");
     Ok(())

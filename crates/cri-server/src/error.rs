@@ -80,6 +80,9 @@ pub enum CriError {
     Spec(SpecError),
     #[error(transparent)]
     Stream(#[from] crius_streaming::StreamError),
+    /// An NRI plugin refused the call, or plugins' adjustments conflict.
+    #[error(transparent)]
+    Nri(#[from] crate::nri::NriError),
     /// One failure handed to several callers (a creation a retry joined).
     #[error(transparent)]
     Shared(Arc<CriError>),
@@ -145,6 +148,7 @@ impl CriError {
                 Code::ResourceExhausted
             }
             CriError::Stream(_) => Code::Internal,
+            CriError::Nri(_) => Code::FailedPrecondition,
             CriError::Shared(e) => e.code(),
         }
     }

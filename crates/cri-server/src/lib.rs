@@ -29,6 +29,7 @@ pub mod fuzzing;
 mod host;
 pub mod metrics;
 pub mod notify;
+pub mod nri;
 pub mod pinns;
 mod podfiles;
 mod sandbox;

@@ -173,3 +173,31 @@ pub fn bind_read_only_recursive(
     }
     Ok(())
 }
+
+/// Makes `cmd`'s child get `fd` as its file descriptor 3 (and not close it at exec);
+/// the parent's copy closes once the command is dropped.
+pub fn pass_fd_as_3(cmd: &mut std::process::Command, fd: std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    let keep = std::sync::Arc::new(fd);
+    let hold = keep.clone();
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // dup2(2) and fcntl(2), which are async-signal-safe; `raw` stays open there
+    // because `hold` (moved into the closure, which the command owns) keeps it open
+    // in the parent until the command is dropped.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = &hold;
+            if raw == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    drop(keep);
+}

@@ -31,6 +31,7 @@
 //!   per-container PID namespace; an explicit `POD` or `TARGET` PID mode is refused
 //!   unless there is a PID namespace to join.
 
+pub mod adjust;
 mod capabilities;
 pub mod cdi;
 mod devices;

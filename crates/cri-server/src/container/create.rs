@@ -205,6 +205,10 @@ impl Containers {
             Ok(()) => {
                 info!(container_id = %id, pod_id = %plan.pod.id, name = %plan.req.name, "container created");
                 self.event(Kind::ContainerCreatedEvent, &rec).await;
+                // Not under the container's lock: a plugin may update it as it hears this.
+                drop(_guard);
+                self.nri_event(crate::nri::api::Event::PostCreateContainer, &rec)
+                    .await?;
                 Ok(id)
             }
             Err(e) => {
@@ -379,9 +383,10 @@ impl Containers {
         let bundle = rec.bundle.clone();
         let prepared = prepared.clone();
         let cdi = plan.cdi.clone();
-        let generated = blocking(move || {
+        let path = bundle.join("config.json");
+        let mut generated = blocking(move || {
             let rootfs = bundle.join("rootfs");
-            let generated = crius_spec::generate(&SpecInput {
+            Ok(crius_spec::generate(&SpecInput {
                 container_id: &container_id,
                 sandbox_id: &sandbox_id,
                 config: &config,
@@ -396,13 +401,14 @@ impl Containers {
                 host: &host,
                 prepared_mounts: &prepared,
                 cdi: &cdi,
-            })?;
-            let json = serde_json::to_vec_pretty(&generated.spec)
-                .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;
-            let path = bundle.join("config.json");
-            std::fs::write(&path, json)
-                .map_err(CriError::io(format!("writing {}", path.display())))?;
-            Ok(generated)
+            })?)
+        })
+        .await?;
+        self.adjust_spec(rec, plan, &mut generated.spec).await?;
+        let json = serde_json::to_vec_pretty(&generated.spec)
+            .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;
+        blocking(move || {
+            std::fs::write(&path, json).map_err(CriError::io(format!("writing {}", path.display())))
         })
         .await?;
         if !generated.stop_signal.is_empty() {
@@ -417,6 +423,23 @@ impl Containers {
             .and_then(|p| p.user().additional_gids().clone())
             .unwrap_or_default();
         Ok(())
+    }
+
+    /// Applies what NRI plugins ask of a container being created to its spec.
+    async fn adjust_spec(
+        &self,
+        rec: &ContainerRecord,
+        plan: &Plan,
+        spec: &mut crius_spec::adjust::Spec,
+    ) -> CriResult<()> {
+        let nri = self.sandboxes.nri();
+        if !nri.active() {
+            return Ok(());
+        }
+        let json = serde_json::to_value(&*spec)
+            .map_err(|e| CriError::Internal(format!("serializing the OCI spec: {e}")))?;
+        let adjustment = nri.create_container(&plan.pod, rec, &json).await?;
+        Ok(crius_spec::adjust::apply(spec, &adjustment)?)
     }
 
     /// Prepares the request mounts the runtime cannot make from the request alone,

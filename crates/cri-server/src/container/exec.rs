@@ -84,13 +84,59 @@ impl Containers {
         linux: Option<cri::LinuxContainerResources>,
     ) -> CriResult<()> {
         let c = self.must(id).await?;
-        let Some(r) = linux else {
+        let Some(mut r) = linux else {
             return Ok(());
         };
+        let nri = self.sandboxes.nri();
+        if nri.active() {
+            if let Some(pod) = self.store.pod(&c.pod_id).await? {
+                r = nri.update_container(&pod, &c, &r).await?;
+            }
+        }
+        self.apply_resources(&c, r).await?;
+        match self.store.container(&c.id).await? {
+            Some(rec) => {
+                self.nri_event(crate::nri::api::Event::PostUpdateContainer, &rec)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The resource updates an NRI plugin asks for of container `id` (over what it
+    /// has now), without telling the plugins of them again.
+    pub async fn update_from_nri(
+        &self,
+        id: &str,
+        adjust: &crius_spec::adjust::AdjustResources,
+    ) -> CriResult<()> {
+        let c = self.must(id).await?;
+        if c.state != ContainerState::Running && c.state != ContainerState::Created {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is {:?}: its resources cannot be updated",
+                c.id, c.state
+            )));
+        }
+        let current = c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .unwrap_or_default();
+        let r = crate::nri::convert::cri_resources(&current, adjust);
+        self.apply_resources(&c, r).await
+    }
+
+    /// Applies `r` to the running container and records it.
+    async fn apply_resources(
+        &self,
+        c: &ContainerRecord,
+        r: cri::LinuxContainerResources,
+    ) -> CriResult<()> {
         let resources = crius_spec::linux_resources(&r, &self.host_facts)?;
         let json = serde_json::to_vec(&resources)
             .map_err(|e| CriError::Internal(format!("encoding resources: {e}")))?;
-        self.on_shim(&c, move |shims, at| shims.update(at, &json))
+        self.on_shim(c, move |shims, at| shims.update(at, &json))
             .await?;
         let _guard = self.locks.lock(&c.id).await;
         let mut rec = self.must(&c.id).await?;

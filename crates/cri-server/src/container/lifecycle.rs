@@ -14,6 +14,7 @@ use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
 use crate::host::{ShimAddr, ShimApi};
+use crate::nri::api::Event;
 use crate::util::now_nanos;
 
 /// What the record says of a container stopped after its shim died.
@@ -33,6 +34,7 @@ impl Containers {
             )));
         }
         failpoint::hit("container.start.begin")?;
+        self.nri_event(Event::StartContainer, &rec).await?;
         let started_at = now_nanos();
         let pid = self.on_shim(&rec, |shims, at| shims.start(at, "")).await?;
         failpoint::hit("container.start.started")?;
@@ -43,7 +45,9 @@ impl Containers {
         self.watch(&rec);
         info!(container_id = %rec.id, pid, "container started");
         self.event(Kind::ContainerStartedEvent, &rec).await;
-        Ok(())
+        // Not under the container's lock: a plugin may update it as it hears this.
+        drop(_guard);
+        self.nri_event(Event::PostStartContainer, &rec).await
     }
 
     /// StopContainer: the stop signal (the config's, the image's or SIGTERM), then
@@ -96,14 +100,20 @@ impl Containers {
             self.store.update_container(&r).await?;
             self.event(Kind::ContainerStoppedEvent, &r).await;
             self.tear_down_exited(&r).await;
-            return Ok(());
+            drop(_guard);
+            return self.nri_event(Event::StopContainer, &r).await;
         }
         self.unwatch(&rec.id);
         self.settle(&rec.id, waited, note).await?;
-        if let Some(r) = self.store.container(&rec.id).await? {
-            self.tear_down_exited(&r).await;
+        let settled = self.store.container(&rec.id).await?;
+        if let Some(r) = &settled {
+            self.tear_down_exited(r).await;
         }
-        Ok(())
+        drop(_guard);
+        match settled {
+            Some(r) => self.nri_event(Event::StopContainer, &r).await,
+            None => Ok(()),
+        }
     }
 
     /// RemoveContainer: stops it first.
@@ -128,6 +138,7 @@ impl Containers {
         // failed creation left).
         if rec.state != ContainerState::Creating {
             self.event(Kind::ContainerDeletedEvent, &rec).await;
+            self.nri_event(Event::RemoveContainer, &rec).await?;
         }
         // Its image, or an image it mounted as a volume, may have been removed while
         // it ran: the layers it kept alive are garbage now.

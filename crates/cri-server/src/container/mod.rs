@@ -302,6 +302,22 @@ impl Containers {
     }
 
     /// The containers of a pod.
+    /// Tells NRI plugins of a container's lifecycle event (nothing when NRI is off).
+    async fn nri_event(
+        &self,
+        event: crate::nri::api::Event,
+        rec: &ContainerRecord,
+    ) -> CriResult<()> {
+        let nri = self.sandboxes.nri();
+        if !nri.active() {
+            return Ok(());
+        }
+        match self.store.pod(&rec.pod_id).await? {
+            Some(pod) => nri.container_event(event, &pod, rec).await,
+            None => Ok(()),
+        }
+    }
+
     async fn of_pod(&self, pod_id: &str) -> CriResult<Vec<ContainerRecord>> {
         Ok(self.store.containers_of_pod(pod_id).await?)
     }

@@ -110,12 +110,23 @@ impl Rig {
     }
 
     fn containers(&self, host: &Arc<FakeHost>) -> Arc<Containers> {
-        let sandboxes = Arc::new(Sandboxes::new(
-            self.config.clone(),
-            self.store.clone(),
-            host.clone(),
-            host.clone(),
-        ));
+        self.containers_with_nri(host, Arc::new(crate::nri::NoNri))
+    }
+
+    fn containers_with_nri(
+        &self,
+        host: &Arc<FakeHost>,
+        nri: Arc<dyn crate::nri::Nri>,
+    ) -> Arc<Containers> {
+        let sandboxes = Arc::new(
+            Sandboxes::new(
+                self.config.clone(),
+                self.store.clone(),
+                host.clone(),
+                host.clone(),
+            )
+            .with_nri(nri),
+        );
         Arc::new(Containers::new(
             self.config.clone(),
             self.store.clone(),
@@ -1047,5 +1058,144 @@ async fn each_change_is_one_event_carrying_the_pod_and_its_containers() {
             .containers_statuses
             .iter()
             .all(|s| s.state() == S::ContainerExited)
+    );
+}
+
+/// NRI plugins as the managers see them: records the events, refuses CreateContainer
+/// while `refuse` is set, else adds an environment variable.
+#[derive(Default)]
+struct FakeNri {
+    refuse: std::sync::atomic::AtomicBool,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::nri::Nri for FakeNri {
+    fn active(&self) -> bool {
+        true
+    }
+
+    fn pod_event<'a>(
+        &'a self,
+        event: crate::nri::api::Event,
+        _: &'a PodRecord,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::CriResult<()>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(event.as_str_name().to_string());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn container_event<'a>(
+        &'a self,
+        event: crate::nri::api::Event,
+        _: &'a PodRecord,
+        _: &'a crius_store::ContainerRecord,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::CriResult<()>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(event.as_str_name().to_string());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn create_container<'a>(
+        &'a self,
+        _: &'a PodRecord,
+        _: &'a crius_store::ContainerRecord,
+        spec: &'a serde_json::Value,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::CriResult<crius_spec::adjust::Adjustment>>
+    {
+        self.seen.lock().unwrap().push("CREATE_CONTAINER".into());
+        assert!(
+            spec["process"]["args"].is_array(),
+            "the generated spec: {spec}"
+        );
+        let refuse = self.refuse.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if refuse {
+                return Err(crate::nri::NriError::Refused {
+                    plugin: "10-fake".into(),
+                    event: "CreateContainer",
+                    message: "no".into(),
+                }
+                .into());
+            }
+            Ok(crius_spec::adjust::Adjustment {
+                env: vec![("FROM_NRI".into(), Some("yes".into()))],
+                ..Default::default()
+            })
+        })
+    }
+
+    fn update_container<'a>(
+        &'a self,
+        _: &'a PodRecord,
+        _: &'a crius_store::ContainerRecord,
+        requested: &'a cri::LinuxContainerResources,
+    ) -> futures_util::future::BoxFuture<'a, crate::error::CriResult<cri::LinuxContainerResources>>
+    {
+        Box::pin(async move { Ok(requested.clone()) })
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+#[tokio::test]
+async fn an_nri_refusal_undoes_the_creation_and_an_adjustment_reaches_the_spec() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let nri = Arc::new(FakeNri::default());
+    nri.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let containers = rig.containers_with_nri(&host, nri.clone());
+    let err = containers
+        .create(rig.request("app", false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.to_string()
+            .contains("\"10-fake\" refused CreateContainer"),
+        "{err}"
+    );
+    // NRI is asked once the rootfs is mounted, before the shim: those two are undone.
+    let log = host.log();
+    assert_eq!(
+        names(&log, false),
+        ["rootfs.create_layer", "rootfs.mount"],
+        "{log:?}"
+    );
+    assert_eq!(
+        names(&log, true),
+        ["rootfs.unmount", "rootfs.remove_layer"],
+        "{log:?}"
+    );
+    assert!(rig.store.containers().await.unwrap().is_empty());
+    assert!(rig.bundles().is_empty(), "{:?}", rig.bundles());
+
+    nri.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            rig.config
+                .run_dir
+                .join("containers")
+                .join(&id)
+                .join("config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let env = spec["process"]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e == "FROM_NRI=yes"), "{env:?}");
+    assert_eq!(
+        *nri.seen.lock().unwrap(),
+        [
+            "CREATE_CONTAINER",
+            "CREATE_CONTAINER",
+            "POST_CREATE_CONTAINER"
+        ]
     );
 }

@@ -42,6 +42,7 @@ use crate::error::{CriError, CriResult};
 use crate::events::Events;
 use crate::failpoint;
 use crate::host::Namespaces;
+use crate::nri::{NoNri, Nri};
 use crate::util::Locks;
 
 pub use crate::util::new_id;
@@ -58,6 +59,8 @@ pub struct Sandboxes {
     creations: Arc<Creations>,
     /// Container events (pods are reported too, with their id as the container id).
     events: Arc<Events>,
+    /// NRI plugins (the container manager reaches them through here too).
+    nri: Arc<dyn Nri>,
 }
 
 /// What a pod has on the host, in the order it is made; released newest first.
@@ -88,7 +91,19 @@ impl Sandboxes {
             ns,
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
+            nri: Arc::new(NoNri),
         }
+    }
+
+    /// The same manager telling `nri` of lifecycle events.
+    pub fn with_nri(mut self, nri: Arc<dyn Nri>) -> Sandboxes {
+        self.nri = nri;
+        self
+    }
+
+    /// The NRI plugins of this daemon.
+    pub fn nri(&self) -> &Arc<dyn Nri> {
+        &self.nri
     }
 
     /// What the manager keeps per id in memory: held or awaited locks, creations in

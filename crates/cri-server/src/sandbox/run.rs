@@ -11,6 +11,7 @@ use super::{Sandboxes, Step, network_request, pod_hostname};
 use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
+use crate::nri::api::Event;
 use crate::pinns::PinRequest;
 use crate::podfiles::{self, PodFiles};
 use crate::util::{new_id, now_nanos};
@@ -191,6 +192,7 @@ impl Sandboxes {
                 .map_err(CriError::io("writing the pod's hosts file"))?;
             }
         }
+        self.nri.pod_event(Event::RunPodSandbox, rec).await?;
         rec.state = PodState::Ready;
         self.store.update_pod(rec).await?;
         failpoint::hit("sandbox.run.ready")

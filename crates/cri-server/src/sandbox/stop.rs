@@ -9,6 +9,7 @@ use super::Sandboxes;
 use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
+use crate::nri::api::Event;
 
 impl Sandboxes {
     /// StopPodSandbox: releases the pod's network, infra process and namespaces;
@@ -30,6 +31,7 @@ impl Sandboxes {
         rec.state = PodState::NotReady;
         self.store.update_pod(&rec).await?;
         info!(pod_id = %rec.id, "pod sandbox stopped");
+        self.nri.pod_event(Event::StopPodSandbox, &rec).await?;
         if was_ready {
             self.events
                 .pod(Kind::ContainerStoppedEvent, &rec.id, None)
@@ -69,6 +71,7 @@ impl Sandboxes {
         // A pod the kubelet saw (not one whose creation failed) is reported gone: as
         // stopped first if it was still ready, then deleted with its last status.
         if rec.state != PodState::Creating {
+            self.nri.pod_event(Event::RemovePodSandbox, &rec).await?;
             let mut last = rec;
             if last.state == PodState::Ready {
                 last.state = PodState::NotReady;

@@ -78,6 +78,7 @@ impl Cri {
         if verbose {
             info.insert("config".to_string(), self.verbose_config().to_string());
             info.insert("cdi".to_string(), self.containers.cdi_info().to_string());
+            info.insert("nri".to_string(), self.sandboxes.nri().info().to_string());
         }
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
