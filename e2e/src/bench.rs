@@ -105,7 +105,7 @@ pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> (Child, Chann
             "state_dir = \"{r}/state\"\nrun_dir = \"{r}/run\"\nsocket = \"{r}/run/crius.sock\"\nlog_level = \"warn\"\n{extra}{nri}",
             r = root.display(),
             // No NRI socket on the node's path (a containerd beside it may serve it).
-            nri = if extra.contains("[nri]") { "" } else { "\n[nri]\nenable = false\n" },
+            nri = if extra.contains("[nri]") { "" } else { "\n[nri]\nenabled = false\n" },
         ),
     )
     .expect("writing the bench config");

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// The `[nri]` table of a test daemon: everything in the test's fixtures directory.
 fn nri_options(request_timeout_ms: u64) -> Options {
     Options::config(format!(
-        "[nri]\nenable = true\nsocket_path = \"{{root}}/fixtures/nri/nri.sock\"\nplugin_path = \"{{root}}/fixtures/nri/plugins\"\nplugin_config_path = \"{{root}}/fixtures/nri/conf.d\"\nplugin_request_timeout_ms = {request_timeout_ms}\nplugin_registration_timeout_ms = 5000\n"
+        "[nri]\nenabled = true\nsocket_path = \"{{root}}/fixtures/nri/nri.sock\"\nplugin_path = \"{{root}}/fixtures/nri/plugins\"\nplugin_config_path = \"{{root}}/fixtures/nri/conf.d\"\nplugin_request_timeout_ms = {request_timeout_ms}\nplugin_registration_timeout_ms = 5000\n"
     ))
 }
 
@@ -512,7 +512,7 @@ async fn nri_preinstalled_plugin_is_started_with_its_config_and_stopped() {
     )
     .unwrap();
     let opts = Options::config(format!(
-        "[nri]\nenable = true\ndisable_connections = true\nsocket_path = \"{{root}}/fixtures/nri.sock\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
+        "[nri]\nenabled = true\ndisable_connections = true\nsocket_path = \"{{root}}/fixtures/nri.sock\"\nplugin_path = \"{}\"\nplugin_config_path = \"{}\"\n",
         plugins.display(),
         plugins.join("conf.d").display()
     ));

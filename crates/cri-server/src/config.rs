@@ -137,11 +137,12 @@ address = ""
 # Off: a container that asks for a CDI device is refused (FailedPrecondition).
 enabled = true
 spec_dirs = ["/etc/cdi", "/var/run/cdi"]
+
 # NRI (Node Resource Interface): plugins that see pod and container lifecycle events
 # and adjust containers as they are created. On by default; the socket exists only
 # while enabled. Plugins in plugin_path named NN-name are started at daemon start.
 [nri]
-enable = true
+enabled = true
 socket_path = "/var/run/nri/nri.sock"
 plugin_path = "/opt/nri/plugins"
 plugin_config_path = "/etc/nri/conf.d"

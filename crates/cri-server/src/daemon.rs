@@ -210,7 +210,7 @@ async fn start_managers(
     // NRI's plugins are started and connected once recovery is done (see `serve`).
     let nri = config
         .nri
-        .enable
+        .enabled
         .then(|| crate::nri::runtime::Adaptation::new(config.nri.clone(), store.clone()));
     let hooks: Arc<dyn crate::nri::Nri> = match &nri {
         Some(a) => a.clone(),

@@ -115,7 +115,24 @@ impl Containers {
         }
         // What the exited containers held while they could run goes now, all at
         // once, so that RemoveContainer has little left to do.
-        futures_util::future::join_all(settled.iter().map(|id| self.tear_down_settled(id))).await;
+        // NRI plugins hear of a container that stopped by itself as of one stopped by
+        // StopContainer (outside its lock, so that a plugin may act on it).
+        futures_util::future::join_all(settled.iter().map(|id| async move {
+            self.tear_down_settled(id).await;
+            match self.store.container(id).await {
+                Ok(Some(rec)) => {
+                    if let Err(e) = self
+                        .nri_event(crate::nri::api::Event::StopContainer, &rec)
+                        .await
+                    {
+                        warn!(container_id = %id, error = %e, "NRI plugins on a container's exit");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(container_id = %id, error = %e, "reading an exited container"),
+            }
+        }))
+        .await;
     }
 
     /// Tears down an exited container (under its lock; one removed meanwhile is gone).

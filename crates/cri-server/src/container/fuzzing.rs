@@ -272,6 +272,11 @@ impl CallRig {
     /// Pretends the shim of container `id` died, leaving `pids` in its cgroup.
     pub async fn kill_shim(&mut self, id: &str, pids: &[u32]) {
         if let Ok(Some(rec)) = self.store.container(id).await {
+            // A shim already gone (an exited container is torn down: its shim and
+            // cgroup are gone with it) cannot die leaving processes.
+            if !crate::host::ShimApi::is_alive(&*self.host, &rec.socket) {
+                return;
+            }
             self.host.kill_shim_leaving(&rec.socket, &rec.bundle, pids);
             self.killed.insert(rec.id);
         }

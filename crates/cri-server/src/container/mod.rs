@@ -344,12 +344,13 @@ impl Containers {
         match step {
             Step::Task => {
                 // Best effort, as the container may be gone already: its runtime
-                // state lives in the bundle, which goes last. An init that has
-                // exited needs no kill (the runtime's forced delete stops what is
-                // left of a container that shares its PID namespace).
+                // state lives in the bundle, which goes last. In a PID namespace of
+                // its own, nothing outlives an init that has exited: no kill is
+                // needed. A container sharing the pod's or the node's keeps its
+                // other processes until they are killed.
                 let exited = matches!(shims.state(at, ""),
                     Ok(s) if s.status == crius_shim::client::ProcessStatus::Stopped);
-                let killed = if exited {
+                let killed = if exited && has_own_pid_namespace(&rec.config) {
                     Ok(())
                 } else {
                     shims.kill(at, "", 9, true)
@@ -481,6 +482,16 @@ impl Containers {
             warn!(container_id = %rec.id, error = %e, "tearing down an exited container; RemoveContainer tries again");
         }
     }
+}
+
+/// Whether a container gets a PID namespace of its own (its spec's default).
+fn has_own_pid_namespace(config: &cri::ContainerConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_none_or(|o| o.pid == cri::NamespaceMode::Container as i32)
 }
 
 /// Whether a request mount is an image volume.

@@ -55,6 +55,13 @@ impl Containers {
     /// ContainerStatus.
     pub async fn status(&self, id: &str, verbose: bool) -> CriResult<cri::ContainerStatusResponse> {
         let c = self.must(id).await?;
+        // A container whose CreateContainer has not returned does not exist yet for
+        // the kubelet (as in ListContainers).
+        if c.state == ContainerState::Creating {
+            return Err(crate::error::CriError::NotFound(format!(
+                "container {id:?} not found (it is being created)"
+            )));
+        }
         let status = status_of(&c);
         let mut info = HashMap::new();
         if verbose {

@@ -1199,3 +1199,14 @@ async fn an_nri_refusal_undoes_the_creation_and_an_adjustment_reaches_the_spec()
         ]
     );
 }
+
+#[tokio::test]
+async fn a_container_being_created_is_neither_listed_nor_found() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let id = leave(&rig, &host, "making", ContainerState::Creating).await;
+    let containers = rig.containers(&host);
+    assert!(containers.list(None).await.unwrap().is_empty());
+    let err = containers.status(&id, false).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+}

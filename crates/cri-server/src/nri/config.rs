@@ -13,7 +13,7 @@ const MAX_SOCKET_PATH: usize = 107;
 #[serde(deny_unknown_fields, default)]
 pub struct NriConfig {
     /// NRI on: the socket listens and pre-installed plugins start.
-    pub enable: bool,
+    pub enabled: bool,
     /// The socket plugins connect to.
     pub socket_path: PathBuf,
     /// Pre-installed plugins: executables named `NN-name`, started at daemon start.
@@ -31,7 +31,7 @@ pub struct NriConfig {
 impl Default for NriConfig {
     fn default() -> Self {
         NriConfig {
-            enable: true,
+            enabled: true,
             socket_path: PathBuf::from("/var/run/nri/nri.sock"),
             plugin_path: PathBuf::from("/opt/nri/plugins"),
             plugin_config_path: PathBuf::from("/etc/nri/conf.d"),

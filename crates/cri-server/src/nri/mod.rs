@@ -145,6 +145,6 @@ impl Nri for NoNri {
     }
 
     fn info(&self) -> serde_json::Value {
-        serde_json::json!({"enable": false})
+        serde_json::json!({"enabled": false})
     }
 }

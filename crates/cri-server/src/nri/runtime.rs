@@ -460,7 +460,7 @@ fn listen(path: &Path) -> Result<UnixListener, NriError> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(err(std::io::Error::new(
                     std::io::ErrorKind::AddrInUse,
-                    "another process serves it (set [nri] socket_path, or enable = false)",
+                    "another process serves it (set [nri] socket_path, or enabled = false)",
                 )));
             }
             std::fs::remove_file(path).map_err(err)?;
@@ -668,7 +668,7 @@ impl Nri for Adaptation {
             .map(|p| json!({"name": p.name, "index": p.index, "events": event_names(p.events)}))
             .collect();
         json!({
-            "enable": true,
+            "enabled": true,
             "socket_path": if self.cfg.disable_connections { Value::Null } else { json!(self.cfg.socket_path) },
             "plugins": plugins,
         })
