@@ -64,12 +64,7 @@ pub(crate) fn signal_child(pid: i32, sig: i32) -> io::Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags; the returned fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(false)
-        } else {
-            Err(e)
-        };
+        return gone_if(libc::ESRCH);
     }
     let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
     // SAFETY: fd was just returned by pidfd_open and is owned by nothing else.
@@ -88,12 +83,7 @@ pub(crate) fn signal_child(pid: i32, sig: i32) -> io::Result<bool> {
         )
     };
     if ret < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ECHILD) {
-            Ok(false)
-        } else {
-            Err(e)
-        };
+        return gone_if(libc::ECHILD);
     }
     // SAFETY: pidfd_send_signal takes the pidfd, a signal number, no siginfo, no flags.
     let ret = unsafe {
@@ -106,14 +96,19 @@ pub(crate) fn signal_child(pid: i32, sig: i32) -> io::Result<bool> {
         )
     };
     if ret < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(false)
-        } else {
-            Err(e)
-        };
+        return gone_if(libc::ESRCH);
     }
     Ok(true)
+}
+
+/// The last OS error as [`signal_child`]'s answer: `errno` means the child is gone.
+fn gone_if(errno: libc::c_int) -> io::Result<bool> {
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(errno) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 /// True when a process with this pid exists (it may be a zombie).
