@@ -17,20 +17,38 @@ fn netns_of(resp: &cri::PodSandboxStatusResponse) -> String {
     info["namespaces"]["network"].as_str().unwrap().to_string()
 }
 
-/// A one-shot TCP server in the pod: answers `reply` to the first connection.
-fn serve_once(netns: &str, port: u16, reply: &str) -> Child {
-    Command::new("nsenter")
-        .args([
-            &format!("--net={netns}"),
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &format!("echo {reply} | /bin/busybox nc -l -p {port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A TCP server in the pod that answers `reply` to every connection until dropped.
+/// Serving again after each connection matters: busybox `nc -l` exits when it sees the
+/// client's EOF before it has read `reply` from its pipe, so a one-shot server can
+/// end without answering. It runs in its own process group, killed as a whole.
+struct PodServer(Child);
+
+impl PodServer {
+    fn start(netns: &str, port: u16, reply: &str) -> PodServer {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("nsenter")
+            .args([
+                &format!("--net={netns}"),
+                "/bin/busybox",
+                "sh",
+                "-c",
+                &format!("while :; do echo {reply} | /bin/busybox nc -l -p {port}; done"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        PodServer(child)
+    }
+}
+
+impl Drop for PodServer {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
 }
 
 /// Connects from inside a pod and returns what the server said.
@@ -62,8 +80,8 @@ fn fetch_from_host(addr: &str) -> Option<String> {
     (!buf.is_empty()).then_some(buf)
 }
 
-/// Serves `reply` once on `port` in `netns` and runs `fetch` until it gets an answer
-/// (within the deadline); returns the answer once the server is done.
+/// Serves `reply` on `port` in `netns` and runs `fetch` until it gets an answer (within
+/// the deadline); returns the answer once the server is gone.
 async fn served(
     netns: &str,
     port: u16,
@@ -71,13 +89,13 @@ async fn served(
     what: &str,
     mut fetch: impl FnMut() -> Option<String>,
 ) -> String {
-    let mut server = serve_once(netns, port, reply);
+    let server = PodServer::start(netns, port, reply);
     let got = eventually(DEADLINE, what, || {
         let got = fetch();
         async move { got }
     })
     .await;
-    let _ = server.wait();
+    drop(server);
     got
 }
 
