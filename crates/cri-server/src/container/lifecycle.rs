@@ -63,11 +63,12 @@ impl Containers {
         let signal = stop_signal(&rec);
         let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
         let kill_grace = self.kill_grace;
+        let own_pid_ns = super::has_own_pid_namespace(&rec.config);
         let waited = self
             .on_shim(&rec, move |shims, at| {
                 Ok(shims
                     .is_alive(at.socket)
-                    .then(|| stop_init(shims, at, signal, grace, kill_grace)))
+                    .then(|| stop_init(shims, at, signal, grace, kill_grace, own_pid_ns)))
             })
             .await?;
         let (waited, note) = match waited {
@@ -209,12 +210,17 @@ impl Containers {
 /// process once `grace` has passed (and waits `kill_grace` for that). Returns the
 /// init's exit when the shim reports one. A shim that is gone has nothing to stop.
 /// Blocking.
+///
+/// In a PID namespace of its own (`own_pid_ns`), the SIGKILL goes to a running init
+/// alone, which the shim sends itself: the kernel kills every other process of the
+/// namespace when its init dies, so no runtime process is needed to find them.
 fn stop_init(
     shims: &dyn ShimApi,
     at: ShimAddr<'_>,
     signal: u32,
     grace: Duration,
     kill_grace: Duration,
+    own_pid_ns: bool,
 ) -> Option<crius_shim::client::ExitStatus> {
     let state = shims.state(at, "").ok()?;
     let created_only = state.status == ProcessStatus::Created;
@@ -224,7 +230,10 @@ fn stop_init(
         && shims.kill(at, "", signal, false).is_ok()
         && wait_until_stopped(shims, at, "", grace, hearing);
     if !stopped {
-        let _ = shims.kill(at, "", 9, true);
+        let init_alone = own_pid_ns && state.status == ProcessStatus::Running;
+        if !(init_alone && shims.kill(at, "", 9, false).is_ok()) {
+            let _ = shims.kill(at, "", 9, true);
+        }
         let _ = wait_timeout(shims, at, "", kill_grace);
     }
     shims.state(at, "").ok().and_then(|s| s.exit)

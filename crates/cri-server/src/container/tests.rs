@@ -487,6 +487,47 @@ async fn a_container_made_started_stopped_and_removed_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_forced_stop_kills_the_init_alone_in_its_own_pid_namespace_and_every_process_in_the_pods()
+{
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let own = containers.create(rig.request("own", false)).await.unwrap();
+    let mut req = rig.request("shared", false);
+    req.config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .pid = cri::NamespaceMode::Node as i32;
+    let shared = containers.create(req).await.unwrap();
+    for id in [&own, &shared] {
+        containers.start(id).await.unwrap();
+        containers.stop(id, 0).await.unwrap();
+    }
+    // The kernel ends a PID namespace with its init: SIGKILL to the init is enough.
+    // Sharing a namespace (the host's here, or the pod's), the container's other
+    // processes need their own.
+    // (Teardown sweeps a shared namespace once more.)
+    let kills = host.kills();
+    let of = |id: &String| {
+        kills
+            .iter()
+            .filter(|k| &k.0 == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&own), [(own.clone(), 9, false)]);
+    assert!(!of(&shared).is_empty());
+    assert!(of(&shared).iter().all(|k| k.1 == 9 && k.2), "{kills:?}");
+    for id in [&own, &shared] {
+        containers.remove(id).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn an_undo_that_fails_does_not_stop_the_others_and_removal_can_be_retried() {
     let rig = Rig::new().await;
     let host = Arc::new(FakeHost::default());

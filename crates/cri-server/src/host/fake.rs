@@ -53,6 +53,8 @@ struct State {
     networks: HashSet<String>,
     /// Shim sockets by container id.
     sockets: std::collections::HashMap<String, String>,
+    /// Every signal sent through a shim: container id, signal, to every process.
+    kills: Vec<(String, u32, bool)>,
 }
 
 /// What the fake holds now: every shim, process, mount, layer, namespace, infra
@@ -119,6 +121,12 @@ impl FakeHost {
     /// Makes every call of the undo step `name` (e.g. `"rootfs.unmount"`) fail.
     pub fn fail_undo(&self, name: &'static str) {
         self.lock().fail_undo.insert(name);
+    }
+
+    /// Every signal sent through a shim so far: container id, signal, and whether to
+    /// every process of the container.
+    pub fn kills(&self) -> Vec<(String, u32, bool)> {
+        self.lock().kills.clone()
     }
 
     /// Makes "do" calls succeed and undo calls stop failing again.
@@ -265,10 +273,11 @@ impl ShimApi for FakeHost {
         })
     }
 
-    fn kill(&self, at: ShimAddr<'_>, _exec_id: &str, _signal: u32, _all: bool) -> CriResult<()> {
+    fn kill(&self, at: ShimAddr<'_>, _exec_id: &str, signal: u32, all: bool) -> CriResult<()> {
         self.call("shim.kill", at.id)?;
         let k = key(at);
         self.with(|s| {
+            s.kills.push((at.id.to_string(), signal, all));
             s.running.remove(&k);
             s.created.remove(&k);
         });
