@@ -402,7 +402,7 @@ impl BridgeBackend {
         for net in self.families() {
             if let Err(e) = self
                 .rules
-                .remove_pod(IpFamily::of(net.addr()), pod_id)
+                .remove_pod(IpFamily::of(net.addr()), pod_id, maps)
                 .await
             {
                 errors.push(e);

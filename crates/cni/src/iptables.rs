@@ -282,8 +282,19 @@ impl Rules {
         Some(s)
     }
 
-    /// Removes the pod's jump and chain; `Ok(false)` when there was nothing.
-    pub(crate) async fn remove_pod(&self, f: IpFamily, pod_id: &str) -> Result<bool, String> {
+    /// Removes the pod's jump and chain; `Ok(false)` when there was nothing. A pod
+    /// without `mappings` of the family never had a chain ([`Rules::add_pod`] makes
+    /// none), so the table is not even read; what a crash may have left of another
+    /// pod's chain is the restart's reconcile to remove.
+    pub(crate) async fn remove_pod(
+        &self,
+        f: IpFamily,
+        pod_id: &str,
+        mappings: &[PortMapping],
+    ) -> Result<bool, String> {
+        if !mappings.iter().any(|m| in_family(m, f)) {
+            return Ok(false);
+        }
         self.remove_chain(f, &self.pod_chain(pod_id)).await
     }
 
