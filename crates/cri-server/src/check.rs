@@ -2,8 +2,11 @@
 //! Exit code 0 only when crius can run here (no `FAIL`). The installer runs it before
 //! it starts criusd.
 //!
-//! The host is read through a root directory (`/` on a node) so that the checks of
-//! /proc and /sys are tested on fixture trees.
+//! The kernel is read through a root directory (`/` on a node) so that the checks of
+//! /proc and /sys are tested on fixture trees. The files crius will use (the OCI
+//! runtimes, iptables, the roots' free space) are looked up under a host root (`/`,
+//! or `--host-root`: an installer in a container checks the node it installs onto,
+//! mounted at /host, while the kernel it shares is read as usual).
 
 use std::path::{Path, PathBuf};
 
@@ -43,19 +46,50 @@ const LOW_FREE: u64 = 1 << 30;
 /// The capability's bit (linux/capability.h).
 const CAP_SYS_RESOURCE: u32 = 24;
 
-/// Every check, against the host under `root` and the configuration.
-pub fn run(root: &Path, config: &Config) -> Vec<Row> {
+/// Every check: the kernel under `root`, the files of `host`, the configuration.
+pub fn run(root: &Path, host: &Path, config: &Config) -> Vec<Row> {
     let mut rows = vec![kernel(root), overlay(root), cgroups(root)];
-    rows.extend(runtimes(config));
-    rows.push(iptables(config));
+    rows.extend(runtimes(host, config));
+    rows.push(iptables(host, config));
     rows.push(privileges(root));
     for (name, dir) in [
         ("free space: state_dir", &config.state_dir),
         ("free space: run_dir", &config.run_dir),
     ] {
-        rows.push(free_space(name, dir));
+        rows.push(free_space(name, &under(host, dir)));
     }
     rows
+}
+
+/// `path` of the host as seen from here: below `host` unless that is `/`.
+fn under(host: &Path, path: &Path) -> PathBuf {
+    if host == Path::new("/") {
+        return path.to_path_buf();
+    }
+    host.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// The search path of a host other than this one (whose own PATH is not ours to read).
+const HOST_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// A binary of the host: an absolute path under `host`, a bare name on its search path.
+fn host_binary(host: &Path, name: &Path) -> Option<PathBuf> {
+    if host == Path::new("/") {
+        return find_binary(name);
+    }
+    if name.is_absolute() {
+        return find_binary(&under(host, name));
+    }
+    HOST_PATH
+        .iter()
+        .find_map(|dir| find_binary(&under(host, &Path::new(dir).join(name))))
 }
 
 fn kernel(root: &Path) -> Row {
@@ -156,13 +190,13 @@ fn version_of(bin: &Path) -> String {
         .unwrap_or_else(|| "version unknown".into())
 }
 
-fn runtimes(config: &Config) -> Vec<Row> {
+fn runtimes(host: &Path, config: &Config) -> Vec<Row> {
     config
         .runtimes
         .iter()
         .map(|(name, handler)| {
             let default = *name == config.default_runtime;
-            match find_binary(&handler.path) {
+            match host_binary(host, &handler.path) {
                 Some(bin) => row(
                     "OCI runtime",
                     Verdict::Ok,
@@ -190,12 +224,12 @@ fn runtimes(config: &Config) -> Vec<Row> {
         .collect()
 }
 
-fn iptables(config: &Config) -> Row {
+fn iptables(host: &Path, config: &Config) -> Row {
     let needed = matches!(
         config.network.backend,
         NetworkBackendKind::Auto | NetworkBackendKind::Bridge
     );
-    match find_binary(Path::new("iptables")) {
+    match host_binary(host, Path::new("iptables")) {
         Some(bin) => row("iptables", Verdict::Ok, version_of(&bin)),
         None if needed => row(
             "iptables",
@@ -368,9 +402,50 @@ mod tests {
         for h in config.runtimes.values_mut() {
             h.path = PathBuf::from("/nonexistent/runtime");
         }
-        let rows = runtimes(&config);
+        let rows = runtimes(Path::new("/"), &config);
         let verdicts: Vec<Verdict> = rows.iter().map(|r| r.verdict).collect();
         // crun (not the default) warns, runc (the default) fails.
         assert_eq!(verdicts, [Verdict::Warn, Verdict::Fail], "{rows:?}");
+    }
+
+    #[test]
+    fn a_host_root_is_where_runtimes_iptables_and_the_roots_are_looked_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let host = tree(&[
+            ("usr/sbin/runc", "#!/bin/sh\necho runc version 9.9\n"),
+            ("usr/sbin/iptables", "#!/bin/sh\necho iptables v9\n"),
+        ]);
+        for bin in ["usr/sbin/runc", "usr/sbin/iptables"] {
+            let p = host.path().join(bin);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut config = Config {
+            default_runtime: "runc".into(),
+            ..Config::default()
+        };
+        for (name, h) in config.runtimes.iter_mut() {
+            h.path = PathBuf::from(format!("/usr/sbin/{name}"));
+        }
+        let rows = runtimes(host.path(), &config);
+        let runc = rows.iter().find(|r| r.detail.starts_with("runc")).unwrap();
+        assert_eq!(runc.verdict, Verdict::Ok, "{rows:?}");
+        assert!(
+            runc.detail.contains(&*host.path().to_string_lossy()),
+            "{runc:?}"
+        );
+        assert!(runc.detail.contains("runc version 9.9"), "{runc:?}");
+        // crun is not on this host root, though it may be on the machine.
+        let crun = rows.iter().find(|r| r.detail.starts_with("crun")).unwrap();
+        assert_eq!(crun.verdict, Verdict::Warn, "{rows:?}");
+        assert_eq!(iptables(host.path(), &config).detail, "iptables v9");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(iptables(empty.path(), &config).verdict, Verdict::Fail);
+        let rows = runtimes(empty.path(), &config);
+        assert!(rows.iter().any(|r| r.verdict == Verdict::Fail), "{rows:?}");
+        assert_eq!(
+            under(host.path(), Path::new("/var/lib/crius")),
+            host.path().join("var/lib/crius")
+        );
+        assert_eq!(under(Path::new("/"), Path::new("/run")), Path::new("/run"));
     }
 }

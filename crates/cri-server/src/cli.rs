@@ -28,7 +28,13 @@ enum Command {
     /// Check the host's prerequisites (kernel, overlayfs, cgroups, OCI runtimes,
     /// iptables, privileges, free space) and print them as a table. Exits 0 only when
     /// crius can run here.
-    Check,
+    Check {
+        /// Where the node's files are (its runtimes, iptables, the roots), when not
+        /// at `/`: an installer in a container passes the node's root, mounted there.
+        /// The kernel is the one this runs on.
+        #[arg(long, default_value = "/")]
+        host_root: PathBuf,
+    },
     /// Print configuration.
     Config {
         #[command(subcommand)]
@@ -163,10 +169,13 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::Store { what }) => store_command(cli.config.as_deref(), what),
-        Some(Command::Check) => match Config::load(cli.config.as_deref()) {
+        Some(Command::Check { host_root }) => match Config::load(cli.config.as_deref()) {
             Ok(config) => {
-                let (text, can_run) =
-                    crate::check::report(&crate::check::run(std::path::Path::new("/"), &config));
+                let (text, can_run) = crate::check::report(&crate::check::run(
+                    std::path::Path::new("/"),
+                    &host_root,
+                    &config,
+                ));
                 print!("{text}");
                 if can_run {
                     ExitCode::SUCCESS
