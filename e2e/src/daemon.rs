@@ -179,6 +179,12 @@ impl Daemon {
         }
     }
 
+    /// Starts `binary` instead from the next [`spawn`](Self::spawn) on: an upgrade
+    /// (the daemon stopped, then started from a newly installed file).
+    pub fn set_binary(&mut self, binary: PathBuf) {
+        self.binary = binary;
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
