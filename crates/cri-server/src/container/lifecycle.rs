@@ -222,7 +222,7 @@ fn stop_init(
     kill_grace: Duration,
     own_pid_ns: bool,
 ) -> Option<crius_shim::client::ExitStatus> {
-    let state = shims.state(at, "").ok()?;
+    let state = state_of(shims, at, "")?;
     let created_only = state.status == ProcessStatus::Created;
     let hearing = Hearing::before_sending(state.pid, signal);
     let stopped = !created_only
@@ -236,8 +236,32 @@ fn stop_init(
         }
         let _ = wait_timeout(shims, at, "", kill_grace);
     }
-    shims.state(at, "").ok().and_then(|s| s.exit)
+    state_of(shims, at, "").and_then(|s| s.exit)
 }
+
+/// A process's state; `None` once the shim is gone. A call that fails while the shim
+/// is still there (a connection that broke) is made again, a few times: taken for
+/// the shim's death, it would record a running container as exited.
+fn state_of(
+    shims: &dyn ShimApi,
+    at: ShimAddr<'_>,
+    exec_id: &str,
+) -> Option<crius_shim::client::ProcessState> {
+    for attempt in 0..STATE_ATTEMPTS {
+        match shims.state(at, exec_id) {
+            Ok(s) => return Some(s),
+            Err(_) if !shims.is_alive(at.socket) => return None,
+            Err(e) => {
+                info!(container_id = at.id, attempt, error = %e, "reading the process state again");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    None
+}
+
+/// How often [`state_of`] asks a shim that is there but did not answer.
+const STATE_ATTEMPTS: u32 = 5;
 
 /// Waits up to `grace` for a process (`""`: the container's init) to stop; true when
 /// it did (or the shim no longer knows it).
@@ -264,7 +288,9 @@ fn wait_until_stopped(
     while Instant::now() < deadline {
         match shims.state(at, exec_id) {
             Ok(s) if s.status == ProcessStatus::Stopped => return true,
-            Err(_) => return true,
+            // A shim that is gone runs nothing; a failed call with the shim still
+            // there says nothing: look again.
+            Err(_) if !shims.is_alive(at.socket) => return true,
             _ => {}
         }
         if let Some(h) = hearing.as_mut() {

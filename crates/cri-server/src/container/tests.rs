@@ -487,6 +487,33 @@ async fn a_container_made_started_stopped_and_removed_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_state_call_that_fails_with_the_shim_alive_is_not_taken_for_its_death() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let containers = rig.containers(&host);
+    let id = containers
+        .create(rig.request("flaky", false))
+        .await
+        .unwrap();
+    containers.start(&id).await.unwrap();
+    // The first look before the signal, and the looks after it, fail as a broken
+    // connection would; the shim is there all along.
+    host.fail_states(3);
+    containers.stop(&id, 10).await.unwrap();
+    let stopped = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, ContainerState::Exited);
+    assert_eq!(
+        (stopped.exit_code, stopped.reason.as_str()),
+        (137, "Error"),
+        "{stopped:?}"
+    );
+    // It was stopped by its stop signal, not killed (the fake's processes go at once).
+    let kills = host.kills();
+    assert_eq!(kills.len(), 1, "{kills:?}");
+    containers.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_forced_stop_kills_the_init_alone_in_its_own_pid_namespace_and_every_process_in_the_pods()
 {
     let rig = Rig::new().await;

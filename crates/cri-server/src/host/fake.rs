@@ -35,6 +35,8 @@ struct State {
     log: Vec<String>,
     done: usize,
     fail_at: Option<usize>,
+    /// State calls still to fail as a transport error would, the shim alive.
+    failing_states: usize,
     fail_undo: HashSet<&'static str>,
     alive: HashSet<String>,
     created: HashSet<String>,
@@ -121,6 +123,12 @@ impl FakeHost {
     /// Makes every call of the undo step `name` (e.g. `"rootfs.unmount"`) fail.
     pub fn fail_undo(&self, name: &'static str) {
         self.lock().fail_undo.insert(name);
+    }
+
+    /// Makes the next `n` state calls fail with a transport error while the shim
+    /// stays alive (a connection that broke, not a shim that died).
+    pub fn fail_states(&self, n: usize) {
+        self.lock().failing_states = n;
     }
 
     /// Every signal sent through a shim so far: container id, signal, and whether to
@@ -243,6 +251,16 @@ impl ShimApi for FakeHost {
 
     fn state(&self, at: ShimAddr<'_>, _exec_id: &str) -> CriResult<ProcessState> {
         let k = key(at);
+        let transient = self.with(|s| {
+            let fail = s.failing_states > 0 && s.alive.contains(&k);
+            s.failing_states -= usize::from(fail);
+            fail
+        });
+        if transient {
+            return Err(CriError::shim("reading the process state")(
+                crius_shim::client::Error::Transport("connection reset by peer".into()),
+            ));
+        }
         let (alive, running, created) = self.with(|s| {
             (
                 s.alive.contains(&k),
