@@ -230,7 +230,6 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            daemon::init_logging(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -241,7 +240,17 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(daemon::serve(config, notifier)) {
+            let exporter = {
+                let _in_runtime = runtime.enter();
+                daemon::init_logging(&config)
+            };
+            let served = runtime.block_on(daemon::serve(config, notifier));
+            if let Some(e) = exporter {
+                // The spans still queued go out before the daemon exits.
+                let _in_runtime = runtime.enter();
+                e.shutdown();
+            }
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");

@@ -128,6 +128,16 @@ idle_timeout_secs = 14400
 [metrics]
 address = ""
 
+# OpenTelemetry tracing: a span per CRI call, with the slow steps as its children
+# (image pulls and their layers, shim start and runtime calls, network setup and
+# teardown), sent over OTLP/gRPC to endpoint. "" is off; e.g. "http://127.0.0.1:4317".
+[tracing]
+endpoint = ""
+# How many calls in a million are traced (1000000: all).
+sampling_rate_per_million = 1000000
+# The service.name resource attribute of the spans.
+service_name = "crius"
+
 # CDI (Container Device Interface) devices, asked for by `cdi_devices` in a
 # container's config or by `cdi.k8s.io/<key>` annotations (comma-separated fully
 # qualified names, vendor.com/class=name), described by spec files (*.json, *.yaml)
@@ -291,6 +301,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub streaming: crius_streaming::StreamingConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub cdi: crate::cdi::CdiConfig,
     pub nri: crate::nri::NriConfig,
     pub runtimes: BTreeMap<String, RuntimeHandler>,
@@ -302,6 +313,28 @@ pub struct Config {
 pub struct MetricsConfig {
     /// `host:port` of the Prometheus endpoint; empty: off.
     pub address: String,
+}
+
+/// The `[tracing]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, `http://host:port` or `https://...`; empty: off.
+    pub endpoint: String,
+    /// Calls traced per million (the rest are not sampled).
+    pub sampling_rate_per_million: u32,
+    /// The spans' `service.name`.
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            endpoint: String::new(),
+            sampling_rate_per_million: 1_000_000,
+            service_name: "crius".to_string(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -332,6 +365,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             streaming: crius_streaming::StreamingConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
             cdi: crate::cdi::CdiConfig::default(),
             nri: crate::nri::NriConfig::default(),
             runtimes,
@@ -396,6 +430,31 @@ impl Config {
                 "metrics.address",
                 format!("{metrics:?} must be an IP address and port, such as \"127.0.0.1:1338\""),
             ));
+        }
+        let t = &self.tracing;
+        if !t.endpoint.is_empty() {
+            let ok = (t.endpoint.starts_with("http://") || t.endpoint.starts_with("https://"))
+                && t.endpoint
+                    .parse::<hyper::Uri>()
+                    .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
+            if !ok {
+                return Err(invalid(
+                    "tracing.endpoint",
+                    format!(
+                        "{:?} must be an http:// or https:// URL with a host, such as \"http://127.0.0.1:4317\"",
+                        t.endpoint
+                    ),
+                ));
+            }
+        }
+        if t.sampling_rate_per_million > 1_000_000 {
+            return Err(invalid(
+                "tracing.sampling_rate_per_million",
+                format!("{} is more than 1000000", t.sampling_rate_per_million),
+            ));
+        }
+        if t.service_name.trim().is_empty() {
+            return Err(invalid("tracing.service_name", "must not be empty"));
         }
         for (key, path) in [
             ("state_dir", &self.state_dir),
@@ -594,6 +653,29 @@ mod tests {
         assert!(err.contains("`streaming.idle_timeout_secs`"), "{err}");
         let err = Config::parse("[streaming]\nidle_timeout = 5\n").unwrap_err();
         assert!(err.contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn tracing_values_are_checked() {
+        let c = Config::parse("[tracing]\nendpoint = \"http://127.0.0.1:4317\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tracing.sampling_rate_per_million, 1_000_000);
+        for (text, key) in [
+            ("endpoint = \"127.0.0.1:4317\"", "tracing.endpoint"),
+            ("endpoint = \"grpc://collector:4317\"", "tracing.endpoint"),
+            ("endpoint = \"http://\"", "tracing.endpoint"),
+            (
+                "sampling_rate_per_million = 1000001",
+                "tracing.sampling_rate_per_million",
+            ),
+            ("service_name = \" \"", "tracing.service_name"),
+        ] {
+            let c = Config::parse(&format!("[tracing]\n{text}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
+        let err = Config::parse("[tracing]\nsampling_ratio = 1.0\n").unwrap_err();
+        assert!(err.contains("sampling_ratio"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::error::{CriError, CriResult};
 
@@ -77,6 +77,8 @@ impl Creations {
                     let this = self.clone();
                     let task_entry = entry.clone();
                     let name = name.to_string();
+                    // In the first caller's span: its trace and logs show the work.
+                    let work = work.in_current_span();
                     tokio::spawn(async move {
                         let result = work.await.map_err(Arc::new);
                         if result.is_err() {

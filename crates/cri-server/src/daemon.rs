@@ -26,18 +26,33 @@ use crate::{container, host, sandbox, services, streaming};
 /// The largest CRI message accepted or sent (the kubelet's own limit).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Logs to stderr at the configured level (`RUST_LOG` wins when set).
-pub fn init_logging(config: &Config) {
+/// Logs to stderr at the configured level (`RUST_LOG` wins when set), and exports
+/// spans by OTLP when `[tracing] endpoint` is set: returns the exporter's provider,
+/// to be shut down (flushing what is queued) when the daemon stops. Call it inside
+/// the async runtime (the OTLP client runs on it).
+pub fn init_logging(config: &Config) -> Option<crate::otel::Exporter> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::try_new(&v)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level)),
         _ => tracing_subscriber::EnvFilter::new(&config.log_level),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(filter);
+    let (exporter, failed) = match crate::otel::Exporter::start(&config.tracing) {
+        Ok(e) => (e, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = exporter.as_ref().map(|e| e.layer());
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    if let Some(e) = failed {
+        warn!(endpoint = %config.tracing.endpoint, error = %e, "tracing export is off");
+    }
+    exporter
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<()> {

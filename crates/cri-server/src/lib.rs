@@ -30,6 +30,7 @@ mod host;
 pub mod metrics;
 pub mod notify;
 pub mod nri;
+pub mod otel;
 pub mod pinns;
 mod podfiles;
 mod sandbox;

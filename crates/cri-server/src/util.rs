@@ -19,11 +19,12 @@ pub fn nanos_of(t: SystemTime) -> i64 {
 }
 
 /// Runs blocking work (store transactions, shim calls, file system work) off the
-/// async workers.
+/// async workers, inside the caller's span (its logs and trace spans stay the call's).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> CriResult<T> + Send + 'static,
 ) -> CriResult<T> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| CriError::Internal(format!("a blocking task was lost: {e}")))?
 }

@@ -353,7 +353,15 @@ impl Images {
             let blob = target.blob.clone();
             let size = desc.size;
             let unpack = target.unpack.clone();
-            tokio::task::spawn_blocking(move || this.consume(rx, &blob, size, unpack))
+            let span = tracing::info_span!(
+                "image.fetch",
+                digest = %desc.digest,
+                size,
+                unpack = unpack.is_some()
+            );
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| this.consume(rx, &blob, size, unpack))
+            })
         };
         let mut stream_failure = None;
         while let Some(item) = stream.next().await {

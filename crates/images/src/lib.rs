@@ -159,12 +159,13 @@ fn now_nanos() -> i64 {
 }
 
 /// Runs blocking work (file system work, multi-step store transactions) off the
-/// async workers.
+/// async workers, inside the caller's span.
 async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| ImageError::internal(format!("{what}: the worker task was lost"), e))?
 }

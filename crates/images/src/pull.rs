@@ -9,7 +9,7 @@ use crius_cri_api::v1 as cri;
 use crius_snapshotter::Digest;
 use crius_store::{ImageRecord, LayerRecord};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::error::{ImageError, Result};
 use crate::layers::{Committed, digest};
@@ -87,7 +87,8 @@ impl Images {
         auth: Option<&cri::AuthConfig>,
     ) -> Result<String> {
         let r = Reference::parse(image)?;
-        let result = self.pull_parsed(&r, auth).await;
+        let span = tracing::info_span!("image.pull", image = %r);
+        let result = self.pull_parsed(&r, auth).instrument(span).await;
         match &result {
             Ok((_, bytes, took)) => self.count_pull(&r.registry, Some((*bytes, *took))),
             Err(_) => self.count_pull(&r.registry, None),
@@ -227,13 +228,16 @@ impl Images {
                 _ => Some(digest(&records[i - 1].chain_id, "chain id")?),
             };
             let parent_committed = (i > 0).then(|| signals[i - 1].1.clone());
-            let work = self.clone().ensure_layer(
-                source.clone(),
-                desc.clone(),
-                rec.clone(),
-                parent,
-                parent_committed,
-            );
+            let work = self
+                .clone()
+                .ensure_layer(
+                    source.clone(),
+                    desc.clone(),
+                    rec.clone(),
+                    parent,
+                    parent_committed,
+                )
+                .instrument(tracing::info_span!("image.layer", digest = %desc.digest));
             let lost = ImageError::Internal {
                 context: format!("layer {}: the unpack task vanished", desc.digest),
                 source: None,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Where the outcome of one execution is published.
 type Outcome<V, E> = watch::Receiver<Option<Result<V, E>>>;
@@ -41,10 +42,14 @@ impl<V: Clone + Send + Sync + 'static, E: Clone + Send + Sync + 'static> SingleF
                 None => {
                     let (tx, rx) = watch::channel(None);
                     map.insert(key.to_string(), rx.clone());
-                    tokio::spawn(async move {
-                        let result = work.await;
-                        let _ = tx.send(Some(result));
-                    });
+                    // In the first caller's span: its trace shows the work.
+                    tokio::spawn(
+                        async move {
+                            let result = work.await;
+                            let _ = tx.send(Some(result));
+                        }
+                        .in_current_span(),
+                    );
                     rx
                 }
             }

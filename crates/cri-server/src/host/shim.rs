@@ -22,6 +22,7 @@ fn connect(at: ShimAddr<'_>) -> CriResult<Shim> {
 
 impl ShimApi for RealShims {
     fn launch(&self, opts: &StartOptions) -> CriResult<()> {
+        let _span = tracing::info_span!("shim.start").entered();
         client::start(opts).map(drop).map_err(|e| {
             // A shim that started but could not be reached is stopped again.
             if let Ok(shim) = client::connect(&opts.socket, &opts.id) {
@@ -32,12 +33,15 @@ impl ShimApi for RealShims {
     }
 
     fn create(&self, at: ShimAddr<'_>, io: &ProcessIo) -> CriResult<u32> {
+        // The shim's `runc create` (or crun's).
+        let _span = tracing::info_span!("runtime.create").entered();
         connect(at)?
             .create(io)
             .map_err(CriError::shim("creating the container"))
     }
 
     fn start(&self, at: ShimAddr<'_>, exec_id: &str) -> CriResult<u32> {
+        let _span = tracing::info_span!("runtime.start", exec_id).entered();
         connect(at)?
             .start(exec_id)
             .map_err(CriError::shim("starting the process"))
@@ -50,12 +54,14 @@ impl ShimApi for RealShims {
     }
 
     fn kill(&self, at: ShimAddr<'_>, exec_id: &str, signal: u32, all: bool) -> CriResult<()> {
+        let _span = tracing::info_span!("runtime.kill", exec_id, signal, all).entered();
         connect(at)?
             .kill(exec_id, signal, all)
             .map_err(CriError::shim(format!("sending signal {signal}")))
     }
 
     fn delete(&self, at: ShimAddr<'_>, exec_id: &str) -> CriResult<()> {
+        let _span = tracing::info_span!("runtime.delete", exec_id).entered();
         connect(at)?
             .delete(exec_id)
             .map(drop)

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use crius_cni::NetworkBackend;
 use crius_cri_api::v1 as cri;
 use crius_store::{PodRecord, Store};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::creations::Creations;
@@ -216,7 +217,11 @@ impl Sandboxes {
         })?;
         match step {
             Step::Network => match network_request(rec) {
-                Some(net) => Ok(self.network.teardown(&net).await?),
+                Some(net) => Ok(self
+                    .network
+                    .teardown(&net)
+                    .instrument(tracing::info_span!("network.teardown"))
+                    .await?),
                 None => Ok(()),
             },
             Step::Infra(pid) => {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crius_store::{PinnedNamespaces, PodRecord, PodState, Reserve};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::{Sandboxes, Step, network_request, pod_hostname};
 use crate::error::{CriError, CriResult};
@@ -180,7 +180,11 @@ impl Sandboxes {
             failpoint::hit("sandbox.run.infra")?;
         }
         if let Some(net) = network_request(rec) {
-            let status = self.network.setup(&net).await?;
+            let status = self
+                .network
+                .setup(&net)
+                .instrument(tracing::info_span!("network.setup"))
+                .await?;
             made.push(Step::Network);
             failpoint::hit("sandbox.run.network")?;
             rec.ips = status.ips.iter().map(|ip| ip.to_string()).collect();

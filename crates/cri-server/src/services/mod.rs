@@ -105,9 +105,15 @@ pub async fn call<T>(
     subject: Subject,
     work: impl Future<Output = CriResult<T>>,
 ) -> Result<Response<T>, Status> {
+    // `otel.*` fields: the exported span is named after the RPC, a server span,
+    // marked an error when the call fails (see crate::otel).
     let span = tracing::info_span!(
         "cri",
         rpc,
+        otel.name = rpc,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         pod = tracing::field::Empty,
         pod_id = subject.pod_id.as_deref(),
         container_id = subject.container_id.as_deref(),
@@ -121,6 +127,8 @@ pub async fn call<T>(
         Ok(v) => Ok(Response::new(v)),
         Err(e) => {
             let message = status_message(&e);
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", message.as_str());
             span.in_scope(|| match code {
                 Code::NotFound | Code::AlreadyExists | Code::InvalidArgument => {
                     tracing::debug!(?code, error = %message, "call refused")
