@@ -127,6 +127,31 @@ fn files_named(dir: &Path, needle: &str) -> Vec<PathBuf> {
     out
 }
 
+/// The four files under `root` hold what was installed, with their modes; returns
+/// their paths (relative to `root`).
+fn assert_installed(root: &Path, criusd: &Path, shim: &Path) -> [&'static str; 4] {
+    let files = [
+        ("usr/local/bin/criusd", criusd.to_path_buf(), 0o755),
+        ("usr/local/bin/crius-shim", shim.to_path_buf(), 0o755),
+        (
+            "etc/systemd/system/crius.service",
+            deploy().join("crius.service"),
+            0o644,
+        ),
+        ("etc/crius/config.toml", deploy().join("config.toml"), 0o644),
+    ];
+    for (installed, source, m) in &files {
+        let p = root.join(installed);
+        assert!(
+            std::fs::read(&p).unwrap() == std::fs::read(source).unwrap(),
+            "{installed} differs from {}",
+            source.display()
+        );
+        assert_eq!(mode(&p), *m, "{installed}");
+    }
+    files.map(|(installed, _, _)| installed)
+}
+
 #[test]
 fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_serve() {
     require_root();
@@ -143,23 +168,7 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
         "{}",
         first.out
     );
-    for (installed, source, m) in [
-        ("usr/local/bin/criusd", criusd.clone(), 0o755),
-        ("usr/local/bin/crius-shim", shim.clone(), 0o755),
-        (
-            "etc/systemd/system/crius.service",
-            deploy().join("crius.service"),
-            0o644,
-        ),
-        ("etc/crius/config.toml", deploy().join("config.toml"), 0o644),
-    ] {
-        let p = root.join(installed);
-        assert!(
-            std::fs::read(&p).unwrap() == std::fs::read(&source).unwrap(),
-            "{installed} differs from {}",
-            source.display()
-        );
-        assert_eq!(mode(&p), m, "{installed}");
+    for installed in assert_installed(&root, &criusd, &shim) {
         assert!(
             first.out.contains(&format!("installed: /{installed}")),
             "{}",
@@ -370,23 +379,7 @@ async fn the_installer_image_runs_under_crius_twice_and_the_second_run_changes_n
         assert_eq!(f.status(&id).await.exit_code, 0);
         f.remove_container(&id).await;
     }
-    for (installed, source, m) in [
-        ("usr/local/bin/criusd", criusd.clone(), 0o755),
-        ("usr/local/bin/crius-shim", shim.clone(), 0o755),
-        (
-            "etc/systemd/system/crius.service",
-            deploy().join("crius.service"),
-            0o644,
-        ),
-        ("etc/crius/config.toml", deploy().join("config.toml"), 0o644),
-    ] {
-        let p = host.join(installed);
-        assert!(
-            std::fs::read(&p).unwrap() == std::fs::read(&source).unwrap(),
-            "{installed}"
-        );
-        assert_eq!(mode(&p), m, "{installed}");
-    }
+    assert_installed(&host, &criusd, &shim);
     assert_eq!(
         systemctl_log(&host),
         "daemon-reload\nenable crius.service\nrestart crius.service\n\
