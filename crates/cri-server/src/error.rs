@@ -123,6 +123,12 @@ impl CriError {
         move |source| CriError::Snapshot { context, source }
     }
 
+    /// A shim call that did not get through to a shim still there (see
+    /// `crius_shim::client::Error::is_transient`).
+    pub fn is_transient_shim_failure(&self) -> bool {
+        matches!(self, CriError::Shim { source, .. } if source.is_transient())
+    }
+
     /// The gRPC code for this error: the one mapping in criusd.
     pub fn code(&self) -> Code {
         match self {
@@ -330,10 +336,17 @@ mod tests {
         };
         assert_eq!(CriError::from(full).code(), Code::ResourceExhausted);
         let gone = crius_shim::client::Error::ShimGone("/s".into());
-        assert_eq!(
-            CriError::shim("stopping")(gone).code(),
-            Code::FailedPrecondition
-        );
+        let gone = CriError::shim("stopping")(gone);
+        assert_eq!(gone.code(), Code::FailedPrecondition);
+        // Only a call that did not get through to a live shim is worth making again.
+        assert!(!gone.is_transient_shim_failure());
+        let broke = crius_shim::client::Error::Transport("connection reset".into());
+        assert!(CriError::shim("reading")(broke).is_transient_shim_failure());
+        let answered = crius_shim::client::Error::Rpc {
+            code: ttrpc::Code::NOT_FOUND,
+            message: "no such process".into(),
+        };
+        assert!(!CriError::shim("reading")(answered).is_transient_shim_failure());
         let unsupported = CriError::from(SpecError::Unsupported {
             field: "config.y".into(),
             message: "not yet".into(),

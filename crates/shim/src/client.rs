@@ -86,6 +86,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the call did not get through to a shim that is still there (a
+    /// connection that failed or broke): neither its answer nor its death, so the
+    /// call is worth making again. (A transport failure is only reported once the
+    /// shim's socket still answers: see `Shim::map`.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transport(_) | Error::Connect { .. })
+    }
+
     /// True for `Rpc` errors with code NOT_FOUND (e.g. "process already finished").
     pub fn is_not_found(&self) -> bool {
         matches!(

@@ -239,9 +239,10 @@ fn stop_init(
     state_of(shims, at, "").and_then(|s| s.exit)
 }
 
-/// A process's state; `None` once the shim is gone. A call that fails while the shim
-/// is still there (a connection that broke) is made again, a few times: taken for
-/// the shim's death, it would record a running container as exited.
+/// A process's state; `None` once the shim is gone (or does not know the process).
+/// A call that did not get through to a shim still there (a connection that broke)
+/// is made again, a few times: taken for the shim's death, it would record a running
+/// container as exited.
 fn state_of(
     shims: &dyn ShimApi,
     at: ShimAddr<'_>,
@@ -250,11 +251,11 @@ fn state_of(
     for attempt in 0..STATE_ATTEMPTS {
         match shims.state(at, exec_id) {
             Ok(s) => return Some(s),
-            Err(_) if !shims.is_alive(at.socket) => return None,
-            Err(e) => {
+            Err(e) if e.is_transient_shim_failure() => {
                 info!(container_id = at.id, attempt, error = %e, "reading the process state again");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            Err(_) => return None,
         }
     }
     None
@@ -288,9 +289,9 @@ fn wait_until_stopped(
     while Instant::now() < deadline {
         match shims.state(at, exec_id) {
             Ok(s) if s.status == ProcessStatus::Stopped => return true,
-            // A shim that is gone runs nothing; a failed call with the shim still
-            // there says nothing: look again.
-            Err(_) if !shims.is_alive(at.socket) => return true,
+            // A call that did not get through to the shim says nothing: look again.
+            // Any other failure: the shim is gone or no longer knows the process.
+            Err(e) if !e.is_transient_shim_failure() => return true,
             _ => {}
         }
         if let Some(h) = hearing.as_mut() {
