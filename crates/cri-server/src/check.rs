@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, NetworkBackendKind};
-use crate::util::find_binary;
+use crate::util::{DEFAULT_PATH, find_binary};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,17 +69,8 @@ fn under(host: &Path, path: &Path) -> PathBuf {
     host.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// The search path of a host other than this one (whose own PATH is not ours to read).
-const HOST_PATH: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
-/// A binary of the host: an absolute path under `host`, a bare name on its search path.
+/// A binary of the host: an absolute path under `host`, a bare name on the default
+/// search path under it (another host's PATH is not ours to read).
 fn host_binary(host: &Path, name: &Path) -> Option<PathBuf> {
     if host == Path::new("/") {
         return find_binary(name);
@@ -87,9 +78,7 @@ fn host_binary(host: &Path, name: &Path) -> Option<PathBuf> {
     if name.is_absolute() {
         return find_binary(&under(host, name));
     }
-    HOST_PATH
-        .iter()
-        .find_map(|dir| find_binary(&under(host, &Path::new(dir).join(name))))
+    std::env::split_paths(DEFAULT_PATH).find_map(|dir| find_binary(&under(host, &dir.join(name))))
 }
 
 fn kernel(root: &Path) -> Row {

@@ -108,6 +108,9 @@ pub fn new_id() -> CriResult<String> {
     Ok(hex::encode(buf))
 }
 
+/// The search path where none is set (and a node's, seen from outside it).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Looks a binary up the way exec does: a path with a slash as is, else in PATH.
 pub fn find_binary(name: &std::path::Path) -> Option<std::path::PathBuf> {
     let is_exec = |p: &std::path::Path| {
@@ -119,8 +122,7 @@ pub fn find_binary(name: &std::path::Path) -> Option<std::path::PathBuf> {
     if name.as_os_str().to_string_lossy().contains('/') {
         return is_exec(name).then(|| name.to_path_buf());
     }
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| is_exec(p))
