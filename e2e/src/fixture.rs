@@ -254,6 +254,18 @@ impl Fixture {
             .into_inner()
     }
 
+    /// StopContainer with `timeout` seconds of grace (it must succeed).
+    pub async fn stop_container(&mut self, id: &str, timeout: i64) {
+        self.d
+            .rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .expect("StopContainer");
+    }
+
     /// RemoveContainer (it must succeed).
     pub async fn remove_container(&mut self, id: &str) {
         self.d

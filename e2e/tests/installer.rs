@@ -75,6 +75,18 @@ struct Run {
     out: String,
 }
 
+impl Run {
+    /// The run exited 0.
+    fn succeeded(&self) {
+        assert_eq!(self.code, 0, "{}", self.out);
+    }
+
+    /// The run's output holds `text`.
+    fn says(&self, text: impl AsRef<str>) {
+        assert!(self.out.contains(text.as_ref()), "{}", self.out);
+    }
+}
+
 fn install(root: &Path, criusd: &Path, shim: &Path, extra: &[&str]) -> Run {
     let out = Command::new(deploy().join("install.sh"))
         .arg("--host-root")
@@ -162,18 +174,10 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     let shim = bin_dir().join("crius-shim");
 
     let first = install(&root, &criusd, &shim, &[]);
-    assert_eq!(first.code, 0, "{}", first.out);
-    assert!(
-        first.out.contains("crius can run on this host"),
-        "{}",
-        first.out
-    );
+    first.succeeded();
+    first.says("crius can run on this host");
     for installed in assert_installed(&root, &criusd, &shim) {
-        assert!(
-            first.out.contains(&format!("installed: /{installed}")),
-            "{}",
-            first.out
-        );
+        first.says(format!("installed: /{installed}"));
     }
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/crius.service")).unwrap();
     assert!(
@@ -193,24 +197,16 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     );
     std::fs::write(&config, &edited).unwrap();
     let second = install(&root, &criusd, &shim, &[]);
-    assert_eq!(second.code, 0, "{}", second.out);
+    second.succeeded();
     for f in [
         "usr/local/bin/criusd",
         "usr/local/bin/crius-shim",
         "etc/systemd/system/crius.service",
     ] {
-        assert!(
-            second.out.contains(&format!("unchanged: /{f}")),
-            "{}",
-            second.out
-        );
+        second.says(format!("unchanged: /{f}"));
     }
-    assert!(
-        second.out.contains("kept: /etc/crius/config.toml"),
-        "{}",
-        second.out
-    );
-    assert!(second.out.contains("was not restarted"), "{}", second.out);
+    second.says("kept: /etc/crius/config.toml");
+    second.says("was not restarted");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
     assert_eq!(
         systemctl_log(&root),
@@ -222,7 +218,7 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     std::fs::remove_file(root.join("systemctl.active")).unwrap();
     std::fs::remove_file(root.join("systemctl.log")).unwrap();
     let third = install(&root, &criusd, &shim, &[]);
-    assert_eq!(third.code, 0, "{}", third.out);
+    third.succeeded();
     assert_eq!(
         systemctl_log(&root),
         "is-active --quiet crius.service\nenable crius.service\nstart crius.service\n"
@@ -235,17 +231,9 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     let next = next_version(&criusd, &scratch.join("criusd-next"));
     std::fs::remove_file(root.join("systemctl.log")).unwrap();
     let upgrade = install(&root, &next, &shim, &[]);
-    assert_eq!(upgrade.code, 0, "{}", upgrade.out);
-    assert!(
-        upgrade.out.contains("installed: /usr/local/bin/criusd"),
-        "{}",
-        upgrade.out
-    );
-    assert!(
-        upgrade.out.contains("unchanged: /usr/local/bin/crius-shim"),
-        "{}",
-        upgrade.out
-    );
+    upgrade.succeeded();
+    upgrade.says("installed: /usr/local/bin/criusd");
+    upgrade.says("unchanged: /usr/local/bin/crius-shim");
     let new = std::fs::metadata(root.join("usr/local/bin/criusd")).unwrap();
     assert_ne!(std::os::unix::fs::MetadataExt::ino(&new), old_inode);
     assert!(
@@ -257,12 +245,8 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     // --no-systemd: files only.
     std::fs::remove_file(root.join("systemctl.log")).unwrap();
     let files_only = install(&root, &criusd, &shim, &["--no-systemd"]);
-    assert_eq!(files_only.code, 0, "{}", files_only.out);
-    assert!(
-        files_only.out.contains("systemd not touched"),
-        "{}",
-        files_only.out
-    );
+    files_only.succeeded();
+    files_only.says("systemd not touched");
     assert_eq!(systemctl_log(&root), "");
 
     // A host without runc: refused before anything is written, the row named.
@@ -271,11 +255,7 @@ fn install_sh_installs_once_changes_nothing_twice_and_refuses_a_host_it_cannot_s
     std::fs::remove_file(bare.join("usr/sbin/runc")).unwrap();
     let refused = install(&bare, &criusd, &shim, &[]);
     assert_eq!(refused.code, 1, "{}", refused.out);
-    assert!(
-        refused.out.contains("refusing to install"),
-        "{}",
-        refused.out
-    );
+    refused.says("refusing to install");
     let row = refused
         .out
         .lines()
@@ -369,13 +349,7 @@ async fn the_installer_image_runs_under_crius_twice_and_the_second_run_changes_n
             f.status(&id).await.state,
             cri::ContainerState::ContainerRunning as i32
         );
-        f.d.rt
-            .stop_container(cri::StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 10,
-            })
-            .await
-            .expect("StopContainer");
+        f.stop_container(&id, 10).await;
         assert_eq!(f.status(&id).await.exit_code, 0);
         f.remove_container(&id).await;
     }
@@ -406,15 +380,11 @@ async fn an_upgrade_restarts_criusd_from_the_installed_binary_and_the_container_
     host_root(&host);
     let shim = bin_dir().join("crius-shim");
     let first = install(&host, &criusd_bin(), &shim, &["--no-systemd"]);
-    assert_eq!(first.code, 0, "{}", first.out);
+    first.succeeded();
     let next = next_version(&criusd_bin(), &f.path("criusd-next"));
     let upgrade = install(&host, &next, &shim, &["--no-systemd"]);
-    assert_eq!(upgrade.code, 0, "{}", upgrade.out);
-    assert!(
-        upgrade.out.contains("installed: /usr/local/bin/criusd"),
-        "{}",
-        upgrade.out
-    );
+    upgrade.succeeded();
+    upgrade.says("installed: /usr/local/bin/criusd");
 
     // What `systemctl restart crius` does: SIGTERM, then the unit's ExecStart.
     f.d.stop().await.expect("stopping the old criusd");
@@ -434,13 +404,7 @@ async fn an_upgrade_restarts_criusd_from_the_installed_binary_and_the_container_
     assert!(listed.iter().any(|c| c.id == id), "{listed:?}");
     let ps = f.exec(&id, "echo alive").await;
     assert_eq!(String::from_utf8_lossy(&ps.stdout), "alive\n");
-    f.d.rt
-        .stop_container(cri::StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 5,
-        })
-        .await
-        .expect("StopContainer by the new daemon");
+    f.stop_container(&id, 5).await;
     f.remove_container(&id).await;
     eventually(DEADLINE, "the shim to be gone", || {
         let left = processes_mentioning(&id);

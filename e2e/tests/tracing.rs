@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -34,14 +35,8 @@ impl TraceService for Receiver {
         for rs in request.into_inner().resource_spans {
             let service = rs
                 .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.clone())
-                .map(|v| match v {
-                    Value::StringValue(s) => s,
-                    other => format!("{other:?}"),
-                })
+                .as_ref()
+                .and_then(|r| string_of(&r.attributes, "service.name"))
                 .unwrap_or_default();
             for ss in rs.scope_spans {
                 for span in ss.spans {
@@ -81,8 +76,9 @@ fn child_of(rx: &Receiver, parent: &Span, name: &str) -> Option<Span> {
         .find(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
 }
 
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
+/// The attribute `key` as text (a string as is, another value as its debug form).
+fn string_of(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref()?.value.clone())
@@ -90,6 +86,10 @@ fn attr(span: &Span, key: &str) -> Option<String> {
             Value::StringValue(s) => s,
             other => format!("{other:?}"),
         })
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    string_of(&span.attributes, key)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -190,13 +190,7 @@ async fn each_cri_call_is_a_span_with_its_slow_steps_as_children_sent_by_otlp() 
     assert_eq!(status.code, 2, "an error: {failed:?}");
     assert!(status.message.contains("no-such-container"), "{status:?}");
 
-    f.d.rt
-        .stop_container(cri::StopContainerRequest {
-            container_id: id,
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    f.stop_container(&id, 0).await;
     f.finish().await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
