@@ -106,33 +106,72 @@ impl Containers {
                     }
                 }
             }
-            if let Err(e) = self.settle(&id, None, None).await {
-                warn!(container_id = %id, error = %e, "recording the container's exit");
-                continue;
+            match self.settle(&id, None, None).await {
+                Ok(recorded) => {
+                    self.unwatch(&id);
+                    // A stop that recorded the exit first tells the plugins itself.
+                    if recorded {
+                        match self.store.container(&id).await {
+                            Ok(Some(rec)) => settled.push((rec, self.nri_stop_pending(&id))),
+                            Ok(None) => {}
+                            Err(e) => {
+                                warn!(container_id = %id, error = %e, "reading an exited container")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(container_id = %id, error = %e, "recording the container's exit");
+                }
             }
-            self.unwatch(&id);
-            settled.push(id);
         }
         // What the exited containers held while they could run goes now, all at
         // once, so that RemoveContainer has little left to do.
         // NRI plugins hear of a container that stopped by itself as of one stopped by
         // StopContainer (outside its lock, so that a plugin may act on it).
-        futures_util::future::join_all(settled.iter().map(|id| async move {
-            self.tear_down_settled(id).await;
-            match self.store.container(id).await {
-                Ok(Some(rec)) => {
-                    if let Err(e) = self
-                        .nri_event(crate::nri::api::Event::StopContainer, &rec)
-                        .await
-                    {
-                        warn!(container_id = %id, error = %e, "NRI plugins on a container's exit");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(container_id = %id, error = %e, "reading an exited container"),
+        futures_util::future::join_all(settled.into_iter().map(|(rec, told)| async move {
+            self.tear_down_settled(&rec.id).await;
+            if let Err(e) = self
+                .nri_event(crate::nri::api::Event::StopContainer, &rec)
+                .await
+            {
+                warn!(container_id = %rec.id, error = %e, "NRI plugins on a container's exit");
             }
+            self.nri_stops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&rec.id);
+            drop(told);
         }))
         .await;
+    }
+
+    /// Marks the NRI StopContainer of an exit the watcher recorded (under the
+    /// container's lock) as on its way, until the returned sender is dropped.
+    fn nri_stop_pending(&self, id: &str) -> tokio::sync::watch::Sender<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.nri_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), rx);
+        tx
+    }
+
+    /// Waits until plugins have heard of the exit of `id` the watcher recorded, if
+    /// that is still on its way: a StopContainer it overtook, or a RemoveContainer
+    /// right after the exit, returns only then, so that plugins hear of the stop
+    /// before the removal.
+    pub(super) async fn nri_stop_told(&self, id: &str) {
+        let pending = self
+            .nri_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(mut rx) = pending {
+            // The sender is dropped once the plugins are told.
+            let _ = rx.wait_for(|told| *told).await;
+        }
     }
 
     /// Tears down an exited container (under its lock; one removed meanwhile is gone).
@@ -177,12 +216,12 @@ impl Containers {
         id: &str,
         waited: Option<ExitStatus>,
         note: Option<&str>,
-    ) -> CriResult<()> {
+    ) -> CriResult<bool> {
         let Some(mut rec) = self.store.container(id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if rec.state == ContainerState::Exited {
-            return Ok(());
+            return Ok(false);
         }
         let exit_file = rec.bundle.join("exit.json");
         let record = blocking(move || Ok(client::read_exit_file(&exit_file).ok().flatten()))
@@ -223,6 +262,6 @@ impl Containers {
         // an exit of its own, its shim dying, recovery.
         self.event(crate::events::Kind::ContainerStoppedEvent, &rec)
             .await;
-        Ok(())
+        Ok(true)
     }
 }

@@ -105,15 +105,20 @@ impl Containers {
             return self.nri_event(Event::StopContainer, &r).await;
         }
         self.unwatch(&rec.id);
-        self.settle(&rec.id, waited, note).await?;
+        let recorded = self.settle(&rec.id, waited, note).await?;
         let settled = self.store.container(&rec.id).await?;
         if let Some(r) = &settled {
             self.tear_down_exited(r).await;
         }
         drop(_guard);
+        // Plugins hear of the stop once: from whoever recorded the exit (the exit
+        // watcher may have seen the signalled container go first).
         match settled {
-            Some(r) => self.nri_event(Event::StopContainer, &r).await,
-            None => Ok(()),
+            Some(r) if recorded => self.nri_event(Event::StopContainer, &r).await,
+            _ => {
+                self.nri_stop_told(&rec.id).await;
+                Ok(())
+            }
         }
     }
 
@@ -139,6 +144,7 @@ impl Containers {
         // failed creation left).
         if rec.state != ContainerState::Creating {
             self.event(Kind::ContainerDeletedEvent, &rec).await;
+            self.nri_stop_told(&rec.id).await;
             self.nri_event(Event::RemoveContainer, &rec).await?;
         }
         // Its image, or an image it mounted as a volume, may have been removed while

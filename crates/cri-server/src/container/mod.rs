@@ -79,6 +79,9 @@ pub struct Containers {
     creations: Arc<Creations>,
     /// Running containers the exit watcher looks after.
     watched: std::sync::Mutex<HashMap<String, exits::Watched>>,
+    /// Exits the watcher recorded whose NRI StopContainer is still on its way
+    /// ([`Containers::nri_stop_told`]).
+    nri_stops: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// How long SIGKILLed processes may take to go ([`KILL_GRACE`]).
     kill_grace: Duration,
     /// How each runtime handler gets recursive read-only mounts (probed at start-up,
@@ -152,6 +155,7 @@ impl Containers {
             locks: Locks::default(),
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
+            nri_stops: std::sync::Mutex::new(HashMap::new()),
             kill_grace: KILL_GRACE,
             rro: std::sync::RwLock::new(HashMap::new()),
             cdi: Arc::new(crate::cdi::Cdi::new(config.cdi.clone())),
@@ -166,10 +170,16 @@ impl Containers {
     }
 
     /// What the manager keeps per id in memory: held or awaited locks, creations in
-    /// flight or unclaimed, containers under the exit watcher.
+    /// flight or unclaimed, containers under the exit watcher (with the exits whose
+    /// NRI StopContainer is on its way).
     #[cfg(test)]
     fn tracked(&self) -> (usize, usize, usize) {
-        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + self
+                .nri_stops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
         (
             self.locks.ids_tracked(),
             self.creations.names_tracked(),

@@ -1135,6 +1135,10 @@ async fn each_change_is_one_event_carrying_the_pod_and_its_containers() {
 struct FakeNri {
     refuse: std::sync::atomic::AtomicBool,
     seen: std::sync::Mutex<Vec<String>>,
+    /// While set, a StopContainer is answered only once `release` is notified, and
+    /// recorded as "STOP_CONTAINER answered" then.
+    hold_stops: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
 }
 
 impl crate::nri::Nri for FakeNri {
@@ -1164,7 +1168,18 @@ impl crate::nri::Nri for FakeNri {
             .lock()
             .unwrap()
             .push(event.as_str_name().to_string());
-        Box::pin(async { Ok(()) })
+        let hold = event == crate::nri::api::Event::StopContainer
+            && self.hold_stops.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if hold {
+                self.release.notified().await;
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .push("STOP_CONTAINER answered".into());
+            }
+            Ok(())
+        })
     }
 
     fn create_container<'a>(
@@ -1277,4 +1292,127 @@ async fn a_container_being_created_is_neither_listed_nor_found() {
     assert!(containers.list(None).await.unwrap().is_empty());
     let err = containers.status(&id, false).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_the_exit_watcher_overtakes_tells_nri_plugins_once() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let nri = Arc::new(FakeNri::default());
+    let containers = rig.containers_with_nri(&host, nri.clone());
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    containers.start(&id).await.unwrap();
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    // The stop signal lands, the shim records the exit, and the exit watcher records
+    // it before the stop gets the container's lock back.
+    let (killed_tx, killed_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let killed_tx = std::sync::Mutex::new(killed_tx);
+    host.after_kill(move || {
+        let _ = killed_tx.lock().unwrap().send(());
+        let _ = go_rx.lock().unwrap().recv();
+    });
+    let stop = tokio::spawn({
+        let containers = containers.clone();
+        let id = id.clone();
+        async move { containers.stop(&id, 10).await }
+    });
+    tokio::task::spawn_blocking(move || killed_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    write_exit(&rec, 143);
+    containers.poll_exits().await;
+    assert_eq!(
+        rig.store.container(&id).await.unwrap().unwrap().state,
+        ContainerState::Exited
+    );
+    go_tx.send(()).unwrap();
+    stop.await.unwrap().unwrap();
+    let seen = nri.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|e| *e == "STOP_CONTAINER").count(),
+        1,
+        "{seen:?}"
+    );
+    let stopped = rig.store.container(&id).await.unwrap().unwrap();
+    assert_eq!((stopped.exit_code, stopped.reason.as_str()), (143, "Error"));
+    containers.remove(&id).await.unwrap();
+}
+
+/// Records the exit of `rec` as its shim would.
+fn write_exit(rec: &crius_store::ContainerRecord, exit_code: u32) {
+    let exit = crius_shim::ExitRecord {
+        pid: 4242,
+        exit_code,
+        exited_at: "2026-12-03T00:00:00.000000000Z".into(),
+        exited_at_unix_nanos: 1,
+        oom_killed: false,
+    };
+    std::fs::write(
+        rec.bundle.join("exit.json"),
+        serde_json::to_vec(&exit).unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_hear_of_an_exit_before_the_removal_that_follows_it() {
+    let rig = Rig::new().await;
+    let host = Arc::new(FakeHost::default());
+    let nri = Arc::new(FakeNri::default());
+    let containers = rig.containers_with_nri(&host, nri.clone());
+    let id = containers.create(rig.request("app", false)).await.unwrap();
+    containers.start(&id).await.unwrap();
+    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    write_exit(&rec, 0);
+    nri.hold_stops
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let watcher = tokio::spawn({
+        let containers = containers.clone();
+        async move { containers.poll_exits().await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !nri
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e == "STOP_CONTAINER")
+    {
+        assert!(std::time::Instant::now() < deadline, "no StopContainer");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The kubelet removes the exited container while plugins are still being told.
+    let remove = tokio::spawn({
+        let containers = containers.clone();
+        let id = id.clone();
+        async move { containers.remove(&id).await }
+    });
+    while rig.store.container(&id).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "not removed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::yield_now().await;
+    nri.release.notify_one();
+    watcher.await.unwrap();
+    remove.await.unwrap().unwrap();
+    let seen = nri.seen.lock().unwrap().clone();
+    let tail: Vec<&str> = seen
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "STOP_CONTAINER",
+            "STOP_CONTAINER answered",
+            "REMOVE_CONTAINER"
+        ],
+        "{seen:?}"
+    );
 }

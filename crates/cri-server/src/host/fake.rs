@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crius_cni::{BackendStatus, NetworkBackend, NetworkError, PodNetworkRequest, PodNetworkStatus};
@@ -57,6 +57,8 @@ struct State {
     sockets: std::collections::HashMap<String, String>,
     /// Every signal sent through a shim: container id, signal, to every process.
     kills: Vec<(String, u32, bool)>,
+    /// Run after each signal sent through a shim (outside the fake's lock).
+    after_kill: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// What the fake holds now: every shim, process, mount, layer, namespace, infra
@@ -192,6 +194,12 @@ impl FakeHost {
         self.with(|s| s.orphans.insert(k, pids.to_vec()));
     }
 
+    /// Runs `hook` after each signal sent through a shim, on the caller's thread (a
+    /// test holds a stop there while something else happens).
+    pub fn after_kill(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.lock().after_kill = Some(Arc::new(hook));
+    }
+
     /// Makes `pid` survive every signal but SIGKILL.
     pub fn ignore_signals(&self, pid: u32) {
         self.with(|s| s.stubborn.insert(pid));
@@ -294,11 +302,15 @@ impl ShimApi for FakeHost {
     fn kill(&self, at: ShimAddr<'_>, _exec_id: &str, signal: u32, all: bool) -> CriResult<()> {
         self.call("shim.kill", at.id)?;
         let k = key(at);
-        self.with(|s| {
+        let hook = self.with(|s| {
             s.kills.push((at.id.to_string(), signal, all));
             s.running.remove(&k);
             s.created.remove(&k);
+            s.after_kill.clone()
         });
+        if let Some(hook) = hook {
+            hook();
+        }
         Ok(())
     }
 
