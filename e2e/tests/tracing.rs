@@ -2,7 +2,8 @@
 //! OTLP/gRPC receiver the test runs on loopback. Each CRI call is a server span named
 //! after its RPC; the slow steps are its children in the same trace (the pull and its
 //! layers, network setup, the shim's start and the runtime's create and start); a
-//! failed call is marked an error with its message.
+//! failed call is marked an error with its message; a call that carries its caller's
+//! W3C trace context joins the caller's trace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,14 @@ fn string_of(attributes: &[KeyValue], key: &str) -> Option<String> {
         })
 }
 
+/// The W3C trace context of a sampled kubelet span, and of one not sampled.
+const KUBELET_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED_PARENT: &str = "00-1bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-00";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn attr(span: &Span, key: &str) -> Option<String> {
     string_of(&span.attributes, key)
 }
@@ -133,6 +142,14 @@ async fn each_cri_call_is_a_span_with_its_slow_steps_as_children_sent_by_otlp() 
             .await
             .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    // A kubelet with tracing on sends its trace context: the call joins its trace,
+    // and a caller's trace it did not sample is not sampled here either.
+    for traceparent in [UNSAMPLED_PARENT, KUBELET_PARENT] {
+        let mut req = tonic::Request::new(cri::ListPodSandboxRequest::default());
+        req.metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+        f.d.rt.list_pod_sandbox(req).await.unwrap();
+    }
 
     // Spans go out in batches every half second.
     let calls = [
@@ -146,7 +163,11 @@ async fn each_cri_call_is_a_span_with_its_slow_steps_as_children_sent_by_otlp() 
         async move {
             let have = calls.iter().all(|c| !rx.named(c).is_empty())
                 && !rx.named("ContainerStatus").is_empty()
-                && !rx.named("runtime.start").is_empty();
+                && !rx.named("runtime.start").is_empty()
+                && rx
+                    .named("ListPodSandbox")
+                    .iter()
+                    .any(|s| hex(&s.trace_id) == KUBELET_PARENT[3..35]);
             have.then_some(())
         }
     })
@@ -184,6 +205,24 @@ async fn each_cri_call_is_a_span_with_its_slow_steps_as_children_sent_by_otlp() 
     child_of(&rx, &create, "runtime.create").expect("runtime.create under CreateContainer");
     let start = one("StartContainer");
     child_of(&rx, &start, "runtime.start").expect("runtime.start under StartContainer");
+
+    let joined: Vec<Span> = rx
+        .named("ListPodSandbox")
+        .into_iter()
+        .filter(|s| hex(&s.trace_id) == KUBELET_PARENT[3..35])
+        .collect();
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(
+        hex(&joined[0].parent_span_id),
+        KUBELET_PARENT[36..52],
+        "a child of the kubelet's span"
+    );
+    let all = rx.spans.lock().unwrap().clone();
+    assert!(
+        all.iter()
+            .all(|(_, s)| hex(&s.trace_id) != UNSAMPLED_PARENT[3..35]),
+        "a span of the unsampled trace was exported"
+    );
 
     let failed = one("ContainerStatus");
     let status = failed.status.clone().expect("a status");

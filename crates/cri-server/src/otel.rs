@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
 };
@@ -82,6 +84,34 @@ impl Exporter {
     }
 }
 
+/// The caller's trace from a call's W3C trace context (`traceparent`, with its
+/// `tracestate`), which the kubelet sends when its own tracing is on: the call's span
+/// joins that trace as a child of the caller's span. `None` without a valid one.
+pub fn caller_trace(metadata: &tonic::metadata::MetadataMap) -> Option<opentelemetry::Context> {
+    metadata.get("traceparent")?;
+    let cx = TraceContextPropagator::new().extract(&Metadata(metadata));
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// A call's metadata as the propagator reads it (text values only).
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// A call is traced with probability `per_million` / 1e6; a call whose caller's
 /// trace is sampled (or not) follows it.
 fn sampler(per_million: u32) -> Sampler {
@@ -103,6 +133,32 @@ mod tests {
         assert!(name(1_000_000).contains("AlwaysOn"), "{}", name(1_000_000));
         assert!(name(0).contains("AlwaysOff"), "{}", name(0));
         assert!(name(250_000).contains("0.25"), "{}", name(250_000));
+    }
+
+    #[test]
+    fn the_callers_trace_context_is_read_from_the_metadata() {
+        use opentelemetry::trace::TraceContextExt;
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert!(caller_trace(&md).is_none(), "no traceparent");
+        md.insert("traceparent", "not-a-trace".parse().unwrap());
+        assert!(caller_trace(&md).is_none(), "a malformed one");
+        md.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        md.insert("tracestate", "kubelet=1".parse().unwrap());
+        let cx = caller_trace(&md).expect("a valid traceparent");
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(sc.span_id().to_string(), "b7ad6b7169203331");
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert_eq!(sc.trace_state().get("kubelet"), Some("1"));
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub async fn call<T>(
     observer: &dyn CallObserver,
     rpc: &'static str,
     subject: Subject,
+    caller: Option<opentelemetry::Context>,
     work: impl Future<Output = CriResult<T>>,
 ) -> Result<Response<T>, Status> {
     // `otel.*` fields: the exported span is named after the RPC, a server span,
@@ -119,6 +120,10 @@ pub async fn call<T>(
         container_id = subject.container_id.as_deref(),
         image = subject.image.as_deref(),
     );
+    if let Some(cx) = caller {
+        // Fails only when no export runs (no OpenTelemetry layer): nothing to join.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, cx);
+    }
     let start = Instant::now();
     let result = work.instrument(span.clone()).await;
     let code = result.as_ref().map_or_else(CriError::code, |_| Code::Ok);
@@ -206,12 +211,13 @@ macro_rules! serve {
                     request: Request<cri::$req>,
                 ) -> Result<Response<cri::$resp>, Status> {
                     let $s = self;
+                    let caller = crate::otel::caller_trace(request.metadata());
                     let $r = request.into_inner();
                     let subject = {
                         let _ = (&$s, &$r);
                         $subject
                     };
-                    call(&*$s.observer, $rpc, subject, async move { $body }).await
+                    call(&*$s.observer, $rpc, subject, caller, async move { $body }).await
                 }
             )*
             $($(
@@ -222,12 +228,13 @@ macro_rules! serve {
                     request: Request<cri::$sreq>,
                 ) -> Result<Response<Self::$stream>, Status> {
                     let $ss = self;
+                    let caller = crate::otel::caller_trace(request.metadata());
                     let $sr = request.into_inner();
                     let subject = {
                         let _ = (&$ss, &$sr);
                         $ssubject
                     };
-                    let items = call(&*$ss.observer, $srpc, subject, async move { $items }).await?;
+                    let items = call(&*$ss.observer, $srpc, subject, caller, async move { $items }).await?;
                     Ok(chunks(items, |$field| cri::$sresp { $field }))
                 }
             )*)?
