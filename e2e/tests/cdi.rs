@@ -110,13 +110,15 @@ async fn cdi_devices_reach_the_container(runtime: Runtime) {
             "mounts": [{"hostPath": data, "containerPath": "/cdi-data", "options": ["rbind", "ro"]}],
         })
     };
-    // foo also has a createRuntime hook, run by the runtime on the host.
+    // foo also has a createRuntime hook, run by the runtime on the host. It reads the
+    // container's state from its stdin first, as OCI hooks do: crun 1.8 dies of
+    // SIGPIPE when a hook exits before it has written the state.
     let hook_mark = f.path("hook-ran");
     let mut foo_edits = edits("CDI_FOO=bar");
     foo_edits["hooks"] = serde_json::json!([{
         "hookName": "createRuntime",
         "path": "/bin/sh",
-        "args": ["sh", "-c", format!("echo ran >> {}", hook_mark.display())],
+        "args": ["sh", "-c", format!("cat > /dev/null; echo ran >> {}", hook_mark.display())],
         "timeout": 10,
     }]);
     let foo_spec = serde_json::json!({
