@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, stop_child};
+use crius_e2e::bench;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
@@ -115,24 +115,16 @@ async fn pull(ch: tonic::transport::Channel, image: &str) {
 
 async fn crius(root: &Path, registry: &str, image: &str) -> Vec<Round> {
     let shim = bench::release_bin("crius-shim");
-    let (child, ch, net) = bench::start_criusd(root, registry, &shim).await;
-    pull(ch.clone(), image).await;
-    let r = rounds(ch, image, "crius").await;
-    stop_child(child);
-    let _ = net.remove();
-    force_clean(root);
-    r
+    let d = bench::start_criusd(root, registry, &shim).await;
+    pull(d.channel.clone(), image).await;
+    rounds(d.channel.clone(), image, "crius").await
 }
 
 async fn containerd(root: &Path, registry: &str, image: &str) -> Vec<Round> {
-    let (child, ch, _sock, bridge) = bench::start_containerd_bridged(root, registry).await;
-    pull(ch.clone(), image).await;
-    pull(ch.clone(), bench::PAUSE).await;
-    let r = rounds(ch, image, "containerd").await;
-    stop_child(child);
-    bench::delete_bridge(&bridge);
-    force_clean(root);
-    r
+    let d = bench::start_containerd_bridged(root, registry).await;
+    pull(d.channel.clone(), image).await;
+    pull(d.channel.clone(), bench::PAUSE).await;
+    rounds(d.channel.clone(), image, "containerd").await
 }
 
 /// The median over rounds of `f`, in milliseconds.

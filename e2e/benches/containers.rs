@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, stop_child};
+use crius_e2e::bench;
 use crius_e2e::images::*;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
@@ -96,34 +96,30 @@ fn median_kib(mut v: Vec<u64>) -> f64 {
 }
 
 async fn crius(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
-    let (child, ch, net) = bench::start_criusd(root, registry, &shim_bin()).await;
-    pull(ch.clone(), image).await;
-    let mut rt = RuntimeServiceClient::new(ch);
+    let d = bench::start_criusd(root, registry, &shim_bin()).await;
+    pull(d.channel.clone(), image).await;
+    let mut rt = RuntimeServiceClient::new(d.channel.clone());
     let (times, ids) = start_pods(&mut rt, image, "crius").await;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the shims go idle
     let rss = median_kib(rss_of(&root.display().to_string(), "crius-shim"));
     cleanup(&mut rt, &ids).await;
-    stop_child(child);
-    let _ = net.remove();
-    force_clean(root);
+    drop(d);
     (times, rss)
 }
 
 async fn containerd(root: &Path, registry: &str, image: &str) -> (Vec<Duration>, f64) {
-    let (child, ch, sock, bridge) = bench::start_containerd_bridged(root, registry).await;
-    pull(ch.clone(), image).await;
-    pull(ch.clone(), bench::PAUSE).await;
-    let mut rt = RuntimeServiceClient::new(ch);
+    let d = bench::start_containerd_bridged(root, registry).await;
+    pull(d.channel.clone(), image).await;
+    pull(d.channel.clone(), bench::PAUSE).await;
+    let mut rt = RuntimeServiceClient::new(d.channel.clone());
     let (times, ids) = start_pods(&mut rt, image, "containerd").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = median_kib(rss_of(
-        &sock.display().to_string(),
+        &d.socket.display().to_string(),
         "containerd-shim-runc-v2",
     ));
     cleanup(&mut rt, &ids).await;
-    stop_child(child);
-    bench::delete_bridge(&bridge);
-    force_clean(root);
+    drop(d);
     (times, rss)
 }
 

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, stop_child};
+use crius_e2e::bench;
 use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
@@ -100,24 +100,26 @@ async fn pull(ch: tonic::transport::Channel, image: &str) {
 
 async fn crius(root: &Path, registry: &str, image: &str) -> Times {
     let shim = bench::release_bin("crius-shim");
-    let (child, ch, net) = bench::start_criusd(root, registry, &shim).await;
-    pull(ch.clone(), image).await;
-    let t = lifecycle_runs(&mut RuntimeServiceClient::new(ch), image, "crius").await;
-    stop_child(child);
-    let _ = net.remove();
-    force_clean(root);
-    t
+    let d = bench::start_criusd(root, registry, &shim).await;
+    pull(d.channel.clone(), image).await;
+    lifecycle_runs(
+        &mut RuntimeServiceClient::new(d.channel.clone()),
+        image,
+        "crius",
+    )
+    .await
 }
 
 async fn containerd(root: &Path, registry: &str, image: &str) -> Times {
-    let (child, ch, _sock, bridge) = bench::start_containerd_bridged(root, registry).await;
-    pull(ch.clone(), image).await;
-    pull(ch.clone(), bench::PAUSE).await;
-    let t = lifecycle_runs(&mut RuntimeServiceClient::new(ch), image, "containerd").await;
-    stop_child(child);
-    bench::delete_bridge(&bridge);
-    force_clean(root);
-    t
+    let d = bench::start_containerd_bridged(root, registry).await;
+    pull(d.channel.clone(), image).await;
+    pull(d.channel.clone(), bench::PAUSE).await;
+    lifecycle_runs(
+        &mut RuntimeServiceClient::new(d.channel.clone()),
+        image,
+        "containerd",
+    )
+    .await
 }
 
 #[tokio::main]

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, start_containerd, stop_child};
+use crius_e2e::bench::{self, start_containerd};
 use crius_e2e::images::*;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
 use crius_e2e::*;
@@ -46,22 +46,14 @@ async fn crius_run(root: &Path, registry: &str, image: &str) -> Duration {
         .map(PathBuf::from)
         .unwrap_or_else(|_| bench::release_bin("criusd"));
     let mirror = format!("[images.mirrors]\n\"{UPSTREAM}\" = [\"{registry}\"]\n");
-    let (child, ch) = bench::spawn_criusd(&bin, root, &mirror).await;
-    let t = timed_pull(&mut ImageServiceClient::new(ch), image).await;
-    stop_child(child);
-    force_clean(root);
-    t
+    let d = bench::spawn_criusd(&bin, root, &mirror).await;
+    timed_pull(&mut ImageServiceClient::new(d.channel.clone()), image).await
 }
 
 async fn containerd_run(root: &Path, registry: &str, image: &str) -> Duration {
     std::fs::create_dir_all(root).unwrap();
-    let (child, ch, _) =
-        start_containerd(root, UPSTREAM, registry, &root.join("cni-conf"), "unused").await;
-    let mut c = ImageServiceClient::new(ch);
-    let t = timed_pull(&mut c, image).await;
-    stop_child(child);
-    force_clean(root);
-    t
+    let d = start_containerd(root, UPSTREAM, registry, &root.join("cni-conf"), "unused").await;
+    timed_pull(&mut ImageServiceClient::new(d.channel.clone()), image).await
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, start_containerd, stop_child};
+use crius_e2e::bench::{self, start_containerd};
 use crius_e2e::v1::runtime_service_client::RuntimeServiceClient;
 use crius_e2e::*;
 use serde_json::json;
@@ -52,26 +52,22 @@ fn conflist(dir: &Path, net: &TestNetwork) -> String {
 }
 
 async fn crius(root: &Path, network: &str) -> Vec<Duration> {
-    let (child, ch) = bench::spawn_criusd(&bench::release_bin("criusd"), root, network).await;
-    let t = lifecycle(&mut RuntimeServiceClient::new(ch), "crius").await;
-    stop_child(child);
-    t
+    let d = bench::spawn_criusd(&bench::release_bin("criusd"), root, network).await;
+    lifecycle(&mut RuntimeServiceClient::new(d.channel.clone()), "crius").await
 }
 
 async fn containerd(root: &Path, registry: &str, cni_dir: &Path) -> Vec<Duration> {
     std::fs::create_dir_all(root).unwrap();
     let pause = format!("{registry}/bench/pause:3.6");
-    let (child, ch, _) = start_containerd(root, registry, registry, cni_dir, &pause).await;
+    let d = start_containerd(root, registry, registry, cni_dir, &pause).await;
+    let ch = d.channel.clone();
     let mut rt = RuntimeServiceClient::new(ch.clone());
     // Pull the pause image first: the timing is of the sandbox, not of the pull.
     let mut img = crius_e2e::v1::image_service_client::ImageServiceClient::new(ch);
     pull_image(&mut img, &pause, None)
         .await
         .expect("pulling the pause image into containerd");
-    let t = lifecycle(&mut rt, "containerd").await;
-    stop_child(child);
-    // Its roots (and what its shims mounted there) go with the base directory.
-    t
+    lifecycle(&mut rt, "containerd").await
 }
 
 #[tokio::main]

@@ -38,7 +38,8 @@ async fn main() {
     let criusd = std::env::var_os("SOAK_CRIUSD")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| bench::release_bin("criusd"));
-    let (child, ch, net) = bench::start_criusd_bin(&criusd, &root, &reg.host, &shim).await;
+    let mut d = bench::start_criusd_bin(&criusd, &root, &reg.host, &shim).await;
+    let ch = d.channel.clone();
     pull_image(&mut ImageServiceClient::new(ch.clone()), bench::IMAGE, None)
         .await
         .expect("pull");
@@ -52,13 +53,13 @@ async fn main() {
         image: bench::IMAGE.into(),
         log_root,
         tag: format!("{}", std::process::id()),
-        daemon_pid: child.id(),
+        daemon_pid: d.pid(),
     };
     let report = soak::run(RuntimeServiceClient::new(ch.clone()), &cfg).await;
-    let end = soak::mem_of(child.id());
+    let end = soak::mem_of(d.pid());
     remove_image_by_id(&mut ImageServiceClient::new(ch), bench::IMAGE).await;
-    bench::stop_child(child);
-    let left = soak::leftovers(&root, &net, &report.ids);
+    d.stop();
+    let left = soak::leftovers(&root, d.net().expect("the built-in bridge"), &report.ids);
 
     println!(
         "soak: {lifecycles} pod + container lifecycles (run, create, start, exec, log read, stop, remove), 10 at a time; criusd {} (MALLOC_ARENA_MAX={})",
@@ -103,6 +104,7 @@ async fn main() {
     for f in report.failures.iter().take(20) {
         println!("failed: {f}");
     }
+    drop(d);
     drop(reg);
     force_clean(&base);
     if !left.is_empty() || !report.failures.is_empty() {

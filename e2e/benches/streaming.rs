@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crius_e2e::bench::{self, stop_child};
+use crius_e2e::bench;
 use crius_e2e::stream::*;
 use crius_e2e::v1 as cri;
 use crius_e2e::v1::image_service_client::ImageServiceClient;
@@ -146,21 +146,25 @@ async fn run(rt: &mut Rt, image: &str, tag: &str) -> Results {
 }
 
 async fn crius(root: &Path, registry: &str) -> Results {
-    let (child, ch, net) =
-        bench::start_criusd(root, registry, &bench::release_bin("crius-shim")).await;
-    pull_image(&mut ImageServiceClient::new(ch.clone()), bench::IMAGE, None)
-        .await
-        .expect("pull");
-    let r = run(&mut RuntimeServiceClient::new(ch), bench::IMAGE, "crius-st").await;
-    stop_child(child);
-    let _ = net.remove();
-    force_clean(root);
-    r
+    let d = bench::start_criusd(root, registry, &bench::release_bin("crius-shim")).await;
+    pull_image(
+        &mut ImageServiceClient::new(d.channel.clone()),
+        bench::IMAGE,
+        None,
+    )
+    .await
+    .expect("pull");
+    run(
+        &mut RuntimeServiceClient::new(d.channel.clone()),
+        bench::IMAGE,
+        "crius-st",
+    )
+    .await
 }
 
 async fn containerd(root: &Path, registry: &str) -> Results {
-    let (child, ch, _sock, bridge) = bench::start_containerd_bridged(root, registry).await;
-    let mut img = ImageServiceClient::new(ch.clone());
+    let d = bench::start_containerd_bridged(root, registry).await;
+    let mut img = ImageServiceClient::new(d.channel.clone());
     pull_image(&mut img, bench::IMAGE, None)
         .await
         .expect("pull");
@@ -168,14 +172,12 @@ async fn containerd(root: &Path, registry: &str) -> Results {
         .await
         .expect("pull pause");
     let r = run(
-        &mut RuntimeServiceClient::new(ch),
+        &mut RuntimeServiceClient::new(d.channel.clone()),
         bench::IMAGE,
         "containerd-st",
     )
     .await;
-    stop_child(child);
-    bench::delete_bridge(&bridge);
-    force_clean(root);
+    drop(d);
     r
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crius_cri_api::v1 as cri;
 use crius_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::json;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::images::{Comp, ImageBuilder, busybox_layer, tar_of};
 use crate::registry::TestRegistry;
@@ -94,9 +94,64 @@ fn spawn_logged(bin: &Path, config: &Path, log: &Path) -> std::io::Result<Child>
         .spawn()
 }
 
+/// A runtime a benchmark started, with what it made on the host. Dropping it stops
+/// the daemon (SIGTERM, SIGKILL after 20 s), removes its network (crius's bridge and
+/// chains, or the CNI bridge) and force-cleans its root (processes naming it, such as
+/// shims; mounts; files) — also when the benchmark panics part way, so that a failed
+/// run leaves nothing running or mounted.
+pub struct Started {
+    child: Option<Child>,
+    root: PathBuf,
+    /// crius's built-in bridge network.
+    net: Option<TestNetwork>,
+    /// A bridge the CNI bridge plugin made.
+    bridge: Option<String>,
+    pub channel: Channel,
+    /// The CRI socket.
+    pub socket: PathBuf,
+}
+
+impl Started {
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// crius's built-in bridge network, when it has one.
+    pub fn net(&self) -> Option<&TestNetwork> {
+        self.net.as_ref()
+    }
+
+    /// Names a bridge the CNI plugins of this runtime make, to delete with the rest.
+    pub fn with_bridge(mut self, bridge: String) -> Started {
+        self.bridge = Some(bridge);
+        self
+    }
+
+    /// Stops the daemon now (the rest goes when this is dropped).
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child);
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(net) = self.net.take() {
+            let _ = net.remove();
+        }
+        if let Some(bridge) = self.bridge.take() {
+            delete_bridge(&bridge);
+        }
+        crate::force_clean(&self.root);
+    }
+}
+
 /// The criusd `bin` on `root` (state, run dir and socket under it, warnings only in
 /// its log), with `extra` appended to its config; waits until it answers.
-pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> (Child, Channel) {
+pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> Started {
     std::fs::create_dir_all(root).expect("bench root");
     let cfg = root.join("criusd.toml");
     std::fs::write(
@@ -110,50 +165,51 @@ pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> (Child, Chann
     )
     .expect("writing the bench config");
     let log = root.join("criusd.log");
-    let mut child = spawn_logged(bin, &cfg, &log).expect("starting criusd");
-    let ch = wait_for_cri(&root.join("run/crius.sock"), &mut child, &log).await;
-    (child, ch)
+    let child = spawn_logged(bin, &cfg, &log).expect("starting criusd");
+    let socket = root.join("run/crius.sock");
+    let mut started = Started {
+        child: Some(child),
+        root: root.to_path_buf(),
+        net: None,
+        bridge: None,
+        channel: Endpoint::from_static("http://unused").connect_lazy(),
+        socket,
+    };
+    started.channel = wait_for_started(&mut started, &log).await;
+    started
+}
+
+/// Waits for the daemon of `started` to answer on its socket.
+async fn wait_for_started(started: &mut Started, log: &Path) -> Channel {
+    let socket = started.socket.clone();
+    let child = started.child.as_mut().expect("a daemon just started");
+    wait_for_cri(&socket, child, log).await
 }
 
 /// A release criusd on `root` with the built-in bridge, `shim` as its shim and the
 /// loopback `registry` as the mirror of [`MIRRORED`].
-pub async fn start_criusd(
-    root: &Path,
-    registry: &str,
-    shim: &Path,
-) -> (Child, Channel, TestNetwork) {
+pub async fn start_criusd(root: &Path, registry: &str, shim: &Path) -> Started {
     start_criusd_bin(&release_bin("criusd"), root, registry, shim).await
 }
 
 /// [`start_criusd`] with the criusd executable `bin`.
-pub async fn start_criusd_bin(
-    bin: &Path,
-    root: &Path,
-    registry: &str,
-    shim: &Path,
-) -> (Child, Channel, TestNetwork) {
+pub async fn start_criusd_bin(bin: &Path, root: &Path, registry: &str, shim: &Path) -> Started {
     let net = TestNetwork::unique();
-    let (child, ch) = spawn_criusd(
-        bin,
-        root,
-        &format!(
-            "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
-            net.bridge,
-            net.subnet,
-            net.chain_prefix,
-            shim = shim.display(),
-        ),
-    )
-    .await;
-    (child, ch, net)
+    let config = format!(
+        "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
+        net.bridge,
+        net.subnet,
+        net.chain_prefix,
+        shim = shim.display(),
+    );
+    let mut started = spawn_criusd(bin, root, &config).await;
+    started.net = Some(net);
+    started
 }
 
-/// containerd with the CNI bridge plugin on a unique bridge and subnet; returns the
-/// child, its CRI channel, its socket and the bridge (delete it afterwards).
-pub async fn start_containerd_bridged(
-    root: &Path,
-    registry: &str,
-) -> (Child, Channel, PathBuf, String) {
+/// containerd with the CNI bridge plugin on a unique bridge and subnet (deleted with
+/// the rest when the result is dropped).
+pub async fn start_containerd_bridged(root: &Path, registry: &str) -> Started {
     std::fs::create_dir_all(root).expect("bench root");
     let cni = root.join("cni");
     std::fs::create_dir_all(&cni).expect("cni dir");
@@ -173,8 +229,9 @@ pub async fn start_containerd_bridged(
         .expect("conflist"),
     )
     .expect("writing the conflist");
-    let (child, ch, sock) = start_containerd(root, MIRRORED, registry, &cni, PAUSE).await;
-    (child, ch, sock, bridge)
+    start_containerd(root, MIRRORED, registry, &cni, PAUSE)
+        .await
+        .with_bridge(bridge)
 }
 
 /// Deletes a bridge [`start_containerd_bridged`] made.
@@ -232,15 +289,14 @@ pub fn stop_child(mut child: Child) {
 /// `root`; its CRI plugin pulls images of `mirror_host` from the loopback `registry`,
 /// runs Debian's CNI plugins with the configs in `cni_conf_dir`, uses
 /// `sandbox_image` as its pause image, and restricts oom_score_adj (this host's root
-/// lacks CAP_SYS_RESOURCE). Returns the process, a channel to its CRI socket, and the
-/// socket's path.
+/// lacks CAP_SYS_RESOURCE).
 pub async fn start_containerd(
     root: &Path,
     mirror_host: &str,
     registry: &str,
     cni_conf_dir: &Path,
     sandbox_image: &str,
-) -> (Child, Channel, PathBuf) {
+) -> Started {
     std::fs::create_dir_all(root).expect("containerd root");
     let cfg = root.join("containerd.toml");
     let sock = root.join("containerd.sock");
@@ -270,8 +326,16 @@ state = "{r}/state"
     );
     std::fs::write(&cfg, config).expect("writing the containerd config");
     let log = root.join("containerd.log");
-    let mut child = spawn_logged(Path::new("containerd"), &cfg, &log)
+    let child = spawn_logged(Path::new("containerd"), &cfg, &log)
         .expect("containerd (Debian's containerd package) must be installed");
-    let channel = wait_for_cri(&sock, &mut child, &log).await;
-    (child, channel, sock)
+    let mut started = Started {
+        child: Some(child),
+        root: root.to_path_buf(),
+        net: None,
+        bridge: None,
+        channel: Endpoint::from_static("http://unused").connect_lazy(),
+        socket: sock,
+    };
+    started.channel = wait_for_started(&mut started, &log).await;
+    started
 }
