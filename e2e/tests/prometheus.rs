@@ -90,6 +90,13 @@ impl Drop for Prometheus {
 async fn prometheus_scrapes_calls_errors_latency_and_state() {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before_start = unix_now();
     let mut f = Fixture::start(
         "metrics",
         Options::config(format!("[metrics]\naddress = \"{address}\"\n")),
@@ -157,6 +164,30 @@ async fn prometheus_scrapes_calls_errors_latency_and_state() {
         .unwrap();
     prom.eventually_equals("crius_pods{state=\"notready\"}", 1.0)
         .await;
+    // The process's own figures, as Prometheus client libraries name them, and
+    // glibc's heap.
+    let pid = f.d.pid().expect("criusd runs");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    let vm_rss = crius_e2e::soak::mem_of(pid).unwrap().vm_rss_kib as f64 * 1024.0;
+    for (query, low, high) in [
+        ("process_resident_memory_bytes", vm_rss / 2.0, vm_rss * 2.0),
+        // Whole clock ticks, from the boot time in whole seconds.
+        ("process_start_time_seconds", before_start - 1.0, unix_now()),
+        ("process_open_fds", fds / 2.0, fds * 2.0),
+        ("process_max_fds", 1024.0, f64::MAX),
+        ("process_threads", 2.0, 1000.0),
+        ("process_cpu_seconds_total", 0.0, 1000.0),
+        ("crius_heap_bytes{state=\"in_use\"}", 64.0 * 1024.0, vm_rss),
+        ("crius_heap_bytes{state=\"free\"}", 0.0, vm_rss),
+    ] {
+        let v = prom.value(query).await;
+        assert!(
+            v.is_some_and(|v| (low..=high).contains(&v)),
+            "{query}: {v:?} not in {low}..={high}"
+        );
+    }
     // Anything but /metrics is NotFound.
     let resp = reqwest::get(format!("http://{address}/other"))
         .await

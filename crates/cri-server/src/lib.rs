@@ -26,6 +26,7 @@ mod failpoint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 mod host;
 pub mod metrics;
 pub mod notify;

@@ -7,7 +7,8 @@
 //! - read at each scrape: `crius_pods` and `crius_containers` by state,
 //!   `crius_network_ready`, `crius_runtime_ready`, `crius_build_info`, and the
 //!   image pulls by registry (`crius_image_pulls_total` by result,
-//!   `crius_image_pull_bytes_total`, `crius_image_pull_seconds_total`).
+//!   `crius_image_pull_bytes_total`, `crius_image_pull_seconds_total`), the
+//!   process's own `process_*` figures and glibc's heap (`crius_heap_bytes`).
 //!
 //! Containers' own resource metrics are the CRI's (ListPodSandboxMetrics), for the
 //! kubelet; this endpoint is about the runtime.
@@ -79,6 +80,90 @@ pub struct Snapshot {
     pub runtime_ready: bool,
     /// Pull outcomes by registry.
     pub pulls: Vec<(String, crius_images::PullCounts)>,
+    /// The daemon process itself (`None` when /proc could not be read).
+    pub process: Option<Process>,
+    /// glibc's heap (`None` under another allocator).
+    pub heap: Option<crate::heap::Usage>,
+}
+
+/// The daemon process's own figures, under the names Prometheus client libraries
+/// give them (`process_*`), so that the dashboards that watch containerd's or
+/// CRI-O's memory, CPU and descriptors watch criusd's too.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Process {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub start_time_seconds: f64,
+    pub threads: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+impl Process {
+    /// Reads `/proc/self` (and the boot time from `/proc/stat`).
+    pub fn read_self() -> Option<Process> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        Process::parse(&stat, &boot, &limits, open_fds, clock_ticks(), page_size())
+    }
+
+    /// The figures from the texts of `/proc/self/stat`, `/proc/stat` and
+    /// `/proc/self/limits`.
+    pub fn parse(
+        stat: &str,
+        proc_stat: &str,
+        limits: &str,
+        open_fds: u64,
+        ticks_per_second: u64,
+        page_size: u64,
+    ) -> Option<Process> {
+        // The fields after the command name, which is in parentheses and may hold
+        // spaces: the state is field 3 of proc(5), so field n is at index n - 3.
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+        let ticks = ticks_per_second.max(1) as f64;
+        let boot_time: u64 = proc_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let max_fds = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Some(Process {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+            threads: field(20)?,
+            start_time_seconds: boot_time as f64 + field(22)? as f64 / ticks,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page_size,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).unwrap_or(100)
+}
+
+#[allow(unsafe_code)]
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).unwrap_or(4096)
 }
 
 impl Snapshot {
@@ -241,6 +326,66 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{registry=\"{registry}\"}} {}", of(c));
             }
         }
+        if let Some(p) = &snap.process {
+            let gauges: [(&str, &str, &str, f64); 7] = [
+                (
+                    "process_cpu_seconds_total",
+                    "counter",
+                    "User and system CPU time spent, seconds.",
+                    p.cpu_seconds,
+                ),
+                (
+                    "process_resident_memory_bytes",
+                    "gauge",
+                    "Resident memory size, bytes.",
+                    p.resident_bytes as f64,
+                ),
+                (
+                    "process_virtual_memory_bytes",
+                    "gauge",
+                    "Virtual memory size, bytes.",
+                    p.virtual_bytes as f64,
+                ),
+                (
+                    "process_start_time_seconds",
+                    "gauge",
+                    "Start time of the process since the Unix epoch, seconds.",
+                    p.start_time_seconds,
+                ),
+                (
+                    "process_open_fds",
+                    "gauge",
+                    "Open file descriptors.",
+                    p.open_fds as f64,
+                ),
+                (
+                    "process_max_fds",
+                    "gauge",
+                    "The limit on open file descriptors.",
+                    p.max_fds as f64,
+                ),
+                (
+                    "process_threads",
+                    "gauge",
+                    "Threads of the process.",
+                    p.threads as f64,
+                ),
+            ];
+            for (name, kind, help, v) in gauges {
+                header(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+        if let Some(h) = &snap.heap {
+            header(
+                &mut out,
+                "crius_heap_bytes",
+                "gauge",
+                "glibc's heap: bytes in use, and freed bytes it holds (trimmed back to the kernel every 10 s).",
+            );
+            let _ = writeln!(out, "crius_heap_bytes{{state=\"in_use\"}} {}", h.in_use);
+            let _ = writeln!(out, "crius_heap_bytes{{state=\"free\"}} {}", h.free);
+        }
         header(&mut out, "crius_build_info", "gauge", "criusd's version.");
         let _ = writeln!(
             out,
@@ -305,7 +450,9 @@ pub fn serve(
                 let (metrics, snapshot) = (metrics.clone(), snapshot.clone());
                 async move {
                     if req.uri().path() == "/metrics" {
-                        let snap = snapshot().await;
+                        let mut snap = snapshot().await;
+                        snap.process = Process::read_self();
+                        snap.heap = crate::heap::usage();
                         Response::builder()
                             .header("content-type", "text/plain; version=0.0.4")
                             .body(Full::new(Bytes::from(metrics.render(&snap))))
@@ -365,6 +512,21 @@ mod tests {
             }],
             &[],
         );
+        // pid (comm with spaces) state ppid ... as proc(5) lays them out.
+        let stat = "42 (crius d) S 1 42 42 0 -1 4194560 100 0 0 0 100 50 0 0 20 0 7 0 50 1000000 2 18446744073709551615";
+        snap.process = Process::parse(
+            stat,
+            "cpu  1 2 3\nbtime 1000\n",
+            "Limit Soft Limit Hard Limit Units\nMax open files            1048576              1048576              files\n",
+            12,
+            100,
+            4096,
+        );
+        assert_eq!(snap.process.map(|p| p.virtual_bytes), Some(1_000_000));
+        snap.heap = Some(crate::heap::Usage {
+            in_use: 100,
+            free: 20,
+        });
         let text = m.render(&snap);
         for line in [
             "crius_operations_total{operation=\"RunPodSandbox\"} 3",
@@ -383,6 +545,14 @@ mod tests {
             "crius_image_pulls_total{registry=\"registry.example\",result=\"failed\"} 1",
             "crius_image_pull_bytes_total{registry=\"registry.example\"} 300",
             "# TYPE crius_operations_latency_seconds histogram",
+            "process_resident_memory_bytes 8192",
+            "process_cpu_seconds_total 1.5",
+            "process_start_time_seconds 1000.5",
+            "process_threads 7",
+            "process_open_fds 12",
+            "process_max_fds 1048576",
+            "crius_heap_bytes{state=\"in_use\"} 100",
+            "crius_heap_bytes{state=\"free\"} 20",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
