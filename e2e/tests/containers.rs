@@ -501,8 +501,8 @@ async fn mounts_security_and_resources(runtime: Runtime) {
     let cpu = cgroup_dir(pid, "cpu");
     assert_eq!(cgroup_value(&cpu, "cpu.shares"), "512");
     assert_eq!(cgroup_value(&cpu, "cpu.cfs_quota_us"), "50000");
-    // ContainerStats: CPU and memory from the cgroup (through the shim's Stats),
-    // the writable layer from disk.
+    // ContainerStats: CPU and memory from the cgroup (read by criusd), the
+    // writable layer from disk.
     f.exec(
         &id,
         "head -c 3000000 /dev/zero > /rw/blob; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
@@ -519,10 +519,25 @@ async fn mounts_security_and_resources(runtime: Runtime) {
             .stats
             .unwrap();
     assert_eq!(stats.attributes.as_ref().unwrap().id, id);
-    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let cpu_stats = stats.cpu.unwrap();
+    assert!(cpu_stats.usage_core_nano_seconds.unwrap().value > 0);
+    // The rate since the start on a first reading: the busy loop made it more than 0,
+    // and 2 cores at most.
+    let cores = cpu_stats.usage_nano_cores.unwrap().value;
+    assert!(cores > 0 && cores <= 2_000_000_000, "{cores}");
     let memory = stats.memory.unwrap();
     assert!(memory.usage_bytes.unwrap().value > 0);
-    assert!(memory.working_set_bytes.unwrap().value <= memory.usage_bytes.unwrap().value);
+    let working_set = memory.working_set_bytes.unwrap().value;
+    assert!(working_set <= memory.usage_bytes.unwrap().value);
+    // The 64 MiB limit less the working set; the page faults of the cgroup's
+    // memory.stat (cgroup v1 here: no swap or pressure of its own).
+    assert_eq!(
+        memory.available_bytes.unwrap().value,
+        67108864 - working_set
+    );
+    assert!(memory.page_faults.unwrap().value > 0);
+    assert!(memory.major_page_faults.is_some());
+    assert!(stats.swap.is_none() && stats.io.is_none());
     assert!(stats.writable_layer.unwrap().inodes_used.unwrap().value >= 1);
     let listed =
         f.d.rt

@@ -138,6 +138,10 @@ impl Containers {
         failpoint::hit("container.remove.released")?;
         self.store.delete_container(&rec.id).await?;
         self.unwatch(&rec.id);
+        self.cpu_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
         drop(guard);
         info!(container_id = %rec.id, "container removed");
         // Only a container the kubelet saw created is reported gone (not what a

@@ -849,6 +849,19 @@ fn layer_filesystem(snapshots: &Path) -> Option<Filesystem> {
     })
 }
 
+/// One reading of a running container's cgroup (None when it is gone). Blocking.
+pub(super) fn sample_of(c: &ContainerRecord) -> Option<sample::Sample> {
+    let rel = match cgroup::relative_dir_of(&c.bundle) {
+        Ok(Some(rel)) => rel,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(container_id = %c.id, error = %e, "no cgroup to read");
+            return None;
+        }
+    };
+    sample::read(Path::new(CGROUP_ROOT), Path::new("/proc"), &rel, c.pid)
+}
+
 /// One running container's metrics (None when its cgroup is gone). Blocking.
 fn one_container(
     c: &ContainerRecord,
@@ -856,16 +869,8 @@ fn one_container(
     rootfs: &dyn crate::host::Rootfs,
     layer_fs: Option<&Filesystem>,
 ) -> Option<cri::ContainerMetrics> {
-    let rel = match cgroup::relative_dir_of(&c.bundle) {
-        Ok(Some(rel)) => rel,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::debug!(container_id = %c.id, error = %e, "no cgroup for metrics");
-            return None;
-        }
-    };
     let ts = now_nanos();
-    let s = sample::read(Path::new(CGROUP_ROOT), Path::new("/proc"), &rel, c.pid)?;
+    let s = sample_of(c)?;
     let fs = layer_fs.map(|f| {
         let usage = rootfs.usage(&c.id);
         Filesystem {
@@ -960,6 +965,7 @@ mod tests {
                 cpu: Some(Pressure {
                     some_us: 2_500_000,
                     full_us: 1_000_000,
+                    ..Pressure::default()
                 }),
                 ..Psi::default()
             },

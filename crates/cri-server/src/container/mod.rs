@@ -82,6 +82,9 @@ pub struct Containers {
     /// Exits the watcher recorded whose NRI StopContainer is still on its way
     /// ([`Containers::nri_stop_told`]).
     nri_stops: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// Each running container's last CPU reading for its stats (time, nanoseconds
+    /// used), to tell its rate from; forgotten when it is removed.
+    cpu_seen: std::sync::Mutex<HashMap<String, (i64, u64)>>,
     /// How long SIGKILLed processes may take to go ([`KILL_GRACE`]).
     kill_grace: Duration,
     /// How each runtime handler gets recursive read-only mounts (probed at start-up,
@@ -156,6 +159,7 @@ impl Containers {
             creations: Arc::new(Creations::default()),
             watched: std::sync::Mutex::new(HashMap::new()),
             nri_stops: std::sync::Mutex::new(HashMap::new()),
+            cpu_seen: std::sync::Mutex::new(HashMap::new()),
             kill_grace: KILL_GRACE,
             rro: std::sync::RwLock::new(HashMap::new()),
             cdi: Arc::new(crate::cdi::Cdi::new(config.cdi.clone())),

@@ -105,6 +105,10 @@ pub struct Hugetlb {
 pub struct Pressure {
     pub some_us: u64,
     pub full_us: u64,
+    /// The share of time stalled over the last 10, 60 and 300 s, in hundredths of a
+    /// percent (the file's two decimals): `some`, then `full`.
+    pub some_avg: [u32; 3],
+    pub full_avg: [u32; 3],
 }
 
 /// Pressure stall information (cgroup v2).
@@ -492,17 +496,38 @@ fn hugetlb_sizes(dir: &Path) -> Vec<String> {
 /// The `total=` values of a PSI file (`some avg10=0.00 avg60=0.00 avg300=0.00
 /// total=123`, then a `full` line).
 pub fn parse_pressure(text: &str) -> Option<Pressure> {
-    let total = |kind: &str| {
+    let line = |kind: &str| {
         text.lines()
             .find(|l| l.split_whitespace().next() == Some(kind))
-            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
-            .and_then(|v| v.parse().ok())
     };
-    let some_us = total("some")?;
+    let field = |l: &str, key: &str| {
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let total = |l: Option<&str>| l.and_then(|l| field(l, "total")?.parse().ok());
+    let avgs = |l: Option<&str>| {
+        let one = |key| l.and_then(|l| hundredths(&field(l, key)?)).unwrap_or(0);
+        [one("avg10"), one("avg60"), one("avg300")]
+    };
+    let (some, full) = (line("some"), line("full"));
     Some(Pressure {
-        some_us,
-        full_us: total("full").unwrap_or(0),
+        some_us: total(some)?,
+        full_us: total(full).unwrap_or(0),
+        some_avg: avgs(some),
+        full_avg: avgs(full),
     })
+}
+
+/// `12.34` as 1234.
+fn hundredths(v: &str) -> Option<u32> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, "0"));
+    let frac: String = frac.chars().chain("00".chars()).take(2).collect();
+    whole
+        .parse::<u32>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(frac.parse().ok()?)
 }
 
 fn pressure(path: &Path) -> Option<Pressure> {
@@ -930,14 +955,16 @@ mod tests {
             s.psi.cpu,
             Some(Pressure {
                 some_us: 1200,
-                full_us: 300
+                full_us: 300,
+                ..s.psi.cpu.unwrap_or_default()
             })
         );
         assert_eq!(
             s.psi.memory,
             Some(Pressure {
                 some_us: 50,
-                full_us: 20
+                full_us: 20,
+                ..s.psi.memory.unwrap_or_default()
             })
         );
         assert_eq!(s.psi.io, None, "no io.pressure file");
@@ -958,7 +985,20 @@ mod tests {
             parse_pressure("some avg10=1.00 avg60=0.00 avg300=0.00 total=5\n"),
             Some(Pressure {
                 some_us: 5,
-                full_us: 0
+                full_us: 0,
+                some_avg: [100, 0, 0],
+                full_avg: [0, 0, 0],
+            })
+        );
+        assert_eq!(
+            parse_pressure(
+                "some avg10=12.34 avg60=0.5 avg300=100.00 total=7\nfull avg10=0.01 avg60=0.00 avg300=3.10 total=2\n"
+            ),
+            Some(Pressure {
+                some_us: 7,
+                full_us: 2,
+                some_avg: [1234, 50, 10000],
+                full_avg: [1, 0, 310],
             })
         );
         assert_eq!(

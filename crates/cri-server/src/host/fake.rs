@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use crius_cni::{BackendStatus, NetworkBackend, NetworkError, PodNetworkRequest, PodNetworkStatus};
 use crius_shim::client::{
-    ExecSyncOutput, ExitStatus, Metrics, ProcessIo, ProcessState, ProcessStatus, StartOptions,
+    ExecSyncOutput, ExitStatus, ProcessIo, ProcessState, ProcessStatus, StartOptions,
 };
 use futures_util::future::BoxFuture;
 
@@ -323,16 +323,6 @@ impl ShimApi for FakeHost {
         let k = key(at);
         self.with(|s| s.alive.remove(&k));
         Ok(())
-    }
-
-    fn stats(&self, _at: ShimAddr<'_>) -> CriResult<Metrics> {
-        Ok(Metrics {
-            cpu_usage_ns: 1,
-            memory_usage: 2,
-            memory_working_set: 3,
-            memory_rss: 4,
-            pids: 1,
-        })
     }
 
     fn exec_sync(&self, at: ShimAddr<'_>, _run: ExecSync<'_>) -> CriResult<ExecSyncOutput> {

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crius_shim::client::{ExecSyncOutput, Metrics, ProcessIo, ProcessState, StartOptions};
+use crius_shim::client::{ExecSyncOutput, ProcessIo, ProcessState, StartOptions};
 use futures_util::future::BoxFuture;
 
 use crate::error::CriResult;
@@ -66,8 +66,6 @@ pub trait ShimApi: Send + Sync {
     fn delete(&self, at: ShimAddr<'_>, exec_id: &str) -> CriResult<()>;
     /// Stops the shim process itself.
     fn shutdown(&self, at: ShimAddr<'_>) -> CriResult<()>;
-    /// The container's cgroup metrics.
-    fn stats(&self, at: ShimAddr<'_>) -> CriResult<Metrics>;
     /// Runs a process to completion and returns its output (ExecSync).
     fn exec_sync(&self, at: ShimAddr<'_>, run: ExecSync<'_>) -> CriResult<ExecSyncOutput>;
     /// Reopens the container's CRI log at its path.

@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crius_shim::client::{
-    self, ExecSyncOutput, Metrics, ProcessIo, ProcessState, Shim, StartOptions,
-};
+use crius_shim::client::{self, ExecSyncOutput, ProcessIo, ProcessState, Shim, StartOptions};
 
 use super::{ExecSync, ShimAddr, ShimApi};
 use crate::error::{CriError, CriResult};
@@ -76,12 +74,6 @@ impl ShimApi for RealShims {
             Err(client::Error::ShimGone(_)) => Ok(()),
             Err(e) => Err(CriError::shim("connecting to the shim")(e)),
         }
-    }
-
-    fn stats(&self, at: ShimAddr<'_>) -> CriResult<Metrics> {
-        connect(at)?
-            .stats()
-            .map_err(CriError::shim("reading the container's stats"))
     }
 
     fn exec_sync(&self, at: ShimAddr<'_>, run: ExecSync<'_>) -> CriResult<ExecSyncOutput> {
