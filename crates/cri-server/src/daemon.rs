@@ -285,7 +285,6 @@ async fn start_managers(
         .await
         .context("recovering containers at start-up")?;
     containers.start_exit_watcher();
-    crate::heap::spawn_trimmer();
     // Layers a crash left without an image record (a pull cut short) are garbage now
     // that every container's layers are known; its verified blobs are kept for the
     // retry until they expire, and collected then.

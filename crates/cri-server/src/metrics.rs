@@ -381,7 +381,7 @@ impl Metrics {
                 &mut out,
                 "crius_heap_bytes",
                 "gauge",
-                "glibc's heap: bytes in use, and freed bytes it holds (trimmed back to the kernel every 10 s).",
+                "glibc's heap: bytes in use, and freed bytes the allocator holds.",
             );
             let _ = writeln!(out, "crius_heap_bytes{{state=\"in_use\"}} {}", h.in_use);
             let _ = writeln!(out, "crius_heap_bytes{{state=\"free\"}} {}", h.free);
