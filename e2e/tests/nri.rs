@@ -14,8 +14,13 @@ use serde_json::Value;
 
 /// The `[nri]` table of a test daemon: everything in the test's fixtures directory.
 fn nri_options(request_timeout_ms: u64) -> Options {
+    nri_options_and(request_timeout_ms, "")
+}
+
+/// [`nri_options`] with `extra` (more `[nri.*]` tables) after the `[nri]` table.
+fn nri_options_and(request_timeout_ms: u64, extra: &str) -> Options {
     Options::config(format!(
-        "[nri]\nenabled = true\nsocket_path = \"{{root}}/fixtures/nri/nri.sock\"\nplugin_path = \"{{root}}/fixtures/nri/plugins\"\nplugin_config_path = \"{{root}}/fixtures/nri/conf.d\"\nplugin_request_timeout_ms = {request_timeout_ms}\nplugin_registration_timeout_ms = 5000\n"
+        "[nri]\nenabled = true\nsocket_path = \"{{root}}/fixtures/nri/nri.sock\"\nplugin_path = \"{{root}}/fixtures/nri/plugins\"\nplugin_config_path = \"{{root}}/fixtures/nri/conf.d\"\nplugin_request_timeout_ms = {request_timeout_ms}\nplugin_registration_timeout_ms = 5000\n{extra}"
     ))
 }
 
@@ -432,6 +437,84 @@ async fn nri_refusals_and_conflicts_fail_create_cleanly_and_a_retry_works() {
         about(&one.records(), &id).len(),
         4,
         "create, post-create, start, post-start"
+    );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn nri_validator_requires_its_plugin_and_keeps_bind_mounts_to_the_allowed_sources() {
+    let (mut f, image, pod) = Fixture::with_busybox_pod(
+        "nri-validator",
+        nri_options_and(
+            2000,
+            "[nri.validator]\nenabled = true\nrequired_plugins = [\"guard\"]\nallowed_mount_sources = [\"{root}/fixtures/allowed\"]\n",
+        ),
+    )
+    .await;
+    let allowed = f.path("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::write(allowed.join("x"), "from the allowed source\n").unwrap();
+    let ctr = |name: &str| ContainerBuilder::new(name, &image).sh("sleep 3600");
+    let nothing_left = |f: &Fixture| {
+        let bundles: Vec<_> = std::fs::read_dir(f.d.run_dir().join("containers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(bundles.is_empty(), "no bundle is left: {bundles:?}");
+    };
+
+    // No plugin connected: the required one is missing.
+    let err = f
+        .create(&pod, ctr("early"))
+        .await
+        .expect_err("guard missing");
+    assert_refused(
+        &err,
+        tonic::Code::FailedPrecondition,
+        "required plugin \"guard\" is not connected",
+    );
+    assert!(list_containers(&mut f.d.rt, None).await.is_empty());
+    nothing_left(&f);
+    // A pod that tolerates it gets its container.
+    let tolerant = f
+        .pod(
+            PodBuilder::new("tolerant")
+                .annotation("validator.nri.io/tolerate-missing-plugins", "true"),
+        )
+        .await;
+    let ok = f.create(&tolerant, ctr("tolerated")).await.unwrap();
+    f.remove_container(&ok).await;
+
+    // The guard connects, but bind-mounts a host directory outside the allowed ones.
+    let guard = Plugin::start(
+        &f,
+        "guard",
+        "10",
+        &[("NRI_TEST_MOUNT", "/etc:/host-etc".to_string())],
+    );
+    wait_listed(&f.d.rt, &["guard"]).await;
+    let err = f.create(&pod, ctr("etc")).await.expect_err("/etc refused");
+    assert_refused(
+        &err,
+        tonic::Code::FailedPrecondition,
+        "plugin \"10-guard\": its bind mount of \"/etc\" at \"/host-etc\" is outside the allowed sources",
+    );
+    assert!(list_containers(&mut f.d.rt, None).await.is_empty());
+    nothing_left(&f);
+    drop(guard);
+
+    // From the allowed directory, the mount is made.
+    let _guard = Plugin::start(
+        &f,
+        "guard",
+        "10",
+        &[("NRI_TEST_MOUNT", format!("{}:/data", allowed.display()))],
+    );
+    wait_listed(&f.d.rt, &["guard"]).await;
+    let id = f.run(&pod, ctr("allowed")).await;
+    let out = f.exec(&id, "cat /data/x").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from the allowed source\n"
     );
     f.finish().await;
 }

@@ -163,6 +163,21 @@ plugin_request_timeout_ms = 2000
 # Refuse plugins connecting to the socket (pre-installed plugins still run).
 disable_connections = false
 
+# Rules the plugins' CreateContainer adjustments must keep, checked before they are
+# merged; a creation that breaks one fails with FailedPrecondition naming the plugin.
+# (Seccomp and namespace adjustments are never applied, so they need no rule.)
+[nri.validator]
+enabled = false
+# Refuse adjustments that add OCI hooks, or device nodes.
+reject_oci_hooks = false
+reject_devices = false
+# Host directories plugins' bind mounts may come from (empty: any).
+allowed_mount_sources = []
+# Plugins (name or NN-name) without which no container is created, unless its pod
+# sets the annotation below to "true".
+required_plugins = []
+tolerate_missing_plugins_annotation = "validator.nri.io/tolerate-missing-plugins"
+
 # RuntimeClass handlers: name -> OCI runtime binary (a bare name is looked up in PATH).
 # Giving any [runtimes.X] table replaces this whole default set.
 [runtimes.runc]

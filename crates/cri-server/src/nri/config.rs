@@ -26,6 +26,8 @@ pub struct NriConfig {
     pub plugin_request_timeout_ms: u64,
     /// No socket for external plugins (pre-installed ones still run).
     pub disable_connections: bool,
+    /// The rules plugins' adjustments must keep (`[nri.validator]`).
+    pub validator: super::validator::ValidatorConfig,
 }
 
 impl Default for NriConfig {
@@ -38,6 +40,7 @@ impl Default for NriConfig {
             plugin_registration_timeout_ms: 5000,
             plugin_request_timeout_ms: 2000,
             disable_connections: false,
+            validator: super::validator::ValidatorConfig::default(),
         }
     }
 }
@@ -85,6 +88,6 @@ impl NriConfig {
                 return Err((key, "must be more than 0".to_string()));
             }
         }
-        Ok(())
+        self.validator.check()
     }
 }

@@ -7,7 +7,8 @@
 //! multiplexer), [`ttrpc`] (ttrpc calls over one of its connections), [`plugin`] (one
 //! plugin: registration, configuration, calls), [`runtime`] (the socket, the
 //! pre-installed plugins, event delivery), [`convert`] (pods and containers as NRI
-//! messages), [`adjust`] (merging several plugins' adjustments, with conflicts).
+//! messages), [`adjust`] (merging several plugins' adjustments, with conflicts),
+//! [`validator`] (the node's rules for those adjustments, `[nri.validator]`).
 //!
 //! The managers see NRI only through the [`Nri`] trait object: with NRI off it is
 //! [`NoNri`], whose calls do nothing, and unit tests give a fake.
@@ -19,6 +20,7 @@ pub mod mux;
 pub mod plugin;
 pub mod runtime;
 pub mod ttrpc;
+pub mod validator;
 
 /// NRI's messages (proto/nri/api.proto).
 #[allow(clippy::all, missing_docs)]
@@ -56,6 +58,11 @@ pub enum NriError {
     },
     #[error("NRI adjustments: {0}")]
     Merge(#[from] adjust::MergeError),
+    #[error("the NRI validator refused the creation: {}{message}", plugin.as_ref().map(|p| format!("plugin {p:?}: ")).unwrap_or_default())]
+    Invalid {
+        plugin: Option<String>,
+        message: String,
+    },
     #[error("NRI socket {}: {source}", path.display())]
     Socket {
         path: PathBuf,

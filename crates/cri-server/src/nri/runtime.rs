@@ -52,6 +52,22 @@ impl Adaptation {
         })
     }
 
+    /// The validator's verdict on a creation (`[nri.validator]`).
+    fn validate(
+        &self,
+        pod: &PodRecord,
+        consulted: &[String],
+        replies: &[(String, api::ContainerAdjustment)],
+    ) -> Result<(), NriError> {
+        self.cfg
+            .validator
+            .validate(&pod.config.annotations, consulted, replies)
+            .map_err(|r| NriError::Invalid {
+                plugin: r.plugin,
+                message: r.message,
+            })
+    }
+
     /// How plugins' container updates are carried out.
     pub fn set_updater(&self, updater: Updater) {
         let _ = self.updater.set(updater);
@@ -499,11 +515,15 @@ fn spawn_plugin(
 
 impl Nri for Adaptation {
     fn active(&self) -> bool {
-        !self
-            .plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        // A validator that requires plugins acts while none is connected.
+        let requires =
+            self.cfg.validator.enabled && !self.cfg.validator.required_plugins.is_empty();
+        requires
+            || !self
+                .plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     fn pod_event<'a>(
@@ -593,12 +613,15 @@ impl Nri for Adaptation {
         Box::pin(async move {
             let plugins = self.subscribed(api::Event::CreateContainer);
             if plugins.is_empty() {
+                // A required plugin may be the one missing.
+                self.validate(pod, &[], &[])?;
                 return Ok(Adjustment::default());
             }
             let req = api::CreateContainerRequest {
                 pod: Some(convert::pod(pod)),
                 container: Some(convert::container(ctr, Some(spec))),
             };
+            let consulted: Vec<String> = plugins.iter().map(|p| p.full_name()).collect();
             let mut replies = Vec::new();
             for p in plugins {
                 let reply: Option<api::CreateContainerResponse> = self
@@ -615,6 +638,7 @@ impl Nri for Adaptation {
                     }
                 }
             }
+            self.validate(pod, &consulted, &replies)?;
             Ok(merge(&replies).map_err(NriError::from)?)
         })
     }
