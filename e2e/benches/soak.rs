@@ -24,6 +24,39 @@ use serde_json::json;
 /// store's pages have settled by then).
 const WARM: usize = 500;
 
+/// criusd's `crius_heap_bytes` (in use, free) from its metrics endpoint.
+async fn heap_of(address: &str) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |state: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("crius_heap_bytes{{state=\"{state}\"}} ")))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((value("in_use")?, value("free")?))
+}
+
+/// Prints the heap and RssAnon every 30 s until aborted.
+async fn heap_every(address: String, pid: u32) {
+    let start = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        if let (Some((in_use, free)), Some(mem)) = (heap_of(&address).await, soak::mem_of(pid)) {
+            eprintln!(
+                "{:>4} s: heap in use {:.2} MiB, held free {:.2} MiB; RssAnon {:.2} MiB",
+                start.elapsed().as_secs(),
+                in_use / 1048576.0,
+                free / 1048576.0,
+                mem.rss_anon_kib as f64 / 1024.0
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let lifecycles = soak::lifecycles_from_env(5_000);
@@ -38,8 +71,19 @@ async fn main() {
     let criusd = std::env::var_os("SOAK_CRIUSD")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| bench::release_bin("criusd"));
-    let mut d = bench::start_criusd_bin(&criusd, &root, &reg.host, &shim).await;
+    let metrics = format!("127.0.0.1:{}", crius_e2e::registry::free_port());
+    let mut d = bench::start_criusd_bin_and(
+        &criusd,
+        &root,
+        &reg.host,
+        &shim,
+        &format!("[metrics]\naddress = \"{metrics}\"\n"),
+    )
+    .await;
     let ch = d.channel.clone();
+    // glibc's heap, beside RSS, every 30 s: live bytes growing would be a leak, free
+    // ones the allocator's keeping.
+    let heap_log = tokio::spawn(heap_every(metrics.clone(), d.pid()));
     pull_image(&mut ImageServiceClient::new(ch.clone()), bench::IMAGE, None)
         .await
         .expect("pull");
@@ -57,6 +101,8 @@ async fn main() {
     };
     let report = soak::run(RuntimeServiceClient::new(ch.clone()), &cfg).await;
     let end = soak::mem_of(d.pid());
+    heap_log.abort();
+    let heap_end = heap_of(&metrics).await;
     remove_image_by_id(&mut ImageServiceClient::new(ch), bench::IMAGE).await;
     d.stop();
     let left = soak::leftovers(&root, d.net().expect("the built-in bridge"), &report.ids);
@@ -95,6 +141,13 @@ async fn main() {
             l.done,
             grew(w.mem.rss_anon_kib, l.mem.rss_anon_kib),
             if rss <= 1.0 { "met" } else { "NOT met" }
+        );
+    }
+    if let Some((in_use, free)) = heap_end {
+        println!(
+            "glibc heap after the last lifecycle: {:.2} MiB in use, {:.2} MiB held free",
+            in_use / 1048576.0,
+            free / 1048576.0
         );
     }
     println!("left behind after the run: {}", left.len());

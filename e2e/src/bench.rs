@@ -166,24 +166,26 @@ pub async fn spawn_criusd(bin: &Path, root: &Path, extra: &str) -> Started {
     .expect("writing the bench config");
     let log = root.join("criusd.log");
     let child = spawn_logged(bin, &cfg, &log).expect("starting criusd");
-    let socket = root.join("run/crius.sock");
-    let mut started = Started {
-        child: Some(child),
-        root: root.to_path_buf(),
-        net: None,
-        bridge: None,
-        channel: Endpoint::from_static("http://unused").connect_lazy(),
-        socket,
-    };
-    started.channel = wait_for_started(&mut started, &log).await;
-    started
+    Started::answering(child, root, root.join("run/crius.sock"), &log).await
 }
 
-/// Waits for the daemon of `started` to answer on its socket.
-async fn wait_for_started(started: &mut Started, log: &Path) -> Channel {
-    let socket = started.socket.clone();
-    let child = started.child.as_mut().expect("a daemon just started");
-    wait_for_cri(&socket, child, log).await
+impl Started {
+    /// The daemon `child` on `root`, once it answers on `socket` (its log in the
+    /// panic when it does not).
+    async fn answering(child: Child, root: &Path, socket: PathBuf, log: &Path) -> Started {
+        let mut started = Started {
+            child: Some(child),
+            root: root.to_path_buf(),
+            net: None,
+            bridge: None,
+            channel: Endpoint::from_static("http://unused").connect_lazy(),
+            socket,
+        };
+        if let Some(child) = started.child.as_mut() {
+            started.channel = wait_for_cri(&started.socket, child, log).await;
+        }
+        started
+    }
 }
 
 /// A release criusd on `root` with the built-in bridge, `shim` as its shim and the
@@ -194,9 +196,20 @@ pub async fn start_criusd(root: &Path, registry: &str, shim: &Path) -> Started {
 
 /// [`start_criusd`] with the criusd executable `bin`.
 pub async fn start_criusd_bin(bin: &Path, root: &Path, registry: &str, shim: &Path) -> Started {
+    start_criusd_bin_and(bin, root, registry, shim, "").await
+}
+
+/// [`start_criusd_bin`] with `extra` appended to the config.
+pub async fn start_criusd_bin_and(
+    bin: &Path,
+    root: &Path,
+    registry: &str,
+    shim: &Path,
+    extra: &str,
+) -> Started {
     let net = TestNetwork::unique();
     let config = format!(
-        "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n",
+        "shim_path = \"{shim}\"\n[images.mirrors]\n\"{MIRRORED}\" = [\"{registry}\"]\n[network]\nbackend = \"bridge\"\nbridge = \"{}\"\nsubnet = \"{}\"\nchain_prefix = \"{}\"\n{extra}",
         net.bridge,
         net.subnet,
         net.chain_prefix,
@@ -328,14 +341,5 @@ state = "{r}/state"
     let log = root.join("containerd.log");
     let child = spawn_logged(Path::new("containerd"), &cfg, &log)
         .expect("containerd (Debian's containerd package) must be installed");
-    let mut started = Started {
-        child: Some(child),
-        root: root.to_path_buf(),
-        net: None,
-        bridge: None,
-        channel: Endpoint::from_static("http://unused").connect_lazy(),
-        socket: sock,
-    };
-    started.channel = wait_for_started(&mut started, &log).await;
-    started
+    Started::answering(child, root, sock, &log).await
 }

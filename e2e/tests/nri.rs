@@ -102,6 +102,19 @@ fn records(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// After a refused creation: no bundle and no shim of it is left.
+fn nothing_left(f: &Fixture) {
+    let bundles: Vec<_> = std::fs::read_dir(f.d.run_dir().join("containers"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(bundles.is_empty(), "no bundle is left: {bundles:?}");
+    let shims = processes_mentioning(&f.d.root.to_string_lossy())
+        .into_iter()
+        .filter(|p| p.contains("crius-shim"))
+        .collect::<Vec<_>>();
+    assert!(shims.is_empty(), "no shim is left: {shims:?}");
+}
+
 /// The plugins verbose Status lists: (name, index, events).
 async fn listed(rt: &Rt) -> Vec<(String, String, Vec<String>)> {
     let resp = rt
@@ -373,18 +386,6 @@ async fn nri_refusals_and_conflicts_fail_create_cleanly_and_a_retry_works() {
     let two = Plugin::start(&f, "second", "20", &[]);
     wait_listed(&f.d.rt, &["first", "second"]).await;
     let ctr = || ContainerBuilder::new("refused", &image).sh("sleep 3600");
-    let containers_dir = f.d.run_dir().join("containers");
-    let nothing_left = |f: &Fixture| {
-        let bundles: Vec<_> = std::fs::read_dir(&containers_dir)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(bundles.is_empty(), "no bundle is left: {bundles:?}");
-        let shims = processes_mentioning(&f.d.root.to_string_lossy())
-            .into_iter()
-            .filter(|p| p.contains("crius-shim"))
-            .collect::<Vec<_>>();
-        assert!(shims.is_empty(), "no shim is left: {shims:?}");
-    };
 
     two.control("refuse CreateContainer");
     let err = f.create(&pod, ctr()).await.expect_err("a plugin refused");
@@ -455,12 +456,6 @@ async fn nri_validator_requires_its_plugin_and_keeps_bind_mounts_to_the_allowed_
     std::fs::create_dir_all(&allowed).unwrap();
     std::fs::write(allowed.join("x"), "from the allowed source\n").unwrap();
     let ctr = |name: &str| ContainerBuilder::new(name, &image).sh("sleep 3600");
-    let nothing_left = |f: &Fixture| {
-        let bundles: Vec<_> = std::fs::read_dir(f.d.run_dir().join("containers"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(bundles.is_empty(), "no bundle is left: {bundles:?}");
-    };
 
     // No plugin connected: the required one is missing.
     let err = f

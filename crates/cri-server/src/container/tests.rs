@@ -1294,8 +1294,14 @@ async fn a_container_being_created_is_neither_listed_nor_found() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_the_exit_watcher_overtakes_tells_nri_plugins_once() {
+/// A container created and started under the fake NRI.
+async fn running_with_nri() -> (
+    Rig,
+    Arc<FakeHost>,
+    Arc<FakeNri>,
+    Arc<Containers>,
+    crius_store::ContainerRecord,
+) {
     let rig = Rig::new().await;
     let host = Arc::new(FakeHost::default());
     let nri = Arc::new(FakeNri::default());
@@ -1303,6 +1309,13 @@ async fn a_stop_the_exit_watcher_overtakes_tells_nri_plugins_once() {
     let id = containers.create(rig.request("app", false)).await.unwrap();
     containers.start(&id).await.unwrap();
     let rec = rig.store.container(&id).await.unwrap().unwrap();
+    (rig, host, nri, containers, rec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_the_exit_watcher_overtakes_tells_nri_plugins_once() {
+    let (rig, host, nri, containers, rec) = running_with_nri().await;
+    let id = rec.id.clone();
     // The stop signal lands, the shim records the exit, and the exit watcher records
     // it before the stop gets the container's lock back.
     let (killed_tx, killed_rx) = std::sync::mpsc::channel::<()>();
@@ -1359,13 +1372,8 @@ fn write_exit(rec: &crius_store::ContainerRecord, exit_code: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_hear_of_an_exit_before_the_removal_that_follows_it() {
-    let rig = Rig::new().await;
-    let host = Arc::new(FakeHost::default());
-    let nri = Arc::new(FakeNri::default());
-    let containers = rig.containers_with_nri(&host, nri.clone());
-    let id = containers.create(rig.request("app", false)).await.unwrap();
-    containers.start(&id).await.unwrap();
-    let rec = rig.store.container(&id).await.unwrap().unwrap();
+    let (rig, _host, nri, containers, rec) = running_with_nri().await;
+    let id = rec.id.clone();
     write_exit(&rec, 0);
     nri.hold_stops
         .store(true, std::sync::atomic::Ordering::SeqCst);
