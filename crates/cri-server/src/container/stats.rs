@@ -34,16 +34,17 @@ impl Containers {
         })
         .await?;
         let u = |value: u64| Some(cri::UInt64Value { value });
-        let before = sample.as_ref().and_then(|s| {
-            let now = s.cpu?.usage_ns;
-            let mut seen = self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
-            // Before the first reading: the container's start, with no CPU used.
-            seen.insert(c.id.clone(), (ts, now))
-                .or(Some((c.started_at, 0)))
-        });
-        let usage = sample
+        // The reading before this one; before the first, the container's start with
+        // no CPU used.
+        let before = sample
             .as_ref()
-            .map(|s| usage_of(s, ts, before.unwrap_or((c.started_at, 0))));
+            .and_then(|s| {
+                let now = s.cpu?.usage_ns;
+                let mut seen = self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.insert(c.id.clone(), (ts, now))
+            })
+            .unwrap_or((c.started_at, 0));
+        let usage = sample.as_ref().map(|s| usage_of(s, ts, before));
         let pids = sample.as_ref().and_then(|s| s.pids.map(|p| p.current));
         let (cpu, memory, swap, io) = usage.unwrap_or_default();
         let stats = cri::ContainerStats {
