@@ -155,10 +155,11 @@ async fn metrics_have_cadvisor_names_labels_and_types_and_the_cgroup_values() {
     };
     // Burns CPU for seven seconds under a 20% quota (so that its whole CPU seconds
     // are not zero and throttling shows), writes a file into its writable layer,
-    // then sleeps.
+    // then sleeps. The file is written aside and renamed, so that it is whole once
+    // it is there.
     let script = "end=$(($(busybox date +%s) + 7)); \
                   while [ $(busybox date +%s) -lt $end ]; do :; done; \
-                  head -c 1048576 /dev/zero > /big; exec sleep 3600";
+                  head -c 1048576 /dev/zero > /big.part && mv /big.part /big; exec sleep 3600";
     let id = f
         .run(
             &pod,
