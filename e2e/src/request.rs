@@ -134,6 +134,13 @@ impl PodBuilder {
         self
     }
 
+    /// The user namespace: `mode` with these uid and gid maps (the kubelet's
+    /// `hostUsers: false` is POD with one mapping each).
+    pub fn userns(mut self, userns: cri::UserNamespace) -> PodBuilder {
+        self.namespaces().userns_options = Some(userns);
+        self
+    }
+
     /// The IPC namespace mode.
     pub fn ipc_mode(mut self, mode: cri::NamespaceMode) -> PodBuilder {
         self.namespaces().ipc = mode as i32;
@@ -413,6 +420,15 @@ impl ContainerBuilder {
             .get_or_insert_with(Default::default);
         ns.pid = mode as i32;
         ns.target_id = target.to_string();
+        self
+    }
+
+    /// The user namespace (the kubelet sends the pod's).
+    pub fn userns(mut self, userns: cri::UserNamespace) -> ContainerBuilder {
+        self.security()
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(userns);
         self
     }
 

@@ -1,7 +1,8 @@
 //! Workload features of recent Kubernetes releases, on real runc and crun: image
 //! volumes (an image mounted read-only into a container, whole or a subdirectory),
 //! recursive read-only mounts (every submount read-only too), and the
-//! SupplementalGroupsPolicy (Merge and Strict).
+//! SupplementalGroupsPolicy (Merge and Strict), and pods with their own user
+//! namespace (the rootfs and volumes idmapped by crius).
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -411,8 +412,224 @@ async fn supplemental_groups_policy(runtime: Runtime) {
     f.finish().await;
 }
 
+fn userns(mode: cri::NamespaceMode, maps: &[(u32, u32, u32)]) -> cri::UserNamespace {
+    let maps: Vec<cri::IdMapping> = maps
+        .iter()
+        .map(|&(container_id, host_id, length)| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        })
+        .collect();
+    cri::UserNamespace {
+        mode: mode as i32,
+        uids: maps.clone(),
+        gids: maps,
+    }
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid())
+}
+
+async fn user_namespaces(runtime: Runtime) {
+    let (mut f, image, plain_pod) = busybox_pod("wl-userns", runtime).await;
+    let st = runtime_status(&mut f).await;
+    for h in &st.runtime_handlers {
+        assert!(h.features.unwrap().user_namespaces, "{h:?}");
+    }
+    // Distinct host ranges per runtime, so the two runs can share a machine.
+    let base: u32 = match runtime {
+        Runtime::Runc => 3_000_000,
+        Runtime::Crun => 4_000_000,
+    };
+    let ns = userns(cri::NamespaceMode::Pod, &[(0, base, 65536)]);
+    let pod = f
+        .pod(
+            PodBuilder::new("wl-userns-pod")
+                .log_directory(f.logs())
+                .pid_mode(cri::NamespaceMode::Pod)
+                .userns(ns.clone()),
+        )
+        .await;
+    // A host directory owned by the host's root, and a file in it.
+    let vol = f.path("userns-vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("by-root"), b"x").unwrap();
+    std::os::unix::fs::chown(&vol, Some(0), Some(0)).unwrap();
+    let mapped = |path: &str, readonly: bool| cri::Mount {
+        container_path: path.into(),
+        host_path: vol.display().to_string(),
+        readonly,
+        uid_mappings: ns.uids.clone(),
+        gid_mappings: ns.gids.clone(),
+        ..Default::default()
+    };
+    let c = ContainerBuilder::new("userns", &image)
+        .command(["/bin/sleep", "100000"])
+        .run_as_user(0)
+        .userns(ns.clone())
+        .mount(mapped("/vol", false))
+        .mount(mapped("/vol-ro", true))
+        .bind(&vol, "/unmapped");
+    let id = f.run(&pod, c).await;
+    // Inside: root, in a namespace with the pod's map; the image's, the volume's and
+    // the pod's files are root's.
+    let (code, out, err) = sh(
+        &mut f,
+        &id,
+        "cat /proc/self/uid_map; id -u; stat -c %u:%g / /bin/busybox /vol/by-root /etc/hosts /etc/resolv.conf /etc/hostname; stat -c %u /unmapped/by-root",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map, ["0", &base.to_string(), "65536"], "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    for l in &lines[2..8] {
+        assert_eq!(*l, "0:0", "{out}");
+    }
+    // Without an idmap the host's root is nobody inside.
+    assert_eq!(lines[8], "65534", "{out}");
+    // Writes: the rootfs and the mapped volume take them, the read-only one refuses.
+    let (code, _, err) = sh(&mut f, &id, "echo a > /made && echo b > /vol/made").await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sh(&mut f, &id, "touch /vol-ro/nope").await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // From the host: the container's processes run as the mapped uid; what it wrote
+    // to the volume is root's on disk (through the idmap), what it wrote to its
+    // rootfs is the mapped root's, and the image's files (0 on disk) look like the
+    // mapped root's through the idmapped layers.
+    let verbose =
+        f.d.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let pid = info["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some(base.to_string().as_str()),
+        "{uid_line}"
+    );
+    assert_eq!(owner(&vol.join("made")), (0, 0));
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    assert_eq!(owner(&root.join("made")), (base, base));
+    assert_eq!(owner(&root.join("bin/busybox")), (base, base));
+    // A daemon that dies and comes back finds the container running in its user
+    // namespace.
+    f.d.crash_and_restart().await;
+    let (code, out, err) = sh(&mut f, &id, "id -u; cat /made").await;
+    assert_eq!((code, out.as_str()), (0, "0\na\n"), "{err}");
+    // The image on disk is untouched: its files are still root's.
+    let layers = f.d.state_dir().join("snapshots");
+    let busybox_on_disk = walk_find(&layers, "busybox");
+    assert!(!busybox_on_disk.is_empty());
+    for p in &busybox_on_disk {
+        if !p.to_string_lossy().contains("/fs/") {
+            continue;
+        }
+        let (uid, _) = owner(p);
+        assert!(uid == 0 || uid == base, "{}: {uid}", p.display());
+    }
+    // Leaves nothing: no mount under the bundle, no staging directory.
+    let bundle = f.d.run_dir().join("containers").join(&id);
+    f.remove_container(&id).await;
+    assert!(
+        mounts_under(&bundle).is_empty(),
+        "{:?}",
+        mounts_under(&bundle)
+    );
+    assert!(!bundle.exists());
+
+    // Refusals name the field.
+    let bad_mount = cri::Mount {
+        uid_mappings: vec![cri::IdMapping {
+            container_id: 0,
+            host_id: base + 1,
+            length: 65536,
+        }],
+        ..mapped("/vol", false)
+    };
+    for (p, m, field) in [
+        (&pod, bad_mount.clone(), "config.mounts[0].uid_mappings"),
+        (
+            &plain_pod,
+            mapped("/vol", false),
+            "config.mounts[0].uid_mappings",
+        ),
+    ] {
+        let c = ContainerBuilder::new("bad", &image)
+            .command(["/bin/true"])
+            .mount(m);
+        let err = f.create(p, c).await.unwrap_err();
+        assert_refused(&err, Code::InvalidArgument, field);
+    }
+    let opts = "config.linux.security_context.namespace_options.userns_options";
+    for (ns, field) in [
+        (
+            userns(
+                cri::NamespaceMode::Pod,
+                &[(0, base, 100), (100, base + 200, 100)],
+            ),
+            format!("{opts}.uids"),
+        ),
+        (
+            userns(cri::NamespaceMode::Pod, &[(1, base, 100)]),
+            format!("{opts}.uids[0].container_id"),
+        ),
+        (
+            userns(cri::NamespaceMode::Container, &[]),
+            format!("{opts}.mode"),
+        ),
+        (
+            userns(cri::NamespaceMode::Target, &[]),
+            format!("{opts}.mode"),
+        ),
+    ] {
+        let err = run_pod(
+            &mut f.d.rt,
+            PodBuilder::new("wl-userns-bad").userns(ns).build(),
+        )
+        .await
+        .unwrap_err();
+        assert_refused(&err, Code::InvalidArgument, &field);
+    }
+    f.finish().await;
+}
+
+/// Every path under `dir` whose file name is `name`.
+fn walk_find(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(p),
+                _ if e.file_name() == name => found.push(p),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
 crius_testkit::runtime_matrix!(
     tokio: image_volumes,
     recursive_read_only_mounts,
     supplemental_groups_policy,
+    user_namespaces,
 );

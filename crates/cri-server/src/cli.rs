@@ -51,6 +51,9 @@ enum Command {
     Infra {
         #[arg(long)]
         pidfile: PathBuf,
+        /// A pinned user namespace to make the PID namespace in.
+        #[arg(long)]
+        userns: Option<PathBuf>,
     },
     /// Internal: create and pin pod namespaces (run by criusd itself).
     #[command(hide = true)]
@@ -65,6 +68,13 @@ enum Command {
         uts: bool,
         #[arg(long)]
         hostname: Option<String>,
+        /// A line of the new user namespace's uid map (`container:host:size`);
+        /// with any, the other namespaces are made inside it.
+        #[arg(long = "uid-map")]
+        uid_maps: Vec<pinns::IdMap>,
+        /// A line of its gid map.
+        #[arg(long = "gid-map")]
+        gid_maps: Vec<pinns::IdMap>,
     },
 }
 
@@ -137,19 +147,23 @@ fn store_command(config: Option<&std::path::Path>, what: StoreCommand) -> ExitCo
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Infra { pidfile }) => match pinns::run_infra(&pidfile) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("criusd infra: {e}");
-                ExitCode::FAILURE
+        Some(Command::Infra { pidfile, userns }) => {
+            match pinns::run_infra(&pidfile, userns.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("criusd infra: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some(Command::Pinns {
             dir,
             net,
             ipc,
             uts,
             hostname,
+            uid_maps,
+            gid_maps,
         }) => {
             // Runs single-threaded, before any runtime exists: unshare acts on the
             // calling thread, and this process has only one.
@@ -159,6 +173,10 @@ pub fn main() -> ExitCode {
                 ipc,
                 uts,
                 hostname,
+                user: (!uid_maps.is_empty() || !gid_maps.is_empty()).then_some(pinns::UserMaps {
+                    uids: uid_maps,
+                    gids: gid_maps,
+                }),
             };
             match pinns::run_helper(&req) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -219,9 +219,19 @@ async fn start_managers(
         &config.images,
     ));
     let (network, bridge) = network_backend(config, &store)?;
-    let ns = Arc::new(host::ns::HelperNamespaces {
-        helper: sibling_or(&config.pinns_path, "criusd")?,
-    });
+    let ns = Arc::new(host::ns::HelperNamespaces::new(sibling_or(
+        &config.pinns_path,
+        "criusd",
+    )?));
+    let scratch = config
+        .state_dir
+        .join(format!("userns-probe-{}", std::process::id()));
+    match ns.probe_user_namespaces(&scratch).await {
+        Ok(()) => tracing::info!("pods may have their own user namespace (idmapped mounts work)"),
+        Err(e) => {
+            tracing::warn!(error = %e, "pods cannot have their own user namespace on this node")
+        }
+    }
     // NRI's plugins are started and connected once recovery is done (see `serve`).
     let nri = config
         .nri

@@ -118,6 +118,24 @@ pub fn write_all(dir: &Path, files: &PodFiles<'_>) -> io::Result<()> {
     write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())
 }
 
+/// Hands the three files in `dir` to `uid`:`gid` (the host ids of a pod's root when
+/// the pod has its own user namespace). A missing file is skipped.
+pub fn chown_all(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        let path = dir.join(f);
+        match std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("chown {}: {e}", path.display()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether all three files are present in `dir`.
 pub fn all_present(dir: &Path) -> bool {
     ["hostname", "hosts", "resolv.conf"]

@@ -37,9 +37,10 @@ pub fn set_loopback_up() -> io::Result<()> {
 /// Forks the calling (single-threaded) process. Returns the child's pid in the parent
 /// and `None` in the child.
 pub fn fork_single_threaded() -> io::Result<Option<nix::unistd::Pid>> {
-    // SAFETY: only called from the `criusd infra` helper before any thread exists, so
-    // the child inherits no lock held by another thread; it then only makes plain
-    // system calls (setsid, open, dup2, sigaction, waitpid, pause).
+    // SAFETY: only called from the `criusd infra` and `criusd pinns` helpers, which
+    // never start a thread, so the child inherits no lock held by another thread; it
+    // then only makes plain system calls (setsid, open, dup2, sigaction, waitpid,
+    // pause; unshare, read, write, sethostname, ioctl) before it exits.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Some(child)),
         Ok(nix::unistd::ForkResult::Child) => Ok(None),
@@ -115,6 +116,36 @@ pub fn bind_read_only_recursive(
     source: &std::path::Path,
     target: &std::path::Path,
 ) -> io::Result<()> {
+    clone_tree(source, target, MOUNT_ATTR_RDONLY, None)
+}
+
+/// Mounts at `target` (an existing directory or file) an idmapped clone of the mount
+/// tree at `source`: ids on disk appear through the maps of the user namespace
+/// `userns` (an open /proc/<pid>/ns/user or a pinned one), so a file owned by 0 on
+/// disk is owned by the namespace's root. With `read_only` every mount of the clone
+/// is read-only too. Each file system under `source` must support idmapped mounts
+/// (ext4, xfs, btrfs, tmpfs, ...; not overlayfs itself).
+pub fn bind_idmapped(
+    source: &std::path::Path,
+    target: &std::path::Path,
+    userns: std::os::fd::BorrowedFd<'_>,
+    read_only: bool,
+) -> io::Result<()> {
+    let ro = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
+    clone_tree(source, target, ro | MOUNT_ATTR_IDMAP, Some(userns))
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// open_tree(OPEN_TREE_CLONE | AT_RECURSIVE) of `source`, mount_setattr(AT_RECURSIVE)
+/// with `attr_set` (and the user namespace of an idmap) and private propagation, then
+/// move_mount onto `target`.
+fn clone_tree(
+    source: &std::path::Path,
+    target: &std::path::Path,
+    attr_set: u64,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<()> {
     let (src, dst) = (c_path(source)?, c_path(target)?);
     // SAFETY: open_tree(2) with a valid NUL-terminated path and constant flags; the
     // returned fd is checked and then owned below.
@@ -134,11 +165,16 @@ pub fn bind_read_only_recursive(
     // SAFETY: fd was just returned by open_tree(2) and is owned by nothing else.
     let tree = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&tree);
+    let userns_fd = match userns {
+        Some(fd) => u64::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .map_err(|_| io::Error::other("a negative user namespace fd"))?,
+        None => 0,
+    };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
-        userns_fd: 0,
+        userns_fd,
     };
     // SAFETY: mount_setattr(2) on the detached tree's fd (AT_EMPTY_PATH with an empty
     // path), with a valid mount_attr that outlives the call and its exact size.

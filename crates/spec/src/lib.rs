@@ -264,6 +264,13 @@ fn linux_section(
         .build()
         .map_err(build("linux section"))?;
     linux.set_rootfs_propagation(rootfs_propagation);
+    if input.namespaces.user.is_some() {
+        // The runtime joins the pinned namespace; it is told the maps as well (runc
+        // works out the host ids of the container's root from them).
+        let (uids, gids) = user_maps(sandbox_linux)?;
+        linux.set_uid_mappings(Some(uids));
+        linux.set_gid_mappings(Some(gids));
+    }
     let (masked, readonly) = if privileged {
         (None, None)
     } else {
@@ -284,6 +291,39 @@ fn linux_section(
     linux.set_sysctl(Some(sandbox_linux.sysctls.clone()).filter(|s| !s.is_empty()));
     linux.set_seccomp(seccomp);
     Ok(linux)
+}
+
+/// The OCI uid and gid maps of the pod's user namespace, from its config.
+fn user_maps(
+    sandbox_linux: &cri::LinuxPodSandboxConfig,
+) -> Result<(
+    Vec<oci_spec::runtime::LinuxIdMapping>,
+    Vec<oci_spec::runtime::LinuxIdMapping>,
+)> {
+    let opts = sandbox_linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref())
+        .ok_or_else(|| {
+            unsupported(
+                "sandbox_config.linux.security_context.namespace_options.userns_options",
+                "the pod has its own user namespace but its config gives no maps",
+            )
+        })?;
+    let conv = |maps: &[cri::IdMapping]| {
+        maps.iter()
+            .map(|m| {
+                oci_spec::runtime::LinuxIdMappingBuilder::default()
+                    .container_id(m.container_id)
+                    .host_id(m.host_id)
+                    .size(m.length)
+                    .build()
+                    .map_err(build("user namespace maps"))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok((conv(&opts.uids)?, conv(&opts.gids)?))
 }
 
 /// The pod's hostname; the host's for a host-network pod that sets none.

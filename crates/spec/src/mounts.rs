@@ -152,10 +152,12 @@ fn cri_bind(
     propagation: &mut Option<String>,
 ) -> Result<Bind> {
     let field = |f: &str| format!("config.mounts[{i}].{f}");
-    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+    if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()) && prepared.is_none() {
+        // The container manager makes each idmapped mount (the OCI runtimes here
+        // cannot) and hands over its directory.
         return Err(unsupported(
             field("uid_mappings"),
-            "id-mapped mounts are not supported yet",
+            "an idmapped mount needs the pod's own user namespace, with the same maps",
         ));
     }
     if !m.container_path.starts_with('/') {

@@ -23,6 +23,9 @@ pub struct PodNamespaces {
     pub pid: Option<PathBuf>,
     /// The PID namespace of the container named by `namespace_options.target_id`.
     pub target_pid: Option<PathBuf>,
+    /// The pod's own user namespace (`hostUsers: false`), which owns its other
+    /// namespaces; its maps are the pod config's `userns_options`.
+    pub user: Option<PathBuf>,
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace> {
@@ -42,14 +45,27 @@ pub(crate) fn namespaces(
 ) -> Result<Vec<LinuxNamespace>> {
     let field = format!("{SC}.namespace_options");
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if let Some(p) = &pod.user {
+        out.push(ns(LinuxNamespaceType::User, Some(p))?);
+    }
     let pid = match &sc.namespace_options {
         None => cri::NamespaceMode::Container,
         Some(opts) => {
             if let Some(u) = &opts.userns_options {
-                if u.mode != cri::NamespaceMode::Node as i32 {
-                    return Err(unsupported(
-                        format!("{field}.userns_options"),
-                        "user namespaces are not supported yet",
+                let pod_mode = if pod.user.is_some() { "POD" } else { "NODE" };
+                let wanted = cri::NamespaceMode::try_from(u.mode).ok();
+                let agrees = match wanted {
+                    Some(cri::NamespaceMode::Node) => pod.user.is_none(),
+                    Some(cri::NamespaceMode::Pod) => pod.user.is_some(),
+                    _ => false,
+                };
+                if !agrees {
+                    return Err(invalid(
+                        format!("{field}.userns_options.mode"),
+                        format!(
+                            "is {}, but a container's user namespace is its pod's, and the pod's mode is {pod_mode}",
+                            wanted.map_or("unknown", |m| m.as_str_name())
+                        ),
                     ));
                 }
             }
@@ -178,16 +194,43 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_and_unknown_modes_are_refused() {
+    fn user_namespace_modes_must_agree_with_the_pod_and_unknown_modes_are_refused() {
         let mut sc = with_pid(cri::NamespaceMode::Container);
-        if let Some(o) = sc.namespace_options.as_mut() {
-            o.userns_options = Some(cri::UserNamespace {
-                mode: cri::NamespaceMode::Pod as i32,
-                ..Default::default()
-            });
+        let with_user = |sc: &mut cri::LinuxContainerSecurityContext, mode: cri::NamespaceMode| {
+            if let Some(o) = sc.namespace_options.as_mut() {
+                o.userns_options = Some(cri::UserNamespace {
+                    mode: mode as i32,
+                    ..Default::default()
+                });
+            }
+        };
+        let field = format!("{SC}.namespace_options.userns_options.mode");
+        let mut own = pod();
+        own.user = Some("/run/crius/pods/p/ns/user".into());
+        // POD in a pod without its own, NODE in a pod with one, CONTAINER anywhere.
+        for (mode, p) in [
+            (cri::NamespaceMode::Pod, pod()),
+            (cri::NamespaceMode::Node, own.clone()),
+            (cri::NamespaceMode::Container, own.clone()),
+        ] {
+            with_user(&mut sc, mode);
+            let e = namespaces(&sc, &p, false).unwrap_err();
+            assert!(matches!(e, SpecError::InvalidField { .. }), "{e}");
+            assert_eq!(e.field(), Some(field.as_str()));
         }
-        let e = namespaces(&sc, &pod(), false).unwrap_err();
-        assert!(matches!(e, SpecError::Unsupported { .. }), "{e}");
+        // The pod's own is joined, first after the mount namespace; NODE adds none.
+        with_user(&mut sc, cri::NamespaceMode::Pod);
+        let got = list(&namespaces(&sc, &own, false).unwrap());
+        assert_eq!(
+            got[1],
+            (
+                "user".to_string(),
+                Some("/run/crius/pods/p/ns/user".to_string())
+            )
+        );
+        with_user(&mut sc, cri::NamespaceMode::Node);
+        let got = list(&namespaces(&sc, &pod(), false).unwrap());
+        assert!(got.iter().all(|(t, _)| t != "user"), "{got:?}");
         if let Some(o) = sc.namespace_options.as_mut() {
             o.userns_options = None;
             o.pid = 9;

@@ -47,6 +47,7 @@ fn run(case: &cases::Case) -> Result<Generated, SpecError> {
         uts: case.ns.uts.clone(),
         pid: case.ns.pid.clone(),
         target_pid: case.ns.target_pid.clone(),
+        user: case.ns.user.clone(),
     };
     generate(&SpecInput {
         container_id: "c0ffee",

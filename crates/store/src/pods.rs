@@ -37,6 +37,9 @@ pub struct PinnedNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's own user namespace (`hostUsers: false`), owner of the others.
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 impl PinnedNamespaces {
@@ -46,6 +49,7 @@ impl PinnedNamespaces {
             .iter()
             .chain(self.ipc.iter())
             .chain(self.uts.iter())
+            .chain(self.user.iter())
     }
 }
 

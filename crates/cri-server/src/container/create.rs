@@ -13,10 +13,14 @@ use crius_store::{ContainerRecord, ContainerState, ImageRecord, PodRecord, PodSt
 use tracing::{info, warn};
 
 use super::features::RecursiveReadOnly;
-use super::{Containers, Step, is_image_volume, rro_dir, stdin_fifo, volume_dir, volume_key};
+use super::{
+    Containers, Step, idmap_dir, is_idmapped, is_image_volume, rro_dir, stdin_fifo, volume_dir,
+    volume_key,
+};
 use crate::error::{CriError, CriResult};
 use crate::events::Kind;
 use crate::failpoint;
+use crate::host::Idmap;
 use crate::util::{blocking, find_binary, new_id, now_nanos};
 use crate::validate::ValidContainer;
 use crius_images::ImageRunConfig;
@@ -42,6 +46,8 @@ struct Plan {
     rro: RecursiveReadOnly,
     /// The edits of the CDI devices the container asks for.
     cdi: crius_spec::cdi::CdiEdits,
+    /// How the container sees its layers when the pod has its own user namespace.
+    idmap: Option<Idmap>,
 }
 
 impl Containers {
@@ -122,6 +128,7 @@ impl Containers {
                 ));
             }
         }
+        let idmap = pod_idmap(&pod, &req.config)?;
         let pmd = pod.config.metadata.clone().unwrap_or_default();
         let attempt = req.config.metadata.as_ref().map_or(0, |m| m.attempt);
         let name = format!(
@@ -143,6 +150,7 @@ impl Containers {
             volumes,
             rro,
             cdi,
+            idmap,
         })
     }
 
@@ -298,7 +306,8 @@ impl Containers {
         made.push(Step::Layer);
         failpoint::hit("container.create.layer")?;
         let (layers, key, target) = (self.rootfs.clone(), rec.id.clone(), rootfs.clone());
-        blocking(move || layers.mount(&key, &target)).await?;
+        let idmap = plan.idmap.clone();
+        blocking(move || layers.mount(&key, &target, idmap.as_ref())).await?;
         made.push(Step::Mount);
         failpoint::hit("container.create.mount")?;
 
@@ -373,6 +382,7 @@ impl Containers {
                 .infra_pid
                 .map(|p| PathBuf::from(format!("/proc/{p}/ns/pid"))),
             target_pid: self.target_pid_ns(&rec.config).await?,
+            user: pod.namespaces.user.clone(),
         };
         let (container_id, sandbox_id) = (rec.id.clone(), pod.id.clone());
         let (config, sandbox) = (rec.config.clone(), plan.sandbox_config.clone());
@@ -458,13 +468,21 @@ impl Containers {
         let clones: Vec<usize> = if plan.rro == RecursiveReadOnly::Crius {
             let mounts = rec.config.mounts.iter().enumerate();
             mounts
-                .filter(|(_, m)| m.recursive_read_only && !is_image_volume(m))
+                .filter(|(_, m)| m.recursive_read_only && !is_image_volume(m) && !is_idmapped(m))
                 .map(|(i, _)| i)
                 .collect()
         } else {
             Vec::new()
         };
-        if plan.volumes.is_empty() && clones.is_empty() {
+        let idmapped: Vec<usize> = rec
+            .config
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| is_idmapped(m) && !is_image_volume(m))
+            .map(|(i, _)| i)
+            .collect();
+        if plan.volumes.is_empty() && clones.is_empty() && idmapped.is_empty() {
             return Ok(prepared);
         }
         // Undone as a whole (each part idempotent), so pushed before the first part.
@@ -474,9 +492,10 @@ impl Containers {
             mkdir(&target)?;
             let (rootfs, key, chain) = (self.rootfs.clone(), volume_key(&rec.id, i), chain.clone());
             let at = target.clone();
+            let idmap = plan.idmap.clone();
             blocking(move || {
                 rootfs.create_view(&key, &chain)?;
-                rootfs.mount(&key, &at)
+                rootfs.mount(&key, &at, idmap.as_ref())
             })
             .await?;
             let sub = rec.config.mounts[i].image_sub_path.clone();
@@ -493,6 +512,30 @@ impl Containers {
             mkdir(&target)?;
             let (rootfs, at) = (self.rootfs.clone(), target.clone());
             blocking(move || rootfs.bind_read_only_recursive(&source, &at)).await?;
+            prepared.insert(i, target);
+        }
+        for i in idmapped {
+            // Validated in `plan`: the pod has its own user namespace, with these maps.
+            let Some(idmap) = plan.idmap.as_ref() else {
+                continue;
+            };
+            let m = &rec.config.mounts[i];
+            let field = format!("config.mounts[{i}].host_path");
+            let source = std::fs::canonicalize(&m.host_path)
+                .map_err(|e| CriError::invalid(field.clone(), format!("{:?}: {e}", m.host_path)))?;
+            let target = idmap_dir(&rec.bundle, i);
+            if source.is_dir() {
+                mkdir(&target)?;
+            } else {
+                if let Some(dir) = target.parent() {
+                    mkdir(dir)?;
+                }
+                std::fs::write(&target, b"")
+                    .map_err(CriError::io(format!("creating {}", target.display())))?;
+            }
+            let (rootfs, at, userns) = (self.rootfs.clone(), target.clone(), idmap.userns.clone());
+            let read_only = m.recursive_read_only;
+            blocking(move || rootfs.bind_idmapped(&source, &at, &userns, read_only)).await?;
             prepared.insert(i, target);
         }
         failpoint::hit("container.create.mounts")?;
@@ -525,6 +568,57 @@ impl Containers {
         }
         Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", target.pid))))
     }
+}
+
+/// How a container of `pod` sees its layers and idmapped mounts: `None` unless the
+/// pod has its own user namespace. Each request mount that asks for an idmapped
+/// mount must ask for the pod's own maps (the kubelet gives the pod's), and only a
+/// pod with its own user namespace may ask.
+fn pod_idmap(pod: &PodRecord, config: &cri::ContainerConfig) -> CriResult<Option<Idmap>> {
+    let maps = crate::sandbox::pod_userns(&pod.config);
+    let idmap = match (&pod.namespaces.user, &maps) {
+        (Some(userns), Some(maps)) => {
+            let owner = maps.root_on_host().ok_or_else(|| {
+                CriError::FailedPrecondition(format!(
+                    "pod sandbox {}: its user namespace does not map root",
+                    pod.id
+                ))
+            })?;
+            Some(Idmap {
+                userns: userns.clone(),
+                owner,
+            })
+        }
+        _ => None,
+    };
+    let as_maps = |v: &[cri::IdMapping]| -> Vec<crate::pinns::IdMap> {
+        v.iter()
+            .map(|m| crate::pinns::IdMap {
+                container: m.container_id,
+                host: m.host_id,
+                size: m.length,
+            })
+            .collect()
+    };
+    for (i, m) in config.mounts.iter().enumerate() {
+        if !is_idmapped(m) {
+            continue;
+        }
+        let field = format!("config.mounts[{i}].uid_mappings");
+        let Some(maps) = maps.as_ref().filter(|_| idmap.is_some()) else {
+            return Err(CriError::invalid(
+                field,
+                "an idmapped mount needs a pod with its own user namespace (userns_options mode POD)",
+            ));
+        };
+        if as_maps(&m.uid_mappings) != maps.uids || as_maps(&m.gid_mappings) != maps.gids {
+            return Err(CriError::invalid(
+                field,
+                "the mount's uid and gid mappings must be the pod's user namespace maps",
+            ));
+        }
+    }
+    Ok(idmap)
 }
 
 /// The directory `sub` (an image volume's `image_sub_path`, relative) of the mounted

@@ -204,6 +204,20 @@ impl Containers {
         *self.rro.write().unwrap_or_else(|p| p.into_inner()) = probed;
     }
 
+    /// Whether runtime handler `handler` (`""`: the default) is configured and its
+    /// OCI runtime installed.
+    pub fn handler_installed(&self, handler: &str) -> bool {
+        let name = if handler.is_empty() {
+            self.config.default_runtime.as_str()
+        } else {
+            handler
+        };
+        self.config
+            .runtimes
+            .get(name)
+            .is_some_and(|h| crate::util::find_binary(&h.path).is_some())
+    }
+
     /// How runtime handler `handler` gets recursive read-only mounts (`""`: the
     /// default handler).
     pub fn recursive_read_only(&self, handler: &str) -> features::RecursiveReadOnly {
@@ -409,6 +423,8 @@ impl Containers {
                     if is_image_volume(m) {
                         rootfs.unmount(&volume_dir(&rec.bundle, i))?;
                         rootfs.remove_layer(&volume_key(&rec.id, i))?;
+                    } else if is_idmapped(m) {
+                        rootfs.detach(&idmap_dir(&rec.bundle, i))?;
                     } else if m.recursive_read_only {
                         rootfs.detach(&rro_dir(&rec.bundle, i))?;
                     }
@@ -521,6 +537,16 @@ fn volume_key(id: &str, index: usize) -> String {
 /// Where image volume `index` is mounted on the host.
 fn volume_dir(bundle: &Path, index: usize) -> PathBuf {
     bundle.join("volumes").join(index.to_string())
+}
+
+/// Whether a request mount asks for an idmapped mount.
+pub(crate) fn is_idmapped(m: &cri::Mount) -> bool {
+    !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()
+}
+
+/// Where crius mounts the idmapped clone of request mount `index`.
+fn idmap_dir(bundle: &Path, index: usize) -> PathBuf {
+    bundle.join("idmap").join(index.to_string())
 }
 
 /// Where crius mounts the recursive read-only clone of request mount `index`.

@@ -59,6 +59,8 @@ struct State {
     kills: Vec<(String, u32, bool)>,
     /// Run after each signal sent through a shim (outside the fake's lock).
     after_kill: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The node cannot give pods their own user namespace.
+    no_user_namespaces: bool,
 }
 
 /// What the fake holds now: every shim, process, mount, layer, namespace, infra
@@ -114,6 +116,11 @@ const UNDO: &[&str] = &[
 impl FakeHost {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the node one that cannot give pods their own user namespace.
+    pub fn without_user_namespaces(&self) {
+        self.lock().no_user_namespaces = true;
     }
 
     /// Makes the `n`-th "do" call from now on (0-based) fail.
@@ -394,7 +401,7 @@ impl Rootfs for FakeHost {
         Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> CriResult<()> {
+    fn mount(&self, key: &str, target: &Path, _idmap: Option<&super::Idmap>) -> CriResult<()> {
         self.call("rootfs.mount", key)?;
         self.with(|s| s.mounted.insert(target.display().to_string()));
         Ok(())
@@ -424,6 +431,18 @@ impl Rootfs for FakeHost {
 
     fn bind_read_only_recursive(&self, _source: &Path, target: &Path) -> CriResult<()> {
         self.call("rootfs.bind_read_only_recursive", &container_of(target))?;
+        self.with(|s| s.mounted.insert(target.display().to_string()));
+        Ok(())
+    }
+
+    fn bind_idmapped(
+        &self,
+        _source: &Path,
+        target: &Path,
+        _userns: &Path,
+        _read_only: bool,
+    ) -> CriResult<()> {
+        self.call("rootfs.bind_idmapped", &container_of(target))?;
         self.with(|s| s.mounted.insert(target.display().to_string()));
         Ok(())
     }
@@ -463,7 +482,12 @@ impl Namespaces for FakeHost {
             self.call("ns.pin", &pod_of(&req.dir))?;
             // Like the helper: one file per pinned namespace.
             std::fs::create_dir_all(&req.dir).map_err(CriError::io("fake pin"))?;
-            for (on, kind) in [(req.net, "net"), (req.ipc, "ipc"), (req.uts, "uts")] {
+            for (on, kind) in [
+                (req.net, "net"),
+                (req.ipc, "ipc"),
+                (req.uts, "uts"),
+                (req.user.is_some(), "user"),
+            ] {
                 if on {
                     let p = req.dir.join(kind);
                     std::fs::write(&p, b"").map_err(CriError::io("fake pin"))?;
@@ -486,7 +510,15 @@ impl Namespaces for FakeHost {
         }
     }
 
-    fn start_infra<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, CriResult<u32>> {
+    fn user_namespaces(&self) -> bool {
+        !self.with(|s| s.no_user_namespaces)
+    }
+
+    fn start_infra<'a>(
+        &'a self,
+        dir: &'a Path,
+        _userns: Option<&'a Path>,
+    ) -> BoxFuture<'a, CriResult<u32>> {
         Box::pin(async move {
             self.call("ns.start_infra", &pod_of(dir))?;
             let k = dir.display().to_string();

@@ -85,12 +85,26 @@ pub trait ShimApi: Send + Sync {
 /// mounted at the bundle's `rootfs`; its image volumes (read-only views of an image's
 /// layers) and the recursive read-only clones crius makes for a runtime that cannot.
 /// Blocking.
+/// How a pod with its own user namespace sees a layer: each lower layer through an
+/// idmapped clone (an id 0 on disk is the pod's root), and the writable layer's
+/// top directories handed to the host ids of the pod's root, so that what the
+/// container writes is owned, on disk, by the host ids it runs as. The image's
+/// files are never copied or chowned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idmap {
+    /// The pod's pinned user namespace.
+    pub userns: std::path::PathBuf,
+    /// The host uid and gid of the pod's root.
+    pub owner: (u32, u32),
+}
+
 pub trait Rootfs: Send + Sync {
     /// Makes the writable layer `key` over the layer `parent` (a chain id; `None`:
     /// an empty image).
     fn create_layer(&self, key: &str, parent: Option<&str>) -> CriResult<()>;
-    /// Mounts layer `key` (over its parents) at `target`.
-    fn mount(&self, key: &str, target: &Path) -> CriResult<()>;
+    /// Mounts layer `key` (over its parents) at `target`; with `idmap`, seen through
+    /// the maps of a pod's user namespace (see [`Idmap`]).
+    fn mount(&self, key: &str, target: &Path, idmap: Option<&Idmap>) -> CriResult<()>;
     /// Unmounts `target`; nothing mounted is fine.
     fn unmount(&self, target: &Path) -> CriResult<()>;
     /// Removes the writable layer or view `key`; a missing one is fine.
@@ -100,6 +114,16 @@ pub trait Rootfs: Send + Sync {
     fn create_view(&self, key: &str, chain: &str) -> CriResult<()>;
     /// Mounts at `target` a read-only clone of `source` and every mount under it.
     fn bind_read_only_recursive(&self, source: &Path, target: &Path) -> CriResult<()>;
+    /// Mounts at `target` an idmapped clone of `source` and every mount under it,
+    /// through the maps of the user namespace pinned at `userns`; read-only when
+    /// `read_only`.
+    fn bind_idmapped(
+        &self,
+        source: &Path,
+        target: &Path,
+        userns: &Path,
+        read_only: bool,
+    ) -> CriResult<()>;
     /// Detaches the mount tree at `target` (lazily, submounts included); nothing
     /// mounted, or no `target`, is fine.
     fn detach(&self, target: &Path) -> CriResult<()>;
@@ -123,8 +147,16 @@ pub trait Namespaces: Send + Sync {
     fn pin<'a>(&'a self, req: &'a PinRequest) -> BoxFuture<'a, CriResult<()>>;
     /// Releases every namespace pinned under `dir` and removes `dir`.
     fn unpin(&self, dir: &Path) -> CriResult<()>;
-    /// Starts the pod's infra process (state in `dir`); returns its pid.
-    fn start_infra<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, CriResult<u32>>;
+    /// Starts the pod's infra process (state in `dir`), its PID namespace made in
+    /// `userns` when the pod has its own user namespace; returns its pid.
+    /// Whether pods may have their own user namespace (the kernel makes them and
+    /// idmapped mounts of the layers' file system).
+    fn user_namespaces(&self) -> bool;
+    fn start_infra<'a>(
+        &'a self,
+        dir: &'a Path,
+        userns: Option<&'a Path>,
+    ) -> BoxFuture<'a, CriResult<u32>>;
     /// Kills the infra process and waits for it to go.
     fn stop_infra<'a>(&'a self, pid: u32, dir: &'a Path) -> BoxFuture<'a, ()>;
     /// Whether `path` is a live pinned namespace.

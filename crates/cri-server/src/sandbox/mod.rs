@@ -78,6 +78,11 @@ enum Step {
 }
 
 impl Sandboxes {
+    /// Whether pods may have their own user namespace on this node.
+    pub fn user_namespaces(&self) -> bool {
+        self.ns.user_namespaces()
+    }
+
     pub fn new(
         config: Arc<Config>,
         store: Store,
@@ -254,6 +259,21 @@ fn host_hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The maps of the pod's own user namespace, from the config it was created with
+/// (validated then); `None`: the host's.
+pub fn pod_userns(config: &cri::PodSandboxConfig) -> Option<crate::pinns::UserMaps> {
+    let opts = config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()?
+        .userns_options
+        .as_ref();
+    crate::validate::user_namespace("", opts).ok().flatten()
 }
 
 /// The pod's hostname: its own, or the node's for host-network pods and pods that

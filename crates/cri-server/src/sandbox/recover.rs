@@ -102,6 +102,12 @@ impl Sandboxes {
                         },
                     )
                     .map_err(CriError::io("rewriting pod files"))?;
+                    if let Some((uid, gid)) =
+                        super::pod_userns(&rec.config).and_then(|u| u.root_on_host())
+                    {
+                        podfiles::chown_all(&rec.dir, uid, gid)
+                            .map_err(CriError::io("handing the pod files to the pod's root"))?;
+                    }
                 }
             }
             PodState::NotReady => {}

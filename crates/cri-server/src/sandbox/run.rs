@@ -50,6 +50,11 @@ impl Sandboxes {
     }
 
     async fn create(self: &Arc<Self>, pod: ValidPod) -> CriResult<String> {
+        if pod.userns.is_some() && !self.ns.user_namespaces() {
+            return Err(CriError::FailedPrecondition(
+                "config.linux.security_context.namespace_options.userns_options: this node cannot give a pod its own user namespace (the kernel or the file system of the container layers lacks idmapped mounts; criusd logs why at start-up)".into(),
+            ));
+        }
         let id = new_id()?;
         let _guard = self.locks.lock(&id).await;
         let dir = self.pods_dir().join(&id);
@@ -67,6 +72,7 @@ impl Sandboxes {
                 net: own_ns(!pod.host_network, "net"),
                 ipc: own_ns(!pod.host_ipc, "ipc"),
                 uts: own_ns(!pod.host_network, "uts"),
+                user: own_ns(pod.userns.is_some(), "user"),
             },
             ips: Vec::new(),
             infra_pid: None,
@@ -165,14 +171,19 @@ impl Sandboxes {
             ipc: rec.namespaces.ipc.is_some(),
             uts: rec.namespaces.uts.is_some(),
             hostname: rec.namespaces.uts.is_some().then(|| hostname.clone()),
+            user: pod.userns.clone(),
         };
-        if req.net || req.ipc || req.uts {
+        if req.net || req.ipc || req.uts || req.user.is_some() {
             self.ns.pin(&req).await?;
             made.push(Step::Pinned);
             failpoint::hit("sandbox.run.pinned")?;
         }
         if pod.pod_pid {
-            let pid = self.ns.start_infra(&dir.join("infra")).await?;
+            let userns = rec.namespaces.user.clone();
+            let pid = self
+                .ns
+                .start_infra(&dir.join("infra"), userns.as_deref())
+                .await?;
             made.push(Step::Infra(pid));
             rec.infra_pid = Some(pid);
             // Recorded at once, so that a crash from here on still stops it.
@@ -195,6 +206,12 @@ impl Sandboxes {
                 )
                 .map_err(CriError::io("writing the pod's hosts file"))?;
             }
+        }
+        if let Some((uid, gid)) = pod.userns.as_ref().and_then(|u| u.root_on_host()) {
+            // The container's root owns the pod's files, as the host's root owns the
+            // host's (they are bound into containers without an idmap).
+            podfiles::chown_all(&dir, uid, gid)
+                .map_err(CriError::io("handing the pod files to the pod's root"))?;
         }
         self.nri.pod_event(Event::RunPodSandbox, rec).await?;
         rec.state = PodState::Ready;

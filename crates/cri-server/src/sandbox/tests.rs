@@ -123,6 +123,84 @@ async fn a_failure_at_each_step_undoes_exactly_the_steps_before_it() {
     }
 }
 
+/// [`pod`] with its own user namespace, root mapped to this process's ids (so the
+/// pod files can be handed to it without privilege).
+fn userns_pod(name: &str) -> ValidPod {
+    let mut p = pod(name, true);
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let map = |host_id| cri::IdMapping {
+        container_id: 0,
+        host_id,
+        length: 65536,
+    };
+    if let Some(ns) = p
+        .config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.userns_options = Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![map(uid)],
+            gids: vec![map(gid)],
+        });
+    }
+    validate::pod_sandbox(Some(p.config), "", &Config::default()).unwrap()
+}
+
+#[tokio::test]
+async fn a_pod_with_its_own_user_namespace_pins_it_and_undoes_like_any_other() {
+    for n in 0..STEPS.len() {
+        let rig = Rig::new();
+        let host = Arc::new(FakeHost::default());
+        host.fail_at(n);
+        rig.sandboxes(&host)
+            .run(userns_pod("web"))
+            .await
+            .unwrap_err();
+        let log = host.log();
+        let undone: Vec<&str> = STEPS[..n].iter().rev().map(|s| s.1).collect();
+        assert_eq!(names(&log, true), undone, "failing step {n}: {log:?}");
+        assert_eq!(host.live(), Default::default(), "step {n}");
+        assert!(rig.pod_dirs().is_empty(), "step {n}: {:?}", rig.pod_dirs());
+    }
+    let rig = Rig::new();
+    let host = Arc::new(FakeHost::default());
+    let sandboxes = rig.sandboxes(&host);
+    let id = sandboxes.run(userns_pod("web")).await.unwrap();
+    let rec = rig.store.pod(&id).await.unwrap().unwrap();
+    let user = rec
+        .namespaces
+        .user
+        .clone()
+        .expect("the user namespace is recorded");
+    assert_eq!(user, rec.dir.join("ns/user"));
+    assert!(host.live().pinned.contains(&user.display().to_string()));
+    // The pod's files are its root's.
+    use std::os::unix::fs::MetadataExt;
+    let hosts = std::fs::metadata(rec.dir.join("hosts")).unwrap();
+    assert_eq!(hosts.uid(), nix::unistd::getuid().as_raw());
+    sandboxes.stop(&id).await.unwrap();
+    sandboxes.remove(&id).await.unwrap();
+    assert_eq!(host.live(), Default::default());
+
+    // A node that cannot: refused before anything is made.
+    let host = Arc::new(FakeHost::default());
+    host.without_user_namespaces();
+    let err = rig
+        .sandboxes(&host)
+        .run(userns_pod("web2"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("userns_options"), "{err}");
+    assert!(host.log().is_empty(), "{:?}", host.log());
+}
+
 #[tokio::test]
 async fn a_pod_made_and_removed_leaves_nothing() {
     let rig = Rig::new();

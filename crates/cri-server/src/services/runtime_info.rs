@@ -69,7 +69,8 @@ impl Cri {
             .map(|name| cri::RuntimeHandler {
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: self.containers.recursive_read_only(&name).works(),
-                    user_namespaces: false,
+                    user_namespaces: self.sandboxes.user_namespaces()
+                        && self.containers.handler_installed(&name),
                 }),
                 name,
             })

@@ -15,4 +15,4 @@ mod pod;
 
 pub use container::{ValidContainer, create_container};
 pub use exec::{port_forward, streams};
-pub use pod::{ValidPod, pod_sandbox};
+pub use pod::{ValidPod, pod_sandbox, user_namespace};

@@ -8,6 +8,7 @@ use crius_cri_api::v1::{
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
+use crate::pinns::{IdMap, UserMaps};
 
 /// Longest accepted metadata value (Kubernetes object names are at most 253).
 const MAX_NAME: usize = 253;
@@ -26,6 +27,9 @@ pub struct ValidPod {
     pub host_ipc: bool,
     /// The pod shares one PID namespace among its containers.
     pub pod_pid: bool,
+    /// The maps of the pod's own user namespace (`hostUsers: false`); `None`: the
+    /// host's.
+    pub userns: Option<UserMaps>,
 }
 
 fn component(field: &str, value: &str, may_be_empty: bool) -> CriResult<()> {
@@ -126,6 +130,7 @@ pub fn pod_sandbox(
         host_network: modes.host_network,
         host_ipc: modes.host_ipc,
         pod_pid: modes.pod_pid,
+        userns: modes.userns,
     })
 }
 
@@ -206,6 +211,81 @@ struct Modes {
     host_network: bool,
     host_ipc: bool,
     pod_pid: bool,
+    userns: Option<UserMaps>,
+}
+
+/// The user namespace a pod asks for: `NODE` (or none) is the host's; `POD` a new
+/// one with exactly one uid and one gid mapping, each mapping the container's root
+/// (id 0), within the 32-bit id space. `CONTAINER` and `TARGET` are not modes a
+/// user namespace has.
+pub fn user_namespace(
+    field: &str,
+    opts: Option<&crius_cri_api::v1::UserNamespace>,
+) -> CriResult<Option<UserMaps>> {
+    let Some(u) = opts else {
+        return Ok(None);
+    };
+    let mode = namespace_mode(&format!("{field}.mode"), u.mode)?;
+    match mode {
+        NamespaceMode::Node => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return Err(CriError::invalid(
+                    format!("{field}.uids"),
+                    "mode NODE uses the host's user namespace: no mappings may be given",
+                ));
+            }
+            Ok(None)
+        }
+        NamespaceMode::Pod => {
+            let one = |name: &str, maps: &[crius_cri_api::v1::IdMapping]| -> CriResult<IdMap> {
+                let f = format!("{field}.{name}");
+                let [m] = maps else {
+                    return Err(CriError::invalid(
+                        f,
+                        format!("mode POD needs exactly one mapping; {} given", maps.len()),
+                    ));
+                };
+                if m.container_id != 0 {
+                    return Err(CriError::invalid(
+                        format!("{f}[0].container_id"),
+                        format!(
+                            "is {}: the mapping must start at container id 0 (the container's root must be mapped)",
+                            m.container_id
+                        ),
+                    ));
+                }
+                if m.length == 0 {
+                    return Err(CriError::invalid(format!("{f}[0].length"), "must not be 0"));
+                }
+                if u64::from(m.host_id) + u64::from(m.length) > u64::from(u32::MAX) {
+                    return Err(CriError::invalid(
+                        format!("{f}[0]"),
+                        format!(
+                            "host ids {}..{} leave the 32-bit id space",
+                            m.host_id,
+                            u64::from(m.host_id) + u64::from(m.length)
+                        ),
+                    ));
+                }
+                Ok(IdMap {
+                    container: m.container_id,
+                    host: m.host_id,
+                    size: m.length,
+                })
+            };
+            Ok(Some(UserMaps {
+                uids: vec![one("uids", &u.uids)?],
+                gids: vec![one("gids", &u.gids)?],
+            }))
+        }
+        other => Err(CriError::invalid(
+            format!("{field}.mode"),
+            format!(
+                "{}: a user namespace is the host's (NODE) or the pod's own (POD)",
+                other.as_str_name()
+            ),
+        )),
+    }
 }
 
 /// The cgroup parent, the namespace modes, and the sysctls (which depend on the
@@ -228,6 +308,16 @@ fn linux_config(linux: &LinuxPodSandboxConfig) -> CriResult<Modes> {
         modes.host_network = mode("network", ns.network)? == NamespaceMode::Node;
         modes.host_ipc = mode("ipc", ns.ipc)? == NamespaceMode::Node;
         modes.pod_pid = mode("pid", ns.pid)? == NamespaceMode::Pod;
+        modes.userns = user_namespace(
+            &format!("{prefix}.userns_options"),
+            ns.userns_options.as_ref(),
+        )?;
+        if modes.userns.is_some() && modes.host_network {
+            return Err(CriError::invalid(
+                format!("{prefix}.userns_options"),
+                "a pod with its own user namespace cannot use the host's network (the runtime does not support user namespaces with host network)",
+            ));
+        }
     }
     // A host-network pod has the host's UTS namespace too.
     let own = crius_spec::OwnNamespaces {
@@ -487,5 +577,122 @@ mod tests {
             field_of(pod_sandbox(Some(c), "", &Config::default())),
             "config.linux.security_context.namespace_options.network"
         );
+    }
+
+    #[test]
+    fn user_namespaces_pod_with_one_root_mapping_node_without() {
+        use crius_cri_api::v1::{IdMapping, UserNamespace};
+        let f = "config.linux.security_context.namespace_options.userns_options";
+        let map = |c, h, l| IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let with = |u: UserNamespace, mode: NamespaceMode| {
+            let mut c = base();
+            c.linux = Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: mode as i32,
+                        userns_options: Some(u),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            pod_sandbox(Some(c), "", &Config::default())
+        };
+        let pod = |uids: Vec<IdMapping>, gids: Vec<IdMapping>| UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids,
+            gids,
+        };
+        let ok = with(
+            pod(vec![map(0, 1000, 100000)], vec![map(0, 2000, 100000)]),
+            NamespaceMode::Pod,
+        )
+        .unwrap();
+        let maps = ok.userns.unwrap();
+        assert_eq!(maps.root_on_host(), Some((1000, 2000)));
+        assert_eq!(
+            maps.uids,
+            vec![IdMap {
+                container: 0,
+                host: 1000,
+                size: 100000
+            }]
+        );
+        let node = UserNamespace {
+            mode: NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert!(
+            with(node.clone(), NamespaceMode::Pod)
+                .unwrap()
+                .userns
+                .is_none()
+        );
+        for (u, mode, field) in [
+            (
+                pod(
+                    vec![map(0, 1000, 100000), map(0, 2000, 100000)],
+                    vec![map(0, 1000, 100000)],
+                ),
+                NamespaceMode::Pod,
+                format!("{f}.uids"),
+            ),
+            (
+                pod(vec![map(0, 1000, 10)], vec![]),
+                NamespaceMode::Pod,
+                format!("{f}.gids"),
+            ),
+            (
+                pod(vec![map(1, 1000, 100000)], vec![map(0, 1000, 100000)]),
+                NamespaceMode::Pod,
+                format!("{f}.uids[0].container_id"),
+            ),
+            (
+                pod(vec![map(0, 1000, 0)], vec![map(0, 1000, 1)]),
+                NamespaceMode::Pod,
+                format!("{f}.uids[0].length"),
+            ),
+            (
+                pod(vec![map(0, u32::MAX - 5, 10)], vec![map(0, 1000, 1)]),
+                NamespaceMode::Pod,
+                format!("{f}.uids[0]"),
+            ),
+            (
+                UserNamespace {
+                    mode: NamespaceMode::Container as i32,
+                    ..Default::default()
+                },
+                NamespaceMode::Pod,
+                format!("{f}.mode"),
+            ),
+            (
+                UserNamespace {
+                    mode: NamespaceMode::Target as i32,
+                    ..Default::default()
+                },
+                NamespaceMode::Pod,
+                format!("{f}.mode"),
+            ),
+            (
+                UserNamespace {
+                    uids: vec![map(0, 0, 1)],
+                    ..node.clone()
+                },
+                NamespaceMode::Pod,
+                format!("{f}.uids"),
+            ),
+            (
+                pod(vec![map(0, 1000, 10)], vec![map(0, 1000, 10)]),
+                NamespaceMode::Node,
+                f.to_string(),
+            ),
+        ] {
+            assert_eq!(field_of(with(u, mode)), field);
+        }
     }
 }

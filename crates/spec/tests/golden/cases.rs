@@ -31,6 +31,7 @@ pub struct Ns {
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
     pub target_pid: Option<PathBuf>,
+    pub user: Option<PathBuf>,
 }
 
 /// One input of the generator.
@@ -516,6 +517,34 @@ pub fn cases(root: &Path) -> Vec<Case> {
             mode: cri::NamespaceMode::Node as i32,
             ..Default::default()
         });
+    });
+    add("userns_pod_joined", &|c| {
+        // The pod's own user namespace: joined by path, its maps told to the runtime.
+        let ns = cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![cri::IdMapping {
+                container_id: 0,
+                host_id: 100000,
+                length: 65536,
+            }],
+            gids: vec![cri::IdMapping {
+                container_id: 0,
+                host_id: 200000,
+                length: 65536,
+            }],
+        };
+        c.ns.user = Some("/run/crius/pods/p/ns/user".into());
+        c.sandbox_linux()
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(ns.clone());
+        c.pid(cri::NamespaceMode::Container);
+        c.sc()
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(ns);
     });
     add("sysctls_and_annotations", &|c| {
         let l = c.sandbox_linux();

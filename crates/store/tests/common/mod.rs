@@ -75,6 +75,7 @@ pub fn pod() -> PodRecord {
             net: Some(dir.join("ns/net")),
             ipc: Some(dir.join("ns/ipc")),
             uts: Some(dir.join("ns/uts")),
+            user: None,
         },
         dir,
         ips: vec!["10.88.0.7".into()],
