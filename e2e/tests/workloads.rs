@@ -49,6 +49,20 @@ fn image_volume(image: &str, at: &str, sub: &str) -> cri::Mount {
     }
 }
 
+/// The `info` of a verbose ContainerStatus (the OCI spec, the pid, ...).
+async fn verbose_info(f: &mut Fixture, id: &str) -> serde_json::Value {
+    let verbose =
+        f.d.rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    serde_json::from_str(&verbose.info["info"]).unwrap()
+}
+
 /// The files under `dir` (relative), for "nothing is left" checks.
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -259,16 +273,7 @@ async fn recursive_read_only_mounts(runtime: Runtime) {
     }
     // runc declares `rro` and is handed it; crun 1.8.1 cannot say (no `features`
     // command), so crius hands it a read-only clone of the tree from the bundle.
-    let verbose =
-        f.d.rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = verbose_info(&mut f, &id).await;
     let spec_mount = info["runtimeSpec"]["mounts"]
         .as_array()
         .unwrap()
@@ -503,16 +508,7 @@ async fn user_namespaces(runtime: Runtime) {
     // to the volume is root's on disk (through the idmap), what it wrote to its
     // rootfs is the mapped root's, and the image's files (0 on disk) look like the
     // mapped root's through the idmapped layers.
-    let verbose =
-        f.d.rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let info = verbose_info(&mut f, &id).await;
     let pid = info["pid"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
