@@ -225,6 +225,11 @@ fn log_lines(fx: &Fixture, stream: Stream) -> Vec<Vec<u8>> {
     join_lines(&parse_log(&fx.log_path()), stream)
 }
 
+/// [`log_lines`] of what is whole so far, for polling.
+fn log_lines_so_far(fx: &Fixture, stream: Stream) -> Vec<Vec<u8>> {
+    join_lines(&parse_log_so_far(&fx.log_path()), stream)
+}
+
 /// Checks that the log holds `prefix 0`, `prefix 1`, ... with none missing, and that
 /// `got` (an attacher's raw bytes) is exactly the log's lines from some point to the end,
 /// each with its newline. Returns the index of the attacher's first line.
@@ -262,7 +267,7 @@ fn two_attachers_and_the_log(runtime: Runtime) {
     let fx = Fixture::sh(runtime, script);
     let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
-        log_lines(&fx, Stream::Stdout).len() >= 3
+        log_lines_so_far(&fx, Stream::Stdout).len() >= 3
     });
     let sp = ShimProc::of(&shim);
 
@@ -307,7 +312,7 @@ fn attacher_leaves_midway(runtime: Runtime) {
     let fx = Fixture::sh(runtime, COUNTER);
     let shim = fx.start_running();
     wait_until(LIMIT, "first lines", || {
-        !log_lines(&fx, Stream::Stdout).is_empty()
+        !log_lines_so_far(&fx, Stream::Stdout).is_empty()
     });
     let sp = ShimProc::of(&shim);
     let base = sp.counts();
@@ -322,7 +327,7 @@ fn attacher_leaves_midway(runtime: Runtime) {
     sp.wait_threads("attach", 1);
     let at_leave = b.lines();
     wait_until(LIMIT, "b to go on", || b.lines() >= at_leave + 10);
-    let log_now = log_lines(&fx, Stream::Stdout).len();
+    let log_now = log_lines_so_far(&fx, Stream::Stdout).len();
     // c's reader is closed right after the call: its writer goes away by itself too.
     shim.attach(Some(&Fifo::new(&fx, "c").path), None).unwrap();
     // Only b is left: one thread, its FIFO and its eventfd.
@@ -361,7 +366,10 @@ fn stalled_attacher_is_dropped(runtime: Runtime) {
     let reader = reader.read(None);
     shim.start("").unwrap();
     wait_until(Duration::from_secs(60), "all output", || {
-        log_lines(&fx, Stream::Stdout).last().map(Vec::as_slice) == Some(b"done")
+        log_lines_so_far(&fx, Stream::Stdout)
+            .last()
+            .map(Vec::as_slice)
+            == Some(b"done")
     });
     // The stalled attacher was dropped.
     sp.wait_threads("attach", 1);
@@ -414,7 +422,7 @@ fn attach_terminal(runtime: Runtime) {
     .unwrap();
     shim.start("").unwrap();
     wait_until(LIMIT, "first lines", || {
-        !log_lines(&fx, Stream::Stdout).is_empty()
+        !log_lines_so_far(&fx, Stream::Stdout).is_empty()
     });
     let sp = ShimProc::of(&shim);
     let (out, errf) = (Fifo::new(&fx, "out"), Fifo::new(&fx, "err"));

@@ -67,7 +67,7 @@ fn survives_its_starter(runtime: Runtime) {
     shim.start("").unwrap();
     // The caller goes away (as when criusd is killed): drop the only connection.
     drop(shim);
-    let count = || join_lines(&parse_log(&fx.log_path()), Stream::Stdout).len();
+    let count = || join_lines(&parse_log_so_far(&fx.log_path()), Stream::Stdout).len();
     wait_until(Duration::from_secs(10), "some output", || count() >= 2);
     let before = count();
     std::thread::sleep(Duration::from_millis(500));

@@ -144,14 +144,14 @@ fn reopen_log(runtime: Runtime) {
     );
     let shim = fx.start_running();
     wait_until(Duration::from_secs(10), "first lines", || {
-        parse_log(&fx.log_path()).len() >= 3
+        parse_log_so_far(&fx.log_path()).len() >= 3
     });
     let rotated = fx.dir.path().join("ctr.log.1");
     std::fs::rename(fx.log_path(), &rotated).unwrap();
     shim.reopen_log().unwrap();
     // Lines written after the reopen land in the new file.
     wait_until(Duration::from_secs(10), "lines in the new file", || {
-        parse_log(&fx.log_path()).len() >= 3
+        parse_log_so_far(&fx.log_path()).len() >= 3
     });
     let old = join_lines(&parse_log(&rotated), Stream::Stdout);
     let new = join_lines(&parse_log(&fx.log_path()), Stream::Stdout);
@@ -333,7 +333,7 @@ fn terminal(runtime: Runtime) {
     shim.start("").unwrap();
     let mut w = writer.join().unwrap();
     wait_until(Duration::from_secs(10), "tty output", || {
-        join_lines(&parse_log(&fx.log_path()), Stream::Stdout).len() >= 2
+        join_lines(&parse_log_so_far(&fx.log_path()), Stream::Stdout).len() >= 2
     });
     // An exec with its own pty, output to a file.
     let outfile = fx.dir.path().join("exec-tty.out");

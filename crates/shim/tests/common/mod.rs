@@ -313,6 +313,18 @@ pub fn parse_log(path: &Path) -> Vec<(crius_shim::crilog::Stream, bool, Vec<u8>)
         text.is_empty() || text.ends_with(b"\n"),
         "log does not end with a newline"
     );
+    parse_records(&text)
+}
+
+/// [`parse_log`] of the lines written whole so far, for polling while the shim may be
+/// in the middle of a line.
+pub fn parse_log_so_far(path: &Path) -> Vec<(crius_shim::crilog::Stream, bool, Vec<u8>)> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    parse_records(&text[..whole])
+}
+
+fn parse_records(text: &[u8]) -> Vec<(crius_shim::crilog::Stream, bool, Vec<u8>)> {
     text.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
