@@ -204,32 +204,31 @@ impl Containers {
         *self.rro.write().unwrap_or_else(|p| p.into_inner()) = probed;
     }
 
-    /// Whether runtime handler `handler` (`""`: the default) is configured and its
-    /// OCI runtime installed.
-    pub fn handler_installed(&self, handler: &str) -> bool {
-        let name = if handler.is_empty() {
+    /// The configured name of runtime handler `handler` (`""`: the default).
+    fn handler_name<'a>(&'a self, handler: &'a str) -> &'a str {
+        if handler.is_empty() {
             self.config.default_runtime.as_str()
         } else {
             handler
-        };
+        }
+    }
+
+    /// Whether runtime handler `handler` (`""`: the default) is configured and its
+    /// OCI runtime installed.
+    pub fn handler_installed(&self, handler: &str) -> bool {
         self.config
             .runtimes
-            .get(name)
+            .get(self.handler_name(handler))
             .is_some_and(|h| crate::util::find_binary(&h.path).is_some())
     }
 
     /// How runtime handler `handler` gets recursive read-only mounts (`""`: the
     /// default handler).
     pub fn recursive_read_only(&self, handler: &str) -> features::RecursiveReadOnly {
-        let name = if handler.is_empty() {
-            self.config.default_runtime.as_str()
-        } else {
-            handler
-        };
         self.rro
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .get(self.handler_name(handler))
             .copied()
             .unwrap_or_default()
     }
